@@ -1,0 +1,71 @@
+//! The load balancer seen by the engine: put a server in, drain one, count its sessions, take it
+//! out, and keep the persistent config in step. HAProxy is the production implementation.
+
+mod config_file;
+mod haproxy;
+mod runtime_api;
+
+use std::future::Future;
+
+use thiserror::Error;
+
+pub use config_file::rewrite_managed_block;
+pub use haproxy::Haproxy;
+pub use runtime_api::RuntimeApi;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerSpec {
+    pub name: String,
+    pub addr: String,
+    pub port: u16,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AdminState {
+    Ready,
+    Drain,
+    Maint,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerStatus {
+    pub name: String,
+    pub addr: String,
+    pub port: u16,
+    pub admin: AdminState,
+    /// HAProxy's operational view (its own checks): running or not.
+    pub up: bool,
+}
+
+#[derive(Debug, Error)]
+pub enum BalancerError {
+    #[error("HAProxy runtime API {socket}: {message}")]
+    Api { socket: String, message: String },
+    #[error("HAProxy command {command:?} on {socket} failed: {reply}")]
+    Command {
+        socket: String,
+        command: String,
+        reply: String,
+    },
+    #[error("HAProxy config file {path}: {message}")]
+    ConfigFile { path: String, message: String },
+    #[error("reloading HAProxy: {0}")]
+    Reload(String),
+}
+
+pub trait Balancer: Send + Sync + 'static {
+    /// The servers of our backend as HAProxy sees them now.
+    fn servers(&self) -> impl Future<Output = Result<Vec<ServerStatus>, BalancerError>> + Send;
+    /// Adds the server (if missing), enables its checks and sets it ready: it takes traffic.
+    fn put_in(&self, server: &ServerSpec) -> impl Future<Output = Result<(), BalancerError>> + Send;
+    /// No new requests to this server; in-flight ones finish.
+    fn drain(&self, name: &str) -> impl Future<Output = Result<(), BalancerError>> + Send;
+    /// Requests the server is handling or has queued; None when the server is gone.
+    fn in_flight(&self, name: &str) -> impl Future<Output = Result<Option<u64>, BalancerError>> + Send;
+    /// Maint, then delete. A server already gone is fine.
+    fn take_out(&self, name: &str) -> impl Future<Output = Result<(), BalancerError>> + Send;
+    /// Writes the servers into the persistent config so a reload or restart keeps them.
+    fn persist(&self, servers: &[ServerSpec]) -> impl Future<Output = Result<(), BalancerError>> + Send;
+    /// Reloads HAProxy hitlessly and waits until the new process answers with `expect` present.
+    fn reload(&self, expect: &str) -> impl Future<Output = Result<(), BalancerError>> + Send;
+}

@@ -1,0 +1,203 @@
+//! HAProxy's runtime API, spoken directly over its Unix socket: one command per connection,
+//! the reply read until HAProxy closes.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::UnixStream;
+
+use super::{AdminState, BalancerError, ServerStatus};
+
+#[derive(Debug, Clone)]
+pub struct RuntimeApi {
+    socket: PathBuf,
+    timeout: Duration,
+}
+
+/// Server admin-state bits from `show servers state` (srv_admin_state).
+const ADMIN_FMAINT: u32 = 0x01;
+const ADMIN_IMAINT: u32 = 0x02;
+const ADMIN_CMAINT: u32 = 0x04;
+const ADMIN_FDRAIN: u32 = 0x08;
+const ADMIN_IDRAIN: u32 = 0x10;
+const ADMIN_RMAINT: u32 = 0x20;
+const ADMIN_HMAINT: u32 = 0x40;
+
+impl RuntimeApi {
+    pub fn new(socket: &Path, timeout: Duration) -> RuntimeApi {
+        RuntimeApi {
+            socket: socket.to_owned(),
+            timeout,
+        }
+    }
+
+    pub fn socket(&self) -> &Path {
+        &self.socket
+    }
+
+    fn api_error(&self, message: String) -> BalancerError {
+        BalancerError::Api {
+            socket: self.socket.display().to_string(),
+            message,
+        }
+    }
+
+    /// Sends one command and returns HAProxy's reply text.
+    pub async fn command(&self, command: &str) -> Result<String, BalancerError> {
+        let io = async {
+            let mut stream = UnixStream::connect(&self.socket).await?;
+            stream.write_all(command.as_bytes()).await?;
+            stream.write_all(b"\n").await?;
+            let mut reply = String::new();
+            stream.read_to_string(&mut reply).await?;
+            Ok::<_, std::io::Error>(reply)
+        };
+        match tokio::time::timeout(self.timeout, io).await {
+            Ok(Ok(reply)) => Ok(reply),
+            Ok(Err(e)) => Err(self.api_error(format!("{command:?}: {e}"))),
+            Err(_) => Err(self.api_error(format!(
+                "{command:?}: no answer within {} ms",
+                self.timeout.as_millis()
+            ))),
+        }
+    }
+
+    /// Runs a command whose success HAProxy confirms with a known phrase.
+    pub async fn expect(&self, command: &str, ok_phrase: &str) -> Result<(), BalancerError> {
+        let reply = self.command(command).await?;
+        if reply.contains(ok_phrase) {
+            Ok(())
+        } else {
+            Err(BalancerError::Command {
+                socket: self.socket.display().to_string(),
+                command: command.to_string(),
+                reply: reply.trim().to_string(),
+            })
+        }
+    }
+
+    /// Runs a command that answers with an empty reply on success.
+    pub async fn quiet(&self, command: &str) -> Result<(), BalancerError> {
+        let reply = self.command(command).await?;
+        if reply.trim().is_empty() {
+            Ok(())
+        } else {
+            Err(BalancerError::Command {
+                socket: self.socket.display().to_string(),
+                command: command.to_string(),
+                reply: reply.trim().to_string(),
+            })
+        }
+    }
+
+    pub async fn servers_state(&self, backend: &str) -> Result<Vec<ServerStatus>, BalancerError> {
+        let reply = self.command(&format!("show servers state {backend}")).await?;
+        parse_servers_state(&reply, backend).map_err(|m| self.api_error(m))
+    }
+
+    /// Current sessions plus queued requests per server, from `show stat`.
+    pub async fn in_flight(&self, backend: &str) -> Result<Vec<(String, u64)>, BalancerError> {
+        let reply = self.command(&format!("show stat {backend} 4 -1")).await?;
+        parse_stat_in_flight(&reply, backend).map_err(|m| self.api_error(m))
+    }
+}
+
+pub(super) fn parse_servers_state(reply: &str, backend: &str) -> Result<Vec<ServerStatus>, String> {
+    let mut lines = reply.lines();
+    let mut header: Option<Vec<&str>> = None;
+    let mut out = Vec::new();
+    for line in lines.by_ref() {
+        let line = line.trim();
+        if line.is_empty() || line == "1" {
+            continue;
+        }
+        if let Some(h) = line.strip_prefix('#') {
+            header = Some(h.split_whitespace().collect());
+            continue;
+        }
+        let Some(h) = &header else {
+            return Err(format!("unexpected reply to show servers state: {}", reply.trim()));
+        };
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let get = |name: &str| {
+            h.iter()
+                .position(|c| *c == name)
+                .and_then(|i| fields.get(i).copied())
+                .ok_or_else(|| format!("show servers state: no field {name} in {line:?}"))
+        };
+        if get("be_name")? != backend {
+            continue;
+        }
+        let admin_bits: u32 = get("srv_admin_state")?.parse().map_err(|_| format!("bad srv_admin_state in {line:?}"))?;
+        let admin = if admin_bits & (ADMIN_FMAINT | ADMIN_IMAINT | ADMIN_CMAINT | ADMIN_RMAINT | ADMIN_HMAINT) != 0 {
+            AdminState::Maint
+        } else if admin_bits & (ADMIN_FDRAIN | ADMIN_IDRAIN) != 0 {
+            AdminState::Drain
+        } else {
+            AdminState::Ready
+        };
+        out.push(ServerStatus {
+            name: get("srv_name")?.to_string(),
+            addr: get("srv_addr")?.to_string(),
+            port: get("srv_port")?.parse().map_err(|_| format!("bad srv_port in {line:?}"))?,
+            admin,
+            up: get("srv_op_state")? == "2",
+        });
+    }
+    if header.is_none() && !reply.trim().is_empty() && !reply.trim().starts_with('1') {
+        return Err(reply.trim().to_string());
+    }
+    Ok(out)
+}
+
+pub(super) fn parse_stat_in_flight(reply: &str, backend: &str) -> Result<Vec<(String, u64)>, String> {
+    let mut lines = reply.lines();
+    let header = lines
+        .next()
+        .and_then(|h| h.strip_prefix("# "))
+        .ok_or_else(|| format!("unexpected reply to show stat: {}", reply.trim()))?;
+    let cols: Vec<&str> = header.split(',').collect();
+    let idx = |name: &str| {
+        cols.iter()
+            .position(|c| *c == name)
+            .ok_or_else(|| format!("show stat: no column {name}"))
+    };
+    let (px, sv, qcur, scur) = (idx("pxname")?, idx("svname")?, idx("qcur")?, idx("scur")?);
+    let mut out = Vec::new();
+    for line in lines.filter(|l| !l.trim().is_empty()) {
+        let f: Vec<&str> = line.split(',').collect();
+        if f.get(px) != Some(&backend) || matches!(f.get(sv), Some(&"BACKEND") | Some(&"FRONTEND")) {
+            continue;
+        }
+        let num = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+        out.push((f[sv].to_string(), num(qcur) + num(scur)));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_servers_state_of_haproxy_2_6() {
+        let reply = "1\n# be_id be_name srv_id srv_name srv_addr srv_op_state srv_admin_state srv_uweight srv_iweight srv_time_since_last_change srv_check_status srv_check_result srv_check_health srv_check_state srv_agent_state bk_f_forced_id srv_f_forced_id srv_fqdn srv_port srvrecord srv_use_ssl srv_check_port srv_check_addr srv_agent_addr srv_agent_port\n3 web 1 web-a 127.0.0.1 2 0 1 1 10 6 3 4 6 0 0 0 - 32768 - 0 0 - - 0\n3 web 2 web-b 127.0.0.1 2 8 1 1 10 6 3 4 6 0 0 0 - 32769 - 0 0 - - 0\n3 web 3 web-c 127.0.0.1 0 1 1 1 10 6 3 4 6 0 0 0 - 32770 - 0 0 - - 0\n\n";
+        let s = parse_servers_state(reply, "web").unwrap();
+        assert_eq!(s.len(), 3);
+        assert_eq!((s[0].name.as_str(), s[0].port, s[0].admin, s[0].up), ("web-a", 32768, AdminState::Ready, true));
+        assert_eq!(s[1].admin, AdminState::Drain);
+        assert_eq!((s[2].admin, s[2].up), (AdminState::Maint, false));
+    }
+
+    #[test]
+    fn unknown_backend_reply_is_an_error() {
+        assert!(parse_servers_state("Can't find backend.\n\n", "nope").is_err());
+    }
+
+    #[test]
+    fn parses_in_flight_from_show_stat() {
+        let reply = "# pxname,svname,qcur,qmax,scur,smax\nweb,web-a,1,0,2,5\nweb,BACKEND,0,0,2,5\n\n";
+        assert_eq!(parse_stat_in_flight(reply, "web").unwrap(), vec![("web-a".to_string(), 3)]);
+    }
+}

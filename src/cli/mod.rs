@@ -1,0 +1,27 @@
+//! hotswapctl's verbs, one file each, all thin clients of the daemon's socket.
+
+pub mod deploy;
+pub mod status;
+
+use crate::control::client::ClientError;
+
+/// Exit codes, distinct per failure kind (listed in `hotswapctl --help` and the README).
+pub mod exit {
+    pub const OK: u8 = 0;
+    pub const USAGE: u8 = 2;
+    pub const UNREACHABLE: u8 = 3;
+    pub const REJECTED: u8 = 4;
+    pub const DEPLOY_FAILED: u8 = 5;
+    pub const TIMEOUT: u8 = 6;
+    pub const PROTOCOL: u8 = 7;
+}
+
+pub const EXIT_CODES_HELP: &str = "Exit codes:\n  0  success\n  2  usage error\n  3  cannot reach hotswapd (socket missing or not answering)\n  4  request refused by hotswapd (bad input, unknown service)\n  5  deploy failed (rolled back; the old release serves)\n  6  timed out waiting for the deploy\n  7  unexpected answer from hotswapd";
+
+pub fn client_exit(e: &ClientError) -> u8 {
+    match e {
+        ClientError::Unreachable { .. } => exit::UNREACHABLE,
+        ClientError::Rejected { .. } => exit::REJECTED,
+        ClientError::Protocol(_) => exit::PROTOCOL,
+    }
+}

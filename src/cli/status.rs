@@ -1,0 +1,50 @@
+//! `hotswapctl status [--json]`
+
+use crate::control::client::Client;
+
+use super::{client_exit, exit};
+
+pub async fn run(client: &Client, json: bool) -> u8 {
+    let status = match client.status().await {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("hotswapctl: {e}");
+            return client_exit(&e);
+        }
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&status).expect("serializes"));
+        return exit::OK;
+    }
+    println!("hotswapd {} on {} (up {} s)", status.version, status.instance_id, status.uptime_secs);
+    println!("{:<16} {:<12} {:<28} {:<24} {}", "SERVICE", "STATE", "CURRENT", "PREVIOUS", "LAST DEPLOY");
+    for s in &status.services {
+        let text = |p: &str| s.pointer(p).and_then(|v| v.as_str()).unwrap_or("-").to_string();
+        let last = s
+            .pointer("/history")
+            .and_then(|h| h.as_array())
+            .and_then(|h| h.last())
+            .map(|l| {
+                format!(
+                    "{} {} {}",
+                    l.pointer("/release/deploy_id").and_then(|v| v.as_str()).unwrap_or("?"),
+                    l.pointer("/phase/phase").and_then(|v| v.as_str()).unwrap_or("?"),
+                    l.pointer("/reason").and_then(|v| v.as_str()).unwrap_or("")
+                )
+            })
+            .unwrap_or_else(|| "-".into());
+        let state = match s.pointer("/swap/phase/phase").and_then(|v| v.as_str()) {
+            Some(p) if text("/state") == "swapping" => format!("swap:{p}"),
+            _ => text("/state"),
+        };
+        println!(
+            "{:<16} {:<12} {:<28} {:<24} {}",
+            text("/service"),
+            state,
+            text("/current/release/image"),
+            text("/previous/image"),
+            last.trim_end()
+        );
+    }
+    exit::OK
+}

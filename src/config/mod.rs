@@ -1,0 +1,157 @@
+//! Configuration: TOML parsed into serde structs (`raw`), defaults filled, then validated into
+//! settings that cannot be wrong (`Settings`). Unknown keys are errors naming the file and key.
+
+mod raw;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use thiserror::Error;
+
+pub const DEFAULT_PATH: &str = "/etc/hotswap/config.toml";
+
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    #[error("reading config {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("config {path}: {key}: {message}")]
+    Invalid {
+        path: PathBuf,
+        key: String,
+        message: String,
+    },
+}
+
+/// The whole validated configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    pub source: PathBuf,
+    pub daemon: DaemonSettings,
+    pub services: BTreeMap<String, ServiceSettings>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct DaemonSettings {
+    pub socket: PathBuf,
+    pub state_dir: PathBuf,
+    pub reports_file: PathBuf,
+    /// Names this host in labels and reports; several daemons on one Docker engine (tests) keep
+    /// apart by it.
+    pub instance_id: String,
+    /// `None`: bollard's defaults (`DOCKER_HOST` or `/var/run/docker.sock`).
+    pub docker_socket: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServiceSettings {
+    pub name: String,
+    pub container: ContainerSettings,
+    pub container_port: u16,
+    pub health: HealthSettings,
+    pub haproxy: HaproxySettings,
+    pub drain_budget: Duration,
+    pub host_budget: Duration,
+    /// Images of previous releases kept for rollback.
+    pub keep_images: usize,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ContainerSettings {
+    pub env: BTreeMap<String, String>,
+    pub command: Vec<String>,
+    pub volumes: Vec<String>,
+    pub labels: BTreeMap<String, String>,
+    pub stop_signal: String,
+    pub stop_grace: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct HealthSettings {
+    pub path: String,
+    pub expect_status: u16,
+    pub release_match: ReleaseMatch,
+    pub attempt_timeout: Duration,
+    pub consecutive_passes: u32,
+    pub deadline: Duration,
+    pub min_interval: Duration,
+    pub max_interval: Duration,
+}
+
+/// How a health response proves it comes from the new release. `{version}` in the expected text
+/// is replaced by the release's version.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ReleaseMatch {
+    None,
+    BodyContains(String),
+    JsonField { field: String, equals: String },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SwitchMode {
+    /// Runtime API: add the new server, drain the old one; no reload.
+    Runtime,
+    /// Rewrite the config file and reload HAProxy (porter's way), kept for comparison.
+    Reload,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum ReloadVia {
+    MasterSocket(PathBuf),
+    Signal { pidfile: PathBuf, signal: nix::sys::signal::Signal },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct HaproxySettings {
+    pub runtime_socket: PathBuf,
+    pub backend: String,
+    /// The config file whose managed block for this backend is kept in step with the runtime state.
+    pub config_file: Option<PathBuf>,
+    pub reload: Option<ReloadVia>,
+    /// Appended to each `server` line (runtime `add server` and config file).
+    pub server_options: String,
+    pub switch: SwitchMode,
+    /// How long the runtime API may take to answer one command.
+    pub command_timeout: Duration,
+}
+
+impl Settings {
+    pub fn load(path: &Path) -> Result<Settings, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Settings::parse(&text, path)
+    }
+
+    pub fn parse(text: &str, path: &Path) -> Result<Settings, ConfigError> {
+        let raw: raw::Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: e.to_string().trim_end().to_string(),
+        })?;
+        raw.validate(path)
+    }
+
+    pub fn service(&self, name: &str) -> Option<&ServiceSettings> {
+        self.services.get(name)
+    }
+}
+
+impl ReleaseMatch {
+    /// The expected text for a given release version, if any.
+    pub fn expected(&self, version: &str) -> Option<String> {
+        match self {
+            ReleaseMatch::None => None,
+            ReleaseMatch::BodyContains(t) => Some(t.replace("{version}", version)),
+            ReleaseMatch::JsonField { equals, .. } => Some(equals.replace("{version}", version)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

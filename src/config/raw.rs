@@ -1,0 +1,375 @@
+//! The config file as written: every key optional where a default exists, unknown keys rejected.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::*;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct Config {
+    #[serde(default)]
+    daemon: Daemon,
+    #[serde(default)]
+    services: BTreeMap<String, Service>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Daemon {
+    socket: Option<PathBuf>,
+    state_dir: Option<PathBuf>,
+    reports_file: Option<PathBuf>,
+    instance_id: Option<String>,
+    docker_socket: Option<PathBuf>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Service {
+    container_port: u16,
+    #[serde(default)]
+    container: Container,
+    #[serde(default)]
+    health: Health,
+    haproxy: Haproxy,
+    drain_budget_secs: Option<u64>,
+    host_budget_secs: Option<u64>,
+    keep_images: Option<usize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Container {
+    #[serde(default)]
+    env: BTreeMap<String, String>,
+    #[serde(default)]
+    command: Vec<String>,
+    #[serde(default)]
+    volumes: Vec<String>,
+    #[serde(default)]
+    labels: BTreeMap<String, String>,
+    stop_signal: Option<String>,
+    stop_grace_secs: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Health {
+    path: Option<String>,
+    expect_status: Option<u16>,
+    release_body_contains: Option<String>,
+    release_json_field: Option<String>,
+    release_json_equals: Option<String>,
+    attempt_timeout_ms: Option<u64>,
+    consecutive_passes: Option<u32>,
+    deadline_secs: Option<u64>,
+    min_interval_ms: Option<u64>,
+    max_interval_ms: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Haproxy {
+    runtime_socket: PathBuf,
+    backend: Option<String>,
+    config_file: Option<PathBuf>,
+    reload: Option<String>,
+    master_socket: Option<PathBuf>,
+    pidfile: Option<PathBuf>,
+    reload_signal: Option<String>,
+    server_options: Option<String>,
+    switch: Option<String>,
+    command_timeout_ms: Option<u64>,
+}
+
+struct Ctx<'a> {
+    path: &'a Path,
+}
+
+impl Ctx<'_> {
+    fn invalid(&self, key: impl Into<String>, message: impl Into<String>) -> ConfigError {
+        ConfigError::Invalid {
+            path: self.path.to_owned(),
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+}
+
+fn hostname() -> String {
+    nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".to_string())
+}
+
+/// Names go into container names, HAProxy server names and file names: keep them plain.
+fn is_plain_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 48
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
+fn parse_signal(ctx: &Ctx, key: &str, s: &str) -> Result<nix::sys::signal::Signal, ConfigError> {
+    let name = s.to_ascii_uppercase();
+    let name = if name.starts_with("SIG") {
+        name
+    } else {
+        format!("SIG{name}")
+    };
+    nix::sys::signal::Signal::from_str(&name).map_err(|_| {
+        ctx.invalid(
+            key,
+            format!("{s:?} is not a signal name (expected e.g. \"SIGUSR2\" or \"SIGHUP\")"),
+        )
+    })
+}
+
+fn positive(ctx: &Ctx, key: String, v: u64) -> Result<u64, ConfigError> {
+    if v == 0 {
+        Err(ctx.invalid(key, "must be greater than 0"))
+    } else {
+        Ok(v)
+    }
+}
+
+impl Config {
+    pub(super) fn validate(self, path: &Path) -> Result<Settings, ConfigError> {
+        let ctx = Ctx { path };
+        let d = self.daemon;
+        let state_dir = d
+            .state_dir
+            .unwrap_or_else(|| PathBuf::from("/var/lib/hotswap"));
+        let instance_id = d.instance_id.unwrap_or_else(hostname);
+        if !is_plain_name(&instance_id) {
+            return Err(ctx.invalid(
+                "daemon.instance_id",
+                format!("{instance_id:?}: use 1-48 letters, digits, '-' or '_'"),
+            ));
+        }
+        let daemon = DaemonSettings {
+            socket: d
+                .socket
+                .unwrap_or_else(|| PathBuf::from("/run/hotswap/hotswapd.sock")),
+            reports_file: d
+                .reports_file
+                .unwrap_or_else(|| state_dir.join("reports.jsonl")),
+            state_dir,
+            instance_id,
+            docker_socket: d.docker_socket,
+        };
+        let mut services = BTreeMap::new();
+        for (name, s) in self.services {
+            let key = format!("services.{name}");
+            if !is_plain_name(&name) {
+                return Err(ctx.invalid(
+                    key,
+                    "service names use 1-48 letters, digits, '-' or '_'",
+                ));
+            }
+            services.insert(name.clone(), s.validate(&ctx, &key, name)?);
+        }
+        let mut backends = BTreeMap::new();
+        for s in services.values() {
+            let k = (s.haproxy.runtime_socket.clone(), s.haproxy.backend.clone());
+            if let Some(other) = backends.insert(k, s.name.clone()) {
+                return Err(ctx.invalid(
+                    format!("services.{}.haproxy.backend", s.name),
+                    format!(
+                        "backend {:?} is already managed by service {other:?}",
+                        s.haproxy.backend
+                    ),
+                ));
+            }
+        }
+        Ok(Settings {
+            source: path.to_owned(),
+            daemon,
+            services,
+        })
+    }
+}
+
+impl Service {
+    fn validate(self, ctx: &Ctx, key: &str, name: String) -> Result<ServiceSettings, ConfigError> {
+        if self.container_port == 0 {
+            return Err(ctx.invalid(format!("{key}.container_port"), "must be 1-65535"));
+        }
+        let c = self.container;
+        let stop_signal = c.stop_signal.unwrap_or_else(|| "SIGTERM".to_string());
+        parse_signal(ctx, &format!("{key}.container.stop_signal"), &stop_signal)?;
+        for (i, v) in c.volumes.iter().enumerate() {
+            if v.split(':').count() < 2 {
+                return Err(ctx.invalid(
+                    format!("{key}.container.volumes[{i}]"),
+                    format!("{v:?}: expected \"HOST_PATH:CONTAINER_PATH[:ro]\""),
+                ));
+            }
+        }
+        for l in c.labels.keys() {
+            if l.starts_with("hotswap.") {
+                return Err(ctx.invalid(
+                    format!("{key}.container.labels.{l}"),
+                    "labels starting with \"hotswap.\" are set by hotswapd itself",
+                ));
+            }
+        }
+        let container = ContainerSettings {
+            env: c.env,
+            command: c.command,
+            volumes: c.volumes,
+            labels: c.labels,
+            stop_signal,
+            stop_grace: Duration::from_secs(c.stop_grace_secs.unwrap_or(10)),
+        };
+
+        let h = self.health;
+        let hk = format!("{key}.health");
+        let path = h.path.unwrap_or_else(|| "/health".to_string());
+        if !path.starts_with('/') {
+            return Err(ctx.invalid(format!("{hk}.path"), format!("{path:?}: must start with '/'")));
+        }
+        let release_match = match (h.release_body_contains, h.release_json_field, h.release_json_equals) {
+            (None, None, None) => ReleaseMatch::None,
+            (Some(t), None, None) => ReleaseMatch::BodyContains(t),
+            (None, Some(field), equals) => ReleaseMatch::JsonField {
+                field,
+                equals: equals.unwrap_or_else(|| "{version}".to_string()),
+            },
+            (None, None, Some(_)) => {
+                return Err(ctx.invalid(
+                    format!("{hk}.release_json_equals"),
+                    "needs release_json_field to say which field to compare",
+                ))
+            }
+            (Some(_), _, _) => {
+                return Err(ctx.invalid(
+                    format!("{hk}.release_body_contains"),
+                    "use either release_body_contains or release_json_field, not both",
+                ))
+            }
+        };
+        let expect_status = h.expect_status.unwrap_or(200);
+        if !(100..=599).contains(&expect_status) {
+            return Err(ctx.invalid(format!("{hk}.expect_status"), "must be an HTTP status 100-599"));
+        }
+        let consecutive_passes = h.consecutive_passes.unwrap_or(2);
+        if consecutive_passes == 0 {
+            return Err(ctx.invalid(format!("{hk}.consecutive_passes"), "must be at least 1"));
+        }
+        let min_interval_ms = positive(ctx, format!("{hk}.min_interval_ms"), h.min_interval_ms.unwrap_or(2))?;
+        let max_interval_ms = positive(ctx, format!("{hk}.max_interval_ms"), h.max_interval_ms.unwrap_or(50))?;
+        if max_interval_ms < min_interval_ms {
+            return Err(ctx.invalid(format!("{hk}.max_interval_ms"), "must not be below min_interval_ms"));
+        }
+        let health = HealthSettings {
+            path,
+            expect_status,
+            release_match,
+            attempt_timeout: Duration::from_millis(positive(
+                ctx,
+                format!("{hk}.attempt_timeout_ms"),
+                h.attempt_timeout_ms.unwrap_or(1000),
+            )?),
+            consecutive_passes,
+            deadline: Duration::from_secs(positive(ctx, format!("{hk}.deadline_secs"), h.deadline_secs.unwrap_or(60))?),
+            min_interval: Duration::from_millis(min_interval_ms),
+            max_interval: Duration::from_millis(max_interval_ms),
+        };
+
+        let x = self.haproxy;
+        let xk = format!("{key}.haproxy");
+        let backend = x.backend.unwrap_or_else(|| name.clone());
+        if backend.is_empty() || backend.contains(char::is_whitespace) || backend.contains('/') {
+            return Err(ctx.invalid(format!("{xk}.backend"), format!("{backend:?} is not a backend name")));
+        }
+        let reload = match x.reload.as_deref() {
+            None if x.master_socket.is_none() && x.pidfile.is_none() => None,
+            None | Some("master-socket") if x.master_socket.is_some() => {
+                Some(ReloadVia::MasterSocket(x.master_socket.clone().unwrap()))
+            }
+            None | Some("signal") if x.pidfile.is_some() => {
+                let sig = x.reload_signal.as_deref().unwrap_or("SIGUSR2");
+                Some(ReloadVia::Signal {
+                    pidfile: x.pidfile.clone().unwrap(),
+                    signal: parse_signal(ctx, &format!("{xk}.reload_signal"), sig)?,
+                })
+            }
+            Some("master-socket") => {
+                return Err(ctx.invalid(format!("{xk}.master_socket"), "reload = \"master-socket\" needs master_socket"))
+            }
+            Some("signal") => {
+                return Err(ctx.invalid(format!("{xk}.pidfile"), "reload = \"signal\" needs pidfile (HAProxy master's pid)"))
+            }
+            Some(other) => {
+                return Err(ctx.invalid(
+                    format!("{xk}.reload"),
+                    format!("{other:?}: expected \"master-socket\" or \"signal\""),
+                ))
+            }
+            None => unreachable!("handled by the first arm"),
+        };
+        let switch = match x.switch.as_deref().unwrap_or("runtime") {
+            "runtime" => SwitchMode::Runtime,
+            "reload" => SwitchMode::Reload,
+            other => {
+                return Err(ctx.invalid(
+                    format!("{xk}.switch"),
+                    format!("{other:?}: expected \"runtime\" or \"reload\""),
+                ))
+            }
+        };
+        if switch == SwitchMode::Reload && (x.config_file.is_none() || reload.is_none()) {
+            return Err(ctx.invalid(
+                format!("{xk}.switch"),
+                "switch = \"reload\" needs config_file and a way to reload (master_socket or pidfile)",
+            ));
+        }
+        let server_options = x.server_options.unwrap_or_else(|| "check inter 2s".to_string());
+        if server_options.contains('\n') || server_options.contains(';') {
+            return Err(ctx.invalid(format!("{xk}.server_options"), "must be one line without ';'"));
+        }
+        let haproxy = HaproxySettings {
+            runtime_socket: x.runtime_socket,
+            backend,
+            config_file: x.config_file,
+            reload,
+            server_options,
+            switch,
+            command_timeout: Duration::from_millis(positive(
+                ctx,
+                format!("{xk}.command_timeout_ms"),
+                x.command_timeout_ms.unwrap_or(2000),
+            )?),
+        };
+        let drain_budget = Duration::from_secs(self.drain_budget_secs.unwrap_or(60));
+        let host_budget = Duration::from_secs(positive(
+            ctx,
+            format!("{key}.host_budget_secs"),
+            self.host_budget_secs.unwrap_or(60 + 120),
+        )?);
+        if drain_budget >= host_budget {
+            return Err(ctx.invalid(
+                format!("{key}.drain_budget_secs"),
+                "must be shorter than host_budget_secs (the budget of the whole swap)",
+            ));
+        }
+        Ok(ServiceSettings {
+            name,
+            container,
+            container_port: self.container_port,
+            health,
+            haproxy,
+            drain_budget,
+            host_budget,
+            keep_images: self.keep_images.unwrap_or(1),
+        })
+    }
+}

@@ -1,0 +1,99 @@
+use std::path::Path;
+use std::time::Duration;
+
+use super::*;
+
+const MINIMAL: &str = r#"
+[services.web]
+container_port = 8080
+[services.web.haproxy]
+runtime_socket = "/run/haproxy/admin.sock"
+"#;
+
+fn parse(text: &str) -> Result<Settings, ConfigError> {
+    Settings::parse(text, Path::new("/etc/hotswap/config.toml"))
+}
+
+#[test]
+fn the_shipped_example_parses_with_every_key() {
+    let text = include_str!("../../config.example.toml");
+    let s = parse(text).unwrap();
+    let web = s.service("web").unwrap();
+    assert_eq!(s.daemon.instance_id, "web-host-1");
+    assert_eq!(web.container.stop_grace, Duration::from_secs(10));
+    assert_eq!(web.container.volumes, vec!["/srv/web/shared:/shared:ro".to_string()]);
+    assert_eq!(
+        web.health.release_match,
+        ReleaseMatch::JsonField { field: "release".into(), equals: "{version}".into() }
+    );
+    assert_eq!(
+        web.haproxy.reload,
+        Some(ReloadVia::Signal { pidfile: "/run/haproxy.pid".into(), signal: nix::sys::signal::Signal::SIGUSR2 })
+    );
+    assert_eq!(web.host_budget, Duration::from_secs(180));
+}
+
+#[test]
+fn defaults_fill_a_minimal_service() {
+    let s = parse(MINIMAL).unwrap();
+    let web = s.service("web").unwrap();
+    assert_eq!(s.daemon.socket, Path::new("/run/hotswap/hotswapd.sock"));
+    assert_eq!(s.daemon.reports_file, Path::new("/var/lib/hotswap/reports.jsonl"));
+    assert_eq!(web.haproxy.backend, "web");
+    assert_eq!(web.drain_budget, Duration::from_secs(60));
+    assert_eq!(web.host_budget, Duration::from_secs(180));
+    assert_eq!(web.keep_images, 1);
+    assert_eq!(web.health.consecutive_passes, 2);
+    assert_eq!(web.haproxy.switch, SwitchMode::Runtime);
+    assert_eq!(web.haproxy.reload, None);
+}
+
+#[test]
+fn sighup_reload_is_accepted_as_configured() {
+    let text = format!("{MINIMAL}pidfile = \"/run/haproxy.pid\"\nreload_signal = \"HUP\"\n");
+    let s = parse(&text).unwrap();
+    assert_eq!(
+        s.service("web").unwrap().haproxy.reload,
+        Some(ReloadVia::Signal { pidfile: "/run/haproxy.pid".into(), signal: nix::sys::signal::Signal::SIGHUP })
+    );
+}
+
+#[test]
+fn unknown_key_names_file_and_key() {
+    let text = MINIMAL.replace("container_port = 8080", "container_port = 8080\ncontainer_prot = 1");
+    let err = parse(&text).unwrap_err().to_string();
+    assert!(err.contains("/etc/hotswap/config.toml"), "{err}");
+    assert!(err.contains("container_prot"), "{err}");
+    assert!(err.contains("line"), "{err}");
+}
+
+#[test]
+fn wrong_type_names_the_key_and_what_was_expected() {
+    let text = MINIMAL.replace("8080", "\"eighty\"");
+    let err = parse(&text).unwrap_err().to_string();
+    assert!(err.contains("container_port") && err.contains("expected u16"), "{err}");
+}
+
+#[test]
+fn semantic_errors_name_the_key() {
+    let cases = [
+        ("[services.web.health]\nconsecutive_passes = 0\n", "services.web.health.consecutive_passes"),
+        ("[services.web.container]\nstop_signal = \"SIGNOPE\"\n", "services.web.container.stop_signal"),
+        ("[services.web.health]\npath = \"health\"\n", "services.web.health.path"),
+    ];
+    for (extra, key) in cases {
+        let err = parse(&format!("{MINIMAL}{extra}")).unwrap_err().to_string();
+        assert!(err.contains(key), "{extra}: {err}");
+    }
+    let err = parse(&MINIMAL.replace("8080", "8080\ndrain_budget_secs = 200")).unwrap_err().to_string();
+    assert!(err.contains("drain_budget_secs") && err.contains("host_budget_secs"), "{err}");
+    let err = parse(&format!("{MINIMAL}switch = \"reload\"\n")).unwrap_err().to_string();
+    assert!(err.contains("services.web.haproxy.switch"), "{err}");
+}
+
+#[test]
+fn two_services_cannot_share_a_backend() {
+    let text = format!("{MINIMAL}backend = \"shared\"\n[services.api]\ncontainer_port = 1\n[services.api.haproxy]\nruntime_socket = \"/run/haproxy/admin.sock\"\nbackend = \"shared\"\n");
+    let err = parse(&text).unwrap_err().to_string();
+    assert!(err.contains("already managed by service"), "{err}");
+}

@@ -1,0 +1,143 @@
+//! Request and response bodies of the control API, shared by the daemon and the CLI.
+
+use serde::{Deserialize, Serialize};
+
+use crate::engine::{DeployState, ServiceView};
+
+/// Bodies larger than this are refused.
+pub const MAX_BODY: usize = 64 * 1024;
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct DeployRequest {
+    pub service: String,
+    pub image: String,
+    /// What the app reports for this release; defaults to the image tag.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// Given by the caller to make retries safe; generated when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deploy_id: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct DeployAccepted {
+    pub deploy_id: String,
+    pub service: String,
+    /// false when the deploy id was seen before and nothing new was started.
+    pub accepted: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct DeployStatus {
+    pub deploy_id: String,
+    pub service: String,
+    #[serde(flatten)]
+    pub state: serde_json::Value,
+    pub finished: bool,
+}
+
+impl DeployStatus {
+    pub fn new(deploy_id: &str, service: &str, state: &DeployState) -> DeployStatus {
+        DeployStatus {
+            deploy_id: deploy_id.to_string(),
+            service: service.to_string(),
+            state: serde_json::to_value(state).expect("deploy state serializes"),
+            finished: state.is_finished(),
+        }
+    }
+
+    /// "queued", "running" or "finished".
+    pub fn status(&self) -> &str {
+        self.state.get("status").and_then(|v| v.as_str()).unwrap_or("unknown")
+    }
+
+    /// The phase of the swap ("succeeded", "failed", ...), once it runs.
+    pub fn phase(&self) -> Option<&str> {
+        self.state.pointer("/swap/phase/phase").and_then(|v| v.as_str())
+    }
+
+    pub fn reason(&self) -> Option<&str> {
+        self.state.pointer("/swap/reason").and_then(|v| v.as_str())
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DaemonStatus {
+    pub version: String,
+    pub instance_id: String,
+    pub uptime_secs: u64,
+    pub services: Vec<serde_json::Value>,
+}
+
+impl DaemonStatus {
+    pub fn service_views(views: &[ServiceView]) -> Vec<serde_json::Value> {
+        views
+            .iter()
+            .map(|v| serde_json::to_value(v).expect("views serialize"))
+            .collect()
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ErrorBody {
+    pub error: String,
+}
+
+/// Deploy ids and image references end up in names, labels and file names: keep them plain.
+pub fn check_deploy_id(id: &str) -> Result<(), String> {
+    let ok = !id.is_empty()
+        && id.len() <= 64
+        && id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        && id.chars().next().is_some_and(|c| c.is_ascii_alphanumeric());
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("deploy_id {id:?}: use 1-64 letters, digits, '.', '-' or '_', starting with a letter or digit"))
+    }
+}
+
+pub fn check_image(image: &str) -> Result<(), String> {
+    let ok = !image.is_empty()
+        && image.len() <= 255
+        && !image.starts_with(['-', ':', '/', '@'])
+        && image
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':' | '/' | '@'));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("image {image:?} is not a valid image reference"))
+    }
+}
+
+/// The version a release reports by default: the image's tag (`web:2` → `2`), else "latest".
+pub fn default_version(image: &str) -> String {
+    let name = image.split('@').next().unwrap_or(image);
+    let last = name.rsplit('/').next().unwrap_or(name);
+    match last.split_once(':') {
+        Some((_, tag)) if !tag.is_empty() => tag.to_string(),
+        _ => "latest".to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn version_defaults_to_the_tag() {
+        assert_eq!(default_version("web:2"), "2");
+        assert_eq!(default_version("registry:5000/team/web:v3"), "v3");
+        assert_eq!(default_version("registry:5000/team/web"), "latest");
+    }
+
+    #[test]
+    fn bad_ids_and_images_are_named() {
+        assert!(check_deploy_id("d-123.a").is_ok());
+        assert!(check_deploy_id("../x").unwrap_err().contains("../x"));
+        assert!(check_image("web:2").is_ok());
+        assert!(check_image("web 2").unwrap_err().contains("web 2"));
+        assert!(check_image("").is_err());
+    }
+}

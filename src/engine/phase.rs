@@ -1,0 +1,380 @@
+//! The swap as a pure state machine: phases carry their deadlines, one function moves between them,
+//! illegal moves are typed errors. No I/O here; the driver does the work and feeds events in.
+
+use std::fmt;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+/// Milliseconds since the Unix epoch: journaled, so a restarted daemon sees the same deadlines.
+pub type UnixMs = u64;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Release {
+    pub service: String,
+    /// Image reference to run, e.g. `web:2`.
+    pub image: String,
+    /// What the app reports on its health route for this release (defaults to the image tag).
+    pub version: String,
+    pub deploy_id: String,
+}
+
+/// A running copy of a release: its container and its HAProxy server.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Instance {
+    pub release: Release,
+    pub container_id: String,
+    pub server: String,
+    pub host_port: u16,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "phase", rename_all = "snake_case")]
+pub enum Phase {
+    Accepted,
+    Starting { deadline: UnixMs },
+    HealthGate { deadline: UnixMs },
+    Switching { deadline: UnixMs },
+    Draining { deadline: UnixMs },
+    Retiring { deadline: UnixMs },
+    RollingBack { deadline: UnixMs },
+    Succeeded,
+    Failed,
+}
+
+impl Phase {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Phase::Accepted => "accepted",
+            Phase::Starting { .. } => "starting",
+            Phase::HealthGate { .. } => "health_gate",
+            Phase::Switching { .. } => "switching",
+            Phase::Draining { .. } => "draining",
+            Phase::Retiring { .. } => "retiring",
+            Phase::RollingBack { .. } => "rolling_back",
+            Phase::Succeeded => "succeeded",
+            Phase::Failed => "failed",
+        }
+    }
+
+    pub fn deadline(&self) -> Option<UnixMs> {
+        match *self {
+            Phase::Starting { deadline }
+            | Phase::HealthGate { deadline }
+            | Phase::Switching { deadline }
+            | Phase::Draining { deadline }
+            | Phase::Retiring { deadline }
+            | Phase::RollingBack { deadline } => Some(deadline),
+            Phase::Accepted | Phase::Succeeded | Phase::Failed => None,
+        }
+    }
+
+    pub fn is_terminal(&self) -> bool {
+        matches!(self, Phase::Succeeded | Phase::Failed)
+    }
+
+    /// True once the new release may be taking traffic: a failure from here on is not undone by
+    /// removing the new release.
+    pub fn is_past_switch(&self) -> bool {
+        matches!(
+            self,
+            Phase::Draining { .. } | Phase::Retiring { .. } | Phase::Succeeded
+        )
+    }
+}
+
+impl fmt::Display for Phase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PhaseMark {
+    pub phase: String,
+    pub at_ms: UnixMs,
+}
+
+/// The time limits of one swap, from the service's settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Budgets {
+    pub health_deadline: Duration,
+    pub drain_budget: Duration,
+    pub host_budget: Duration,
+    /// Time allowed to roll back (stop and remove the new container) after a failure.
+    pub rollback: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    Begin,
+    Started(Instance),
+    GatePassed,
+    Switched,
+    Drained,
+    Retired,
+    Fail(String),
+    RolledBack,
+}
+
+impl Event {
+    fn name(&self) -> &'static str {
+        match self {
+            Event::Begin => "begin",
+            Event::Started(_) => "started",
+            Event::GatePassed => "gate_passed",
+            Event::Switched => "switched",
+            Event::Drained => "drained",
+            Event::Retired => "retired",
+            Event::Fail(_) => "fail",
+            Event::RolledBack => "rolled_back",
+        }
+    }
+}
+
+#[derive(Debug, Error, PartialEq, Eq)]
+#[error("swap {deploy_id}: event {event} is not allowed in phase {phase}")]
+pub struct IllegalMove {
+    pub deploy_id: String,
+    pub event: &'static str,
+    pub phase: &'static str,
+}
+
+/// One swap of one service, as journaled.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Swap {
+    pub release: Release,
+    pub phase: Phase,
+    pub accepted_ms: UnixMs,
+    /// End of the host budget: no phase deadline is later than this.
+    pub host_deadline: UnixMs,
+    pub drain_budget_ms: u64,
+    pub health_deadline_ms: u64,
+    pub rollback_ms: u64,
+    /// The release serving when the swap began (None on a first deploy).
+    pub old: Option<Instance>,
+    /// The new release once its container runs.
+    pub new: Option<Instance>,
+    pub marks: Vec<PhaseMark>,
+    /// Why it failed (set with the first failure).
+    pub reason: Option<String>,
+    /// Problems after the switch that did not fail the swap (e.g. the old image could not be removed).
+    #[serde(default)]
+    pub warnings: Vec<String>,
+    /// What the new release answered on its health route when the gate passed.
+    #[serde(default)]
+    pub health_response: Option<String>,
+}
+
+fn ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+impl Swap {
+    pub fn new(release: Release, old: Option<Instance>, budgets: Budgets, now: UnixMs) -> Swap {
+        Swap {
+            release,
+            phase: Phase::Accepted,
+            accepted_ms: now,
+            host_deadline: now.saturating_add(ms(budgets.host_budget)),
+            drain_budget_ms: ms(budgets.drain_budget),
+            health_deadline_ms: ms(budgets.health_deadline),
+            rollback_ms: ms(budgets.rollback),
+            old,
+            new: None,
+            marks: vec![PhaseMark {
+                phase: Phase::Accepted.name().to_string(),
+                at_ms: now,
+            }],
+            reason: None,
+            warnings: Vec::new(),
+            health_response: None,
+        }
+    }
+
+    fn within_host(&self, now: UnixMs, span_ms: u64) -> UnixMs {
+        now.saturating_add(span_ms).min(self.host_deadline)
+    }
+
+    /// The one place where phases change.
+    pub fn apply(mut self, event: Event, now: UnixMs) -> Result<Swap, IllegalMove> {
+        let next = match (&self.phase, &event) {
+            (Phase::Accepted, Event::Begin) => Phase::Starting {
+                deadline: self.host_deadline,
+            },
+            (Phase::Starting { .. }, Event::Started(instance)) => {
+                self.new = Some(instance.clone());
+                Phase::HealthGate {
+                    deadline: self.within_host(now, self.health_deadline_ms),
+                }
+            }
+            (Phase::HealthGate { .. }, Event::GatePassed) => Phase::Switching {
+                deadline: self.host_deadline,
+            },
+            (Phase::Switching { .. }, Event::Switched) => Phase::Draining {
+                deadline: self.within_host(now, self.drain_budget_ms),
+            },
+            (Phase::Draining { .. }, Event::Drained) => Phase::Retiring {
+                deadline: self.host_deadline,
+            },
+            (Phase::Retiring { .. }, Event::Retired) => Phase::Succeeded,
+            (
+                Phase::Accepted
+                | Phase::Starting { .. }
+                | Phase::HealthGate { .. }
+                | Phase::Switching { .. },
+                Event::Fail(reason),
+            ) => {
+                self.reason.get_or_insert_with(|| reason.clone());
+                // Rolling back gets its own time even when the host budget is spent: the new
+                // container must not be left behind.
+                Phase::RollingBack {
+                    deadline: now.saturating_add(self.rollback_ms),
+                }
+            }
+            (Phase::RollingBack { .. }, Event::RolledBack) => Phase::Failed,
+            (phase, event) => {
+                return Err(IllegalMove {
+                    deploy_id: self.release.deploy_id.clone(),
+                    event: event.name(),
+                    phase: phase.name(),
+                })
+            }
+        };
+        self.marks.push(PhaseMark {
+            phase: next.name().to_string(),
+            at_ms: now,
+        });
+        self.phase = next;
+        Ok(self)
+    }
+
+    pub fn mark(&self, phase: &str) -> Option<UnixMs> {
+        self.marks.iter().find(|m| m.phase == phase).map(|m| m.at_ms)
+    }
+
+    /// How long each phase took, in order, for reports.
+    pub fn durations(&self) -> Vec<(String, u64)> {
+        self.marks
+            .windows(2)
+            .map(|w| (w[0].phase.clone(), w[1].at_ms.saturating_sub(w[0].at_ms)))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn release(v: &str) -> Release {
+        Release {
+            service: "web".into(),
+            image: format!("web:{v}"),
+            version: v.into(),
+            deploy_id: format!("d{v}"),
+        }
+    }
+
+    fn instance(v: &str) -> Instance {
+        Instance {
+            release: release(v),
+            container_id: format!("c{v}"),
+            server: format!("web-d{v}"),
+            host_port: 30000,
+        }
+    }
+
+    fn budgets() -> Budgets {
+        Budgets {
+            health_deadline: Duration::from_secs(60),
+            drain_budget: Duration::from_secs(60),
+            host_budget: Duration::from_secs(180),
+            rollback: Duration::from_secs(30),
+        }
+    }
+
+    #[test]
+    fn happy_path_walks_every_phase_with_deadlines_bounded_by_host_budget() {
+        let s = Swap::new(release("2"), Some(instance("1")), budgets(), 1_000);
+        let s = s.apply(Event::Begin, 1_000).unwrap();
+        assert_eq!(s.phase, Phase::Starting { deadline: 181_000 });
+        let s = s.apply(Event::Started(instance("2")), 2_000).unwrap();
+        assert_eq!(s.phase, Phase::HealthGate { deadline: 62_000 });
+        let s = s.apply(Event::GatePassed, 3_000).unwrap();
+        let s = s.apply(Event::Switched, 150_000).unwrap();
+        // drain budget (60 s) is cut to what is left of the host budget
+        assert_eq!(s.phase, Phase::Draining { deadline: 181_000 });
+        let s = s.apply(Event::Drained, 151_000).unwrap();
+        let s = s.apply(Event::Retired, 152_000).unwrap();
+        assert_eq!(s.phase, Phase::Succeeded);
+        let names: Vec<_> = s.marks.iter().map(|m| m.phase.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "accepted",
+                "starting",
+                "health_gate",
+                "switching",
+                "draining",
+                "retiring",
+                "succeeded"
+            ]
+        );
+        assert_eq!(s.durations()[3], ("switching".to_string(), 147_000));
+    }
+
+    #[test]
+    fn failure_before_switch_rolls_back_and_keeps_first_reason() {
+        let s = Swap::new(release("2"), Some(instance("1")), budgets(), 0)
+            .apply(Event::Begin, 0)
+            .unwrap()
+            .apply(Event::Started(instance("2")), 10)
+            .unwrap()
+            .apply(Event::Fail("health gate deadline passed".into()), 60_010)
+            .unwrap();
+        assert_eq!(s.phase, Phase::RollingBack { deadline: 90_010 });
+        let s = s.apply(Event::RolledBack, 60_100).unwrap();
+        assert_eq!(s.phase, Phase::Failed);
+        assert_eq!(s.reason.as_deref(), Some("health gate deadline passed"));
+        assert!(s.phase.is_terminal());
+    }
+
+    #[test]
+    fn illegal_moves_are_typed_errors() {
+        let s = Swap::new(release("2"), None, budgets(), 0);
+        let err = s.clone().apply(Event::GatePassed, 1).unwrap_err();
+        assert_eq!(
+            err,
+            IllegalMove {
+                deploy_id: "d2".into(),
+                event: "gate_passed",
+                phase: "accepted"
+            }
+        );
+        // after the switch there is no rolling back by removing the new release
+        let s = s
+            .apply(Event::Begin, 0)
+            .unwrap()
+            .apply(Event::Started(instance("2")), 0)
+            .unwrap()
+            .apply(Event::GatePassed, 0)
+            .unwrap()
+            .apply(Event::Switched, 0)
+            .unwrap();
+        assert!(s.phase.is_past_switch());
+        assert!(s.clone().apply(Event::Fail("x".into()), 0).is_err());
+        assert!(s.apply(Event::Retired, 0).is_err());
+    }
+
+    #[test]
+    fn journal_form_round_trips() {
+        let s = Swap::new(release("2"), Some(instance("1")), budgets(), 5)
+            .apply(Event::Begin, 6)
+            .unwrap();
+        let text = serde_json::to_string(&s).unwrap();
+        assert!(text.contains(r#""phase":"starting""#), "{text}");
+        let back: Swap = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, s);
+    }
+}

@@ -1,0 +1,12 @@
+//! hotswap: a host-side reload supervisor. See ARCHITECTURE.md for the map.
+
+pub mod balancer;
+pub mod cli;
+pub mod config;
+pub mod control;
+pub mod daemon;
+pub mod engine;
+pub mod fsutil;
+pub mod health;
+pub mod report;
+pub mod runtime;

@@ -1,0 +1,251 @@
+//! Containers through the Docker Engine API (bollard).
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::Duration;
+
+use bollard::models::{ContainerCreateBody, HostConfig, PortBinding};
+use bollard::query_parameters::{
+    CreateContainerOptions, CreateImageOptions, InspectContainerOptions, KillContainerOptions,
+    ListContainersOptions, RemoveContainerOptions, RemoveImageOptions, StopContainerOptions,
+};
+use futures_util::StreamExt;
+
+use super::{ContainerSpec, Found, Runtime, RuntimeError, Started};
+
+#[derive(Debug, Clone)]
+pub struct Docker {
+    client: bollard::Docker,
+}
+
+fn is_not_found(e: &bollard::errors::Error) -> bool {
+    matches!(e, bollard::errors::Error::DockerResponseServerError { status_code: 404, .. })
+}
+
+fn is_conflict(e: &bollard::errors::Error) -> bool {
+    matches!(e, bollard::errors::Error::DockerResponseServerError { status_code: 409, .. })
+}
+
+impl Docker {
+    /// Connects and agrees on an API version with the engine (Debian's Docker 20.10 speaks 1.41).
+    pub async fn connect(socket: Option<&Path>) -> Result<Docker, RuntimeError> {
+        let client = match socket {
+            Some(path) => bollard::Docker::connect_with_unix(
+                &path.to_string_lossy(),
+                120,
+                bollard::API_DEFAULT_VERSION,
+            ),
+            None => bollard::Docker::connect_with_defaults(),
+        }
+        .map_err(|e| RuntimeError::Connect(e.to_string()))?;
+        let client = client
+            .negotiate_version()
+            .await
+            .map_err(|e| RuntimeError::Connect(e.to_string()))?;
+        Ok(Docker { client })
+    }
+
+    fn container_err(id: &str, action: &'static str, e: impl ToString) -> RuntimeError {
+        RuntimeError::Container {
+            container: id.to_string(),
+            action,
+            message: e.to_string(),
+        }
+    }
+
+    async fn inspect_port(&self, id: &str, container_port: u16) -> Result<Option<u16>, RuntimeError> {
+        let info = self
+            .client
+            .inspect_container(id, None::<InspectContainerOptions>)
+            .await
+            .map_err(|e| Self::container_err(id, "inspecting", e))?;
+        Ok(published_port(info.network_settings.and_then(|n| n.ports), container_port))
+    }
+}
+
+fn published_port(
+    ports: Option<HashMap<String, Option<Vec<PortBinding>>>>,
+    container_port: u16,
+) -> Option<u16> {
+    ports?
+        .get(&format!("{container_port}/tcp"))?
+        .as_ref()?
+        .iter()
+        .find_map(|b| b.host_port.as_deref()?.parse().ok())
+}
+
+impl Runtime for Docker {
+    async fn ensure_image(&self, image: &str) -> Result<(), RuntimeError> {
+        match self.client.inspect_image(image).await {
+            Ok(_) => return Ok(()),
+            Err(e) if is_not_found(&e) => {}
+            Err(e) => {
+                return Err(RuntimeError::Image {
+                    image: image.into(),
+                    message: e.to_string(),
+                })
+            }
+        }
+        tracing::info!(image, "image missing locally, pulling");
+        let options = CreateImageOptions {
+            from_image: Some(image.to_string()),
+            ..Default::default()
+        };
+        let mut pull = self.client.create_image(Some(options), None, None);
+        while let Some(step) = pull.next().await {
+            step.map_err(|e| RuntimeError::Image {
+                image: image.into(),
+                message: format!("not present locally and pulling it failed: {e}"),
+            })?;
+        }
+        Ok(())
+    }
+
+    async fn start(&self, spec: &ContainerSpec) -> Result<Started, RuntimeError> {
+        let port_key = format!("{}/tcp", spec.container_port);
+        let body = ContainerCreateBody {
+            image: Some(spec.image.clone()),
+            env: Some(spec.env.clone()),
+            cmd: (!spec.command.is_empty()).then(|| spec.command.clone()),
+            labels: Some(spec.labels.clone().into_iter().collect()),
+            exposed_ports: Some(HashMap::from([(port_key.clone(), HashMap::new())])),
+            stop_signal: Some(spec.stop_signal.clone()),
+            stop_timeout: Some(spec.stop_grace.as_secs() as i64),
+            host_config: Some(HostConfig {
+                binds: (!spec.volumes.is_empty()).then(|| spec.volumes.clone()),
+                port_bindings: Some(HashMap::from([(
+                    port_key,
+                    Some(vec![PortBinding {
+                        host_ip: Some("127.0.0.1".into()),
+                        host_port: Some(String::new()),
+                    }]),
+                )])),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let options = CreateContainerOptions {
+            name: Some(spec.name.clone()),
+            ..Default::default()
+        };
+        let created = self
+            .client
+            .create_container(Some(options), body)
+            .await
+            .map_err(|e| Self::container_err(&spec.name, "creating", e))?;
+        let id = created.id;
+        let started = async {
+            self.client
+                .start_container(&id, None::<bollard::query_parameters::StartContainerOptions>)
+                .await
+                .map_err(|e| Self::container_err(&spec.name, "starting", e))?;
+            self.inspect_port(&id, spec.container_port)
+                .await?
+                .ok_or_else(|| Self::container_err(&spec.name, "reading its published port", "Docker published no host port"))
+        };
+        match started.await {
+            Ok(host_port) => Ok(Started { id, host_port }),
+            Err(e) => {
+                // never leave a half-started container behind
+                let _ = self
+                    .client
+                    .remove_container(&id, Some(RemoveContainerOptions { force: true, ..Default::default() }))
+                    .await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn stop_and_remove(&self, id: &str, grace: Duration) -> Result<(), RuntimeError> {
+        let stop = StopContainerOptions {
+            t: Some(i32::try_from(grace.as_secs()).unwrap_or(i32::MAX)),
+            signal: None,
+        };
+        match self.client.stop_container(id, Some(stop)).await {
+            Ok(()) => {}
+            Err(e) if is_not_found(&e) => return Ok(()),
+            // 304: already stopped
+            Err(bollard::errors::Error::DockerResponseServerError { status_code: 304, .. }) => {}
+            Err(e) => {
+                tracing::warn!(container = id, error = %e, "stop failed, killing");
+                let _ = self
+                    .client
+                    .kill_container(id, Some(KillContainerOptions { signal: "SIGKILL".into() }))
+                    .await;
+            }
+        }
+        match self
+            .client
+            .remove_container(id, Some(RemoveContainerOptions { force: true, v: true, ..Default::default() }))
+            .await
+        {
+            Ok(()) => Ok(()),
+            Err(e) if is_not_found(&e) => Ok(()),
+            // 409: removal already in progress
+            Err(e) if is_conflict(&e) => Ok(()),
+            Err(e) => Err(Self::container_err(id, "removing", e)),
+        }
+    }
+
+    async fn is_running(&self, id: &str) -> Result<bool, RuntimeError> {
+        match self.client.inspect_container(id, None::<InspectContainerOptions>).await {
+            Ok(info) => Ok(info.state.and_then(|s| s.running).unwrap_or(false)),
+            Err(e) if is_not_found(&e) => Ok(false),
+            Err(e) => Err(Self::container_err(id, "inspecting", e)),
+        }
+    }
+
+    async fn list(&self, labels: &[(&str, &str)]) -> Result<Vec<Found>, RuntimeError> {
+        let filters = HashMap::from([(
+            "label".to_string(),
+            labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>(),
+        )]);
+        let options = ListContainersOptions {
+            all: true,
+            filters: Some(filters),
+            ..Default::default()
+        };
+        let found = self
+            .client
+            .list_containers(Some(options))
+            .await
+            .map_err(|e| RuntimeError::List(e.to_string()))?;
+        Ok(found
+            .into_iter()
+            .map(|c| Found {
+                id: c.id.unwrap_or_default(),
+                name: c
+                    .names
+                    .and_then(|n| n.into_iter().next())
+                    .unwrap_or_default()
+                    .trim_start_matches('/')
+                    .to_string(),
+                image: c.image.unwrap_or_default(),
+                labels: c.labels.unwrap_or_default().into_iter().collect(),
+                running: c.state.map(|s| s.to_string() == "running").unwrap_or(false),
+                host_port: c
+                    .ports
+                    .unwrap_or_default()
+                    .iter()
+                    .find_map(|p| p.public_port),
+            })
+            .collect())
+    }
+
+    async fn remove_image(&self, image: &str) -> Result<bool, RuntimeError> {
+        match self
+            .client
+            .remove_image(image, Some(RemoveImageOptions { force: false, noprune: false }), None)
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(e) if is_not_found(&e) => Ok(false),
+            // 409: a container still uses it
+            Err(e) if is_conflict(&e) => Ok(false),
+            Err(e) => Err(RuntimeError::Image {
+                image: image.into(),
+                message: format!("removing: {e}"),
+            }),
+        }
+    }
+}

@@ -1,0 +1,79 @@
+//! Where releases run. Containers through the Docker API are the production implementation.
+
+mod docker;
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::time::Duration;
+
+use thiserror::Error;
+
+pub use docker::Docker;
+
+/// Labels every container of ours carries, so a restarted daemon knows what it is.
+pub const LABEL_INSTANCE: &str = "hotswap.instance";
+pub const LABEL_SERVICE: &str = "hotswap.service";
+pub const LABEL_RELEASE: &str = "hotswap.release";
+pub const LABEL_VERSION: &str = "hotswap.version";
+pub const LABEL_DEPLOY_ID: &str = "hotswap.deploy_id";
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerSpec {
+    pub name: String,
+    pub image: String,
+    pub env: Vec<String>,
+    pub command: Vec<String>,
+    pub volumes: Vec<String>,
+    pub labels: BTreeMap<String, String>,
+    pub container_port: u16,
+    pub stop_signal: String,
+    pub stop_grace: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Started {
+    pub id: String,
+    /// The host port on 127.0.0.1 that Docker published the container port on.
+    pub host_port: u16,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Found {
+    pub id: String,
+    pub name: String,
+    pub image: String,
+    pub labels: BTreeMap<String, String>,
+    pub running: bool,
+    pub host_port: Option<u16>,
+}
+
+#[derive(Debug, Error)]
+pub enum RuntimeError {
+    #[error("connecting to the Docker engine: {0}")]
+    Connect(String),
+    #[error("image {image}: {message}")]
+    Image { image: String, message: String },
+    #[error("container {container}: {action}: {message}")]
+    Container {
+        container: String,
+        action: &'static str,
+        message: String,
+    },
+    #[error("listing containers: {0}")]
+    List(String),
+}
+
+pub trait Runtime: Send + Sync + 'static {
+    /// Makes sure the image is present, pulling it only if missing.
+    fn ensure_image(&self, image: &str) -> impl Future<Output = Result<(), RuntimeError>> + Send;
+    /// Creates and starts the container, publishing its port on 127.0.0.1; removes it again if it
+    /// cannot be started.
+    fn start(&self, spec: &ContainerSpec) -> impl Future<Output = Result<Started, RuntimeError>> + Send;
+    /// Stop signal, grace, kill, then remove. A container already gone is fine.
+    fn stop_and_remove(&self, id: &str, grace: Duration) -> impl Future<Output = Result<(), RuntimeError>> + Send;
+    fn is_running(&self, id: &str) -> impl Future<Output = Result<bool, RuntimeError>> + Send;
+    /// Containers carrying all the given labels, running or not.
+    fn list(&self, labels: &[(&str, &str)]) -> impl Future<Output = Result<Vec<Found>, RuntimeError>> + Send;
+    /// Removes the image reference unless a container uses it. Returns whether it was removed.
+    fn remove_image(&self, image: &str) -> impl Future<Output = Result<bool, RuntimeError>> + Send;
+}
