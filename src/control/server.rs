@@ -64,6 +64,7 @@ pub async fn serve(control: Arc<Control>, socket: &Path) -> std::io::Result<toki
                     async move { Ok::<_, Infallible>(handle(&control, req).await) }
                 });
                 let conn = hyper::server::conn::http1::Builder::new()
+                    .timer(hyper_util::rt::TokioTimer::new())
                     .header_read_timeout(READ_TIMEOUT)
                     .serve_connection(TokioIo::new(stream), svc);
                 if let Err(e) = conn.await {

@@ -345,7 +345,7 @@ impl<R: Runtime, B: Balancer, P: Reporter> Driver<R, B, P> {
                         self.balancer.drain(&old.server).await.map_err(err)?;
                     }
                 }
-                self.balancer.persist(&[spec_of(new)]).await.map_err(err)
+                Ok(())
             }
             SwitchMode::Reload => {
                 self.balancer.persist(&[spec_of(new)]).await.map_err(err)?;
@@ -355,6 +355,12 @@ impl<R: Runtime, B: Balancer, P: Reporter> Driver<R, B, P> {
     }
 
     async fn drain(&self, swap: &mut Swap, deadline: UnixMs) {
+        // Keep the config file in step first, so a reload from here on keeps the new server.
+        if let Some(new) = &swap.new {
+            if let Err(e) = self.balancer.persist(&[spec_of(new)]).await {
+                swap.warnings.push(format!("HAProxy config file not updated: {e}"));
+            }
+        }
         let Some(old) = swap.old.clone() else { return };
         if self.settings.haproxy.switch == SwitchMode::Reload {
             tokio::time::sleep_until(instant_of(deadline).min(Instant::now() + RELOAD_SETTLE)).await;

@@ -1,2 +1,6 @@
+#![allow(dead_code)]
+pub mod daemon;
+pub mod env;
+pub mod haproxy;
 pub mod images;
 pub mod load;

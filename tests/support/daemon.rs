@@ -1,0 +1,183 @@
+//! The real hotswapd binary, configured for one test, and the CLI beside it.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use super::haproxy::Haproxy;
+
+pub const HOTSWAPD: &str = env!("CARGO_BIN_EXE_hotswapd");
+pub const HOTSWAPCTL: &str = env!("CARGO_BIN_EXE_hotswapctl");
+
+pub struct ServiceOpts {
+    pub health_deadline_secs: u64,
+    pub drain_budget_secs: u64,
+    pub switch: &'static str,
+    pub keep_images: usize,
+}
+
+impl Default for ServiceOpts {
+    fn default() -> Self {
+        ServiceOpts {
+            health_deadline_secs: 20,
+            drain_budget_secs: 10,
+            switch: "runtime",
+            keep_images: 1,
+        }
+    }
+}
+
+pub fn write_config(dir: &Path, instance: &str, haproxy: &Haproxy, opts: &ServiceOpts) -> PathBuf {
+    let path = dir.join("hotswap.toml");
+    let text = format!(
+        r#"[daemon]
+socket = "{dir}/hotswapd.sock"
+state_dir = "{dir}/state"
+instance_id = "{instance}"
+
+[services.web]
+container_port = 8080
+drain_budget_secs = {drain}
+host_budget_secs = 120
+keep_images = {keep}
+
+[services.web.container]
+stop_grace_secs = 5
+
+[services.web.health]
+path = "/health"
+release_json_field = "release"
+deadline_secs = {deadline}
+
+[services.web.haproxy]
+runtime_socket = "{admin}"
+backend = "web"
+config_file = "{cfg}"
+reload = "signal"
+pidfile = "{pid}"
+reload_signal = "SIGUSR2"
+server_options = "check inter 1s"
+switch = "{switch}"
+"#,
+        dir = dir.display(),
+        drain = opts.drain_budget_secs,
+        keep = opts.keep_images,
+        deadline = opts.health_deadline_secs,
+        admin = haproxy.admin_socket.display(),
+        cfg = haproxy.config.display(),
+        pid = haproxy.pidfile.display(),
+        switch = opts.switch,
+    );
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+pub struct Daemon {
+    child: Option<Child>,
+    pub config: PathBuf,
+    pub dir: PathBuf,
+    pub socket: PathBuf,
+}
+
+impl Daemon {
+    /// Starts hotswapd and waits until every service finished its start-up recovery.
+    pub fn start(dir: &Path, config: &Path) -> Daemon {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("hotswapd.log"))
+            .unwrap();
+        let child = Command::new(HOTSWAPD)
+            .arg("--config")
+            .arg(config)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("starting hotswapd");
+        let d = Daemon {
+            child: Some(child),
+            config: config.to_owned(),
+            dir: dir.to_owned(),
+            socket: dir.join("hotswapd.sock"),
+        };
+        d.wait_idle(Duration::from_secs(60));
+        d
+    }
+
+    /// Waits until every service is idle (recovered, nothing swapping).
+    pub fn wait_idle(&self, limit: Duration) {
+        let started = Instant::now();
+        loop {
+            if let Ok(status) = self.status_json() {
+                let services = status["services"].as_array().cloned().unwrap_or_default();
+                if !services.is_empty() && services.iter().all(|s| s["state"] == "idle") {
+                    return;
+                }
+            }
+            assert!(started.elapsed() < limit, "hotswapd not idle after {limit:?}; log:\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn ctl(&self, args: &[&str]) -> Output {
+        Command::new(HOTSWAPCTL)
+            .arg("--socket")
+            .arg(&self.socket)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("running hotswapctl")
+    }
+
+    pub fn status_json(&self) -> Result<serde_json::Value, String> {
+        let out = self.ctl(&["status", "--json"]);
+        if !out.status.success() {
+            return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+        }
+        serde_json::from_slice(&out.stdout).map_err(|e| e.to_string())
+    }
+
+    /// `hotswapctl deploy web --image IMAGE --wait`, returning (exit code, stdout, stderr).
+    pub fn deploy(&self, image: &str) -> (i32, String, String) {
+        let out = self.ctl(&["deploy", "web", "--image", image, "--wait", "--timeout-secs", "120"]);
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    pub fn deploy_ok(&self, image: &str) {
+        let (code, out, err) = self.deploy(image);
+        assert_eq!(code, 0, "deploy {image} failed: {out}{err}\nlog:\n{}", self.log());
+    }
+
+    pub fn reports(&self) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(self.dir.join("state/reports.jsonl"))
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("report lines are JSON"))
+            .collect()
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("hotswapd.log")).unwrap_or_default()
+    }
+
+    /// SIGKILL: no chance to tidy up, as in a crash.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

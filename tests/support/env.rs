@@ -1,0 +1,79 @@
+//! One test's world: a temp dir, a real HAProxy, test images, and a guard that removes every
+//! container and image the test made, even when it fails.
+#![allow(dead_code)]
+
+use std::process::{Command, Stdio};
+
+use super::haproxy::Haproxy;
+use super::images::{build_image, remove_image, ImageOpts};
+
+pub struct TestEnv {
+    pub dir: tempfile::TempDir,
+    pub instance: String,
+    pub haproxy: Haproxy,
+    images: Vec<String>,
+}
+
+impl TestEnv {
+    pub fn new(name: &str) -> TestEnv {
+        let dir = tempfile::Builder::new().prefix(&format!("hotswap-{name}-")).tempdir().unwrap();
+        let haproxy = Haproxy::start(dir.path(), "web").unwrap_or_else(|e| panic!("{e}"));
+        TestEnv {
+            instance: format!("t-{name}-{}", std::process::id()),
+            dir,
+            haproxy,
+            images: Vec::new(),
+        }
+    }
+
+    /// Builds `<instance>-web:<release>` and returns the reference.
+    pub fn image(&mut self, release: &str, opts: &ImageOpts) -> String {
+        let tag = format!("{}-web:{release}", self.instance.to_lowercase());
+        build_image(&tag, release, opts).unwrap_or_else(|e| panic!("{e}"));
+        self.images.push(tag.clone());
+        tag
+    }
+
+    /// Containers this test's daemon labeled, as (name, image, running).
+    pub fn containers(&self) -> Vec<(String, String, bool)> {
+        let out = Command::new("docker")
+            .args(["ps", "-a", "--filter", &format!("label=hotswap.instance={}", self.instance)])
+            .args(["--format", "{{.Names}}\t{{.Image}}\t{{.State}}"])
+            .stdin(Stdio::null())
+            .output()
+            .expect("docker ps");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| {
+                let mut f = l.split('\t');
+                Some((f.next()?.to_string(), f.next()?.to_string(), f.next()? == "running"))
+            })
+            .collect()
+    }
+
+    pub fn image_exists(&self, tag: &str) -> bool {
+        Command::new("docker")
+            .args(["image", "inspect", tag])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false)
+    }
+}
+
+impl Drop for TestEnv {
+    fn drop(&mut self) {
+        let out = Command::new("docker")
+            .args(["ps", "-aq", "--filter", &format!("label=hotswap.instance={}", self.instance)])
+            .output();
+        if let Ok(out) = out {
+            for id in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+                let _ = Command::new("docker").args(["rm", "-f", id]).stdout(Stdio::null()).stderr(Stdio::null()).status();
+            }
+        }
+        for tag in &self.images {
+            remove_image(tag);
+        }
+    }
+}

@@ -1,0 +1,119 @@
+//! A real HAProxy (Debian package) per test, in master-worker mode, on a loopback port.
+#![allow(dead_code)]
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub struct Haproxy {
+    child: Child,
+    pub frontend: SocketAddr,
+    pub admin_socket: PathBuf,
+    pub master_socket: PathBuf,
+    pub config: PathBuf,
+    pub pidfile: PathBuf,
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn haproxy_binary() -> Result<PathBuf, String> {
+    for dir in ["/usr/sbin", "/usr/local/sbin", "/usr/bin", "/usr/local/bin"] {
+        let p = Path::new(dir).join("haproxy");
+        if p.exists() {
+            return Ok(p);
+        }
+    }
+    Err("haproxy not found (looked in /usr/sbin, /usr/local/sbin, /usr/bin): these tests need HAProxy; \
+         scripts/test installs it with apt-get install haproxy"
+        .into())
+}
+
+impl Haproxy {
+    /// Starts HAProxy with one frontend sending everything to `backend`, which starts empty.
+    pub fn start(dir: &Path, backend: &str) -> Result<Haproxy, String> {
+        let bin = haproxy_binary()?;
+        let port = free_port();
+        let admin_socket = dir.join("haproxy-admin.sock");
+        let master_socket = dir.join("haproxy-master.sock");
+        let config = dir.join("haproxy.cfg");
+        let pidfile = dir.join("haproxy.pid");
+        let text = format!(
+            "global\n    stats socket {admin} mode 600 level admin expose-fd listeners\n    maxconn 4000\n\n\
+             defaults\n    mode http\n    timeout connect 2s\n    timeout client 30s\n    timeout server 30s\n    timeout http-keep-alive 30s\n\n\
+             frontend fe\n    bind 127.0.0.1:{port}\n    default_backend {backend}\n\n\
+             backend {backend}\n    balance roundrobin\n",
+            admin = admin_socket.display()
+        );
+        std::fs::write(&config, text).map_err(|e| e.to_string())?;
+        let log = std::fs::File::create(dir.join("haproxy.log")).map_err(|e| e.to_string())?;
+        let child = Command::new(bin)
+            .arg("-W")
+            .arg("-S")
+            .arg(&master_socket)
+            .arg("-f")
+            .arg(&config)
+            .arg("-p")
+            .arg(&pidfile)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .map_err(|e| format!("starting haproxy: {e}"))?;
+        let h = Haproxy {
+            child,
+            frontend: SocketAddr::from(([127, 0, 0, 1], port)),
+            admin_socket,
+            master_socket,
+            config,
+            pidfile,
+        };
+        let started = Instant::now();
+        while h.command("show info").is_err() {
+            if started.elapsed() > Duration::from_secs(10) {
+                let log = std::fs::read_to_string(dir.join("haproxy.log")).unwrap_or_default();
+                return Err(format!("haproxy did not open its admin socket in 10 s: {log}"));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(h)
+    }
+
+    /// One runtime API command (for assertions; the daemon speaks it itself).
+    pub fn command(&self, cmd: &str) -> Result<String, String> {
+        use std::io::{Read, Write};
+        let mut s = std::os::unix::net::UnixStream::connect(&self.admin_socket).map_err(|e| e.to_string())?;
+        s.set_read_timeout(Some(Duration::from_secs(5))).ok();
+        s.write_all(format!("{cmd}\n").as_bytes()).map_err(|e| e.to_string())?;
+        let mut out = String::new();
+        s.read_to_string(&mut out).map_err(|e| e.to_string())?;
+        Ok(out)
+    }
+
+    /// Names of the servers in `backend` (from `show servers state`).
+    pub fn servers(&self, backend: &str) -> Vec<String> {
+        let out = self.command(&format!("show servers state {backend}")).unwrap_or_default();
+        out.lines()
+            .filter(|l| !l.starts_with('#') && l.split_whitespace().count() > 4)
+            .map(|l| l.split_whitespace().nth(3).unwrap().to_string())
+            .collect()
+    }
+
+    /// Hitless reload: SIGUSR2 to the master.
+    pub fn reload(&self) {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.child.id() as i32), nix::sys::signal::Signal::SIGUSR2).unwrap();
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Haproxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
