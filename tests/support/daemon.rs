@@ -15,6 +15,8 @@ pub struct ServiceOpts {
     pub drain_budget_secs: u64,
     pub switch: &'static str,
     pub keep_images: usize,
+    /// Extra `KEY = "value"` lines for the container's env table.
+    pub env: Vec<(&'static str, String)>,
 }
 
 impl Default for ServiceOpts {
@@ -24,6 +26,7 @@ impl Default for ServiceOpts {
             drain_budget_secs: 10,
             switch: "runtime",
             keep_images: 1,
+            env: Vec::new(),
         }
     }
 }
@@ -44,6 +47,7 @@ keep_images = {keep}
 
 [services.web.container]
 stop_grace_secs = 5
+env = {{ {env} }}
 
 [services.web.health]
 path = "/health"
@@ -68,6 +72,7 @@ switch = "{switch}"
         cfg = haproxy.config.display(),
         pid = haproxy.pidfile.display(),
         switch = opts.switch,
+        env = opts.env.iter().map(|(k, v)| format!("{k} = {v:?}")).collect::<Vec<_>>().join(", "),
     );
     std::fs::write(&path, text).unwrap();
     path
