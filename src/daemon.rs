@@ -16,9 +16,11 @@ use crate::runtime::Docker;
 
 pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let d = &settings.daemon;
-    std::fs::create_dir_all(&d.state_dir).with_context(|| format!("creating state directory {}", d.state_dir.display()))?;
+    std::fs::create_dir_all(&d.state_dir)
+        .with_context(|| format!("creating state directory {}", d.state_dir.display()))?;
     if let Some(dir) = d.reports_file.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating reports directory {}", dir.display()))?;
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("creating reports directory {}", dir.display()))?;
     }
     let journal = Journal::open(&d.state_dir.join("journal"))?;
     let docker = Arc::new(

@@ -33,9 +33,15 @@ pub struct GateFailed {
 }
 
 /// One attempt: Ok(body) when the status and release match, Err(why not) otherwise.
-pub async fn probe(addr: SocketAddr, settings: &HealthSettings, version: &str) -> Result<String, String> {
+pub async fn probe(
+    addr: SocketAddr,
+    settings: &HealthSettings,
+    version: &str,
+) -> Result<String, String> {
     let attempt = async {
-        let stream = TcpStream::connect(addr).await.map_err(|e| format!("connect: {e}"))?;
+        let stream = TcpStream::connect(addr)
+            .await
+            .map_err(|e| format!("connect: {e}"))?;
         stream.set_nodelay(true).ok();
         let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
@@ -47,7 +53,10 @@ pub async fn probe(addr: SocketAddr, settings: &HealthSettings, version: &str) -
             .header(hyper::header::USER_AGENT, "hotswapd-health")
             .body(Empty::<Bytes>::new())
             .expect("static request parts are valid");
-        let res = sender.send_request(req).await.map_err(|e| format!("request: {e}"))?;
+        let res = sender
+            .send_request(req)
+            .await
+            .map_err(|e| format!("request: {e}"))?;
         let status = res.status().as_u16();
         let body = Limited::new(res.into_body(), MAX_BODY)
             .collect()
@@ -57,14 +66,21 @@ pub async fn probe(addr: SocketAddr, settings: &HealthSettings, version: &str) -
         conn.abort();
         let body = String::from_utf8_lossy(&body).into_owned();
         if status != settings.expect_status {
-            return Err(format!("status {status} (expected {}): {}", settings.expect_status, snippet(&body)));
+            return Err(format!(
+                "status {status} (expected {}): {}",
+                settings.expect_status,
+                snippet(&body)
+            ));
         }
         check_release(&settings.release_match, version, &body)?;
         Ok(body)
     };
     match tokio::time::timeout(settings.attempt_timeout, attempt).await {
         Ok(r) => r,
-        Err(_) => Err(format!("no answer within {} ms", settings.attempt_timeout.as_millis())),
+        Err(_) => Err(format!(
+            "no answer within {} ms",
+            settings.attempt_timeout.as_millis()
+        )),
     }
 }
 
@@ -87,13 +103,15 @@ pub fn check_release(m: &ReleaseMatch, version: &str, body: &str) -> Result<(), 
         }
         ReleaseMatch::JsonField { field, .. } => {
             let want = m.expected(version).unwrap_or_default();
-            let json: serde_json::Value =
-                serde_json::from_str(body).map_err(|e| format!("body is not JSON ({e}): {}", snippet(body)))?;
+            let json: serde_json::Value = serde_json::from_str(body)
+                .map_err(|e| format!("body is not JSON ({e}): {}", snippet(body)))?;
             let got = field.split('.').try_fold(&json, |v, k| v.get(k));
             match got {
                 Some(serde_json::Value::String(s)) if *s == want => Ok(()),
                 Some(v) if !v.is_string() && v.to_string() == want => Ok(()),
-                Some(v) => Err(format!("field {field} is {v}, expected {want:?} (an older release answering?)")),
+                Some(v) => Err(format!(
+                    "field {field} is {v}, expected {want:?} (an older release answering?)"
+                )),
                 None => Err(format!("field {field} missing: {}", snippet(body))),
             }
         }
@@ -111,7 +129,12 @@ fn next_interval(current: Duration, passed: bool, min: Duration, max: Duration) 
 }
 
 /// Polls until `consecutive_passes` attempts in a row pass, or `deadline`.
-pub async fn gate(addr: SocketAddr, settings: &HealthSettings, version: &str, deadline: Instant) -> Result<Passed, GateFailed> {
+pub async fn gate(
+    addr: SocketAddr,
+    settings: &HealthSettings,
+    version: &str,
+    deadline: Instant,
+) -> Result<Passed, GateFailed> {
     let started = Instant::now();
     let mut interval = settings.min_interval;
     let mut attempts = 0;
@@ -138,7 +161,12 @@ pub async fn gate(addr: SocketAddr, settings: &HealthSettings, version: &str, de
                 false
             }
         };
-        interval = next_interval(interval, passed, settings.min_interval, settings.max_interval);
+        interval = next_interval(
+            interval,
+            passed,
+            settings.min_interval,
+            settings.max_interval,
+        );
         if Instant::now() + interval >= deadline {
             return Err(GateFailed {
                 addr,
@@ -158,14 +186,25 @@ mod tests {
 
     #[test]
     fn json_field_match_names_what_it_saw() {
-        let m = ReleaseMatch::JsonField { field: "release".into(), equals: "{version}".into() };
+        let m = ReleaseMatch::JsonField {
+            field: "release".into(),
+            equals: "{version}".into(),
+        };
         assert!(check_release(&m, "2", r#"{"release":"2"}"#).is_ok());
         let err = check_release(&m, "2", r#"{"release":"1"}"#).unwrap_err();
         assert!(err.contains("\"1\"") && err.contains("\"2\""), "{err}");
-        assert!(check_release(&m, "2", "oops").unwrap_err().contains("not JSON"));
-        let nested = ReleaseMatch::JsonField { field: "build.version".into(), equals: "v{version}".into() };
+        assert!(check_release(&m, "2", "oops")
+            .unwrap_err()
+            .contains("not JSON"));
+        let nested = ReleaseMatch::JsonField {
+            field: "build.version".into(),
+            equals: "v{version}".into(),
+        };
         assert!(check_release(&nested, "7", r#"{"build":{"version":"v7"}}"#).is_ok());
-        let num = ReleaseMatch::JsonField { field: "n".into(), equals: "{version}".into() };
+        let num = ReleaseMatch::JsonField {
+            field: "n".into(),
+            equals: "{version}".into(),
+        };
         assert!(check_release(&num, "3", r#"{"n":3}"#).is_ok());
     }
 
@@ -206,7 +245,9 @@ mod tests {
             min_interval: Duration::from_millis(2),
             max_interval: Duration::from_millis(20),
         };
-        let err = gate(addr, &settings, "1", Instant::now() + settings.deadline).await.unwrap_err();
+        let err = gate(addr, &settings, "1", Instant::now() + settings.deadline)
+            .await
+            .unwrap_err();
         assert!(err.attempts > 3, "{err}");
         assert!(err.last.contains("connect"), "{err}");
     }

@@ -81,7 +81,11 @@ impl Report {
             reason: swap.reason.clone(),
             warnings: swap.warnings.clone(),
             accepted_ms: swap.accepted_ms,
-            finished_ms: swap.marks.last().map(|m| m.at_ms).unwrap_or(swap.accepted_ms),
+            finished_ms: swap
+                .marks
+                .last()
+                .map(|m| m.at_ms)
+                .unwrap_or(swap.accepted_ms),
             phases,
             health_response: swap.health_response.clone(),
             previous_image: swap.old.as_ref().map(|o| o.release.image.clone()),

@@ -13,39 +13,88 @@ fn check_config_names_file_and_key_and_exits_non_zero() {
     let dir = tempfile::tempdir().unwrap();
     let bad = dir.path().join("bad.toml");
     std::fs::write(&bad, "[services.web]\ncontainer_port = 8080\nhealth_path = \"/h\"\n[services.web.haproxy]\nruntime_socket = \"/x\"\n").unwrap();
-    let out = Command::new(HOTSWAPD).arg("--check-config").arg("--config").arg(&bad).output().unwrap();
+    let out = Command::new(HOTSWAPD)
+        .arg("--check-config")
+        .arg("--config")
+        .arg(&bad)
+        .output()
+        .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
-    assert!(err.contains(&bad.display().to_string()) && err.contains("health_path") && err.contains("line 3"), "{err}");
+    assert!(
+        err.contains(&bad.display().to_string())
+            && err.contains("health_path")
+            && err.contains("line 3"),
+        "{err}"
+    );
 
     std::fs::write(&bad, "[services.web]\ncontainer_port = 8080\n[services.web.haproxy]\nruntime_socket = \"/x\"\nswitch = \"sometimes\"\n").unwrap();
-    let out = Command::new(HOTSWAPD).arg("--config").arg(&bad).output().unwrap();
+    let out = Command::new(HOTSWAPD)
+        .arg("--config")
+        .arg(&bad)
+        .output()
+        .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "the daemon refuses to start on a bad config: {err}");
-    assert!(err.contains("services.web.haproxy.switch") && err.contains("sometimes"), "{err}");
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "the daemon refuses to start on a bad config: {err}"
+    );
+    assert!(
+        err.contains("services.web.haproxy.switch") && err.contains("sometimes"),
+        "{err}"
+    );
 
     let missing = dir.path().join("missing.toml");
-    let out = Command::new(HOTSWAPD).arg("--check-config").arg("--config").arg(&missing).output().unwrap();
+    let out = Command::new(HOTSWAPD)
+        .arg("--check-config")
+        .arg("--config")
+        .arg(&missing)
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("missing.toml"));
 
     let example = concat!(env!("CARGO_MANIFEST_DIR"), "/config.example.toml");
-    let out = Command::new(HOTSWAPD).arg("--check-config").arg("--config").arg(example).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(HOTSWAPD)
+        .arg("--check-config")
+        .arg("--config")
+        .arg(example)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_requests_are_refused_with_the_reason_and_the_release_keeps_serving() {
     let mut env = TestEnv::new("badreq");
     let v1 = env.image("1", &ImageOpts::default());
-    let config = write_config(env.dir.path(), &env.instance, &env.haproxy, &ServiceOpts::default());
+    let config = write_config(
+        env.dir.path(),
+        &env.instance,
+        &env.haproxy,
+        &ServiceOpts::default(),
+    );
     let daemon = Daemon::start(env.dir.path(), &config);
     daemon.deploy_ok(&v1);
 
     let cases: [(&[&str], &str); 3] = [
-        (&["deploy", "nope", "--image", "web:2"], "unknown service \"nope\""),
-        (&["deploy", "web", "--image", "web 2"], "not a valid image reference"),
-        (&["deploy", "web", "--image", "web:2", "--deploy-id", "../etc"], "deploy_id"),
+        (
+            &["deploy", "nope", "--image", "web:2"],
+            "unknown service \"nope\"",
+        ),
+        (
+            &["deploy", "web", "--image", "web 2"],
+            "not a valid image reference",
+        ),
+        (
+            &["deploy", "web", "--image", "web:2", "--deploy-id", "../etc"],
+            "deploy_id",
+        ),
     ];
     for (args, want) in cases {
         let out = daemon.ctl(args);
@@ -54,16 +103,18 @@ async fn bad_requests_are_refused_with_the_reason_and_the_release_keeps_serving(
         assert!(err.contains(want), "{args:?}: {err}");
     }
     // raw garbage on the socket
-    let out = Command::new("sh")
-        .arg("-c")
-        .arg(format!(
-            "printf 'POST /v1/deploys HTTP/1.1\\r\\nHost: x\\r\\nContent-Length: 9\\r\\nConnection: close\\r\\n\\r\\n{{not json' | python3 -c \"import socket,sys; s=socket.socket(socket.AF_UNIX); s.connect('{}'); s.sendall(sys.stdin.buffer.read()); print(s.recv(4096).decode())\"",
-            daemon.socket.display()
-        ))
-        .output()
-        .unwrap();
-    let reply = String::from_utf8_lossy(&out.stdout);
-    assert!(reply.starts_with("HTTP/1.1 400") && reply.contains("deploy request is not valid"), "{reply}");
+    let reply = {
+        use std::io::{Read, Write};
+        let mut s = std::os::unix::net::UnixStream::connect(&daemon.socket).unwrap();
+        s.write_all(b"POST /v1/deploys HTTP/1.1\r\nHost: x\r\nContent-Length: 9\r\nConnection: close\r\n\r\n{not json").unwrap();
+        let mut reply = String::new();
+        s.read_to_string(&mut reply).unwrap();
+        reply
+    };
+    assert!(
+        reply.starts_with("HTTP/1.1 400") && reply.contains("deploy request is not valid"),
+        "{reply}"
+    );
 
     // a missing image is a failed swap with the reason, not a crash
     let (code, _, err) = daemon.deploy("hotswap-no-such-image:7");
@@ -73,13 +124,34 @@ async fn bad_requests_are_refused_with_the_reason_and_the_release_keeps_serving(
     // the same deploy id twice swaps once
     let v2 = env.image("2", &ImageOpts::default());
     for _ in 0..2 {
-        let out = daemon.ctl(&["deploy", "web", "--image", &v2, "--deploy-id", "same-id-1", "--wait"]);
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let out = daemon.ctl(&[
+            "deploy",
+            "web",
+            "--image",
+            &v2,
+            "--deploy-id",
+            "same-id-1",
+            "--wait",
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     let reports = daemon.reports();
-    assert_eq!(reports.iter().filter(|r| r["deploy_id"] == "same-id-1").count(), 1);
+    assert_eq!(
+        reports
+            .iter()
+            .filter(|r| r["deploy_id"] == "same-id-1")
+            .count(),
+        1
+    );
 
     let status = daemon.status_json().unwrap();
-    assert_eq!(status["services"][0]["current"]["release"]["image"], v2.as_str());
+    assert_eq!(
+        status["services"][0]["current"]["release"]["image"],
+        v2.as_str()
+    );
     assert_eq!(env.containers().len(), 1);
 }

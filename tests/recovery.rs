@@ -19,42 +19,75 @@ fn wait_phase(d: &Daemon, phase: &str) {
                 return;
             }
         }
-        assert!(started.elapsed() < Duration::from_secs(30), "never reached {phase}; log:\n{}", d.log());
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "never reached {phase}; log:\n{}",
+            d.log()
+        );
         std::thread::sleep(Duration::from_millis(10));
     }
 }
 
 fn submit(d: &Daemon, image: &str) {
     let out = d.ctl(&["deploy", "web", "--image", image]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_during_the_health_gate_the_restarted_daemon_rolls_back() {
     let mut env = TestEnv::new("crashgate");
     let v1 = env.image("1", &ImageOpts::default());
-    let slow = env.image("2", &ImageOpts { warmup_ms: 20_000, ..Default::default() });
-    let config = write_config(env.dir.path(), &env.instance, &env.haproxy, &ServiceOpts::default());
+    let slow = env.image(
+        "2",
+        &ImageOpts {
+            warmup_ms: 20_000,
+            ..Default::default()
+        },
+    );
+    let config = write_config(
+        env.dir.path(),
+        &env.instance,
+        &env.haproxy,
+        &ServiceOpts::default(),
+    );
     let mut daemon = Daemon::start(env.dir.path(), &config);
     daemon.deploy_ok(&v1);
 
     let load = Load::start(env.haproxy.frontend, 4, "/");
     submit(&daemon, &slow);
     wait_phase(&daemon, "health_gate");
-    assert_eq!(env.containers().len(), 2, "new container started beside the old");
+    assert_eq!(
+        env.containers().len(),
+        2,
+        "new container started beside the old"
+    );
     daemon.kill();
 
     let daemon = Daemon::start(env.dir.path(), &config);
     let stats = load.stop().await;
     assert_eq!(stats.failed, 0, "{stats}");
-    assert_eq!(stats.by_release.keys().collect::<Vec<_>>(), ["1"], "{stats}");
+    assert_eq!(
+        stats.by_release.keys().collect::<Vec<_>>(),
+        ["1"],
+        "{stats}"
+    );
     let containers = env.containers();
     assert_eq!(containers.len(), 1, "no orphan left: {containers:?}");
     assert_eq!(containers[0].1, v1);
     assert_eq!(env.haproxy.servers("web").len(), 1);
     let r = daemon.reports().pop().unwrap();
     assert_eq!(r["result"], "failure");
-    assert!(r["reason"].as_str().unwrap().contains("restarted during phase health_gate"), "{r}");
+    assert!(
+        r["reason"]
+            .as_str()
+            .unwrap()
+            .contains("restarted during phase health_gate"),
+        "{r}"
+    );
     // and the service still swaps afterwards
     let v3 = {
         let mut env2 = env;
@@ -72,7 +105,11 @@ async fn killed_while_draining_the_restarted_daemon_finishes_the_swap_and_reques
     let v1 = env.image("1", &ImageOpts::default());
     let v2 = env.image("2", &ImageOpts::default());
     // every request takes 1.5 s: the old server has requests in flight when it drains
-    let opts = ServiceOpts { env: vec![("DELAY_MS", "1500".into())], drain_budget_secs: 20, ..Default::default() };
+    let opts = ServiceOpts {
+        env: vec![("DELAY_MS", "1500".into())],
+        drain_budget_secs: 20,
+        ..Default::default()
+    };
     let config = write_config(env.dir.path(), &env.instance, &env.haproxy, &opts);
     let mut daemon = Daemon::start(env.dir.path(), &config);
     daemon.deploy_ok(&v1);
@@ -89,7 +126,10 @@ async fn killed_while_draining_the_restarted_daemon_finishes_the_swap_and_reques
     tokio::time::sleep(Duration::from_millis(3500)).await;
     let since = load.releases_since(&mark);
     let stats = load.stop().await;
-    assert_eq!(stats.failed, 0, "in-flight requests of the draining release complete: {stats}");
+    assert_eq!(
+        stats.failed, 0,
+        "in-flight requests of the draining release complete: {stats}"
+    );
     assert_eq!(since.keys().collect::<Vec<_>>(), ["2"], "{since:?}");
     let containers = env.containers();
     assert_eq!(containers.len(), 1, "{containers:?}");
@@ -98,14 +138,22 @@ async fn killed_while_draining_the_restarted_daemon_finishes_the_swap_and_reques
     assert_eq!(r["result"], "success", "{r}");
     assert_eq!(r["image"], v2.as_str());
     let status = daemon.status_json().unwrap();
-    assert_eq!(status["services"][0]["current"]["release"]["image"], v2.as_str());
+    assert_eq!(
+        status["services"][0]["current"]["release"]["image"],
+        v2.as_str()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn haproxy_reload_keeps_the_current_server() {
     let mut env = TestEnv::new("hareload");
     let v1 = env.image("1", &ImageOpts::default());
-    let config = write_config(env.dir.path(), &env.instance, &env.haproxy, &ServiceOpts::default());
+    let config = write_config(
+        env.dir.path(),
+        &env.instance,
+        &env.haproxy,
+        &ServiceOpts::default(),
+    );
     let daemon = Daemon::start(env.dir.path(), &config);
     daemon.deploy_ok(&v1);
     let server = env.haproxy.servers("web");
@@ -117,9 +165,16 @@ async fn haproxy_reload_keeps_the_current_server() {
         let load = Load::start(env.haproxy.frontend, 1, "/");
         tokio::time::sleep(Duration::from_millis(200)).await;
         let stats = load.stop().await;
-        if stats.failed == 0 && stats.by_release.contains_key("1") && env.haproxy.servers("web") == server {
+        if stats.failed == 0
+            && stats.by_release.contains_key("1")
+            && env.haproxy.servers("web") == server
+        {
             break;
         }
-        assert!(started.elapsed() < Duration::from_secs(10), "after reload: {stats} servers {:?}", env.haproxy.servers("web"));
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "after reload: {stats} servers {:?}",
+            env.haproxy.servers("web")
+        );
     }
 }

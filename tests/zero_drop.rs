@@ -15,8 +15,16 @@ use support::load::Load;
 async fn ten_consecutive_swaps_under_load_fail_no_request() {
     let mut env = TestEnv::new("zerodrop");
     let releases = ["1", "2"];
-    let images: Vec<String> = releases.iter().map(|r| env.image(r, &ImageOpts::default())).collect();
-    let config = write_config(env.dir.path(), &env.instance, &env.haproxy, &ServiceOpts::default());
+    let images: Vec<String> = releases
+        .iter()
+        .map(|r| env.image(r, &ImageOpts::default()))
+        .collect();
+    let config = write_config(
+        env.dir.path(),
+        &env.instance,
+        &env.haproxy,
+        &ServiceOpts::default(),
+    );
     let daemon = Arc::new(Daemon::start(env.dir.path(), &config));
     daemon.deploy_ok(&images[0]);
 
@@ -24,19 +32,31 @@ async fn ten_consecutive_swaps_under_load_fail_no_request() {
     for i in 1..=10 {
         let (image, release) = (images[i % 2].clone(), releases[i % 2]);
         let d = daemon.clone();
-        tokio::task::spawn_blocking(move || d.deploy_ok(&image)).await.unwrap();
+        tokio::task::spawn_blocking(move || d.deploy_ok(&image))
+            .await
+            .unwrap();
         let mark = load.mark();
         tokio::time::sleep(Duration::from_millis(200)).await;
         let since = load.releases_since(&mark);
-        assert_eq!(since.keys().collect::<Vec<_>>(), [release], "swap {i}: only release {release} may answer after it");
-        assert!(since[release] > 10, "swap {i}: load kept flowing: {since:?}");
+        assert_eq!(
+            since.keys().collect::<Vec<_>>(),
+            [release],
+            "swap {i}: only release {release} may answer after it"
+        );
+        assert!(
+            since[release] > 10,
+            "swap {i}: load kept flowing: {since:?}"
+        );
     }
     let stats = load.stop().await;
     assert_eq!(stats.failed, 0, "{stats}");
     assert!(stats.requests > 1000, "{stats}");
     let reports = daemon.reports();
     assert_eq!(reports.len(), 11);
-    assert!(reports.iter().all(|r| r["result"] == "success"), "{reports:?}");
+    assert!(
+        reports.iter().all(|r| r["result"] == "success"),
+        "{reports:?}"
+    );
     assert_eq!(env.containers().len(), 1);
     assert_eq!(env.haproxy.servers("web").len(), 1);
 }

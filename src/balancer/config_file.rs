@@ -2,7 +2,11 @@
 //! block between marker comments that hotswapd owns; everything else in the file is left alone.
 
 /// Rewrites (or creates, right after the `backend NAME` line) the managed block of `backend`.
-pub fn rewrite_managed_block(text: &str, backend: &str, server_lines: &[String]) -> Result<String, String> {
+pub fn rewrite_managed_block(
+    text: &str,
+    backend: &str,
+    server_lines: &[String],
+) -> Result<String, String> {
     let begin = format!("# hotswap:begin {backend}");
     let end = format!("# hotswap:end {backend}");
     let lines: Vec<&str> = text.lines().collect();
@@ -18,7 +22,22 @@ pub fn rewrite_managed_block(text: &str, backend: &str, server_lines: &[String])
         .position(|l| {
             let first = l.split_whitespace().next().unwrap_or("");
             !l.starts_with(char::is_whitespace)
-                && matches!(first, "backend" | "frontend" | "listen" | "defaults" | "global" | "peers" | "resolvers" | "userlist" | "program" | "http-errors" | "ring" | "cache" | "mailers")
+                && matches!(
+                    first,
+                    "backend"
+                        | "frontend"
+                        | "listen"
+                        | "defaults"
+                        | "global"
+                        | "peers"
+                        | "resolvers"
+                        | "userlist"
+                        | "program"
+                        | "http-errors"
+                        | "ring"
+                        | "cache"
+                        | "mailers"
+                )
         })
         .map(|i| backend_at + 1 + i)
         .unwrap_or(lines.len());
@@ -27,14 +46,20 @@ pub fn rewrite_managed_block(text: &str, backend: &str, server_lines: &[String])
             .iter()
             .position(|l| {
                 let t = l.trim();
-                t == marker || t.strip_prefix(marker).is_some_and(|rest| rest.starts_with(' '))
+                t == marker
+                    || t.strip_prefix(marker)
+                        .is_some_and(|rest| rest.starts_with(' '))
             })
             .map(|i| backend_at + 1 + i)
     };
     let (cut_from, cut_to) = match (find(&begin), find(&end)) {
         (Some(b), Some(e)) if b < e => (b, e + 1),
         (None, None) => (backend_at + 1, backend_at + 1),
-        _ => return Err(format!("markers \"{begin}\" / \"{end}\" in backend {backend} are broken")),
+        _ => {
+            return Err(format!(
+                "markers \"{begin}\" / \"{end}\" in backend {backend} are broken"
+            ))
+        }
     };
     let mut out: Vec<String> = lines[..cut_from].iter().map(|l| l.to_string()).collect();
     out.push(format!("    {begin} (managed by hotswapd: do not edit)"));
@@ -54,13 +79,18 @@ mod tests {
 
     #[test]
     fn inserts_then_replaces_the_block_and_touches_nothing_else() {
-        let once = rewrite_managed_block(CFG, "web", &["server web-a 127.0.0.1:1 check".into()]).unwrap();
+        let once =
+            rewrite_managed_block(CFG, "web", &["server web-a 127.0.0.1:1 check".into()]).unwrap();
         assert!(once.contains("backend web\n    # hotswap:begin web (managed by hotswapd: do not edit)\n    server web-a 127.0.0.1:1 check\n    # hotswap:end web\n    balance roundrobin\n"), "{once}");
-        let twice = rewrite_managed_block(&once, "web", &["server web-b 127.0.0.1:2 check".into()]).unwrap();
+        let twice = rewrite_managed_block(&once, "web", &["server web-b 127.0.0.1:2 check".into()])
+            .unwrap();
         assert!(!twice.contains("web-a"));
         assert!(twice.contains("server web-b 127.0.0.1:2 check"));
         assert_eq!(twice.matches("hotswap:begin web").count(), 1);
-        assert!(twice.ends_with("backend api\n    balance roundrobin\n"), "{twice}");
+        assert!(
+            twice.ends_with("backend api\n    balance roundrobin\n"),
+            "{twice}"
+        );
         let other = rewrite_managed_block(&twice, "api", &[]).unwrap();
         assert!(other.contains("server web-b"));
         assert!(other.contains("# hotswap:begin api"));

@@ -5,7 +5,10 @@ use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::{rewrite_managed_block, AdminState, Balancer, BalancerError, RuntimeApi, ServerSpec, ServerStatus};
+use super::{
+    rewrite_managed_block, AdminState, Balancer, BalancerError, RuntimeApi, ServerSpec,
+    ServerStatus,
+};
 use crate::config::{HaproxySettings, ReloadVia};
 use crate::fsutil::write_atomic;
 
@@ -36,9 +39,12 @@ impl Haproxy {
     }
 
     fn server_line(&self, s: &ServerSpec) -> String {
-        format!("server {} {}:{} {}", s.name, s.addr, s.port, self.settings.server_options)
-            .trim_end()
-            .to_string()
+        format!(
+            "server {} {}:{} {}",
+            s.name, s.addr, s.port, self.settings.server_options
+        )
+        .trim_end()
+        .to_string()
     }
 
     async fn find(&self, name: &str) -> Result<Option<ServerStatus>, BalancerError> {
@@ -68,8 +74,14 @@ impl Haproxy {
         };
         match tokio::time::timeout(RELOAD_PATIENCE, io).await {
             Ok(Ok(_)) => Ok(()),
-            Ok(Err(e)) => Err(BalancerError::Reload(format!("master socket {}: {e}", socket.display()))),
-            Err(_) => Err(BalancerError::Reload(format!("master socket {}: no answer", socket.display()))),
+            Ok(Err(e)) => Err(BalancerError::Reload(format!(
+                "master socket {}: {e}",
+                socket.display()
+            ))),
+            Err(_) => Err(BalancerError::Reload(format!(
+                "master socket {}: no answer",
+                socket.display()
+            ))),
         }
     }
 }
@@ -86,23 +98,33 @@ impl Balancer for Haproxy {
             Some(s) if s.addr == server.addr && s.port == server.port => {}
             Some(_) => {
                 self.api
-                    .command(&format!("set server {be}/{name} addr {} port {}", server.addr, server.port))
+                    .command(&format!(
+                        "set server {be}/{name} addr {} port {}",
+                        server.addr, server.port
+                    ))
                     .await?;
             }
             None => {
                 let options = &self.settings.server_options;
                 self.api
                     .expect(
-                        &format!("add server {be}/{name} {}:{} {options}", server.addr, server.port),
+                        &format!(
+                            "add server {be}/{name} {}:{} {options}",
+                            server.addr, server.port
+                        ),
                         "New server registered",
                     )
                     .await?;
                 if options.split_whitespace().any(|w| w == "check") {
-                    self.api.quiet(&format!("enable health {be}/{name}")).await?;
+                    self.api
+                        .quiet(&format!("enable health {be}/{name}"))
+                        .await?;
                 }
             }
         }
-        self.api.command(&format!("set server {be}/{name} state ready")).await?;
+        self.api
+            .command(&format!("set server {be}/{name} state ready"))
+            .await?;
         self.confirm_state(name, AdminState::Ready).await
     }
 
@@ -128,7 +150,9 @@ impl Balancer for Haproxy {
         if self.find(name).await?.is_none() {
             return Ok(());
         }
-        self.api.command(&format!("set server {be}/{name} state maint")).await?;
+        self.api
+            .command(&format!("set server {be}/{name} state maint"))
+            .await?;
         let started = Instant::now();
         loop {
             let reply = self.api.command(&format!("del server {be}/{name}")).await?;
@@ -155,7 +179,9 @@ impl Balancer for Haproxy {
             path: path.display().to_string(),
             message,
         };
-        let text = tokio::fs::read_to_string(path).await.map_err(|e| err(e.to_string()))?;
+        let text = tokio::fs::read_to_string(path)
+            .await
+            .map_err(|e| err(e.to_string()))?;
         let lines: Vec<String> = servers.iter().map(|s| self.server_line(s)).collect();
         let new = rewrite_managed_block(&text, self.backend(), &lines).map_err(err)?;
         if new != text {
@@ -170,19 +196,26 @@ impl Balancer for Haproxy {
 
     async fn reload(&self, expect: &str) -> Result<(), BalancerError> {
         match &self.settings.reload {
-            None => return Err(BalancerError::Reload("no reload method configured (master_socket or pidfile)".into())),
+            None => {
+                return Err(BalancerError::Reload(
+                    "no reload method configured (master_socket or pidfile)".into(),
+                ))
+            }
             Some(ReloadVia::MasterSocket(socket)) => self.master_reload(socket).await?,
             Some(ReloadVia::Signal { pidfile, signal }) => {
-                let text = tokio::fs::read_to_string(pidfile)
-                    .await
-                    .map_err(|e| BalancerError::Reload(format!("reading pidfile {}: {e}", pidfile.display())))?;
+                let text = tokio::fs::read_to_string(pidfile).await.map_err(|e| {
+                    BalancerError::Reload(format!("reading pidfile {}: {e}", pidfile.display()))
+                })?;
                 let pid: i32 = text
                     .split_whitespace()
                     .next()
                     .and_then(|p| p.parse().ok())
-                    .ok_or_else(|| BalancerError::Reload(format!("pidfile {} holds no pid", pidfile.display())))?;
-                nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), *signal)
-                    .map_err(|e| BalancerError::Reload(format!("sending {signal} to pid {pid}: {e}")))?;
+                    .ok_or_else(|| {
+                        BalancerError::Reload(format!("pidfile {} holds no pid", pidfile.display()))
+                    })?;
+                nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), *signal).map_err(|e| {
+                    BalancerError::Reload(format!("sending {signal} to pid {pid}: {e}"))
+                })?;
             }
         }
         let started = Instant::now();

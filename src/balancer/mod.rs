@@ -57,15 +57,22 @@ pub trait Balancer: Send + Sync + 'static {
     /// The servers of our backend as HAProxy sees them now.
     fn servers(&self) -> impl Future<Output = Result<Vec<ServerStatus>, BalancerError>> + Send;
     /// Adds the server (if missing), enables its checks and sets it ready: it takes traffic.
-    fn put_in(&self, server: &ServerSpec) -> impl Future<Output = Result<(), BalancerError>> + Send;
+    fn put_in(&self, server: &ServerSpec)
+        -> impl Future<Output = Result<(), BalancerError>> + Send;
     /// No new requests to this server; in-flight ones finish.
     fn drain(&self, name: &str) -> impl Future<Output = Result<(), BalancerError>> + Send;
     /// Requests the server is handling or has queued; None when the server is gone.
-    fn in_flight(&self, name: &str) -> impl Future<Output = Result<Option<u64>, BalancerError>> + Send;
+    fn in_flight(
+        &self,
+        name: &str,
+    ) -> impl Future<Output = Result<Option<u64>, BalancerError>> + Send;
     /// Maint, then delete. A server already gone is fine.
     fn take_out(&self, name: &str) -> impl Future<Output = Result<(), BalancerError>> + Send;
     /// Writes the servers into the persistent config so a reload or restart keeps them.
-    fn persist(&self, servers: &[ServerSpec]) -> impl Future<Output = Result<(), BalancerError>> + Send;
+    fn persist(
+        &self,
+        servers: &[ServerSpec],
+    ) -> impl Future<Output = Result<(), BalancerError>> + Send;
     /// Reloads HAProxy hitlessly and waits until the new process answers with `expect` present.
     fn reload(&self, expect: &str) -> impl Future<Output = Result<(), BalancerError>> + Send;
 }

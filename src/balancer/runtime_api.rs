@@ -92,7 +92,9 @@ impl RuntimeApi {
     }
 
     pub async fn servers_state(&self, backend: &str) -> Result<Vec<ServerStatus>, BalancerError> {
-        let reply = self.command(&format!("show servers state {backend}")).await?;
+        let reply = self
+            .command(&format!("show servers state {backend}"))
+            .await?;
         parse_servers_state(&reply, backend).map_err(|m| self.api_error(m))
     }
 
@@ -117,7 +119,10 @@ pub(super) fn parse_servers_state(reply: &str, backend: &str) -> Result<Vec<Serv
             continue;
         }
         let Some(h) = &header else {
-            return Err(format!("unexpected reply to show servers state: {}", reply.trim()));
+            return Err(format!(
+                "unexpected reply to show servers state: {}",
+                reply.trim()
+            ));
         };
         let fields: Vec<&str> = line.split_whitespace().collect();
         let get = |name: &str| {
@@ -129,8 +134,13 @@ pub(super) fn parse_servers_state(reply: &str, backend: &str) -> Result<Vec<Serv
         if get("be_name")? != backend {
             continue;
         }
-        let admin_bits: u32 = get("srv_admin_state")?.parse().map_err(|_| format!("bad srv_admin_state in {line:?}"))?;
-        let admin = if admin_bits & (ADMIN_FMAINT | ADMIN_IMAINT | ADMIN_CMAINT | ADMIN_RMAINT | ADMIN_HMAINT) != 0 {
+        let admin_bits: u32 = get("srv_admin_state")?
+            .parse()
+            .map_err(|_| format!("bad srv_admin_state in {line:?}"))?;
+        let admin = if admin_bits
+            & (ADMIN_FMAINT | ADMIN_IMAINT | ADMIN_CMAINT | ADMIN_RMAINT | ADMIN_HMAINT)
+            != 0
+        {
             AdminState::Maint
         } else if admin_bits & (ADMIN_FDRAIN | ADMIN_IDRAIN) != 0 {
             AdminState::Drain
@@ -140,7 +150,9 @@ pub(super) fn parse_servers_state(reply: &str, backend: &str) -> Result<Vec<Serv
         out.push(ServerStatus {
             name: get("srv_name")?.to_string(),
             addr: get("srv_addr")?.to_string(),
-            port: get("srv_port")?.parse().map_err(|_| format!("bad srv_port in {line:?}"))?,
+            port: get("srv_port")?
+                .parse()
+                .map_err(|_| format!("bad srv_port in {line:?}"))?,
             admin,
             up: get("srv_op_state")? == "2",
         });
@@ -151,7 +163,10 @@ pub(super) fn parse_servers_state(reply: &str, backend: &str) -> Result<Vec<Serv
     Ok(out)
 }
 
-pub(super) fn parse_stat_in_flight(reply: &str, backend: &str) -> Result<Vec<(String, u64)>, String> {
+pub(super) fn parse_stat_in_flight(
+    reply: &str,
+    backend: &str,
+) -> Result<Vec<(String, u64)>, String> {
     let mut lines = reply.lines();
     let header = lines
         .next()
@@ -167,7 +182,8 @@ pub(super) fn parse_stat_in_flight(reply: &str, backend: &str) -> Result<Vec<(St
     let mut out = Vec::new();
     for line in lines.filter(|l| !l.trim().is_empty()) {
         let f: Vec<&str> = line.split(',').collect();
-        if f.get(px) != Some(&backend) || matches!(f.get(sv), Some(&"BACKEND") | Some(&"FRONTEND")) {
+        if f.get(px) != Some(&backend) || matches!(f.get(sv), Some(&"BACKEND") | Some(&"FRONTEND"))
+        {
             continue;
         }
         let num = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
@@ -185,7 +201,10 @@ mod tests {
         let reply = "1\n# be_id be_name srv_id srv_name srv_addr srv_op_state srv_admin_state srv_uweight srv_iweight srv_time_since_last_change srv_check_status srv_check_result srv_check_health srv_check_state srv_agent_state bk_f_forced_id srv_f_forced_id srv_fqdn srv_port srvrecord srv_use_ssl srv_check_port srv_check_addr srv_agent_addr srv_agent_port\n3 web 1 web-a 127.0.0.1 2 0 1 1 10 6 3 4 6 0 0 0 - 32768 - 0 0 - - 0\n3 web 2 web-b 127.0.0.1 2 8 1 1 10 6 3 4 6 0 0 0 - 32769 - 0 0 - - 0\n3 web 3 web-c 127.0.0.1 0 1 1 1 10 6 3 4 6 0 0 0 - 32770 - 0 0 - - 0\n\n";
         let s = parse_servers_state(reply, "web").unwrap();
         assert_eq!(s.len(), 3);
-        assert_eq!((s[0].name.as_str(), s[0].port, s[0].admin, s[0].up), ("web-a", 32768, AdminState::Ready, true));
+        assert_eq!(
+            (s[0].name.as_str(), s[0].port, s[0].admin, s[0].up),
+            ("web-a", 32768, AdminState::Ready, true)
+        );
         assert_eq!(s[1].admin, AdminState::Drain);
         assert_eq!((s[2].admin, s[2].up), (AdminState::Maint, false));
     }
@@ -197,7 +216,11 @@ mod tests {
 
     #[test]
     fn parses_in_flight_from_show_stat() {
-        let reply = "# pxname,svname,qcur,qmax,scur,smax\nweb,web-a,1,0,2,5\nweb,BACKEND,0,0,2,5\n\n";
-        assert_eq!(parse_stat_in_flight(reply, "web").unwrap(), vec![("web-a".to_string(), 3)]);
+        let reply =
+            "# pxname,svname,qcur,qmax,scur,smax\nweb,web-a,1,0,2,5\nweb,BACKEND,0,0,2,5\n\n";
+        assert_eq!(
+            parse_stat_in_flight(reply, "web").unwrap(),
+            vec![("web-a".to_string(), 3)]
+        );
     }
 }

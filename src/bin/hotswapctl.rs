@@ -78,10 +78,26 @@ fn main() -> ExitCode {
         .expect("tokio runtime");
     let code = runtime.block_on(async {
         match args.verb {
-            Verb::Deploy { service, image, version, deploy_id, wait, timeout_secs, json } => {
+            Verb::Deploy {
+                service,
+                image,
+                version,
+                deploy_id,
+                wait,
+                timeout_secs,
+                json,
+            } => {
                 cli::deploy::run(
                     &client,
-                    DeployArgs { service, image, version, deploy_id, wait, timeout: Duration::from_secs(timeout_secs), json },
+                    DeployArgs {
+                        service,
+                        image,
+                        version,
+                        deploy_id,
+                        wait,
+                        timeout: Duration::from_secs(timeout_secs),
+                        json,
+                    },
                 )
                 .await
             }

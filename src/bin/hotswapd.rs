@@ -7,7 +7,11 @@ use clap::Parser;
 use hotswap::config::{Settings, DEFAULT_PATH};
 
 #[derive(Parser)]
-#[command(name = "hotswapd", version, about = "Swaps releases of services behind HAProxy with no dropped request")]
+#[command(
+    name = "hotswapd",
+    version,
+    about = "Swaps releases of services behind HAProxy with no dropped request"
+)]
 struct Args {
     /// Config file.
     #[arg(long, default_value = DEFAULT_PATH)]
@@ -37,7 +41,12 @@ fn main() -> ExitCode {
             "config {} is valid: {} service(s): {}",
             args.config.display(),
             settings.services.len(),
-            settings.services.keys().cloned().collect::<Vec<_>>().join(", ")
+            settings
+                .services
+                .keys()
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", ")
         );
         return ExitCode::SUCCESS;
     }

@@ -27,22 +27,37 @@ pub async fn run(client: &Client, args: DeployArgs) -> u8 {
     let accepted = match client.deploy(&req).await {
         Ok(a) => a,
         Err(e) => {
-            eprintln!("hotswapctl: deploying {} to service {:?}: {e}", args.image, args.service);
+            eprintln!(
+                "hotswapctl: deploying {} to service {:?}: {e}",
+                args.image, args.service
+            );
             return client_exit(&e);
         }
     };
     if !args.wait {
         if args.json {
-            println!("{}", serde_json::to_string_pretty(&accepted).expect("serializes"));
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&accepted).expect("serializes")
+            );
         } else if accepted.accepted {
-            println!("deploy {} of {} to {} accepted", accepted.deploy_id, args.image, accepted.service);
+            println!(
+                "deploy {} of {} to {} accepted",
+                accepted.deploy_id, args.image, accepted.service
+            );
         } else {
-            println!("deploy {} was submitted before; not started again", accepted.deploy_id);
+            println!(
+                "deploy {} was submitted before; not started again",
+                accepted.deploy_id
+            );
         }
         return exit::OK;
     }
     if !args.json {
-        eprintln!("deploy {} of {} to {}: waiting", accepted.deploy_id, args.image, accepted.service);
+        eprintln!(
+            "deploy {} of {} to {}: waiting",
+            accepted.deploy_id, args.image, accepted.service
+        );
     }
     let status = match client.wait(&accepted.deploy_id, args.timeout).await {
         Ok(s) => s,
@@ -56,7 +71,10 @@ pub async fn run(client: &Client, args: DeployArgs) -> u8 {
 
 fn print_outcome(status: &DeployStatus, json: bool) -> u8 {
     if json {
-        println!("{}", serde_json::to_string_pretty(status).expect("serializes"));
+        println!(
+            "{}",
+            serde_json::to_string_pretty(status).expect("serializes")
+        );
     }
     match (status.finished, status.phase()) {
         (true, Some("succeeded")) => {
@@ -65,8 +83,17 @@ fn print_outcome(status: &DeployStatus, json: bool) -> u8 {
                     .state
                     .pointer("/swap/marks")
                     .and_then(|m| m.as_array())
-                    .and_then(|m| Some(m.last()?.get("at_ms")?.as_u64()? - m.first()?.get("at_ms")?.as_u64()?));
-                println!("deploy {} succeeded{}", status.deploy_id, took.map(|t| format!(" in {t} ms")).unwrap_or_default());
+                    .and_then(|m| {
+                        Some(
+                            m.last()?.get("at_ms")?.as_u64()?
+                                - m.first()?.get("at_ms")?.as_u64()?,
+                        )
+                    });
+                println!(
+                    "deploy {} succeeded{}",
+                    status.deploy_id,
+                    took.map(|t| format!(" in {t} ms")).unwrap_or_default()
+                );
             }
             exit::OK
         }
@@ -79,7 +106,11 @@ fn print_outcome(status: &DeployStatus, json: bool) -> u8 {
             exit::DEPLOY_FAILED
         }
         (false, _) => {
-            eprintln!("hotswapctl: deploy {} still {} when the wait ended", status.deploy_id, status.phase().unwrap_or(status.status()));
+            eprintln!(
+                "hotswapctl: deploy {} still {} when the wait ended",
+                status.deploy_id,
+                status.phase().unwrap_or(status.status())
+            );
             exit::TIMEOUT
         }
     }

@@ -13,13 +13,27 @@ pub async fn run(client: &Client, json: bool) -> u8 {
         }
     };
     if json {
-        println!("{}", serde_json::to_string_pretty(&status).expect("serializes"));
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&status).expect("serializes")
+        );
         return exit::OK;
     }
-    println!("hotswapd {} on {} (up {} s)", status.version, status.instance_id, status.uptime_secs);
-    println!("{:<16} {:<12} {:<28} {:<24} {}", "SERVICE", "STATE", "CURRENT", "PREVIOUS", "LAST DEPLOY");
+    println!(
+        "hotswapd {} on {} (up {} s)",
+        status.version, status.instance_id, status.uptime_secs
+    );
+    println!(
+        "{:<16} {:<12} {:<28} {:<24} {}",
+        "SERVICE", "STATE", "CURRENT", "PREVIOUS", "LAST DEPLOY"
+    );
     for s in &status.services {
-        let text = |p: &str| s.pointer(p).and_then(|v| v.as_str()).unwrap_or("-").to_string();
+        let text = |p: &str| {
+            s.pointer(p)
+                .and_then(|v| v.as_str())
+                .unwrap_or("-")
+                .to_string()
+        };
         let last = s
             .pointer("/history")
             .and_then(|h| h.as_array())
@@ -27,8 +41,12 @@ pub async fn run(client: &Client, json: bool) -> u8 {
             .map(|l| {
                 format!(
                     "{} {} {}",
-                    l.pointer("/release/deploy_id").and_then(|v| v.as_str()).unwrap_or("?"),
-                    l.pointer("/phase/phase").and_then(|v| v.as_str()).unwrap_or("?"),
+                    l.pointer("/release/deploy_id")
+                        .and_then(|v| v.as_str())
+                        .unwrap_or("?"),
+                    l.pointer("/phase/phase")
+                        .and_then(|v| v.as_str())
+                        .unwrap_or("?"),
                     l.pointer("/reason").and_then(|v| v.as_str()).unwrap_or("")
                 )
             })

@@ -103,7 +103,10 @@ pub enum SwitchMode {
 #[derive(Debug, Clone, PartialEq)]
 pub enum ReloadVia {
     MasterSocket(PathBuf),
-    Signal { pidfile: PathBuf, signal: nix::sys::signal::Signal },
+    Signal {
+        pidfile: PathBuf,
+        signal: nix::sys::signal::Signal,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]

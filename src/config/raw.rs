@@ -169,10 +169,7 @@ impl Config {
         for (name, s) in self.services {
             let key = format!("services.{name}");
             if !is_plain_name(&name) {
-                return Err(ctx.invalid(
-                    key,
-                    "service names use 1-48 letters, digits, '-' or '_'",
-                ));
+                return Err(ctx.invalid(key, "service names use 1-48 letters, digits, '-' or '_'"));
             }
             services.insert(name.clone(), s.validate(&ctx, &key, name)?);
         }
@@ -234,9 +231,16 @@ impl Service {
         let hk = format!("{key}.health");
         let path = h.path.unwrap_or_else(|| "/health".to_string());
         if !path.starts_with('/') {
-            return Err(ctx.invalid(format!("{hk}.path"), format!("{path:?}: must start with '/'")));
+            return Err(ctx.invalid(
+                format!("{hk}.path"),
+                format!("{path:?}: must start with '/'"),
+            ));
         }
-        let release_match = match (h.release_body_contains, h.release_json_field, h.release_json_equals) {
+        let release_match = match (
+            h.release_body_contains,
+            h.release_json_field,
+            h.release_json_equals,
+        ) {
             (None, None, None) => ReleaseMatch::None,
             (Some(t), None, None) => ReleaseMatch::BodyContains(t),
             (None, Some(field), equals) => ReleaseMatch::JsonField {
@@ -258,16 +262,30 @@ impl Service {
         };
         let expect_status = h.expect_status.unwrap_or(200);
         if !(100..=599).contains(&expect_status) {
-            return Err(ctx.invalid(format!("{hk}.expect_status"), "must be an HTTP status 100-599"));
+            return Err(ctx.invalid(
+                format!("{hk}.expect_status"),
+                "must be an HTTP status 100-599",
+            ));
         }
         let consecutive_passes = h.consecutive_passes.unwrap_or(2);
         if consecutive_passes == 0 {
             return Err(ctx.invalid(format!("{hk}.consecutive_passes"), "must be at least 1"));
         }
-        let min_interval_ms = positive(ctx, format!("{hk}.min_interval_ms"), h.min_interval_ms.unwrap_or(2))?;
-        let max_interval_ms = positive(ctx, format!("{hk}.max_interval_ms"), h.max_interval_ms.unwrap_or(50))?;
+        let min_interval_ms = positive(
+            ctx,
+            format!("{hk}.min_interval_ms"),
+            h.min_interval_ms.unwrap_or(2),
+        )?;
+        let max_interval_ms = positive(
+            ctx,
+            format!("{hk}.max_interval_ms"),
+            h.max_interval_ms.unwrap_or(50),
+        )?;
         if max_interval_ms < min_interval_ms {
-            return Err(ctx.invalid(format!("{hk}.max_interval_ms"), "must not be below min_interval_ms"));
+            return Err(ctx.invalid(
+                format!("{hk}.max_interval_ms"),
+                "must not be below min_interval_ms",
+            ));
         }
         let health = HealthSettings {
             path,
@@ -279,7 +297,11 @@ impl Service {
                 h.attempt_timeout_ms.unwrap_or(1000),
             )?),
             consecutive_passes,
-            deadline: Duration::from_secs(positive(ctx, format!("{hk}.deadline_secs"), h.deadline_secs.unwrap_or(60))?),
+            deadline: Duration::from_secs(positive(
+                ctx,
+                format!("{hk}.deadline_secs"),
+                h.deadline_secs.unwrap_or(60),
+            )?),
             min_interval: Duration::from_millis(min_interval_ms),
             max_interval: Duration::from_millis(max_interval_ms),
         };
@@ -288,7 +310,10 @@ impl Service {
         let xk = format!("{key}.haproxy");
         let backend = x.backend.unwrap_or_else(|| name.clone());
         if backend.is_empty() || backend.contains(char::is_whitespace) || backend.contains('/') {
-            return Err(ctx.invalid(format!("{xk}.backend"), format!("{backend:?} is not a backend name")));
+            return Err(ctx.invalid(
+                format!("{xk}.backend"),
+                format!("{backend:?} is not a backend name"),
+            ));
         }
         let reload = match x.reload.as_deref() {
             None if x.master_socket.is_none() && x.pidfile.is_none() => None,
@@ -303,10 +328,16 @@ impl Service {
                 })
             }
             Some("master-socket") => {
-                return Err(ctx.invalid(format!("{xk}.master_socket"), "reload = \"master-socket\" needs master_socket"))
+                return Err(ctx.invalid(
+                    format!("{xk}.master_socket"),
+                    "reload = \"master-socket\" needs master_socket",
+                ))
             }
             Some("signal") => {
-                return Err(ctx.invalid(format!("{xk}.pidfile"), "reload = \"signal\" needs pidfile (HAProxy master's pid)"))
+                return Err(ctx.invalid(
+                    format!("{xk}.pidfile"),
+                    "reload = \"signal\" needs pidfile (HAProxy master's pid)",
+                ))
             }
             Some(other) => {
                 return Err(ctx.invalid(
@@ -332,9 +363,14 @@ impl Service {
                 "switch = \"reload\" needs config_file and a way to reload (master_socket or pidfile)",
             ));
         }
-        let server_options = x.server_options.unwrap_or_else(|| "check inter 2s".to_string());
+        let server_options = x
+            .server_options
+            .unwrap_or_else(|| "check inter 2s".to_string());
         if server_options.contains('\n') || server_options.contains(';') {
-            return Err(ctx.invalid(format!("{xk}.server_options"), "must be one line without ';'"));
+            return Err(ctx.invalid(
+                format!("{xk}.server_options"),
+                "must be one line without ';'",
+            ));
         }
         let haproxy = HaproxySettings {
             runtime_socket: x.runtime_socket,

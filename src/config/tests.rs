@@ -21,14 +21,23 @@ fn the_shipped_example_parses_with_every_key() {
     let web = s.service("web").unwrap();
     assert_eq!(s.daemon.instance_id, "web-host-1");
     assert_eq!(web.container.stop_grace, Duration::from_secs(10));
-    assert_eq!(web.container.volumes, vec!["/srv/web/shared:/shared:ro".to_string()]);
+    assert_eq!(
+        web.container.volumes,
+        vec!["/srv/web/shared:/shared:ro".to_string()]
+    );
     assert_eq!(
         web.health.release_match,
-        ReleaseMatch::JsonField { field: "release".into(), equals: "{version}".into() }
+        ReleaseMatch::JsonField {
+            field: "release".into(),
+            equals: "{version}".into()
+        }
     );
     assert_eq!(
         web.haproxy.reload,
-        Some(ReloadVia::Signal { pidfile: "/run/haproxy.pid".into(), signal: nix::sys::signal::Signal::SIGUSR2 })
+        Some(ReloadVia::Signal {
+            pidfile: "/run/haproxy.pid".into(),
+            signal: nix::sys::signal::Signal::SIGUSR2
+        })
     );
     assert_eq!(web.host_budget, Duration::from_secs(180));
 }
@@ -38,7 +47,10 @@ fn defaults_fill_a_minimal_service() {
     let s = parse(MINIMAL).unwrap();
     let web = s.service("web").unwrap();
     assert_eq!(s.daemon.socket, Path::new("/run/hotswap/hotswapd.sock"));
-    assert_eq!(s.daemon.reports_file, Path::new("/var/lib/hotswap/reports.jsonl"));
+    assert_eq!(
+        s.daemon.reports_file,
+        Path::new("/var/lib/hotswap/reports.jsonl")
+    );
     assert_eq!(web.haproxy.backend, "web");
     assert_eq!(web.drain_budget, Duration::from_secs(60));
     assert_eq!(web.host_budget, Duration::from_secs(180));
@@ -54,13 +66,19 @@ fn sighup_reload_is_accepted_as_configured() {
     let s = parse(&text).unwrap();
     assert_eq!(
         s.service("web").unwrap().haproxy.reload,
-        Some(ReloadVia::Signal { pidfile: "/run/haproxy.pid".into(), signal: nix::sys::signal::Signal::SIGHUP })
+        Some(ReloadVia::Signal {
+            pidfile: "/run/haproxy.pid".into(),
+            signal: nix::sys::signal::Signal::SIGHUP
+        })
     );
 }
 
 #[test]
 fn unknown_key_names_file_and_key() {
-    let text = MINIMAL.replace("container_port = 8080", "container_port = 8080\ncontainer_prot = 1");
+    let text = MINIMAL.replace(
+        "container_port = 8080",
+        "container_port = 8080\ncontainer_prot = 1",
+    );
     let err = parse(&text).unwrap_err().to_string();
     assert!(err.contains("/etc/hotswap/config.toml"), "{err}");
     assert!(err.contains("container_prot"), "{err}");
@@ -71,23 +89,42 @@ fn unknown_key_names_file_and_key() {
 fn wrong_type_names_the_key_and_what_was_expected() {
     let text = MINIMAL.replace("8080", "\"eighty\"");
     let err = parse(&text).unwrap_err().to_string();
-    assert!(err.contains("container_port") && err.contains("expected u16"), "{err}");
+    assert!(
+        err.contains("container_port") && err.contains("expected u16"),
+        "{err}"
+    );
 }
 
 #[test]
 fn semantic_errors_name_the_key() {
     let cases = [
-        ("[services.web.health]\nconsecutive_passes = 0\n", "services.web.health.consecutive_passes"),
-        ("[services.web.container]\nstop_signal = \"SIGNOPE\"\n", "services.web.container.stop_signal"),
-        ("[services.web.health]\npath = \"health\"\n", "services.web.health.path"),
+        (
+            "[services.web.health]\nconsecutive_passes = 0\n",
+            "services.web.health.consecutive_passes",
+        ),
+        (
+            "[services.web.container]\nstop_signal = \"SIGNOPE\"\n",
+            "services.web.container.stop_signal",
+        ),
+        (
+            "[services.web.health]\npath = \"health\"\n",
+            "services.web.health.path",
+        ),
     ];
     for (extra, key) in cases {
         let err = parse(&format!("{MINIMAL}{extra}")).unwrap_err().to_string();
         assert!(err.contains(key), "{extra}: {err}");
     }
-    let err = parse(&MINIMAL.replace("8080", "8080\ndrain_budget_secs = 200")).unwrap_err().to_string();
-    assert!(err.contains("drain_budget_secs") && err.contains("host_budget_secs"), "{err}");
-    let err = parse(&format!("{MINIMAL}switch = \"reload\"\n")).unwrap_err().to_string();
+    let err = parse(&MINIMAL.replace("8080", "8080\ndrain_budget_secs = 200"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("drain_budget_secs") && err.contains("host_budget_secs"),
+        "{err}"
+    );
+    let err = parse(&format!("{MINIMAL}switch = \"reload\"\n"))
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("services.web.haproxy.switch"), "{err}");
 }
 

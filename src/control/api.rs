@@ -49,12 +49,17 @@ impl DeployStatus {
 
     /// "queued", "running" or "finished".
     pub fn status(&self) -> &str {
-        self.state.get("status").and_then(|v| v.as_str()).unwrap_or("unknown")
+        self.state
+            .get("status")
+            .and_then(|v| v.as_str())
+            .unwrap_or("unknown")
     }
 
     /// The phase of the swap ("succeeded", "failed", ...), once it runs.
     pub fn phase(&self) -> Option<&str> {
-        self.state.pointer("/swap/phase/phase").and_then(|v| v.as_str())
+        self.state
+            .pointer("/swap/phase/phase")
+            .and_then(|v| v.as_str())
     }
 
     pub fn reason(&self) -> Option<&str> {
@@ -88,7 +93,9 @@ pub struct ErrorBody {
 pub fn check_deploy_id(id: &str) -> Result<(), String> {
     let ok = !id.is_empty()
         && id.len() <= 64
-        && id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
         && id.chars().next().is_some_and(|c| c.is_ascii_alphanumeric());
     if ok {
         Ok(())

@@ -35,13 +35,21 @@ impl Client {
         }
     }
 
-    async fn call<T: DeserializeOwned>(&self, method: Method, path: &str, body: Option<Vec<u8>>, timeout: Duration) -> Result<T, ClientError> {
+    async fn call<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+        timeout: Duration,
+    ) -> Result<T, ClientError> {
         let unreachable = |message: String| ClientError::Unreachable {
             socket: self.socket.clone(),
             message,
         };
         let work = async {
-            let stream = UnixStream::connect(&self.socket).await.map_err(|e| unreachable(e.to_string()))?;
+            let stream = UnixStream::connect(&self.socket)
+                .await
+                .map_err(|e| unreachable(e.to_string()))?;
             let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
                 .await
                 .map_err(|e| unreachable(e.to_string()))?;
@@ -53,7 +61,10 @@ impl Client {
                 .header("content-type", "application/json")
                 .body(Full::new(Bytes::from(body.unwrap_or_default())))
                 .expect("request parts are valid");
-            let res = sender.send_request(req).await.map_err(|e| unreachable(e.to_string()))?;
+            let res = sender
+                .send_request(req)
+                .await
+                .map_err(|e| unreachable(e.to_string()))?;
             let status = res.status();
             let bytes = res
                 .into_body()
@@ -70,7 +81,9 @@ impl Client {
                     message,
                 });
             }
-            serde_json::from_slice(&bytes).map_err(|e| ClientError::Protocol(format!("{e}: {}", String::from_utf8_lossy(&bytes))))
+            serde_json::from_slice(&bytes).map_err(|e| {
+                ClientError::Protocol(format!("{e}: {}", String::from_utf8_lossy(&bytes)))
+            })
         };
         tokio::time::timeout(timeout, work)
             .await
@@ -79,11 +92,21 @@ impl Client {
 
     pub async fn deploy(&self, req: &DeployRequest) -> Result<DeployAccepted, ClientError> {
         let body = serde_json::to_vec(req).expect("requests serialize");
-        self.call(Method::POST, "/v1/deploys", Some(body), Duration::from_secs(30)).await
+        self.call(
+            Method::POST,
+            "/v1/deploys",
+            Some(body),
+            Duration::from_secs(30),
+        )
+        .await
     }
 
     /// With `wait`, the daemon answers when the deploy finishes or after `wait`.
-    pub async fn deploy_status(&self, deploy_id: &str, wait: Option<Duration>) -> Result<DeployStatus, ClientError> {
+    pub async fn deploy_status(
+        &self,
+        deploy_id: &str,
+        wait: Option<Duration>,
+    ) -> Result<DeployStatus, ClientError> {
         let path = match wait {
             Some(w) => format!("/v1/deploys/{deploy_id}?wait={}", w.as_secs().max(1)),
             None => format!("/v1/deploys/{deploy_id}"),
@@ -93,11 +116,17 @@ impl Client {
     }
 
     /// Follows a deploy until it finishes or `timeout` passes; returns the last status seen.
-    pub async fn wait(&self, deploy_id: &str, timeout: Duration) -> Result<DeployStatus, ClientError> {
+    pub async fn wait(
+        &self,
+        deploy_id: &str,
+        timeout: Duration,
+    ) -> Result<DeployStatus, ClientError> {
         let until = tokio::time::Instant::now() + timeout;
         loop {
             let left = until.saturating_duration_since(tokio::time::Instant::now());
-            let status = self.deploy_status(deploy_id, Some(left.min(Duration::from_secs(60)))).await?;
+            let status = self
+                .deploy_status(deploy_id, Some(left.min(Duration::from_secs(60))))
+                .await?;
             if status.finished || left.is_zero() {
                 return Ok(status);
             }
@@ -105,7 +134,8 @@ impl Client {
     }
 
     pub async fn status(&self) -> Result<DaemonStatus, ClientError> {
-        self.call(Method::GET, "/v1/status", None, Duration::from_secs(30)).await
+        self.call(Method::GET, "/v1/status", None, Duration::from_secs(30))
+            .await
     }
 }
 

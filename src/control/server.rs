@@ -14,8 +14,8 @@ use hyper_util::rt::TokioIo;
 use tokio::net::UnixListener;
 
 use super::api::{
-    check_deploy_id, check_image, default_version, DaemonStatus, DeployAccepted, DeployRequest, DeployStatus, ErrorBody,
-    MAX_BODY,
+    check_deploy_id, check_image, default_version, DaemonStatus, DeployAccepted, DeployRequest,
+    DeployStatus, ErrorBody, MAX_BODY,
 };
 use crate::engine::{now_ms, Release, ServiceHandle, Submitted};
 
@@ -31,12 +31,17 @@ pub struct Control {
 }
 
 pub fn new_deploy_id() -> String {
-    let salt = std::collections::hash_map::RandomState::new().build_hasher().finish();
+    let salt = std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish();
     format!("d{:x}-{:06x}", now_ms(), salt & 0xff_ffff)
 }
 
 /// Binds the socket (replacing a stale one) and serves until the task is dropped.
-pub async fn serve(control: Arc<Control>, socket: &Path) -> std::io::Result<tokio::task::JoinHandle<()>> {
+pub async fn serve(
+    control: Arc<Control>,
+    socket: &Path,
+) -> std::io::Result<tokio::task::JoinHandle<()>> {
     if let Some(dir) = socket.parent() {
         std::fs::create_dir_all(dir)?;
     }
@@ -85,7 +90,12 @@ fn json(status: StatusCode, body: &impl serde::Serialize) -> Response<Full<Bytes
 }
 
 fn error(status: StatusCode, message: impl Into<String>) -> Response<Full<Bytes>> {
-    json(status, &ErrorBody { error: message.into() })
+    json(
+        status,
+        &ErrorBody {
+            error: message.into(),
+        },
+    )
 }
 
 async fn handle(control: &Control, req: Request<Incoming>) -> Response<Full<Bytes>> {
@@ -107,24 +117,57 @@ async fn handle(control: &Control, req: Request<Incoming>) -> Response<Full<Byte
                 },
             )
         }
-        (_, ["v1", ..]) => error(StatusCode::NOT_FOUND, format!("no route {} {path}", req.method())),
-        _ => error(StatusCode::NOT_FOUND, format!("unknown API version in {path:?} (this daemon speaks /v1)")),
+        (_, ["v1", ..]) => error(
+            StatusCode::NOT_FOUND,
+            format!("no route {} {path}", req.method()),
+        ),
+        _ => error(
+            StatusCode::NOT_FOUND,
+            format!("unknown API version in {path:?} (this daemon speaks /v1)"),
+        ),
     }
 }
 
 async fn submit(control: &Control, req: Request<Incoming>) -> Response<Full<Bytes>> {
-    let body = match tokio::time::timeout(READ_TIMEOUT, Limited::new(req.into_body(), MAX_BODY).collect()).await {
+    let body = match tokio::time::timeout(
+        READ_TIMEOUT,
+        Limited::new(req.into_body(), MAX_BODY).collect(),
+    )
+    .await
+    {
         Ok(Ok(b)) => b.to_bytes(),
-        Ok(Err(e)) => return error(StatusCode::PAYLOAD_TOO_LARGE, format!("reading request body (limit {MAX_BODY} bytes): {e}")),
-        Err(_) => return error(StatusCode::REQUEST_TIMEOUT, "request body did not arrive in time"),
+        Ok(Err(e)) => {
+            return error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("reading request body (limit {MAX_BODY} bytes): {e}"),
+            )
+        }
+        Err(_) => {
+            return error(
+                StatusCode::REQUEST_TIMEOUT,
+                "request body did not arrive in time",
+            )
+        }
     };
     let req: DeployRequest = match serde_json::from_slice(&body) {
         Ok(r) => r,
-        Err(e) => return error(StatusCode::BAD_REQUEST, format!("deploy request is not valid: {e}")),
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("deploy request is not valid: {e}"),
+            )
+        }
     };
     let Some(handle) = control.services.get(&req.service) else {
         let known: Vec<&str> = control.services.keys().map(|s| s.as_str()).collect();
-        return error(StatusCode::NOT_FOUND, format!("unknown service {:?} (configured: {})", req.service, known.join(", ")));
+        return error(
+            StatusCode::NOT_FOUND,
+            format!(
+                "unknown service {:?} (configured: {})",
+                req.service,
+                known.join(", ")
+            ),
+        );
     };
     if let Err(e) = check_image(&req.image) {
         return error(StatusCode::BAD_REQUEST, e);
@@ -166,14 +209,20 @@ async fn deploy_status(control: &Control, id: &str, query: &str) -> Response<Ful
         .iter()
         .find(|(_, h)| h.view().deploy(id).is_some())
     else {
-        return error(StatusCode::NOT_FOUND, format!("no deploy {id:?} on this host"));
+        return error(
+            StatusCode::NOT_FOUND,
+            format!("no deploy {id:?} on this host"),
+        );
     };
     let mut rx = handle.subscribe();
     let until = tokio::time::Instant::now() + wait.unwrap_or_default();
     loop {
         let state = rx.borrow_and_update().deploy(id);
         let Some(state) = state else {
-            return error(StatusCode::NOT_FOUND, format!("deploy {id:?} is no longer remembered"));
+            return error(
+                StatusCode::NOT_FOUND,
+                format!("deploy {id:?} is no longer remembered"),
+            );
         };
         if state.is_finished() || wait.is_none() {
             return json(StatusCode::OK, &DeployStatus::new(id, name, &state));

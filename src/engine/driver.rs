@@ -17,7 +17,8 @@ use crate::config::{ServiceSettings, SwitchMode};
 use crate::health;
 use crate::report::{Report, Reporter};
 use crate::runtime::{
-    ContainerSpec, Runtime, LABEL_DEPLOY_ID, LABEL_INSTANCE, LABEL_RELEASE, LABEL_SERVICE, LABEL_VERSION,
+    ContainerSpec, Runtime, LABEL_DEPLOY_ID, LABEL_INSTANCE, LABEL_RELEASE, LABEL_SERVICE,
+    LABEL_VERSION,
 };
 
 /// How often a draining server's in-flight count is read.
@@ -41,7 +42,11 @@ fn instant_of(deadline: UnixMs) -> Instant {
     Instant::now() + Duration::from_millis(deadline.saturating_sub(now_ms()))
 }
 
-async fn within<T>(deadline: UnixMs, what: &str, work: impl Future<Output = Result<T, String>>) -> Result<T, String> {
+async fn within<T>(
+    deadline: UnixMs,
+    what: &str,
+    work: impl Future<Output = Result<T, String>>,
+) -> Result<T, String> {
     match tokio::time::timeout_at(instant_of(deadline), work).await {
         Ok(r) => r,
         Err(_) => Err(format!("{what} did not finish before its deadline")),
@@ -125,15 +130,15 @@ impl<R: Runtime, B: Balancer, P: Reporter> Driver<R, B, P> {
         loop {
             let budgets = self.budgets();
             let old = self.record.current.clone();
-            let now = now_ms();
             let handle = self.handle.clone();
-            let release = handle
+            let swap = handle
                 .next(|release, view| {
+                    let swap = Swap::new(release.clone(), old, budgets, now_ms());
                     view.state = "swapping".into();
-                    view.swap = Some(Swap::new(release.clone(), old.clone(), budgets, now));
+                    view.swap = Some(swap.clone());
+                    swap
                 })
                 .await;
-            let swap = Swap::new(release, self.record.current.clone(), budgets, now);
             self.swap(swap).await;
             self.publish("idle");
         }
@@ -201,10 +206,12 @@ impl<R: Runtime, B: Balancer, P: Reporter> Driver<R, B, P> {
         loop {
             swap = match swap.phase.clone() {
                 Phase::Accepted => self.advance(swap, Event::Begin),
-                Phase::Starting { deadline } => match within(deadline, "starting the container", self.start_new(&swap)).await {
-                    Ok(instance) => self.advance(swap, Event::Started(instance)),
-                    Err(reason) => self.advance(swap, Event::Fail(reason)),
-                },
+                Phase::Starting { deadline } => {
+                    match within(deadline, "starting the container", self.start_new(&swap)).await {
+                        Ok(instance) => self.advance(swap, Event::Started(instance)),
+                        Err(reason) => self.advance(swap, Event::Fail(reason)),
+                    }
+                }
                 Phase::HealthGate { deadline } => match self.health_gate(&swap, deadline).await {
                     Ok(passed) => {
                         swap.health_response = Some(passed.body);
@@ -212,10 +219,12 @@ impl<R: Runtime, B: Balancer, P: Reporter> Driver<R, B, P> {
                     }
                     Err(reason) => self.advance(swap, Event::Fail(reason)),
                 },
-                Phase::Switching { deadline } => match within(deadline, "switching HAProxy", self.switch(&swap)).await {
-                    Ok(()) => self.advance(swap, Event::Switched),
-                    Err(reason) => self.advance(swap, Event::Fail(reason)),
-                },
+                Phase::Switching { deadline } => {
+                    match within(deadline, "switching HAProxy", self.switch(&swap)).await {
+                        Ok(()) => self.advance(swap, Event::Switched),
+                        Err(reason) => self.advance(swap, Event::Fail(reason)),
+                    }
+                }
                 Phase::Draining { deadline } => {
                     self.drain(&mut swap, deadline).await;
                     self.advance(swap, Event::Drained)
@@ -225,8 +234,12 @@ impl<R: Runtime, B: Balancer, P: Reporter> Driver<R, B, P> {
                     self.advance(swap, Event::Retired)
                 }
                 Phase::RollingBack { deadline } => {
-                    if tokio::time::timeout_at(instant_of(deadline), self.roll_back(&mut swap)).await.is_err() {
-                        swap.warnings.push("rolling back did not finish in time".into());
+                    if tokio::time::timeout_at(instant_of(deadline), self.roll_back(&mut swap))
+                        .await
+                        .is_err()
+                    {
+                        swap.warnings
+                            .push("rolling back did not finish in time".into());
                     }
                     self.advance(swap, Event::RolledBack)
                 }
@@ -283,7 +296,10 @@ impl<R: Runtime, B: Balancer, P: Reporter> Driver<R, B, P> {
         labels.insert(LABEL_VERSION.into(), release.version.clone());
         labels.insert(LABEL_DEPLOY_ID.into(), release.deploy_id.clone());
         ContainerSpec {
-            name: format!("hotswap-{}-{}-{}", self.instance_id, self.settings.name, release.deploy_id),
+            name: format!(
+                "hotswap-{}-{}-{}",
+                self.instance_id, self.settings.name, release.deploy_id
+            ),
             image: release.image.clone(),
             env: c.env.iter().map(|(k, v)| format!("{k}={v}")).collect(),
             command: c.command.clone(),
@@ -302,11 +318,13 @@ impl<R: Runtime, B: Balancer, P: Reporter> Driver<R, B, P> {
             .await
             .map_err(|e| format!("preparing image for service {:?}: {e}", self.service()))?;
         let spec = self.container_spec(release);
-        let started = self
-            .runtime
-            .start(&spec)
-            .await
-            .map_err(|e| format!("starting container for service {:?} (image {}): {e}", self.service(), release.image))?;
+        let started = self.runtime.start(&spec).await.map_err(|e| {
+            format!(
+                "starting container for service {:?} (image {}): {e}",
+                self.service(),
+                release.image
+            )
+        })?;
         Ok(Instance {
             release: release.clone(),
             container_id: started.id,
@@ -318,7 +336,12 @@ impl<R: Runtime, B: Balancer, P: Reporter> Driver<R, B, P> {
     async fn health_gate(&self, swap: &Swap, deadline: UnixMs) -> Result<health::Passed, String> {
         let new = swap.new.as_ref().ok_or("no new container to check")?;
         let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, new.host_port));
-        let gate = health::gate(addr, &self.settings.health, &swap.release.version, instant_of(deadline));
+        let gate = health::gate(
+            addr,
+            &self.settings.health,
+            &swap.release.version,
+            instant_of(deadline),
+        );
         let died = async {
             loop {
                 tokio::time::sleep(LIVENESS_POLL).await;
@@ -358,19 +381,24 @@ impl<R: Runtime, B: Balancer, P: Reporter> Driver<R, B, P> {
         // Keep the config file in step first, so a reload from here on keeps the new server.
         if let Some(new) = &swap.new {
             if let Err(e) = self.balancer.persist(&[spec_of(new)]).await {
-                swap.warnings.push(format!("HAProxy config file not updated: {e}"));
+                swap.warnings
+                    .push(format!("HAProxy config file not updated: {e}"));
             }
         }
         let Some(old) = swap.old.clone() else { return };
         if self.settings.haproxy.switch == SwitchMode::Reload {
-            tokio::time::sleep_until(instant_of(deadline).min(Instant::now() + RELOAD_SETTLE)).await;
+            tokio::time::sleep_until(instant_of(deadline).min(Instant::now() + RELOAD_SETTLE))
+                .await;
             return;
         }
         loop {
             match self.balancer.in_flight(&old.server).await {
                 Ok(None) | Ok(Some(0)) => return,
                 Ok(Some(n)) if now_ms() >= deadline => {
-                    swap.warnings.push(format!("drain budget ended with {n} requests still on {}", old.server));
+                    swap.warnings.push(format!(
+                        "drain budget ended with {n} requests still on {}",
+                        old.server
+                    ));
                     return;
                 }
                 Err(e) if now_ms() >= deadline => {
@@ -387,13 +415,19 @@ impl<R: Runtime, B: Balancer, P: Reporter> Driver<R, B, P> {
     async fn retire(&mut self, swap: &mut Swap) {
         if let Some(old) = swap.old.clone() {
             if let Err(e) = self.balancer.take_out(&old.server).await {
-                swap.warnings.push(format!("taking {} out of HAProxy: {e}", old.server));
+                swap.warnings
+                    .push(format!("taking {} out of HAProxy: {e}", old.server));
             }
-            if let Err(e) = self.runtime.stop_and_remove(&old.container_id, self.settings.container.stop_grace).await {
+            if let Err(e) = self
+                .runtime
+                .stop_and_remove(&old.container_id, self.settings.container.stop_grace)
+                .await
+            {
                 swap.warnings.push(format!("removing old container: {e}"));
             }
         }
-        let mut candidates: Vec<String> = swap.old.iter().map(|o| o.release.image.clone()).collect();
+        let mut candidates: Vec<String> =
+            swap.old.iter().map(|o| o.release.image.clone()).collect();
         candidates.extend(self.record.kept_images.iter().cloned());
         let mut kept: Vec<String> = Vec::new();
         for image in candidates {
@@ -413,7 +447,8 @@ impl<R: Runtime, B: Balancer, P: Reporter> Driver<R, B, P> {
     async fn roll_back(&self, swap: &mut Swap) {
         if let Some(new) = &swap.new {
             if let Err(e) = self.balancer.take_out(&new.server).await {
-                swap.warnings.push(format!("taking {} out of HAProxy: {e}", new.server));
+                swap.warnings
+                    .push(format!("taking {} out of HAProxy: {e}", new.server));
             }
         }
         // also a container started but never recorded (a failure or restart mid-start)
@@ -433,19 +468,27 @@ impl<R: Runtime, B: Balancer, P: Reporter> Driver<R, B, P> {
         ids.sort();
         ids.dedup();
         for id in ids {
-            if let Err(e) = self.runtime.stop_and_remove(&id, self.settings.container.stop_grace).await {
+            if let Err(e) = self
+                .runtime
+                .stop_and_remove(&id, self.settings.container.stop_grace)
+                .await
+            {
                 swap.warnings.push(format!("removing new container: {e}"));
             }
         }
         if let Some(old) = &swap.old {
             if let Err(e) = self.balancer.put_in(&spec_of(old)).await {
-                swap.warnings.push(format!("putting {} back in HAProxy: {e}", old.server));
+                swap.warnings
+                    .push(format!("putting {} back in HAProxy: {e}", old.server));
             }
             if let Err(e) = self.balancer.persist(&[spec_of(old)]).await {
                 swap.warnings.push(e.to_string());
             }
         }
-        let keep = swap.old.iter().any(|o| o.release.image == swap.release.image)
+        let keep = swap
+            .old
+            .iter()
+            .any(|o| o.release.image == swap.release.image)
             || self.record.kept_images.contains(&swap.release.image);
         if !keep {
             if let Err(e) = self.runtime.remove_image(&swap.release.image).await {
@@ -458,11 +501,17 @@ impl<R: Runtime, B: Balancer, P: Reporter> Driver<R, B, P> {
     /// journal shows in flight, removes containers of ours that nothing refers to, and makes sure
     /// HAProxy serves the current release.
     async fn recover(&mut self) -> Result<(), String> {
-        self.record = self.journal.load(&self.settings.name).map_err(|e| e.to_string())?;
+        self.record = self
+            .journal
+            .load(&self.settings.name)
+            .map_err(|e| e.to_string())?;
         self.publish("recovering");
         // Fail fast when Docker or HAProxy are not there; run() retries.
         let (instance_id, name) = (self.instance_id.clone(), self.settings.name.clone());
-        let ours = [(LABEL_INSTANCE, instance_id.as_str()), (LABEL_SERVICE, name.as_str())];
+        let ours = [
+            (LABEL_INSTANCE, instance_id.as_str()),
+            (LABEL_SERVICE, name.as_str()),
+        ];
         self.runtime.list(&ours).await.map_err(|e| e.to_string())?;
         self.balancer.servers().await.map_err(|e| e.to_string())?;
 
@@ -470,7 +519,10 @@ impl<R: Runtime, B: Balancer, P: Reporter> Driver<R, B, P> {
             tracing::warn!(service = self.service(), deploy_id = %swap.release.deploy_id, phase = swap.phase.name(), "resuming swap left by a previous run");
             let resumed = match swap.phase {
                 Phase::Accepted | Phase::Starting { .. } | Phase::HealthGate { .. } => {
-                    let why = format!("hotswapd restarted during phase {}; rolled back", swap.phase);
+                    let why = format!(
+                        "hotswapd restarted during phase {}; rolled back",
+                        swap.phase
+                    );
                     self.advance(swap, Event::Fail(why))
                 }
                 Phase::Switching { .. } => {
@@ -478,8 +530,13 @@ impl<R: Runtime, B: Balancer, P: Reporter> Driver<R, B, P> {
                     let healthy = match &swap.new {
                         Some(n) => {
                             let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, n.host_port));
-                            self.runtime.is_running(&n.container_id).await.unwrap_or(false)
-                                && health::probe(addr, &self.settings.health, &swap.release.version).await.is_ok()
+                            self.runtime
+                                .is_running(&n.container_id)
+                                .await
+                                .unwrap_or(false)
+                                && health::probe(addr, &self.settings.health, &swap.release.version)
+                                    .await
+                                    .is_ok()
                         }
                         None => false,
                     };
@@ -498,7 +555,11 @@ impl<R: Runtime, B: Balancer, P: Reporter> Driver<R, B, P> {
         // containers of ours that are not the current release are orphans
         let found = self.runtime.list(&ours).await.map_err(|e| e.to_string())?;
         for f in &found {
-            let is_current = self.record.current.as_ref().is_some_and(|c| c.container_id == f.id);
+            let is_current = self
+                .record
+                .current
+                .as_ref()
+                .is_some_and(|c| c.container_id == f.id);
             if !is_current {
                 tracing::warn!(service = self.service(), container = %f.name, "removing orphan container");
                 self.runtime
@@ -514,16 +575,29 @@ impl<R: Runtime, B: Balancer, P: Reporter> Driver<R, B, P> {
                 Some(f) if f.running => {
                     let mut cur = cur;
                     if let Some(port) = f.host_port.filter(|p| *p != cur.host_port) {
-                        tracing::warn!(service = self.service(), port, "current container has a new host port");
+                        tracing::warn!(
+                            service = self.service(),
+                            port,
+                            "current container has a new host port"
+                        );
                         cur.host_port = port;
                         self.record.current = Some(cur.clone());
                         self.store();
                     }
-                    self.balancer.put_in(&spec_of(&cur)).await.map_err(|e| e.to_string())?;
-                    self.balancer.persist(&[spec_of(&cur)]).await.map_err(|e| e.to_string())?;
+                    self.balancer
+                        .put_in(&spec_of(&cur))
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    self.balancer
+                        .persist(&[spec_of(&cur)])
+                        .await
+                        .map_err(|e| e.to_string())?;
                 }
                 _ => {
-                    let why = format!("degraded: current container {} is not running", cur.container_id);
+                    let why = format!(
+                        "degraded: current container {} is not running",
+                        cur.container_id
+                    );
                     tracing::error!(service = self.service(), "{why}");
                     self.publish(&why);
                 }
@@ -531,10 +605,17 @@ impl<R: Runtime, B: Balancer, P: Reporter> Driver<R, B, P> {
         }
         for s in servers {
             let ours = s.name.starts_with("hs-");
-            let is_current = self.record.current.as_ref().is_some_and(|c| c.server == s.name);
+            let is_current = self
+                .record
+                .current
+                .as_ref()
+                .is_some_and(|c| c.server == s.name);
             if ours && !is_current {
                 tracing::warn!(service = self.service(), server = %s.name, "removing stray HAProxy server");
-                self.balancer.take_out(&s.name).await.map_err(|e| e.to_string())?;
+                self.balancer
+                    .take_out(&s.name)
+                    .await
+                    .map_err(|e| e.to_string())?;
             }
         }
         Ok(())

@@ -59,9 +59,13 @@ impl ServiceView {
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Submitted {
-    Accepted { deploy_id: String },
+    Accepted {
+        deploy_id: String,
+    },
     /// The same deploy id was submitted before: nothing new happens.
-    Existing { deploy_id: String },
+    Existing {
+        deploy_id: String,
+    },
 }
 
 pub struct ServiceHandle {
@@ -102,17 +106,20 @@ impl ServiceHandle {
 
     /// Waits for the next release; `on_take` runs under the queue lock so no status query sees
     /// the release in neither the queue nor the swap.
-    pub(super) async fn next(&self, on_take: impl FnOnce(&Release, &mut ServiceView)) -> Release {
+    pub(super) async fn next<T>(&self, on_take: impl FnOnce(&Release, &mut ServiceView) -> T) -> T {
+        let mut on_take = Some(on_take);
         loop {
             {
                 let mut queue = self.queue.lock().expect("queue lock");
                 if let Some(release) = queue.pop_front() {
                     let queued: Vec<Release> = queue.iter().cloned().collect();
+                    let mut taken = None;
                     self.view.send_modify(|v| {
                         v.queued = queued;
-                        on_take(&release, v);
+                        let f = on_take.take().expect("called once");
+                        taken = Some(f(&release, v));
                     });
-                    return release;
+                    return taken.expect("send_modify runs its closure");
                 }
             }
             self.work.notified().await;

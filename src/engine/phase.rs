@@ -251,7 +251,10 @@ impl Swap {
     }
 
     pub fn mark(&self, phase: &str) -> Option<UnixMs> {
-        self.marks.iter().find(|m| m.phase == phase).map(|m| m.at_ms)
+        self.marks
+            .iter()
+            .find(|m| m.phase == phase)
+            .map(|m| m.at_ms)
     }
 
     /// How long each phase took, in order, for reports.

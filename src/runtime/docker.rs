@@ -19,11 +19,23 @@ pub struct Docker {
 }
 
 fn is_not_found(e: &bollard::errors::Error) -> bool {
-    matches!(e, bollard::errors::Error::DockerResponseServerError { status_code: 404, .. })
+    matches!(
+        e,
+        bollard::errors::Error::DockerResponseServerError {
+            status_code: 404,
+            ..
+        }
+    )
 }
 
 fn is_conflict(e: &bollard::errors::Error) -> bool {
-    matches!(e, bollard::errors::Error::DockerResponseServerError { status_code: 409, .. })
+    matches!(
+        e,
+        bollard::errors::Error::DockerResponseServerError {
+            status_code: 409,
+            ..
+        }
+    )
 }
 
 impl Docker {
@@ -53,13 +65,20 @@ impl Docker {
         }
     }
 
-    async fn inspect_port(&self, id: &str, container_port: u16) -> Result<Option<u16>, RuntimeError> {
+    async fn inspect_port(
+        &self,
+        id: &str,
+        container_port: u16,
+    ) -> Result<Option<u16>, RuntimeError> {
         let info = self
             .client
             .inspect_container(id, None::<InspectContainerOptions>)
             .await
             .map_err(|e| Self::container_err(id, "inspecting", e))?;
-        Ok(published_port(info.network_settings.and_then(|n| n.ports), container_port))
+        Ok(published_port(
+            info.network_settings.and_then(|n| n.ports),
+            container_port,
+        ))
     }
 }
 
@@ -136,12 +155,21 @@ impl Runtime for Docker {
         let id = created.id;
         let started = async {
             self.client
-                .start_container(&id, None::<bollard::query_parameters::StartContainerOptions>)
+                .start_container(
+                    &id,
+                    None::<bollard::query_parameters::StartContainerOptions>,
+                )
                 .await
                 .map_err(|e| Self::container_err(&spec.name, "starting", e))?;
             self.inspect_port(&id, spec.container_port)
                 .await?
-                .ok_or_else(|| Self::container_err(&spec.name, "reading its published port", "Docker published no host port"))
+                .ok_or_else(|| {
+                    Self::container_err(
+                        &spec.name,
+                        "reading its published port",
+                        "Docker published no host port",
+                    )
+                })
         };
         match started.await {
             Ok(host_port) => Ok(Started { id, host_port }),
@@ -149,7 +177,13 @@ impl Runtime for Docker {
                 // never leave a half-started container behind
                 let _ = self
                     .client
-                    .remove_container(&id, Some(RemoveContainerOptions { force: true, ..Default::default() }))
+                    .remove_container(
+                        &id,
+                        Some(RemoveContainerOptions {
+                            force: true,
+                            ..Default::default()
+                        }),
+                    )
                     .await;
                 Err(e)
             }
@@ -165,18 +199,32 @@ impl Runtime for Docker {
             Ok(()) => {}
             Err(e) if is_not_found(&e) => return Ok(()),
             // 304: already stopped
-            Err(bollard::errors::Error::DockerResponseServerError { status_code: 304, .. }) => {}
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 304, ..
+            }) => {}
             Err(e) => {
                 tracing::warn!(container = id, error = %e, "stop failed, killing");
                 let _ = self
                     .client
-                    .kill_container(id, Some(KillContainerOptions { signal: "SIGKILL".into() }))
+                    .kill_container(
+                        id,
+                        Some(KillContainerOptions {
+                            signal: "SIGKILL".into(),
+                        }),
+                    )
                     .await;
             }
         }
         match self
             .client
-            .remove_container(id, Some(RemoveContainerOptions { force: true, v: true, ..Default::default() }))
+            .remove_container(
+                id,
+                Some(RemoveContainerOptions {
+                    force: true,
+                    v: true,
+                    ..Default::default()
+                }),
+            )
             .await
         {
             Ok(()) => Ok(()),
@@ -188,7 +236,11 @@ impl Runtime for Docker {
     }
 
     async fn is_running(&self, id: &str) -> Result<bool, RuntimeError> {
-        match self.client.inspect_container(id, None::<InspectContainerOptions>).await {
+        match self
+            .client
+            .inspect_container(id, None::<InspectContainerOptions>)
+            .await
+        {
             Ok(info) => Ok(info.state.and_then(|s| s.running).unwrap_or(false)),
             Err(e) if is_not_found(&e) => Ok(false),
             Err(e) => Err(Self::container_err(id, "inspecting", e)),
@@ -198,7 +250,10 @@ impl Runtime for Docker {
     async fn list(&self, labels: &[(&str, &str)]) -> Result<Vec<Found>, RuntimeError> {
         let filters = HashMap::from([(
             "label".to_string(),
-            labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>(),
+            labels
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>(),
         )]);
         let options = ListContainersOptions {
             all: true,
@@ -235,7 +290,14 @@ impl Runtime for Docker {
     async fn remove_image(&self, image: &str) -> Result<bool, RuntimeError> {
         match self
             .client
-            .remove_image(image, Some(RemoveImageOptions { force: false, noprune: false }), None)
+            .remove_image(
+                image,
+                Some(RemoveImageOptions {
+                    force: false,
+                    noprune: false,
+                }),
+                None,
+            )
             .await
         {
             Ok(_) => Ok(true),

@@ -68,12 +68,22 @@ pub trait Runtime: Send + Sync + 'static {
     fn ensure_image(&self, image: &str) -> impl Future<Output = Result<(), RuntimeError>> + Send;
     /// Creates and starts the container, publishing its port on 127.0.0.1; removes it again if it
     /// cannot be started.
-    fn start(&self, spec: &ContainerSpec) -> impl Future<Output = Result<Started, RuntimeError>> + Send;
+    fn start(
+        &self,
+        spec: &ContainerSpec,
+    ) -> impl Future<Output = Result<Started, RuntimeError>> + Send;
     /// Stop signal, grace, kill, then remove. A container already gone is fine.
-    fn stop_and_remove(&self, id: &str, grace: Duration) -> impl Future<Output = Result<(), RuntimeError>> + Send;
+    fn stop_and_remove(
+        &self,
+        id: &str,
+        grace: Duration,
+    ) -> impl Future<Output = Result<(), RuntimeError>> + Send;
     fn is_running(&self, id: &str) -> impl Future<Output = Result<bool, RuntimeError>> + Send;
     /// Containers carrying all the given labels, running or not.
-    fn list(&self, labels: &[(&str, &str)]) -> impl Future<Output = Result<Vec<Found>, RuntimeError>> + Send;
+    fn list(
+        &self,
+        labels: &[(&str, &str)],
+    ) -> impl Future<Output = Result<Vec<Found>, RuntimeError>> + Send;
     /// Removes the image reference unless a container uses it. Returns whether it was removed.
     fn remove_image(&self, image: &str) -> impl Future<Output = Result<bool, RuntimeError>> + Send;
 }

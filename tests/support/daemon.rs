@@ -72,7 +72,12 @@ switch = "{switch}"
         cfg = haproxy.config.display(),
         pid = haproxy.pidfile.display(),
         switch = opts.switch,
-        env = opts.env.iter().map(|(k, v)| format!("{k} = {v:?}")).collect::<Vec<_>>().join(", "),
+        env = opts
+            .env
+            .iter()
+            .map(|(k, v)| format!("{k} = {v:?}"))
+            .collect::<Vec<_>>()
+            .join(", "),
     );
     std::fs::write(&path, text).unwrap();
     path
@@ -122,7 +127,11 @@ impl Daemon {
                     return;
                 }
             }
-            assert!(started.elapsed() < limit, "hotswapd not idle after {limit:?}; log:\n{}", self.log());
+            assert!(
+                started.elapsed() < limit,
+                "hotswapd not idle after {limit:?}; log:\n{}",
+                self.log()
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -147,7 +156,15 @@ impl Daemon {
 
     /// `hotswapctl deploy web --image IMAGE --wait`, returning (exit code, stdout, stderr).
     pub fn deploy(&self, image: &str) -> (i32, String, String) {
-        let out = self.ctl(&["deploy", "web", "--image", image, "--wait", "--timeout-secs", "120"]);
+        let out = self.ctl(&[
+            "deploy",
+            "web",
+            "--image",
+            image,
+            "--wait",
+            "--timeout-secs",
+            "120",
+        ]);
         (
             out.status.code().unwrap_or(-1),
             String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -157,7 +174,12 @@ impl Daemon {
 
     pub fn deploy_ok(&self, image: &str) {
         let (code, out, err) = self.deploy(image);
-        assert_eq!(code, 0, "deploy {image} failed: {out}{err}\nlog:\n{}", self.log());
+        assert_eq!(
+            code,
+            0,
+            "deploy {image} failed: {out}{err}\nlog:\n{}",
+            self.log()
+        );
     }
 
     pub fn reports(&self) -> Vec<serde_json::Value> {

@@ -16,7 +16,10 @@ pub struct TestEnv {
 
 impl TestEnv {
     pub fn new(name: &str) -> TestEnv {
-        let dir = tempfile::Builder::new().prefix(&format!("hotswap-{name}-")).tempdir().unwrap();
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("hotswap-{name}-"))
+            .tempdir()
+            .unwrap();
         let haproxy = Haproxy::start(dir.path(), "web").unwrap_or_else(|e| panic!("{e}"));
         TestEnv {
             instance: format!("t-{name}-{}", std::process::id()),
@@ -37,7 +40,12 @@ impl TestEnv {
     /// Containers this test's daemon labeled, as (name, image, running).
     pub fn containers(&self) -> Vec<(String, String, bool)> {
         let out = Command::new("docker")
-            .args(["ps", "-a", "--filter", &format!("label=hotswap.instance={}", self.instance)])
+            .args([
+                "ps",
+                "-a",
+                "--filter",
+                &format!("label=hotswap.instance={}", self.instance),
+            ])
             .args(["--format", "{{.Names}}\t{{.Image}}\t{{.State}}"])
             .stdin(Stdio::null())
             .output()
@@ -46,7 +54,11 @@ impl TestEnv {
             .lines()
             .filter_map(|l| {
                 let mut f = l.split('\t');
-                Some((f.next()?.to_string(), f.next()?.to_string(), f.next()? == "running"))
+                Some((
+                    f.next()?.to_string(),
+                    f.next()?.to_string(),
+                    f.next()? == "running",
+                ))
             })
             .collect()
     }
@@ -65,11 +77,20 @@ impl TestEnv {
 impl Drop for TestEnv {
     fn drop(&mut self) {
         let out = Command::new("docker")
-            .args(["ps", "-aq", "--filter", &format!("label=hotswap.instance={}", self.instance)])
+            .args([
+                "ps",
+                "-aq",
+                "--filter",
+                &format!("label=hotswap.instance={}", self.instance),
+            ])
             .output();
         if let Ok(out) = out {
             for id in String::from_utf8_lossy(&out.stdout).split_whitespace() {
-                let _ = Command::new("docker").args(["rm", "-f", id]).stdout(Stdio::null()).stderr(Stdio::null()).status();
+                let _ = Command::new("docker")
+                    .args(["rm", "-f", id])
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .status();
             }
         }
         for tag in &self.images {

@@ -16,7 +16,11 @@ pub struct Haproxy {
 }
 
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn haproxy_binary() -> Result<PathBuf, String> {
@@ -74,7 +78,9 @@ impl Haproxy {
         while h.command("show info").is_err() {
             if started.elapsed() > Duration::from_secs(10) {
                 let log = std::fs::read_to_string(dir.join("haproxy.log")).unwrap_or_default();
-                return Err(format!("haproxy did not open its admin socket in 10 s: {log}"));
+                return Err(format!(
+                    "haproxy did not open its admin socket in 10 s: {log}"
+                ));
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -84,9 +90,11 @@ impl Haproxy {
     /// One runtime API command (for assertions; the daemon speaks it itself).
     pub fn command(&self, cmd: &str) -> Result<String, String> {
         use std::io::{Read, Write};
-        let mut s = std::os::unix::net::UnixStream::connect(&self.admin_socket).map_err(|e| e.to_string())?;
+        let mut s = std::os::unix::net::UnixStream::connect(&self.admin_socket)
+            .map_err(|e| e.to_string())?;
         s.set_read_timeout(Some(Duration::from_secs(5))).ok();
-        s.write_all(format!("{cmd}\n").as_bytes()).map_err(|e| e.to_string())?;
+        s.write_all(format!("{cmd}\n").as_bytes())
+            .map_err(|e| e.to_string())?;
         let mut out = String::new();
         s.read_to_string(&mut out).map_err(|e| e.to_string())?;
         Ok(out)
@@ -94,7 +102,9 @@ impl Haproxy {
 
     /// Names of the servers in `backend` (from `show servers state`).
     pub fn servers(&self, backend: &str) -> Vec<String> {
-        let out = self.command(&format!("show servers state {backend}")).unwrap_or_default();
+        let out = self
+            .command(&format!("show servers state {backend}"))
+            .unwrap_or_default();
         out.lines()
             .filter(|l| !l.starts_with('#') && l.split_whitespace().count() > 4)
             .map(|l| l.split_whitespace().nth(3).unwrap().to_string())
@@ -103,7 +113,11 @@ impl Haproxy {
 
     /// Hitless reload: SIGUSR2 to the master.
     pub fn reload(&self) {
-        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.child.id() as i32), nix::sys::signal::Signal::SIGUSR2).unwrap();
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGUSR2,
+        )
+        .unwrap();
     }
 
     pub fn pid(&self) -> u32 {
