@@ -106,7 +106,8 @@ impl Balancer for Haproxy {
             }
             None => {
                 let options = &self.settings.server_options;
-                self.api
+                let added = self
+                    .api
                     .expect(
                         &format!(
                             "add server {be}/{name} {}:{} {options}",
@@ -114,7 +115,14 @@ impl Balancer for Haproxy {
                         ),
                         "New server registered",
                     )
-                    .await?;
+                    .await;
+                if let Err(BalancerError::Command { reply, .. }) = added {
+                    return Err(BalancerError::NeedsReload {
+                        server: name.clone(),
+                        reply,
+                    });
+                }
+                added?;
                 if options.split_whitespace().any(|w| w == "check") {
                     self.api
                         .quiet(&format!("enable health {be}/{name}"))

@@ -51,6 +51,10 @@ pub enum BalancerError {
     ConfigFile { path: String, message: String },
     #[error("reloading HAProxy: {0}")]
     Reload(String),
+    /// The runtime API cannot make this change (e.g. a backend with a static balance algorithm
+    /// takes no dynamic servers): it needs the config file and a reload.
+    #[error("HAProxy cannot add server {server} at runtime: {reply}")]
+    NeedsReload { server: String, reply: String },
 }
 
 pub trait Balancer: Send + Sync + 'static {

@@ -12,7 +12,7 @@ use tokio::time::Instant;
 use super::handle::ServiceHandle;
 use super::journal::{Journal, ServiceRecord};
 use super::phase::{Budgets, Event, Instance, Phase, Release, Swap, UnixMs};
-use crate::balancer::{Balancer, ServerSpec};
+use crate::balancer::{Balancer, BalancerError, ServerSpec};
 use crate::config::{ServiceSettings, SwitchMode};
 use crate::health;
 use crate::report::{Report, Reporter};
@@ -220,7 +220,7 @@ impl<R: Runtime, B: Balancer, P: Reporter> Driver<R, B, P> {
                     Err(reason) => self.advance(swap, Event::Fail(reason)),
                 },
                 Phase::Switching { deadline } => {
-                    match within(deadline, "switching HAProxy", self.switch(&swap)).await {
+                    match within(deadline, "switching HAProxy", self.switch(&mut swap)).await {
                         Ok(()) => self.advance(swap, Event::Switched),
                         Err(reason) => self.advance(swap, Event::Fail(reason)),
                     }
@@ -357,12 +357,28 @@ impl<R: Runtime, B: Balancer, P: Reporter> Driver<R, B, P> {
     }
 
     /// The new server takes traffic only now (after its gate); the old one drains only after.
-    async fn switch(&self, swap: &Swap) -> Result<(), String> {
-        let new = swap.new.as_ref().ok_or("no new container to switch to")?;
-        let err = |e: crate::balancer::BalancerError| e.to_string();
+    async fn switch(&self, swap: &mut Swap) -> Result<(), String> {
+        let new = swap.new.clone().ok_or("no new container to switch to")?;
+        let new = &new;
+        let err = |e: BalancerError| e.to_string();
+        let can_reload =
+            self.settings.haproxy.reload.is_some() && self.settings.haproxy.config_file.is_some();
         match self.settings.haproxy.switch {
             SwitchMode::Runtime => {
-                self.balancer.put_in(&spec_of(new)).await.map_err(err)?;
+                match self.balancer.put_in(&spec_of(new)).await {
+                    Ok(()) => {}
+                    // the one change that needs a reload: fall back to porter's way
+                    Err(e @ BalancerError::NeedsReload { .. }) if can_reload => {
+                        tracing::warn!(service = self.service(), error = %e, "switching by config reload");
+                        swap.warnings.push(format!(
+                            "{e}; switched by rewriting the config and reloading HAProxy"
+                        ));
+                        swap.switched_by_reload = true;
+                        self.balancer.persist(&[spec_of(new)]).await.map_err(err)?;
+                        return self.balancer.reload(&new.server).await.map_err(err);
+                    }
+                    Err(e) => return Err(err(e)),
+                }
                 if let Some(old) = &swap.old {
                     if old.server != new.server {
                         self.balancer.drain(&old.server).await.map_err(err)?;
@@ -371,6 +387,7 @@ impl<R: Runtime, B: Balancer, P: Reporter> Driver<R, B, P> {
                 Ok(())
             }
             SwitchMode::Reload => {
+                swap.switched_by_reload = true;
                 self.balancer.persist(&[spec_of(new)]).await.map_err(err)?;
                 self.balancer.reload(&new.server).await.map_err(err)
             }
@@ -386,7 +403,7 @@ impl<R: Runtime, B: Balancer, P: Reporter> Driver<R, B, P> {
             }
         }
         let Some(old) = swap.old.clone() else { return };
-        if self.settings.haproxy.switch == SwitchMode::Reload {
+        if swap.switched_by_reload {
             tokio::time::sleep_until(instant_of(deadline).min(Instant::now() + RELOAD_SETTLE))
                 .await;
             return;

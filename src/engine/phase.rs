@@ -165,6 +165,9 @@ pub struct Swap {
     /// What the new release answered on its health route when the gate passed.
     #[serde(default)]
     pub health_response: Option<String>,
+    /// The switch was done by rewriting HAProxy's config and reloading it.
+    #[serde(default)]
+    pub switched_by_reload: bool,
 }
 
 fn ms(d: Duration) -> u64 {
@@ -190,6 +193,7 @@ impl Swap {
             reason: None,
             warnings: Vec::new(),
             health_response: None,
+            switched_by_reload: false,
         }
     }
 

@@ -16,11 +16,17 @@ pub struct TestEnv {
 
 impl TestEnv {
     pub fn new(name: &str) -> TestEnv {
+        TestEnv::with_balance(name, "roundrobin")
+    }
+
+    /// As `new`, with another balance algorithm for the backend.
+    pub fn with_balance(name: &str, balance: &str) -> TestEnv {
         let dir = tempfile::Builder::new()
             .prefix(&format!("hotswap-{name}-"))
             .tempdir()
             .unwrap();
-        let haproxy = Haproxy::start(dir.path(), "web").unwrap_or_else(|e| panic!("{e}"));
+        let haproxy = Haproxy::start_with_balance(dir.path(), "web", balance)
+            .unwrap_or_else(|e| panic!("{e}"));
         TestEnv {
             instance: format!("t-{name}-{}", std::process::id()),
             dir,

@@ -38,6 +38,11 @@ fn haproxy_binary() -> Result<PathBuf, String> {
 impl Haproxy {
     /// Starts HAProxy with one frontend sending everything to `backend`, which starts empty.
     pub fn start(dir: &Path, backend: &str) -> Result<Haproxy, String> {
+        Haproxy::start_with_balance(dir, backend, "roundrobin")
+    }
+
+    /// As `start`, with another balance algorithm (a static one takes no dynamic servers).
+    pub fn start_with_balance(dir: &Path, backend: &str, balance: &str) -> Result<Haproxy, String> {
         let bin = haproxy_binary()?;
         let port = free_port();
         let admin_socket = dir.join("haproxy-admin.sock");
@@ -48,7 +53,7 @@ impl Haproxy {
             "global\n    stats socket {admin} mode 600 level admin expose-fd listeners\n    maxconn 4000\n\n\
              defaults\n    mode http\n    timeout connect 2s\n    timeout client 30s\n    timeout server 30s\n    timeout http-keep-alive 30s\n\n\
              frontend fe\n    bind 127.0.0.1:{port}\n    default_backend {backend}\n\n\
-             backend {backend}\n    balance roundrobin\n",
+             backend {backend}\n    balance {balance}\n",
             admin = admin_socket.display()
         );
         std::fs::write(&config, text).map_err(|e| e.to_string())?;
