@@ -1,23 +1,173 @@
-//! Wires the daemon: config → Docker, HAProxy, reporter, one driver per service, control socket.
+//! Wires the daemon: config → Docker, HAProxy, reporter, one driver per service, control socket,
+//! inbox. `Shared` is what the control API and the inbox see: the services (a config reload may
+//! add, change or remove them) and who may connect.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
 
 use anyhow::Context;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
 
 use crate::balancer::Haproxy;
-use crate::config::Settings;
-use crate::control::server::{serve, Control};
+use crate::config::{AccessSettings, ServiceSettings, Settings};
+use crate::control::api::ReloadOutcome;
 use crate::engine::journal::Journal;
 use crate::engine::{Driver, ServiceHandle};
 use crate::report::FileReporter;
 use crate::runtime::Docker;
 
-pub async fn run(settings: Settings) -> anyhow::Result<()> {
-    let d = &settings.daemon;
-    std::fs::create_dir_all(&d.state_dir)
-        .with_context(|| format!("creating state directory {}", d.state_dir.display()))?;
+struct Slot {
+    handle: Arc<ServiceHandle>,
+    settings: watch::Sender<ServiceSettings>,
+    task: JoinHandle<()>,
+}
+
+pub struct Shared {
+    pub instance_id: String,
+    pub started: Instant,
+    pub config_path: PathBuf,
+    settings: Mutex<Settings>,
+    services: RwLock<BTreeMap<String, Slot>>,
+    access: RwLock<AccessSettings>,
+    docker: Arc<Docker>,
+    reporter: Arc<FileReporter>,
+    journal: Journal,
+}
+
+impl Shared {
+    pub fn handle(&self, name: &str) -> Option<Arc<ServiceHandle>> {
+        self.services
+            .read()
+            .expect("services lock")
+            .get(name)
+            .map(|s| s.handle.clone())
+    }
+
+    pub fn handles(&self) -> Vec<Arc<ServiceHandle>> {
+        self.services
+            .read()
+            .expect("services lock")
+            .values()
+            .map(|s| s.handle.clone())
+            .collect()
+    }
+
+    pub fn service_names(&self) -> Vec<String> {
+        self.services
+            .read()
+            .expect("services lock")
+            .keys()
+            .cloned()
+            .collect()
+    }
+
+    pub fn access(&self) -> AccessSettings {
+        self.access.read().expect("access lock").clone()
+    }
+
+    fn spawn(&self, service: &ServiceSettings) -> anyhow::Result<Slot> {
+        let d = &self.settings.lock().expect("settings lock").daemon;
+        let queue_file = d
+            .state_dir
+            .join("queue")
+            .join(format!("{}.json", service.name));
+        let handle = Arc::new(
+            ServiceHandle::open(&service.name, Some(queue_file)).map_err(anyhow::Error::msg)?,
+        );
+        let (tx, rx) = watch::channel(service.clone());
+        let driver = Driver::new(
+            rx,
+            Haproxy::new,
+            d.instance_id.clone(),
+            self.docker.clone(),
+            self.reporter.clone(),
+            self.journal.clone(),
+            handle.clone(),
+        );
+        Ok(Slot {
+            handle,
+            settings: tx,
+            task: tokio::spawn(driver.run()),
+        })
+    }
+
+    /// Re-reads the config file. A bad config changes nothing and says why. New services start,
+    /// changed ones apply from their next swap, removed ones stop (their container keeps serving).
+    pub fn reload(&self) -> Result<ReloadOutcome, String> {
+        let new = Settings::load(&self.config_path).map_err(|e| e.to_string())?;
+        let old_daemon = self.settings.lock().expect("settings lock").daemon.clone();
+        let (a, b) = (&old_daemon, &new.daemon);
+        for (key, changed) in [
+            ("daemon.socket", a.socket != b.socket),
+            ("daemon.state_dir", a.state_dir != b.state_dir),
+            ("daemon.reports_file", a.reports_file != b.reports_file),
+            ("daemon.instance_id", a.instance_id != b.instance_id),
+            ("daemon.docker_socket", a.docker_socket != b.docker_socket),
+            ("daemon.inbox_dir", a.inbox_dir != b.inbox_dir),
+        ] {
+            if changed {
+                return Err(format!(
+                    "config {}: {key} changed: restart hotswapd to apply it (nothing was changed)",
+                    self.config_path.display()
+                ));
+            }
+        }
+        let mut services = self.services.write().expect("services lock");
+        let removed: Vec<String> = services
+            .keys()
+            .filter(|k| !new.services.contains_key(*k))
+            .cloned()
+            .collect();
+        for name in &removed {
+            if services[name].handle.view().running().is_some() {
+                return Err(format!(
+                    "service {name:?} is swapping: it cannot be removed now (nothing was changed)"
+                ));
+            }
+        }
+        *self.settings.lock().expect("settings lock") = new.clone();
+        let mut outcome = ReloadOutcome {
+            services: new.services.keys().cloned().collect(),
+            added: vec![],
+            changed: vec![],
+            removed: removed.clone(),
+        };
+        for name in removed {
+            let slot = services.remove(&name).expect("listed above");
+            slot.task.abort();
+            tracing::warn!(service = %name, "service removed from config: its container and HAProxy server are left as they are");
+        }
+        for (name, s) in &new.services {
+            match services.get(name) {
+                Some(slot) if *slot.settings.borrow() == *s => {}
+                Some(slot) => {
+                    slot.settings.send_replace(s.clone());
+                    outcome.changed.push(name.clone());
+                }
+                None => {
+                    let slot = self
+                        .spawn(s)
+                        .map_err(|e| format!("starting service {name:?}: {e:#}"))?;
+                    services.insert(name.clone(), slot);
+                    outcome.added.push(name.clone());
+                }
+            }
+        }
+        *self.access.write().expect("access lock") = new.daemon.access.clone();
+        tracing::info!(?outcome, "config reloaded");
+        Ok(outcome)
+    }
+}
+
+pub async fn run(settings: Settings, config_path: PathBuf) -> anyhow::Result<()> {
+    let d = settings.daemon.clone();
+    for dir in [d.state_dir.clone(), d.state_dir.join("queue")] {
+        std::fs::create_dir_all(&dir)
+            .with_context(|| format!("creating state directory {}", dir.display()))?;
+    }
     if let Some(dir) = d.reports_file.parent() {
         std::fs::create_dir_all(dir)
             .with_context(|| format!("creating reports directory {}", dir.display()))?;
@@ -28,31 +178,37 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
             .await
             .context("hotswapd needs the Docker engine")?,
     );
-    let reporter = Arc::new(FileReporter::new(d.reports_file.clone()));
-
-    let mut handles = BTreeMap::new();
-    for (name, service) in &settings.services {
-        let handle = Arc::new(ServiceHandle::new(name));
-        let driver = Driver::new(
-            service.clone(),
-            d.instance_id.clone(),
-            docker.clone(),
-            Haproxy::new(&service.haproxy),
-            reporter.clone(),
-            journal.clone(),
-            handle.clone(),
-        );
-        tokio::spawn(driver.run());
-        handles.insert(name.clone(), handle);
-    }
-    let control = Arc::new(Control {
-        services: handles,
+    let shared = Arc::new(Shared {
         instance_id: d.instance_id.clone(),
         started: Instant::now(),
+        config_path,
+        settings: Mutex::new(settings.clone()),
+        services: RwLock::new(BTreeMap::new()),
+        access: RwLock::new(d.access.clone()),
+        docker,
+        reporter: Arc::new(FileReporter::new(d.reports_file.clone())),
+        journal,
     });
-    let server = serve(control, &d.socket)
+    for service in settings.services.values() {
+        let slot = shared
+            .spawn(service)
+            .with_context(|| format!("starting service {:?}", service.name))?;
+        shared
+            .services
+            .write()
+            .expect("services lock")
+            .insert(service.name.clone(), slot);
+    }
+    let server = crate::control::server::serve(shared.clone(), &d.socket)
         .await
         .with_context(|| format!("listening on control socket {}", d.socket.display()))?;
+    let inbox = match &d.inbox_dir {
+        Some(dir) => Some(
+            crate::intake::inbox::watch(shared.clone(), dir)
+                .with_context(|| format!("watching inbox {}", dir.display()))?,
+        ),
+        None => None,
+    };
     tracing::info!(socket = %d.socket.display(), services = settings.services.len(), instance = %d.instance_id, "hotswapd ready");
 
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
@@ -64,6 +220,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     // Swaps in flight stop where they are: each phase is journaled, the next start finishes or undoes it.
     tracing::info!("stopping");
     server.abort();
+    drop(inbox);
     let _ = std::fs::remove_file(&d.socket);
     Ok(())
 }

@@ -33,6 +33,32 @@ pub fn append_line(path: &Path, line: &str) -> std::io::Result<()> {
     f.sync_data()
 }
 
+/// Hex sha256 of a file, read in chunks off the async runtime.
+pub async fn sha256_file(path: &Path) -> std::io::Result<String> {
+    use sha2::Digest;
+    use std::io::Read;
+    let path = path.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let mut f = std::fs::File::open(&path)?;
+        let mut hasher = sha2::Sha256::new();
+        let mut buf = vec![0u8; 256 * 1024];
+        loop {
+            let n = f.read(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+        }
+        Ok(hasher
+            .finalize()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect())
+    })
+    .await
+    .expect("hashing task")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,5 +8,6 @@ pub mod daemon;
 pub mod engine;
 pub mod fsutil;
 pub mod health;
+pub mod intake;
 pub mod report;
 pub mod runtime;

@@ -24,18 +24,29 @@ struct Args {
 
 #[derive(Subcommand)]
 enum Verb {
-    /// Swap a service to a new release.
+    /// Swap a service to a new release (or every release of a CloudFormation metadata file).
     Deploy {
-        service: String,
+        #[arg(required_unless_present = "from_metadata")]
+        service: Option<String>,
         /// Image reference of the release, e.g. web:2.
-        #[arg(long)]
-        image: String,
+        #[arg(long, required_unless_present = "from_metadata")]
+        image: Option<String>,
         /// What the app reports for this release (default: the image tag).
         #[arg(long)]
         version: Option<String>,
         /// Makes retries safe: the same id never swaps twice.
         #[arg(long)]
         deploy_id: Option<String>,
+        /// An image archive on this host (docker save output) to load first.
+        #[arg(long)]
+        archive: Option<PathBuf>,
+        /// The archive's sha256, checked before loading.
+        #[arg(long, requires = "archive")]
+        archive_sha256: Option<String>,
+        /// Read the releases from CloudFormation metadata (JSON as cfn-get-metadata prints it;
+        /// "-" for stdin); implies --wait. For cfn-hup hooks.
+        #[arg(long, conflicts_with_all = ["service", "image", "version", "deploy_id", "archive"])]
+        from_metadata: Option<PathBuf>,
         /// Wait until the swap ends; exit non-zero if it failed.
         #[arg(long)]
         wait: bool,
@@ -47,6 +58,32 @@ enum Verb {
     },
     /// Show the daemon and each service.
     Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// List services with their current and previous release and phase.
+    Services {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Swap a service back to its previous release (kept locally: nothing is pulled).
+    Rollback {
+        service: String,
+        #[arg(long)]
+        wait: bool,
+        #[arg(long, default_value_t = 600)]
+        timeout_secs: u64,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Make the daemon re-read its config file (a bad one changes nothing).
+    Reload {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Validate a config file locally, as hotswapd would (default: --config).
+    CheckConfig {
+        file: Option<PathBuf>,
         #[arg(long)]
         json: bool,
     },
@@ -64,6 +101,12 @@ fn socket_path(args: &Args) -> Result<PathBuf, String> {
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if let Verb::CheckConfig { file, json } = &args.verb {
+        return ExitCode::from(cli::check_config::run(
+            file.as_ref().unwrap_or(&args.config),
+            *json,
+        ));
+    }
     let socket = match socket_path(&args) {
         Ok(s) => s,
         Err(e) => {
@@ -79,29 +122,58 @@ fn main() -> ExitCode {
     let code = runtime.block_on(async {
         match args.verb {
             Verb::Deploy {
+                from_metadata: Some(file),
+                timeout_secs,
+                json,
+                ..
+            } => {
+                cli::deploy::from_metadata(&client, &file, Duration::from_secs(timeout_secs), json)
+                    .await
+            }
+            Verb::Deploy {
                 service,
                 image,
                 version,
                 deploy_id,
+                archive,
+                archive_sha256,
+                wait,
+                timeout_secs,
+                json,
+                ..
+            } => {
+                let args = DeployArgs {
+                    service: service.unwrap_or_default(),
+                    image: image.unwrap_or_default(),
+                    version,
+                    deploy_id,
+                    archive,
+                    archive_sha256,
+                    wait,
+                    timeout: Duration::from_secs(timeout_secs),
+                    json,
+                };
+                cli::deploy::run(&client, args).await
+            }
+            Verb::Status { json } => cli::status::run(&client, json).await,
+            Verb::Services { json } => cli::services::run(&client, json).await,
+            Verb::Rollback {
+                service,
                 wait,
                 timeout_secs,
                 json,
             } => {
-                cli::deploy::run(
+                cli::rollback::run(
                     &client,
-                    DeployArgs {
-                        service,
-                        image,
-                        version,
-                        deploy_id,
-                        wait,
-                        timeout: Duration::from_secs(timeout_secs),
-                        json,
-                    },
+                    &service,
+                    wait,
+                    Duration::from_secs(timeout_secs),
+                    json,
                 )
                 .await
             }
-            Verb::Status { json } => cli::status::run(&client, json).await,
+            Verb::Reload { json } => cli::reload::run(&client, json).await,
+            Verb::CheckConfig { .. } => unreachable!("handled before connecting"),
         }
     });
     ExitCode::from(code)

@@ -55,7 +55,7 @@ fn main() -> ExitCode {
         .enable_all()
         .build()
         .expect("tokio runtime");
-    match runtime.block_on(hotswap::daemon::run(settings)) {
+    match runtime.block_on(hotswap::daemon::run(settings, args.config.clone())) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("hotswapd: {e:#}");

@@ -1,8 +1,13 @@
-//! `hotswapctl deploy SERVICE --image REF [--wait]`
+//! `hotswapctl deploy SERVICE --image REF [--wait]` and `hotswapctl deploy --from-metadata FILE`
+//! (what a cfn-hup hook runs with the output of `cfn-get-metadata`).
 
+use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::control::api::{DeployRequest, DeployStatus};
+use serde::Deserialize;
+
+use crate::control::api::{DeployAccepted, DeployRequest, DeployStatus};
 use crate::control::client::Client;
 
 use super::{client_exit, exit};
@@ -12,6 +17,8 @@ pub struct DeployArgs {
     pub image: String,
     pub version: Option<String>,
     pub deploy_id: Option<String>,
+    pub archive: Option<PathBuf>,
+    pub archive_sha256: Option<String>,
     pub wait: bool,
     pub timeout: Duration,
     pub json: bool,
@@ -23,6 +30,8 @@ pub async fn run(client: &Client, args: DeployArgs) -> u8 {
         image: args.image.clone(),
         version: args.version,
         deploy_id: args.deploy_id,
+        archive: args.archive,
+        archive_sha256: args.archive_sha256,
     };
     let accepted = match client.deploy(&req).await {
         Ok(a) => a,
@@ -34,30 +43,17 @@ pub async fn run(client: &Client, args: DeployArgs) -> u8 {
             return client_exit(&e);
         }
     };
+    if !args.json {
+        describe_accepted(&accepted, &args.image);
+    }
     if !args.wait {
         if args.json {
             println!(
                 "{}",
                 serde_json::to_string_pretty(&accepted).expect("serializes")
             );
-        } else if accepted.accepted {
-            println!(
-                "deploy {} of {} to {} accepted",
-                accepted.deploy_id, args.image, accepted.service
-            );
-        } else {
-            println!(
-                "deploy {} was submitted before; not started again",
-                accepted.deploy_id
-            );
         }
         return exit::OK;
-    }
-    if !args.json {
-        eprintln!(
-            "deploy {} of {} to {}: waiting",
-            accepted.deploy_id, args.image, accepted.service
-        );
     }
     let status = match client.wait(&accepted.deploy_id, args.timeout).await {
         Ok(s) => s,
@@ -66,18 +62,42 @@ pub async fn run(client: &Client, args: DeployArgs) -> u8 {
             return client_exit(&e);
         }
     };
-    print_outcome(&status, args.json)
-}
-
-fn print_outcome(status: &DeployStatus, json: bool) -> u8 {
-    if json {
+    if args.json {
         println!(
             "{}",
-            serde_json::to_string_pretty(status).expect("serializes")
+            serde_json::to_string_pretty(&status).expect("serializes")
         );
     }
-    match (status.finished, status.phase()) {
-        (true, Some("succeeded")) => {
+    outcome(&status, args.json)
+}
+
+fn describe_accepted(a: &DeployAccepted, image: &str) {
+    if !a.accepted {
+        eprintln!(
+            "deploy {} was submitted before: not started again",
+            a.deploy_id
+        );
+        return;
+    }
+    eprintln!(
+        "deploy {} of {image} to {} accepted",
+        a.deploy_id, a.service
+    );
+    if let Some(running) = &a.queued_behind {
+        eprintln!("  queued behind deploy {running}, which is swapping now");
+    }
+    if !a.superseded.is_empty() {
+        eprintln!(
+            "  it replaces queued deploy(s) {} (they will not run)",
+            a.superseded.join(", ")
+        );
+    }
+}
+
+/// Prints how a followed deploy ended and returns the exit code for it.
+pub fn outcome(status: &DeployStatus, json: bool) -> u8 {
+    match (status.finished, status.status(), status.phase()) {
+        (true, _, Some("succeeded")) => {
             if !json {
                 let took = status
                     .state
@@ -90,28 +110,196 @@ fn print_outcome(status: &DeployStatus, json: bool) -> u8 {
                         )
                     });
                 println!(
-                    "deploy {} succeeded{}",
+                    "deploy {} to {} succeeded{}",
                     status.deploy_id,
+                    status.service,
                     took.map(|t| format!(" in {t} ms")).unwrap_or_default()
                 );
             }
             exit::OK
         }
-        (true, _) => {
+        (true, "superseded", _) => {
             eprintln!(
-                "hotswapctl: deploy {} failed: {}",
+                "hotswapctl: deploy {} to {} was superseded by deploy {} before it started",
                 status.deploy_id,
+                status.service,
+                status.superseded_by().unwrap_or("?")
+            );
+            exit::SUPERSEDED
+        }
+        (true, _, _) => {
+            eprintln!(
+                "hotswapctl: deploy {} to {} failed: {}",
+                status.deploy_id,
+                status.service,
                 status.reason().unwrap_or("no reason recorded")
             );
             exit::DEPLOY_FAILED
         }
-        (false, _) => {
+        (false, s, p) => {
             eprintln!(
-                "hotswapctl: deploy {} still {} when the wait ended",
+                "hotswapctl: deploy {} to {} still {} when the wait ended",
                 status.deploy_id,
-                status.phase().unwrap_or(status.status())
+                status.service,
+                p.unwrap_or(s)
             );
             exit::TIMEOUT
         }
+    }
+}
+
+/// The release metadata a CloudFormation template carries (under a `hotswap` key, or bare).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Metadata {
+    #[serde(default)]
+    deploy_id: Option<String>,
+    services: BTreeMap<String, MetadataRelease>,
+}
+
+#[derive(Debug, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+struct MetadataRelease {
+    image: String,
+    #[serde(default)]
+    version: Option<String>,
+    #[serde(default)]
+    archive: Option<PathBuf>,
+    #[serde(default)]
+    archive_sha256: Option<String>,
+}
+
+fn parse_metadata(text: &str) -> Result<Metadata, String> {
+    let value: serde_json::Value =
+        serde_json::from_str(text).map_err(|e| format!("not JSON: {e}"))?;
+    let inner = value.get("hotswap").cloned().unwrap_or(value);
+    let m: Metadata = serde_json::from_value(inner).map_err(|e| e.to_string())?;
+    if m.services.is_empty() {
+        return Err("no services in the metadata".into());
+    }
+    Ok(m)
+}
+
+/// The same metadata always gives the same deploy id, so a hook that runs again swaps nothing twice.
+fn metadata_deploy_id(base: Option<&str>, service: &str, r: &MetadataRelease) -> String {
+    use sha2::Digest;
+    match base {
+        Some(b) => format!("{b}-{service}"),
+        None => {
+            let text = serde_json::to_string(&(service, r)).expect("serializes");
+            let digest = sha2::Sha256::digest(text.as_bytes());
+            let hex: String = digest.iter().take(8).map(|b| format!("{b:02x}")).collect();
+            format!("md-{service}-{hex}")
+        }
+    }
+}
+
+/// Submits every release of the metadata, waits for all, and fails (non-zero, reasons on stderr)
+/// if any failed: what a cfn-hup hook needs.
+pub async fn from_metadata(
+    client: &Client,
+    file: &std::path::Path,
+    timeout: Duration,
+    json: bool,
+) -> u8 {
+    let text = if file.as_os_str() == "-" {
+        let mut s = String::new();
+        if let Err(e) = std::io::Read::read_to_string(&mut std::io::stdin(), &mut s) {
+            eprintln!("hotswapctl: reading metadata from stdin: {e}");
+            return exit::USAGE;
+        }
+        s
+    } else {
+        match std::fs::read_to_string(file) {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("hotswapctl: reading metadata {}: {e}", file.display());
+                return exit::USAGE;
+            }
+        }
+    };
+    let meta = match parse_metadata(&text) {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("hotswapctl: metadata {}: {e}", file.display());
+            return exit::REJECTED;
+        }
+    };
+    let mut followed = Vec::new();
+    for (service, r) in &meta.services {
+        let req = DeployRequest {
+            service: service.clone(),
+            image: r.image.clone(),
+            version: r.version.clone(),
+            deploy_id: Some(metadata_deploy_id(meta.deploy_id.as_deref(), service, r)),
+            archive: r.archive.clone(),
+            archive_sha256: r.archive_sha256.clone(),
+        };
+        match client.deploy(&req).await {
+            Ok(a) => {
+                if !json {
+                    describe_accepted(&a, &r.image);
+                }
+                followed.push(a.deploy_id);
+            }
+            Err(e) => {
+                eprintln!(
+                    "hotswapctl: deploying {} to service {service:?}: {e}",
+                    r.image
+                );
+                return client_exit(&e);
+            }
+        }
+    }
+    let waits = followed.iter().map(|id| client.wait(id, timeout));
+    let results = futures_util::future::join_all(waits).await;
+    let mut worst = exit::OK;
+    let mut statuses = Vec::new();
+    for (id, r) in followed.iter().zip(results) {
+        let code = match r {
+            Ok(s) => {
+                let c = outcome(&s, json);
+                statuses.push(s);
+                c
+            }
+            Err(e) => {
+                eprintln!("hotswapctl: following deploy {id}: {e}");
+                client_exit(&e)
+            }
+        };
+        if worst == exit::OK {
+            worst = code;
+        }
+    }
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&statuses).expect("serializes")
+        );
+    }
+    worst
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metadata_is_read_wrapped_or_bare_and_ids_are_stable() {
+        let wrapped = r#"{"hotswap":{"services":{"web":{"image":"web:2"}}}}"#;
+        let m = parse_metadata(wrapped).unwrap();
+        let id1 = metadata_deploy_id(None, "web", &m.services["web"]);
+        let m2 = parse_metadata(r#"{"services":{"web":{"image":"web:2"}}}"#).unwrap();
+        assert_eq!(id1, metadata_deploy_id(None, "web", &m2.services["web"]));
+        let m3 = parse_metadata(r#"{"services":{"web":{"image":"web:3"}}}"#).unwrap();
+        assert_ne!(id1, metadata_deploy_id(None, "web", &m3.services["web"]));
+        assert_eq!(
+            metadata_deploy_id(Some("stack-7"), "web", &m3.services["web"]),
+            "stack-7-web"
+        );
+        assert!(parse_metadata(r#"{"services":{"web":{"img":"web:3"}}}"#)
+            .unwrap_err()
+            .contains("img"));
+        assert!(parse_metadata(r#"{"services":{}}"#).is_err());
     }
 }

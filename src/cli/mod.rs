@@ -1,6 +1,10 @@
 //! hotswapctl's verbs, one file each, all thin clients of the daemon's socket.
 
+pub mod check_config;
 pub mod deploy;
+pub mod reload;
+pub mod rollback;
+pub mod services;
 pub mod status;
 
 use crate::control::client::ClientError;
@@ -14,9 +18,11 @@ pub mod exit {
     pub const DEPLOY_FAILED: u8 = 5;
     pub const TIMEOUT: u8 = 6;
     pub const PROTOCOL: u8 = 7;
+    pub const SUPERSEDED: u8 = 8;
+    pub const INVALID_CONFIG: u8 = 9;
 }
 
-pub const EXIT_CODES_HELP: &str = "Exit codes:\n  0  success\n  2  usage error\n  3  cannot reach hotswapd (socket missing or not answering)\n  4  request refused by hotswapd (bad input, unknown service)\n  5  deploy failed (rolled back; the old release serves)\n  6  timed out waiting for the deploy\n  7  unexpected answer from hotswapd";
+pub const EXIT_CODES_HELP: &str = "Exit codes:\n  0  success\n  2  usage error\n  3  cannot reach hotswapd (socket missing or not answering)\n  4  request refused by hotswapd (bad input, unknown service)\n  5  deploy failed (rolled back; the old release serves)\n  6  timed out waiting for the deploy\n  7  unexpected answer from hotswapd\n  8  deploy superseded by a later release before it started\n  9  config file not valid (check-config)";
 
 pub fn client_exit(e: &ClientError) -> u8 {
     match e {

@@ -46,6 +46,19 @@ pub struct DaemonSettings {
     pub instance_id: String,
     /// `None`: bollard's defaults (`DOCKER_HOST` or `/var/run/docker.sock`).
     pub docker_socket: Option<PathBuf>,
+    /// Release files dropped here are picked up (see `intake::inbox`).
+    pub inbox_dir: Option<PathBuf>,
+    pub access: AccessSettings,
+}
+
+/// Who may use the control socket, besides root and the daemon's own user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccessSettings {
+    /// The socket file's group (mode 0660); its members may connect. None if the group is absent.
+    pub socket_group: String,
+    pub allowed_uids: Vec<u32>,
+    /// Group names whose members may connect (checked against the peer's groups).
+    pub allowed_groups: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -26,6 +26,12 @@ struct Daemon {
     reports_file: Option<PathBuf>,
     instance_id: Option<String>,
     docker_socket: Option<PathBuf>,
+    inbox_dir: Option<PathBuf>,
+    socket_group: Option<String>,
+    #[serde(default)]
+    allowed_uids: Vec<u32>,
+    #[serde(default)]
+    allowed_groups: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -161,9 +167,19 @@ impl Config {
             reports_file: d
                 .reports_file
                 .unwrap_or_else(|| state_dir.join("reports.jsonl")),
+            inbox_dir: match d.inbox_dir {
+                Some(p) if p.as_os_str().is_empty() => None,
+                Some(p) => Some(p),
+                None => Some(state_dir.join("inbox")),
+            },
             state_dir,
             instance_id,
             docker_socket: d.docker_socket,
+            access: AccessSettings {
+                socket_group: d.socket_group.unwrap_or_else(|| "hotswap".to_string()),
+                allowed_uids: d.allowed_uids,
+                allowed_groups: d.allowed_groups,
+            },
         };
         let mut services = BTreeMap::new();
         for (name, s) in self.services {

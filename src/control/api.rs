@@ -18,6 +18,12 @@ pub struct DeployRequest {
     /// Given by the caller to make retries safe; generated when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deploy_id: Option<String>,
+    /// An image archive on this host (`docker save` output) holding `image`, loaded first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub archive: Option<std::path::PathBuf>,
+    /// Hex sha256 of the archive, checked before loading.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub archive_sha256: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -26,6 +32,50 @@ pub struct DeployAccepted {
     pub service: String,
     /// false when the deploy id was seen before and nothing new was started.
     pub accepted: bool,
+    /// The deploy running now that this one waits for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queued_behind: Option<String>,
+    /// Queued deploys this one replaced (they will not run).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub superseded: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RollbackRequest {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deploy_id: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ReloadOutcome {
+    pub services: Vec<String>,
+    pub added: Vec<String>,
+    pub changed: Vec<String>,
+    pub removed: Vec<String>,
+}
+
+/// One line per service, for `hotswapctl services`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ServiceSummary {
+    pub service: String,
+    pub state: String,
+    pub current: Option<String>,
+    pub current_version: Option<String>,
+    pub previous: Option<String>,
+    /// The phase of the swap in flight.
+    pub phase: Option<String>,
+    pub queued: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Health {
+    pub version: String,
+    pub instance_id: String,
+    pub host: String,
+    pub uptime_secs: u64,
+    /// Service name → state ("idle", "swapping", "recovering", "degraded: ...").
+    pub services: std::collections::BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -47,7 +97,7 @@ impl DeployStatus {
         }
     }
 
-    /// "queued", "running" or "finished".
+    /// "queued", "running", "finished" or "superseded".
     pub fn status(&self) -> &str {
         self.state
             .get("status")
@@ -64,6 +114,11 @@ impl DeployStatus {
 
     pub fn reason(&self) -> Option<&str> {
         self.state.pointer("/swap/reason").and_then(|v| v.as_str())
+    }
+
+    /// For a superseded deploy: the deploy that replaced it.
+    pub fn superseded_by(&self) -> Option<&str> {
+        self.state.get("by").and_then(|v| v.as_str())
     }
 }
 
@@ -114,7 +169,9 @@ pub fn check_image(image: &str) -> Result<(), String> {
     if ok {
         Ok(())
     } else {
-        Err(format!("image {image:?} is not a valid image reference"))
+        Err(format!(
+            "image {image:?} is not a valid image reference (expected e.g. \"web:2\" or \"registry:5000/team/web:2\")"
+        ))
     }
 }
 
@@ -146,5 +203,14 @@ mod tests {
         assert!(check_image("web:2").is_ok());
         assert!(check_image("web 2").unwrap_err().contains("web 2"));
         assert!(check_image("").is_err());
+    }
+}
+
+/// A sha256 given for an archive must be 64 hex digits.
+pub fn check_sha256(s: &str) -> Result<(), String> {
+    if s.len() == 64 && s.chars().all(|c| c.is_ascii_hexdigit()) {
+        Ok(())
+    } else {
+        Err(format!("archive_sha256 {s:?} is not 64 hex digits"))
     }
 }

@@ -147,3 +147,31 @@ impl ClientError {
         }
     }
 }
+
+impl Client {
+    pub async fn services(&self) -> Result<Vec<super::api::ServiceSummary>, ClientError> {
+        self.call(Method::GET, "/v1/services", None, Duration::from_secs(30))
+            .await
+    }
+
+    pub async fn rollback(&self, service: &str) -> Result<DeployAccepted, ClientError> {
+        let path = format!("/v1/services/{service}/rollback");
+        self.call(
+            Method::POST,
+            &path,
+            Some(b"{}".to_vec()),
+            Duration::from_secs(30),
+        )
+        .await
+    }
+
+    pub async fn reload(&self) -> Result<super::api::ReloadOutcome, ClientError> {
+        self.call(Method::POST, "/v1/reload", None, Duration::from_secs(30))
+            .await
+    }
+
+    pub async fn health(&self) -> Result<super::api::Health, ClientError> {
+        self.call(Method::GET, "/v1/health", None, Duration::from_secs(30))
+            .await
+    }
+}

@@ -2,10 +2,16 @@
 //!
 //! | method | path | what |
 //! |---|---|---|
-//! | POST | /v1/deploys | submit a release `{service, image, version?, deploy_id?}` → 202 `{deploy_id, accepted}` |
+//! | POST | /v1/deploys | submit a release → 202 `DeployAccepted` |
 //! | GET | /v1/deploys/{id}?wait=SECS | one deploy; with `wait`, answers when it finishes (or after SECS) |
-//! | GET | /v1/status | the daemon and every service |
+//! | GET | /v1/services | one summary per service |
+//! | GET | /v1/services/{name} | a service's full view |
+//! | POST | /v1/services/{name}/rollback | queue the previous release again |
+//! | POST | /v1/reload | re-read the config file |
+//! | GET | /v1/health | version, host, uptime, per-service state |
+//! | GET | /v1/status | the daemon and every service's full view |
 
+pub mod access;
 pub mod api;
 pub mod client;
 pub mod server;

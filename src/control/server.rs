@@ -1,45 +1,36 @@
-//! The daemon side of the control API.
+//! The daemon side of the control API. Every connection's peer credentials are checked
+//! (SO_PEERCRED) before a request is read; requests are bounded in size and time.
 
-use std::collections::BTreeMap;
 use std::convert::Infallible;
-use std::hash::{BuildHasher, Hasher};
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::{Bytes, Incoming};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
-use tokio::net::UnixListener;
+use tokio::net::{UnixListener, UnixStream};
 
+use super::access::{check_peer, Peer};
 use super::api::{
-    check_deploy_id, check_image, default_version, DaemonStatus, DeployAccepted, DeployRequest,
-    DeployStatus, ErrorBody, MAX_BODY,
+    DaemonStatus, DeployRequest, DeployStatus, ErrorBody, Health, RollbackRequest, ServiceSummary,
+    MAX_BODY,
 };
-use crate::engine::{now_ms, Release, ServiceHandle, Submitted};
+use crate::daemon::Shared;
+use crate::intake::{self, Refusal};
 
 /// The longest a `wait` may hold a connection.
 const MAX_WAIT: Duration = Duration::from_secs(600);
-/// A request must arrive whole within this.
+/// A request's headers and body must arrive within this.
 const READ_TIMEOUT: Duration = Duration::from_secs(10);
 
-pub struct Control {
-    pub services: BTreeMap<String, Arc<ServiceHandle>>,
-    pub instance_id: String,
-    pub started: Instant,
-}
+type Reply = Response<Full<Bytes>>;
 
-pub fn new_deploy_id() -> String {
-    let salt = std::collections::hash_map::RandomState::new()
-        .build_hasher()
-        .finish();
-    format!("d{:x}-{:06x}", now_ms(), salt & 0xff_ffff)
-}
-
-/// Binds the socket (replacing a stale one) and serves until the task is dropped.
+/// Binds the socket (replacing a stale one), mode 0660 with the configured group, and serves
+/// until the task is dropped.
 pub async fn serve(
-    control: Arc<Control>,
+    shared: Arc<Shared>,
     socket: &Path,
 ) -> std::io::Result<tokio::task::JoinHandle<()>> {
     if let Some(dir) = socket.parent() {
@@ -52,6 +43,18 @@ pub async fn serve(
     let listener = UnixListener::bind(socket)?;
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o660))?;
+    let group = shared.access().socket_group;
+    match nix::unistd::Group::from_name(&group) {
+        Ok(Some(g)) => {
+            if let Err(e) = nix::unistd::chown(socket, None, Some(g.gid)) {
+                tracing::warn!(group, error = %e, "cannot give the control socket to its group");
+            }
+        }
+        _ => tracing::warn!(
+            group,
+            "socket group does not exist: only root and hotswapd's user may use the control socket"
+        ),
+    }
     Ok(tokio::spawn(async move {
         loop {
             let (stream, _) = match listener.accept().await {
@@ -62,25 +65,47 @@ pub async fn serve(
                     continue;
                 }
             };
-            let control = control.clone();
-            tokio::spawn(async move {
-                let svc = hyper::service::service_fn(move |req| {
-                    let control = control.clone();
-                    async move { Ok::<_, Infallible>(handle(&control, req).await) }
-                });
-                let conn = hyper::server::conn::http1::Builder::new()
-                    .timer(hyper_util::rt::TokioTimer::new())
-                    .header_read_timeout(READ_TIMEOUT)
-                    .serve_connection(TokioIo::new(stream), svc);
-                if let Err(e) = conn.await {
-                    tracing::debug!(error = %e, "control connection ended with an error");
-                }
-            });
+            let shared = shared.clone();
+            tokio::spawn(async move { connection(shared, stream).await });
         }
     }))
 }
 
-fn json(status: StatusCode, body: &impl serde::Serialize) -> Response<Full<Bytes>> {
+async fn connection(shared: Arc<Shared>, stream: UnixStream) {
+    let verdict = match stream.peer_cred() {
+        Ok(cred) => {
+            let peer = Peer {
+                uid: cred.uid(),
+                gid: cred.gid(),
+                pid: cred.pid(),
+            };
+            check_peer(&peer, &shared.access())
+        }
+        Err(e) => Err(format!("cannot read the peer's credentials: {e}")),
+    };
+    if let Err(why) = &verdict {
+        tracing::warn!(reason = %why, "refused a control connection");
+    }
+    let svc = hyper::service::service_fn(move |req| {
+        let shared = shared.clone();
+        let verdict = verdict.clone();
+        async move {
+            Ok::<_, Infallible>(match verdict {
+                Ok(()) => handle(&shared, req).await,
+                Err(why) => error(StatusCode::FORBIDDEN, why),
+            })
+        }
+    });
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(READ_TIMEOUT)
+        .serve_connection(TokioIo::new(stream), svc);
+    if let Err(e) = conn.await {
+        tracing::debug!(error = %e, "control connection ended with an error");
+    }
+}
+
+fn json(status: StatusCode, body: &impl serde::Serialize) -> Reply {
     let bytes = serde_json::to_vec(body).expect("responses serialize");
     Response::builder()
         .status(status)
@@ -89,7 +114,7 @@ fn json(status: StatusCode, body: &impl serde::Serialize) -> Response<Full<Bytes
         .expect("static response parts are valid")
 }
 
-fn error(status: StatusCode, message: impl Into<String>) -> Response<Full<Bytes>> {
+fn error(status: StatusCode, message: impl Into<String>) -> Reply {
     json(
         status,
         &ErrorBody {
@@ -98,29 +123,68 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response<Full<Bytes>
     )
 }
 
-async fn handle(control: &Control, req: Request<Incoming>) -> Response<Full<Bytes>> {
+fn refused(r: Refusal) -> Reply {
+    error(
+        StatusCode::from_u16(r.status).unwrap_or(StatusCode::BAD_REQUEST),
+        r.message,
+    )
+}
+
+async fn handle(shared: &Shared, req: Request<Incoming>) -> Reply {
     let path = req.uri().path().to_string();
     let query = req.uri().query().unwrap_or("").to_string();
+    let method = req.method().clone();
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
-    match (req.method(), segments.as_slice()) {
-        (&Method::POST, ["v1", "deploys"]) => submit(control, req).await,
-        (&Method::GET, ["v1", "deploys", id]) => deploy_status(control, id, &query).await,
+    match (&method, segments.as_slice()) {
+        (&Method::POST, ["v1", "deploys"]) => {
+            match body::<DeployRequest>(req, "deploy request", false).await {
+                Ok(r) => match intake::accept(shared, r) {
+                    Ok(a) => json(StatusCode::ACCEPTED, &a),
+                    Err(r) => refused(r),
+                },
+                Err(reply) => reply,
+            }
+        }
+        (&Method::GET, ["v1", "deploys", id]) => deploy_status(shared, id, &query).await,
+        (&Method::GET, ["v1", "services"]) => json(
+            StatusCode::OK,
+            &shared
+                .handles()
+                .iter()
+                .map(|h| summary(&h.view()))
+                .collect::<Vec<_>>(),
+        ),
+        (&Method::GET, ["v1", "services", name]) => match shared.handle(name) {
+            Some(h) => json(StatusCode::OK, &h.view()),
+            None => error(StatusCode::NOT_FOUND, format!("unknown service {name:?}")),
+        },
+        (&Method::POST, ["v1", "services", name, "rollback"]) => {
+            match body::<RollbackRequest>(req, "rollback request", true).await {
+                Ok(r) => match intake::rollback(shared, name, r.deploy_id) {
+                    Ok(a) => json(StatusCode::ACCEPTED, &a),
+                    Err(r) => refused(r),
+                },
+                Err(reply) => reply,
+            }
+        }
+        (&Method::POST, ["v1", "reload"]) => match shared.reload() {
+            Ok(outcome) => json(StatusCode::OK, &outcome),
+            Err(e) => error(StatusCode::UNPROCESSABLE_ENTITY, e),
+        },
+        (&Method::GET, ["v1", "health"]) => json(StatusCode::OK, &health(shared)),
         (&Method::GET, ["v1", "status"]) => {
-            let views: Vec<_> = control.services.values().map(|h| h.view()).collect();
+            let views: Vec<_> = shared.handles().iter().map(|h| h.view()).collect();
             json(
                 StatusCode::OK,
                 &DaemonStatus {
                     version: env!("CARGO_PKG_VERSION").to_string(),
-                    instance_id: control.instance_id.clone(),
-                    uptime_secs: control.started.elapsed().as_secs(),
+                    instance_id: shared.instance_id.clone(),
+                    uptime_secs: shared.started.elapsed().as_secs(),
                     services: DaemonStatus::service_views(&views),
                 },
             )
         }
-        (_, ["v1", ..]) => error(
-            StatusCode::NOT_FOUND,
-            format!("no route {} {path}", req.method()),
-        ),
+        (_, ["v1", ..]) => error(StatusCode::NOT_FOUND, format!("no route {method} {path}")),
         _ => error(
             StatusCode::NOT_FOUND,
             format!("unknown API version in {path:?} (this daemon speaks /v1)"),
@@ -128,8 +192,13 @@ async fn handle(control: &Control, req: Request<Incoming>) -> Response<Full<Byte
     }
 }
 
-async fn submit(control: &Control, req: Request<Incoming>) -> Response<Full<Bytes>> {
-    let body = match tokio::time::timeout(
+/// Reads a bounded JSON body. With `optional`, an empty body is the type's default.
+async fn body<T: serde::de::DeserializeOwned + Default>(
+    req: Request<Incoming>,
+    what: &str,
+    optional: bool,
+) -> Result<T, Reply> {
+    let bytes = match tokio::time::timeout(
         READ_TIMEOUT,
         Limited::new(req.into_body(), MAX_BODY).collect(),
     )
@@ -137,77 +206,81 @@ async fn submit(control: &Control, req: Request<Incoming>) -> Response<Full<Byte
     {
         Ok(Ok(b)) => b.to_bytes(),
         Ok(Err(e)) => {
-            return error(
+            return Err(error(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 format!("reading request body (limit {MAX_BODY} bytes): {e}"),
-            )
+            ))
         }
         Err(_) => {
-            return error(
+            return Err(error(
                 StatusCode::REQUEST_TIMEOUT,
                 "request body did not arrive in time",
-            )
+            ))
         }
     };
-    let req: DeployRequest = match serde_json::from_slice(&body) {
-        Ok(r) => r,
-        Err(e) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                format!("deploy request is not valid: {e}"),
-            )
-        }
-    };
-    let Some(handle) = control.services.get(&req.service) else {
-        let known: Vec<&str> = control.services.keys().map(|s| s.as_str()).collect();
-        return error(
-            StatusCode::NOT_FOUND,
-            format!(
-                "unknown service {:?} (configured: {})",
-                req.service,
-                known.join(", ")
-            ),
-        );
-    };
-    if let Err(e) = check_image(&req.image) {
-        return error(StatusCode::BAD_REQUEST, e);
+    if optional && bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
     }
-    let deploy_id = req.deploy_id.unwrap_or_else(new_deploy_id);
-    if let Err(e) = check_deploy_id(&deploy_id) {
-        return error(StatusCode::BAD_REQUEST, e);
-    }
-    let version = req.version.unwrap_or_else(|| default_version(&req.image));
-    let release = Release {
-        service: req.service.clone(),
-        image: req.image,
-        version,
-        deploy_id,
-    };
-    tracing::info!(service = %release.service, release = %release.image, deploy_id = %release.deploy_id, "release submitted");
-    let (deploy_id, accepted) = match handle.submit(release) {
-        Submitted::Accepted { deploy_id } => (deploy_id, true),
-        Submitted::Existing { deploy_id } => (deploy_id, false),
-    };
-    json(
-        StatusCode::ACCEPTED,
-        &DeployAccepted {
-            deploy_id,
-            service: req.service,
-            accepted,
-        },
-    )
+    serde_json::from_slice(&bytes)
+        .map_err(|e| error(StatusCode::BAD_REQUEST, format!("{what} is not valid: {e}")))
 }
 
-async fn deploy_status(control: &Control, id: &str, query: &str) -> Response<Full<Bytes>> {
+impl Default for DeployRequest {
+    fn default() -> Self {
+        DeployRequest {
+            service: String::new(),
+            image: String::new(),
+            version: None,
+            deploy_id: None,
+            archive: None,
+            archive_sha256: None,
+        }
+    }
+}
+
+pub fn summary(v: &crate::engine::ServiceView) -> ServiceSummary {
+    ServiceSummary {
+        service: v.service.clone(),
+        state: v.state.clone(),
+        current: v.current.as_ref().map(|c| c.release.image.clone()),
+        current_version: v.current.as_ref().map(|c| c.release.version.clone()),
+        previous: v.previous.as_ref().map(|p| p.image.clone()),
+        phase: v
+            .swap
+            .as_ref()
+            .filter(|s| !s.phase.is_terminal())
+            .map(|s| s.phase.name().to_string()),
+        queued: v.queued.iter().map(|r| r.deploy_id.clone()).collect(),
+    }
+}
+
+fn health(shared: &Shared) -> Health {
+    Health {
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        instance_id: shared.instance_id.clone(),
+        host: nix::unistd::gethostname()
+            .ok()
+            .and_then(|h| h.into_string().ok())
+            .unwrap_or_default(),
+        uptime_secs: shared.started.elapsed().as_secs(),
+        services: shared
+            .handles()
+            .iter()
+            .map(|h| (h.name.clone(), h.view().state))
+            .collect(),
+    }
+}
+
+async fn deploy_status(shared: &Shared, id: &str, query: &str) -> Reply {
     let wait = query
         .split('&')
         .find_map(|kv| kv.strip_prefix("wait="))
         .and_then(|v| v.parse::<u64>().ok())
         .map(|s| Duration::from_secs(s).min(MAX_WAIT));
-    let Some((name, handle)) = control
-        .services
-        .iter()
-        .find(|(_, h)| h.view().deploy(id).is_some())
+    let Some(handle) = shared
+        .handles()
+        .into_iter()
+        .find(|h| h.view().deploy(id).is_some())
     else {
         return error(
             StatusCode::NOT_FOUND,
@@ -225,11 +298,11 @@ async fn deploy_status(control: &Control, id: &str, query: &str) -> Response<Ful
             );
         };
         if state.is_finished() || wait.is_none() {
-            return json(StatusCode::OK, &DeployStatus::new(id, name, &state));
+            return json(StatusCode::OK, &DeployStatus::new(id, &handle.name, &state));
         }
         match tokio::time::timeout_at(until, rx.changed()).await {
             Ok(Ok(())) => continue,
-            _ => return json(StatusCode::OK, &DeployStatus::new(id, name, &state)),
+            _ => return json(StatusCode::OK, &DeployStatus::new(id, &handle.name, &state)),
         }
     }
 }

@@ -7,13 +7,14 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::handle::ServiceHandle;
 use super::journal::{Journal, ServiceRecord};
 use super::phase::{Budgets, Event, Instance, Phase, Release, Swap, UnixMs};
 use crate::balancer::{Balancer, BalancerError, ServerSpec};
-use crate::config::{ServiceSettings, SwitchMode};
+use crate::config::{HaproxySettings, ServiceSettings, SwitchMode};
 use crate::health;
 use crate::report::{Report, Reporter};
 use crate::runtime::{
@@ -53,6 +54,15 @@ async fn within<T>(
     }
 }
 
+fn budgets_of(settings: &ServiceSettings) -> Budgets {
+    Budgets {
+        health_deadline: settings.health.deadline,
+        drain_budget: settings.drain_budget,
+        host_budget: settings.host_budget,
+        rollback: ROLLBACK_BUDGET,
+    }
+}
+
 pub fn server_name(deploy_id: &str) -> String {
     format!("hs-{deploy_id}")
 }
@@ -67,6 +77,9 @@ fn spec_of(i: &Instance) -> ServerSpec {
 
 pub struct Driver<R, B, P> {
     settings: ServiceSettings,
+    /// Config reloads arrive here; they apply from the next swap.
+    updates: watch::Receiver<ServiceSettings>,
+    make_balancer: fn(&HaproxySettings) -> B,
     instance_id: String,
     runtime: Arc<R>,
     balancer: B,
@@ -78,19 +91,22 @@ pub struct Driver<R, B, P> {
 
 impl<R: Runtime, B: Balancer, P: Reporter> Driver<R, B, P> {
     pub fn new(
-        settings: ServiceSettings,
+        updates: watch::Receiver<ServiceSettings>,
+        make_balancer: fn(&HaproxySettings) -> B,
         instance_id: String,
         runtime: Arc<R>,
-        balancer: B,
         reporter: Arc<P>,
         journal: Journal,
         handle: Arc<ServiceHandle>,
     ) -> Self {
+        let settings = updates.borrow().clone();
         Driver {
+            balancer: make_balancer(&settings.haproxy),
             settings,
+            updates,
+            make_balancer,
             instance_id,
             runtime,
-            balancer,
             reporter,
             journal,
             record: ServiceRecord::default(),
@@ -98,17 +114,20 @@ impl<R: Runtime, B: Balancer, P: Reporter> Driver<R, B, P> {
         }
     }
 
-    fn service(&self) -> &str {
-        &self.settings.name
+    /// Takes the latest settings from a config reload (between swaps only).
+    fn refresh_settings(&mut self) {
+        if self.updates.has_changed().unwrap_or(false) {
+            let new = self.updates.borrow_and_update().clone();
+            if new.haproxy != self.settings.haproxy {
+                self.balancer = (self.make_balancer)(&new.haproxy);
+            }
+            tracing::info!(service = %new.name, "new settings in effect");
+            self.settings = new;
+        }
     }
 
-    fn budgets(&self) -> Budgets {
-        Budgets {
-            health_deadline: self.settings.health.deadline,
-            drain_budget: self.settings.drain_budget,
-            host_budget: self.settings.host_budget,
-            rollback: ROLLBACK_BUDGET,
-        }
+    fn service(&self) -> &str {
+        &self.settings.name
     }
 
     /// Recovers, then swaps releases as they come, one at a time, for ever.
@@ -128,17 +147,24 @@ impl<R: Runtime, B: Balancer, P: Reporter> Driver<R, B, P> {
         }
         self.publish("idle");
         loop {
-            let budgets = self.budgets();
             let old = self.record.current.clone();
             let handle = self.handle.clone();
+            let updates = self.updates.clone();
             let swap = handle
                 .next(|release, view| {
+                    let budgets = budgets_of(&updates.borrow());
                     let swap = Swap::new(release.clone(), old, budgets, now_ms());
                     view.state = "swapping".into();
                     view.swap = Some(swap.clone());
                     swap
                 })
                 .await;
+            self.refresh_settings();
+            if self.record.find(&swap.release.deploy_id).is_some() {
+                // journaled before a crash and already handled by recovery
+                self.handle.taken(&swap.release.deploy_id);
+                continue;
+            }
             self.swap(swap).await;
             self.publish("idle");
         }
@@ -202,6 +228,7 @@ impl<R: Runtime, B: Balancer, P: Reporter> Driver<R, B, P> {
         if swap.phase == Phase::Accepted {
             self.record.swap = Some(swap.clone());
             self.store();
+            self.handle.taken(&swap.release.deploy_id);
         }
         loop {
             swap = match swap.phase.clone() {
@@ -313,6 +340,30 @@ impl<R: Runtime, B: Balancer, P: Reporter> Driver<R, B, P> {
 
     async fn start_new(&self, swap: &Swap) -> Result<Instance, String> {
         let release = &swap.release;
+        if let Some(archive) = &release.archive {
+            if let Some(want) = &archive.sha256 {
+                let got = crate::fsutil::sha256_file(&archive.path)
+                    .await
+                    .map_err(|e| {
+                        format!("reading image archive {}: {e}", archive.path.display())
+                    })?;
+                if !got.eq_ignore_ascii_case(want) {
+                    return Err(format!(
+                        "image archive {} has sha256 {got}, expected {want}: not loaded, nothing started",
+                        archive.path.display()
+                    ));
+                }
+            }
+            self.runtime
+                .load_archive(&archive.path)
+                .await
+                .map_err(|e| {
+                    format!(
+                        "loading image archive for service {:?}: {e}",
+                        self.service()
+                    )
+                })?;
+        }
         self.runtime
             .ensure_image(&release.image)
             .await
@@ -535,7 +586,9 @@ impl<R: Runtime, B: Balancer, P: Reporter> Driver<R, B, P> {
         if let Some(swap) = self.record.swap.clone() {
             tracing::warn!(service = self.service(), deploy_id = %swap.release.deploy_id, phase = swap.phase.name(), "resuming swap left by a previous run");
             let resumed = match swap.phase {
-                Phase::Accepted | Phase::Starting { .. } | Phase::HealthGate { .. } => {
+                // nothing acted yet: run it
+                Phase::Accepted => swap,
+                Phase::Starting { .. } | Phase::HealthGate { .. } => {
                     let why = format!(
                         "hotswapd restarted during phase {}; rolled back",
                         swap.phase

@@ -1,13 +1,24 @@
 //! The shared face of one service: the queue of releases waiting to swap and a view of its state
-//! for status queries. The service's driver task is the only writer of the view.
+//! for status queries. The service's driver task is the only writer of the view's swap fields;
+//! the queue is written by intake and journaled to disk before a release counts as accepted.
+//!
+//! Queue policy: one swap at a time per service. A release that arrives while another swaps is
+//! queued; only the latest queued one is kept: older queued releases are superseded (their
+//! deploys end as `superseded`, naming the deploy that replaced them) and the caller is told.
 
 use std::collections::VecDeque;
+use std::path::PathBuf;
 use std::sync::Mutex;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::sync::{watch, Notify};
 
+use super::driver::now_ms;
 use super::phase::{Instance, Release, Swap};
+use crate::fsutil::write_atomic;
+
+/// Superseded deploys remembered for status queries.
+const SUPERSEDED_KEPT: usize = 50;
 
 #[derive(Debug, Clone, Default, Serialize, PartialEq)]
 pub struct ServiceView {
@@ -20,6 +31,15 @@ pub struct ServiceView {
     pub queued: Vec<Release>,
     /// Recent finished swaps, newest last.
     pub history: Vec<Swap>,
+    /// Releases replaced in the queue by a later one before they started.
+    pub superseded: Vec<Superseded>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Superseded {
+    pub release: Release,
+    pub by: String,
+    pub at_ms: u64,
 }
 
 /// Where a deploy is, as the control API shows it.
@@ -29,11 +49,15 @@ pub enum DeployState {
     Queued { release: Release },
     Running { swap: Swap },
     Finished { swap: Swap },
+    Superseded { release: Release, by: String },
 }
 
 impl DeployState {
     pub fn is_finished(&self) -> bool {
-        matches!(self, DeployState::Finished { .. })
+        matches!(
+            self,
+            DeployState::Finished { .. } | DeployState::Superseded { .. }
+        )
     }
 }
 
@@ -49,23 +73,50 @@ impl ServiceView {
                 DeployState::Running { swap: s.clone() }
             });
         }
-        self.history
+        if let Some(s) = self
+            .history
             .iter()
             .rev()
             .find(|s| s.release.deploy_id == deploy_id)
-            .map(|s| DeployState::Finished { swap: s.clone() })
+        {
+            return Some(DeployState::Finished { swap: s.clone() });
+        }
+        self.superseded
+            .iter()
+            .rev()
+            .find(|s| s.release.deploy_id == deploy_id)
+            .map(|s| DeployState::Superseded {
+                release: s.release.clone(),
+                by: s.by.clone(),
+            })
+    }
+
+    /// The deploy id of the swap running now, if any.
+    pub fn running(&self) -> Option<&str> {
+        self.swap
+            .as_ref()
+            .filter(|s| !s.phase.is_terminal())
+            .map(|s| s.release.deploy_id.as_str())
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub enum Submitted {
     Accepted {
         deploy_id: String,
+        /// The swap this release waits for, if one is running.
+        queued_behind: Option<String>,
+        /// Queued deploys this release replaced.
+        superseded: Vec<String>,
     },
     /// The same deploy id was submitted before: nothing new happens.
-    Existing {
-        deploy_id: String,
-    },
+    Existing { deploy_id: String },
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct QueueFile {
+    queued: Vec<Release>,
+    superseded: Vec<Superseded>,
 }
 
 pub struct ServiceHandle {
@@ -73,45 +124,106 @@ pub struct ServiceHandle {
     queue: Mutex<VecDeque<Release>>,
     work: Notify,
     view: watch::Sender<ServiceView>,
+    /// Where the queue is journaled; None in unit tests.
+    queue_file: Option<PathBuf>,
 }
 
 impl ServiceHandle {
-    pub fn new(name: &str) -> ServiceHandle {
+    /// A handle whose queue is journaled in `queue_file` (and read back from it).
+    pub fn open(name: &str, queue_file: Option<PathBuf>) -> Result<ServiceHandle, String> {
+        let saved: QueueFile = match &queue_file {
+            Some(path) => match std::fs::read(path) {
+                Ok(bytes) => serde_json::from_slice(&bytes)
+                    .map_err(|e| format!("queue file {} is not valid: {e}", path.display()))?,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => QueueFile::default(),
+                Err(e) => return Err(format!("reading queue file {}: {e}", path.display())),
+            },
+            None => QueueFile::default(),
+        };
         let view = ServiceView {
             service: name.to_string(),
             state: "recovering".into(),
+            queued: saved.queued.clone(),
+            superseded: saved.superseded,
             ..Default::default()
         };
-        ServiceHandle {
+        Ok(ServiceHandle {
             name: name.to_string(),
-            queue: Mutex::new(VecDeque::new()),
+            queue: Mutex::new(saved.queued.into()),
             work: Notify::new(),
             view: watch::Sender::new(view),
-        }
+            queue_file,
+        })
     }
 
-    /// Queues a release (first come, first swapped). A deploy id seen before is not queued again.
-    pub fn submit(&self, release: Release) -> Submitted {
+    pub fn new(name: &str) -> ServiceHandle {
+        ServiceHandle::open(name, None).expect("no file to read")
+    }
+
+    fn save(&self, queue: &VecDeque<Release>, superseded: &[Superseded]) -> Result<(), String> {
+        let Some(path) = &self.queue_file else {
+            return Ok(());
+        };
+        let file = QueueFile {
+            queued: queue.iter().cloned().collect(),
+            superseded: superseded.to_vec(),
+        };
+        let bytes = serde_json::to_vec_pretty(&file).expect("queue serializes");
+        write_atomic(path, &bytes)
+            .map_err(|e| format!("journaling the queue to {}: {e}", path.display()))
+    }
+
+    /// Queues a release under the policy above. The release is journaled before this returns Ok.
+    pub fn submit(&self, release: Release) -> Result<Submitted, String> {
         let mut queue = self.queue.lock().expect("queue lock");
         let deploy_id = release.deploy_id.clone();
-        if self.view.borrow().deploy(&deploy_id).is_some() {
-            return Submitted::Existing { deploy_id };
+        let view = self.view.borrow().clone();
+        if view.deploy(&deploy_id).is_some() {
+            return Ok(Submitted::Existing { deploy_id });
         }
-        queue.push_back(release);
+        let now = now_ms();
+        let mut superseded = view.superseded.clone();
+        let replaced: Vec<Release> = queue.drain(..).collect();
+        for r in &replaced {
+            superseded.push(Superseded {
+                release: r.clone(),
+                by: deploy_id.clone(),
+                at_ms: now,
+            });
+        }
+        let extra = superseded.len().saturating_sub(SUPERSEDED_KEPT);
+        superseded.drain(..extra);
+        let mut new_queue = VecDeque::from([release]);
+        if let Err(e) = self.save(&new_queue, &superseded) {
+            // nothing changed: put the replaced releases back
+            new_queue.clear();
+            queue.extend(replaced);
+            return Err(e);
+        }
+        *queue = new_queue;
         let queued: Vec<Release> = queue.iter().cloned().collect();
-        self.view.send_modify(|v| v.queued = queued);
+        self.view.send_modify(|v| {
+            v.queued = queued;
+            v.superseded = superseded;
+        });
         self.work.notify_one();
-        Submitted::Accepted { deploy_id }
+        Ok(Submitted::Accepted {
+            deploy_id,
+            queued_behind: view.running().map(String::from),
+            superseded: replaced.into_iter().map(|r| r.deploy_id).collect(),
+        })
     }
 
     /// Waits for the next release; `on_take` runs under the queue lock so no status query sees
-    /// the release in neither the queue nor the swap.
+    /// the release in neither the queue nor the swap. The driver journals the swap right after.
     pub(super) async fn next<T>(&self, on_take: impl FnOnce(&Release, &mut ServiceView) -> T) -> T {
         let mut on_take = Some(on_take);
         loop {
             {
                 let mut queue = self.queue.lock().expect("queue lock");
                 if let Some(release) = queue.pop_front() {
+                    // The queue file still holds the release until `taken`: a crash before the
+                    // driver journals the swap runs it again on restart.
                     let queued: Vec<Release> = queue.iter().cloned().collect();
                     let mut taken = None;
                     self.view.send_modify(|v| {
@@ -126,6 +238,15 @@ impl ServiceHandle {
         }
     }
 
+    /// Drops the release the driver took from the queue file, once its swap is journaled.
+    pub(super) fn taken(&self, deploy_id: &str) {
+        let queue = self.queue.lock().expect("queue lock");
+        let superseded = self.view.borrow().superseded.clone();
+        if let Err(e) = self.save(&queue, &superseded) {
+            tracing::error!(service = %self.name, deploy_id, error = %e, "queue journal");
+        }
+    }
+
     pub(super) fn publish(&self, f: impl FnOnce(&mut ServiceView)) {
         self.view.send_modify(f);
     }
@@ -136,5 +257,89 @@ impl ServiceHandle {
 
     pub fn subscribe(&self) -> watch::Receiver<ServiceView> {
         self.view.subscribe()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn release(id: &str) -> Release {
+        Release {
+            service: "web".into(),
+            image: format!("web:{id}"),
+            version: id.into(),
+            deploy_id: id.into(),
+            archive: None,
+        }
+    }
+
+    #[test]
+    fn latest_queued_release_wins_and_the_caller_is_told() {
+        let h = ServiceHandle::new("web");
+        let a = h.submit(release("a")).unwrap();
+        assert_eq!(
+            a,
+            Submitted::Accepted {
+                deploy_id: "a".into(),
+                queued_behind: None,
+                superseded: vec![]
+            }
+        );
+        let b = h.submit(release("b")).unwrap();
+        assert_eq!(
+            b,
+            Submitted::Accepted {
+                deploy_id: "b".into(),
+                queued_behind: None,
+                superseded: vec!["a".into()]
+            }
+        );
+        let v = h.view();
+        assert_eq!(v.queued, vec![release("b")]);
+        assert_eq!(
+            v.deploy("a"),
+            Some(DeployState::Superseded {
+                release: release("a"),
+                by: "b".into()
+            })
+        );
+        assert!(v.deploy("a").unwrap().is_finished());
+        assert_eq!(
+            h.submit(release("a")).unwrap(),
+            Submitted::Existing {
+                deploy_id: "a".into()
+            }
+        );
+        assert_eq!(
+            h.submit(release("b")).unwrap(),
+            Submitted::Existing {
+                deploy_id: "b".into()
+            }
+        );
+    }
+
+    #[test]
+    fn queue_survives_a_restart_through_its_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("web.queue.json");
+        {
+            let h = ServiceHandle::open("web", Some(path.clone())).unwrap();
+            h.submit(release("a")).unwrap();
+            h.submit(release("b")).unwrap();
+        }
+        let h = ServiceHandle::open("web", Some(path)).unwrap();
+        let v = h.view();
+        assert_eq!(v.queued, vec![release("b")]);
+        assert_eq!(v.superseded.len(), 1);
+    }
+
+    #[test]
+    fn a_queue_that_cannot_be_journaled_refuses_the_release() {
+        let dir = tempfile::tempdir().unwrap();
+        let h = ServiceHandle::open("web", Some(dir.path().join("missing-dir/web.json"))).unwrap();
+        let err = h.submit(release("a")).unwrap_err();
+        assert!(err.contains("missing-dir"), "{err}");
+        assert!(h.view().queued.is_empty());
     }
 }

@@ -18,6 +18,16 @@ pub struct Release {
     /// What the app reports on its health route for this release (defaults to the image tag).
     pub version: String,
     pub deploy_id: String,
+    /// An image archive on this host (`docker save` output) to load before the swap.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub archive: Option<ImageArchive>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageArchive {
+    pub path: std::path::PathBuf,
+    /// Hex sha256 of the file; checked before loading when given.
+    pub sha256: Option<String>,
 }
 
 /// A running copy of a release: its container and its HAProxy server.
@@ -280,6 +290,7 @@ mod tests {
             image: format!("web:{v}"),
             version: v.into(),
             deploy_id: format!("d{v}"),
+            archive: None,
         }
     }
 

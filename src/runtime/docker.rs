@@ -120,6 +120,27 @@ impl Runtime for Docker {
         Ok(())
     }
 
+    async fn load_archive(&self, path: &Path) -> Result<(), RuntimeError> {
+        let err = |message: String| RuntimeError::Image {
+            image: path.display().to_string(),
+            message,
+        };
+        let bytes = tokio::fs::read(path)
+            .await
+            .map_err(|e| err(format!("reading archive: {e}")))?;
+        let options = bollard::query_parameters::ImportImageOptions {
+            quiet: true,
+            platform: None,
+        };
+        let mut load = self
+            .client
+            .import_image(options, bollard::body_full(bytes.into()), None);
+        while let Some(step) = load.next().await {
+            step.map_err(|e| err(format!("loading archive into Docker: {e}")))?;
+        }
+        Ok(())
+    }
+
     async fn start(&self, spec: &ContainerSpec) -> Result<Started, RuntimeError> {
         let port_key = format!("{}/tcp", spec.container_port);
         let body = ContainerCreateBody {

@@ -66,6 +66,11 @@ pub enum RuntimeError {
 pub trait Runtime: Send + Sync + 'static {
     /// Makes sure the image is present, pulling it only if missing.
     fn ensure_image(&self, image: &str) -> impl Future<Output = Result<(), RuntimeError>> + Send;
+    /// Loads an image archive (`docker save` format) into the engine.
+    fn load_archive(
+        &self,
+        path: &std::path::Path,
+    ) -> impl Future<Output = Result<(), RuntimeError>> + Send;
     /// Creates and starts the container, publishing its port on 127.0.0.1; removes it again if it
     /// cannot be started.
     fn start(

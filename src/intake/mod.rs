@@ -1,0 +1,167 @@
+//! Release intake: every way a release gets in (control socket, inbox files, cfn-hup through the
+//! CLI) goes through `accept`, which validates it, names what is wrong, and queues it.
+
+pub mod inbox;
+
+use crate::control::api::{
+    check_deploy_id, check_image, check_sha256, default_version, DeployAccepted, DeployRequest,
+};
+use crate::daemon::Shared;
+use crate::engine::phase::ImageArchive;
+use crate::engine::{Release, Submitted};
+
+/// Why a release was refused, with the HTTP status that says so.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub status: u16,
+    pub message: String,
+}
+
+impl Refusal {
+    fn bad(message: impl Into<String>) -> Refusal {
+        Refusal {
+            status: 400,
+            message: message.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+pub fn new_deploy_id() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let salt = std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish();
+    format!("d{:x}-{:06x}", crate::engine::now_ms(), salt & 0xff_ffff)
+}
+
+/// Validates a deploy request and queues its release.
+pub fn accept(shared: &Shared, req: DeployRequest) -> Result<DeployAccepted, Refusal> {
+    let Some(handle) = shared.handle(&req.service) else {
+        return Err(Refusal {
+            status: 404,
+            message: format!(
+                "unknown service {:?} (configured: {})",
+                req.service,
+                shared.service_names().join(", ")
+            ),
+        });
+    };
+    check_image(&req.image).map_err(Refusal::bad)?;
+    let deploy_id = req.deploy_id.unwrap_or_else(new_deploy_id);
+    check_deploy_id(&deploy_id).map_err(Refusal::bad)?;
+    let archive = match (req.archive, req.archive_sha256) {
+        (None, None) => None,
+        (None, Some(_)) => return Err(Refusal::bad("archive_sha256 given without archive")),
+        (Some(path), sha256) => {
+            if !path.is_absolute() {
+                return Err(Refusal::bad(format!(
+                    "archive {} must be an absolute path",
+                    path.display()
+                )));
+            }
+            match std::fs::metadata(&path) {
+                Ok(m) if m.is_file() => {}
+                Ok(_) => {
+                    return Err(Refusal::bad(format!(
+                        "archive {} is not a regular file",
+                        path.display()
+                    )))
+                }
+                Err(e) => return Err(Refusal::bad(format!("archive {}: {e}", path.display()))),
+            }
+            if let Some(s) = &sha256 {
+                check_sha256(s).map_err(Refusal::bad)?;
+            }
+            Some(ImageArchive { path, sha256 })
+        }
+    };
+    if let Some(v) = &req.version {
+        if v.is_empty() || v.len() > 128 || v.contains(char::is_control) {
+            return Err(Refusal::bad(format!(
+                "version {v:?} must be 1-128 printable characters"
+            )));
+        }
+    }
+    let release = Release {
+        service: req.service.clone(),
+        version: req.version.unwrap_or_else(|| default_version(&req.image)),
+        image: req.image,
+        deploy_id,
+        archive,
+    };
+    submit(&handle, release)
+}
+
+/// Queues the service's previous release again (its image was kept, so nothing is pulled).
+pub fn rollback(
+    shared: &Shared,
+    service: &str,
+    deploy_id: Option<String>,
+) -> Result<DeployAccepted, Refusal> {
+    let Some(handle) = shared.handle(service) else {
+        return Err(Refusal {
+            status: 404,
+            message: format!(
+                "unknown service {service:?} (configured: {})",
+                shared.service_names().join(", ")
+            ),
+        });
+    };
+    let Some(previous) = handle.view().previous else {
+        return Err(Refusal {
+            status: 409,
+            message: format!("service {service:?} has no previous release to roll back to"),
+        });
+    };
+    let deploy_id = deploy_id.unwrap_or_else(|| format!("rollback-{}", new_deploy_id()));
+    check_deploy_id(&deploy_id).map_err(Refusal::bad)?;
+    let release = Release {
+        deploy_id,
+        archive: None,
+        ..previous
+    };
+    submit(&handle, release)
+}
+
+fn submit(
+    handle: &crate::engine::ServiceHandle,
+    release: Release,
+) -> Result<DeployAccepted, Refusal> {
+    let service = release.service.clone();
+    tracing::info!(service = %service, release = %release.image, deploy_id = %release.deploy_id, "release submitted");
+    match handle.submit(release) {
+        Ok(Submitted::Accepted {
+            deploy_id,
+            queued_behind,
+            superseded,
+        }) => {
+            if !superseded.is_empty() {
+                tracing::info!(service = %service, deploy_id = %deploy_id, superseded = ?superseded, "queued releases superseded");
+            }
+            Ok(DeployAccepted {
+                deploy_id,
+                service,
+                accepted: true,
+                queued_behind,
+                superseded,
+            })
+        }
+        Ok(Submitted::Existing { deploy_id }) => Ok(DeployAccepted {
+            deploy_id,
+            service,
+            accepted: false,
+            queued_behind: None,
+            superseded: vec![],
+        }),
+        Err(e) => Err(Refusal {
+            status: 500,
+            message: e,
+        }),
+    }
+}
