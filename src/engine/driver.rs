@@ -217,9 +217,17 @@ impl<R: Runtime, B: Balancer, P: Reporter> Driver<R, B, P> {
             phase = swap.phase.name(),
             "phase"
         );
+        if swap.phase == Phase::Succeeded {
+            // journaled together with the phase: the new release is current from here on
+            self.record.previous = swap.old.as_ref().map(|o| o.release.clone());
+            self.record.current = swap.new.clone();
+        }
         self.record.swap = Some(swap.clone());
         self.store();
-        self.publish("swapping");
+        // the end of a swap becomes visible only once it is reported (see `settle`)
+        if !swap.phase.is_terminal() {
+            self.publish("swapping");
+        }
         swap
     }
 
@@ -278,12 +286,6 @@ impl<R: Runtime, B: Balancer, P: Reporter> Driver<R, B, P> {
 
     /// Records the outcome, reports it, and closes the swap in the journal.
     async fn settle(&mut self, swap: Swap) {
-        if swap.phase == Phase::Succeeded {
-            self.record.previous = swap.old.as_ref().map(|o| o.release.clone());
-            self.record.current = swap.new.clone();
-        }
-        self.record.swap = Some(swap.clone());
-        self.store();
         let report = Report::from_swap(&self.instance_id, &swap);
         let mut wait = Duration::from_millis(100);
         for attempt in 1.. {
@@ -312,6 +314,7 @@ impl<R: Runtime, B: Balancer, P: Reporter> Driver<R, B, P> {
         );
         self.record.finish();
         self.store();
+        self.publish("idle");
     }
 
     fn container_spec(&self, release: &Release) -> ContainerSpec {

@@ -32,31 +32,53 @@ impl Default for ServiceOpts {
 }
 
 pub fn write_config(dir: &Path, instance: &str, haproxy: &Haproxy, opts: &ServiceOpts) -> PathBuf {
+    write_config_services(dir, instance, haproxy, &[("web", opts)])
+}
+
+/// One `[services.NAME]` per entry, each on the HAProxy backend of the same name.
+pub fn write_config_services(
+    dir: &Path,
+    instance: &str,
+    haproxy: &Haproxy,
+    services: &[(&str, &ServiceOpts)],
+) -> PathBuf {
     let path = dir.join("hotswap.toml");
-    let text = format!(
+    let mut text = format!(
         r#"[daemon]
 socket = "{dir}/hotswapd.sock"
 state_dir = "{dir}/state"
 instance_id = "{instance}"
+"#,
+        dir = dir.display()
+    );
+    for (name, opts) in services {
+        text.push_str(&service_toml(name, haproxy, opts));
+    }
+    std::fs::write(&path, text).unwrap();
+    path
+}
 
-[services.web]
+pub fn service_toml(name: &str, haproxy: &Haproxy, opts: &ServiceOpts) -> String {
+    format!(
+        r#"
+[services.{name}]
 container_port = 8080
 drain_budget_secs = {drain}
 host_budget_secs = 120
 keep_images = {keep}
 
-[services.web.container]
+[services.{name}.container]
 stop_grace_secs = 5
 env = {{ {env} }}
 
-[services.web.health]
+[services.{name}.health]
 path = "/health"
 release_json_field = "release"
 deadline_secs = {deadline}
 
-[services.web.haproxy]
+[services.{name}.haproxy]
 runtime_socket = "{admin}"
-backend = "web"
+backend = "{name}"
 config_file = "{cfg}"
 reload = "signal"
 pidfile = "{pid}"
@@ -64,7 +86,6 @@ reload_signal = "SIGUSR2"
 server_options = "check inter 1s"
 switch = "{switch}"
 "#,
-        dir = dir.display(),
         drain = opts.drain_budget_secs,
         keep = opts.keep_images,
         deadline = opts.health_deadline_secs,
@@ -78,9 +99,7 @@ switch = "{switch}"
             .map(|(k, v)| format!("{k} = {v:?}"))
             .collect::<Vec<_>>()
             .join(", "),
-    );
-    std::fs::write(&path, text).unwrap();
-    path
+    )
 }
 
 pub struct Daemon {
@@ -156,9 +175,13 @@ impl Daemon {
 
     /// `hotswapctl deploy web --image IMAGE --wait`, returning (exit code, stdout, stderr).
     pub fn deploy(&self, image: &str) -> (i32, String, String) {
+        self.deploy_to("web", image)
+    }
+
+    pub fn deploy_to(&self, service: &str, image: &str) -> (i32, String, String) {
         let out = self.ctl(&[
             "deploy",
-            "web",
+            service,
             "--image",
             image,
             "--wait",
@@ -173,7 +196,11 @@ impl Daemon {
     }
 
     pub fn deploy_ok(&self, image: &str) {
-        let (code, out, err) = self.deploy(image);
+        self.deploy_ok_to("web", image)
+    }
+
+    pub fn deploy_ok_to(&self, service: &str, image: &str) {
+        let (code, out, err) = self.deploy_to(service, image);
         assert_eq!(
             code,
             0,

@@ -21,12 +21,17 @@ impl TestEnv {
 
     /// As `new`, with another balance algorithm for the backend.
     pub fn with_balance(name: &str, balance: &str) -> TestEnv {
+        TestEnv::with_backends(name, &[("web", balance)])
+    }
+
+    /// One HAProxy frontend and backend per entry (backend name, balance algorithm).
+    pub fn with_backends(name: &str, backends: &[(&str, &str)]) -> TestEnv {
         let dir = tempfile::Builder::new()
             .prefix(&format!("hotswap-{name}-"))
             .tempdir()
             .unwrap();
-        let haproxy = Haproxy::start_with_balance(dir.path(), "web", balance)
-            .unwrap_or_else(|e| panic!("{e}"));
+        let haproxy =
+            Haproxy::start_backends(dir.path(), backends).unwrap_or_else(|e| panic!("{e}"));
         TestEnv {
             instance: format!("t-{name}-{}", std::process::id()),
             dir,
@@ -37,7 +42,12 @@ impl TestEnv {
 
     /// Builds `<instance>-web:<release>` and returns the reference.
     pub fn image(&mut self, release: &str, opts: &ImageOpts) -> String {
-        let tag = format!("{}-web:{release}", self.instance.to_lowercase());
+        self.image_for("web", release, opts)
+    }
+
+    /// Builds `<instance>-<service>:<release>` and returns the reference.
+    pub fn image_for(&mut self, service: &str, release: &str, opts: &ImageOpts) -> String {
+        let tag = format!("{}-{service}:{release}", self.instance.to_lowercase());
         build_image(&tag, release, opts).unwrap_or_else(|e| panic!("{e}"));
         self.images.push(tag.clone());
         tag

@@ -8,7 +8,10 @@ use std::time::{Duration, Instant};
 
 pub struct Haproxy {
     child: Child,
+    /// The first backend's frontend.
     pub frontend: SocketAddr,
+    /// Backend name → its frontend.
+    pub frontends: std::collections::BTreeMap<String, SocketAddr>,
     pub admin_socket: PathBuf,
     pub master_socket: PathBuf,
     pub config: PathBuf,
@@ -43,19 +46,34 @@ impl Haproxy {
 
     /// As `start`, with another balance algorithm (a static one takes no dynamic servers).
     pub fn start_with_balance(dir: &Path, backend: &str, balance: &str) -> Result<Haproxy, String> {
+        Haproxy::start_backends(dir, &[(backend, balance)])
+    }
+
+    /// One frontend (own port) and one initially empty backend per entry.
+    pub fn start_backends(dir: &Path, backends: &[(&str, &str)]) -> Result<Haproxy, String> {
         let bin = haproxy_binary()?;
-        let port = free_port();
         let admin_socket = dir.join("haproxy-admin.sock");
         let master_socket = dir.join("haproxy-master.sock");
         let config = dir.join("haproxy.cfg");
         let pidfile = dir.join("haproxy.pid");
-        let text = format!(
+        let mut text = format!(
             "global\n    stats socket {admin} mode 600 level admin expose-fd listeners\n    maxconn 4000\n\n\
-             defaults\n    mode http\n    timeout connect 2s\n    timeout client 30s\n    timeout server 30s\n    timeout http-keep-alive 30s\n\n\
-             frontend fe\n    bind 127.0.0.1:{port}\n    default_backend {backend}\n\n\
-             backend {backend}\n    balance {balance}\n",
+             defaults\n    mode http\n    timeout connect 2s\n    timeout client 30s\n    timeout server 30s\n    timeout http-keep-alive 30s\n\n",
             admin = admin_socket.display()
         );
+        let mut frontends = std::collections::BTreeMap::new();
+        for (backend, balance) in backends {
+            let port = free_port();
+            frontends.insert(
+                backend.to_string(),
+                SocketAddr::from(([127, 0, 0, 1], port)),
+            );
+            text.push_str(&format!(
+                "frontend fe_{backend}\n    bind 127.0.0.1:{port}\n    default_backend {backend}\n\n\
+                 backend {backend}\n    balance {balance}\n\n"
+            ));
+        }
+        let port = frontends[backends[0].0].port();
         std::fs::write(&config, text).map_err(|e| e.to_string())?;
         let log = std::fs::File::create(dir.join("haproxy.log")).map_err(|e| e.to_string())?;
         let child = Command::new(bin)
@@ -74,6 +92,7 @@ impl Haproxy {
         let h = Haproxy {
             child,
             frontend: SocketAddr::from(([127, 0, 0, 1], port)),
+            frontends,
             admin_socket,
             master_socket,
             config,
