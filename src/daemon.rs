@@ -16,7 +16,10 @@ use crate::config::{AccessSettings, ServiceSettings, Settings};
 use crate::control::api::ReloadOutcome;
 use crate::engine::journal::Journal;
 use crate::engine::{Driver, ServiceHandle};
-use crate::report::FileReporter;
+use crate::report::outbox::Outbox;
+use crate::report::sqs::SqsSender;
+use crate::report::{FileReporter, Identity, Reporters};
+use crate::runtime::archive::ArchiveFetcher;
 use crate::runtime::Docker;
 
 struct Slot {
@@ -33,7 +36,9 @@ pub struct Shared {
     services: RwLock<BTreeMap<String, Slot>>,
     access: RwLock<AccessSettings>,
     docker: Arc<Docker>,
-    reporter: Arc<FileReporter>,
+    reporter: Arc<Reporters>,
+    identity: Arc<Identity>,
+    archives: Arc<ArchiveFetcher>,
     journal: Journal,
 }
 
@@ -82,7 +87,9 @@ impl Shared {
             rx,
             Haproxy::new,
             d.instance_id.clone(),
+            self.identity.clone(),
             self.docker.clone(),
+            self.archives.clone(),
             self.reporter.clone(),
             self.journal.clone(),
             handle.clone(),
@@ -107,6 +114,10 @@ impl Shared {
             ("daemon.instance_id", a.instance_id != b.instance_id),
             ("daemon.docker_socket", a.docker_socket != b.docker_socket),
             ("daemon.inbox_dir", a.inbox_dir != b.inbox_dir),
+            (
+                "report",
+                self.settings.lock().expect("settings lock").report != new.report,
+            ),
         ] {
             if changed {
                 return Err(format!(
@@ -178,6 +189,29 @@ pub async fn run(settings: Settings, config_path: PathBuf) -> anyhow::Result<()>
             .await
             .context("hotswapd needs the Docker engine")?,
     );
+    let identity = Arc::new(identity(&settings).await);
+    let outbox = match &settings.report.sqs_queue_url {
+        Some(url) => {
+            let outbox = Arc::new(
+                Outbox::open(&d.state_dir.join("outbox")).context("opening the report outbox")?,
+            );
+            let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
+            if let Some(region) = &settings.report.region {
+                loader = loader.region(aws_config::Region::new(region.clone()));
+            }
+            let client = aws_sdk_sqs::Client::new(&loader.load().await);
+            let sender = SqsSender {
+                client,
+                queue_url: url.clone(),
+                group_id: settings.report.message_group_id.clone(),
+                instance_id: identity.instance_id.clone(),
+            };
+            tokio::spawn(sender.run(outbox.clone()));
+            tracing::info!(queue = %url, instance = %identity.instance_id, "reports go to SQS through the outbox");
+            Some(outbox)
+        }
+        None => None,
+    };
     let shared = Arc::new(Shared {
         instance_id: d.instance_id.clone(),
         started: Instant::now(),
@@ -186,7 +220,15 @@ pub async fn run(settings: Settings, config_path: PathBuf) -> anyhow::Result<()>
         services: RwLock::new(BTreeMap::new()),
         access: RwLock::new(d.access.clone()),
         docker,
-        reporter: Arc::new(FileReporter::new(d.reports_file.clone())),
+        reporter: Arc::new(Reporters {
+            file: FileReporter::new(d.reports_file.clone()),
+            outbox,
+        }),
+        identity,
+        archives: Arc::new(ArchiveFetcher::new(
+            &d.state_dir.join("archives"),
+            settings.report.region.clone(),
+        )),
         journal,
     });
     for service in settings.services.values() {
@@ -223,4 +265,27 @@ pub async fn run(settings: Settings, config_path: PathBuf) -> anyhow::Result<()>
     drop(inbox);
     let _ = std::fs::remove_file(&d.socket);
     Ok(())
+}
+
+/// The instance id reports carry: IMDSv2 when configured, else the configured instance id.
+async fn identity(settings: &Settings) -> Identity {
+    let configured = settings.daemon.instance_id.clone();
+    let instance_id = match &settings.report.imds_endpoint {
+        Some(endpoint) => {
+            match crate::report::imds::instance_id(endpoint, std::time::Duration::from_secs(2))
+                .await
+            {
+                Ok(id) => id,
+                Err(e) => {
+                    tracing::warn!(error = %e, fallback = %configured, "instance id not read from IMDS; using the configured one");
+                    configured
+                }
+            }
+        }
+        None => configured,
+    };
+    Identity {
+        instance_id,
+        stack: settings.report.stack.clone(),
+    }
 }

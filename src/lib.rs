@@ -6,6 +6,7 @@ pub mod config;
 pub mod control;
 pub mod daemon;
 pub mod engine;
+pub mod fleet;
 pub mod fsutil;
 pub mod health;
 pub mod intake;

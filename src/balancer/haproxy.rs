@@ -202,6 +202,10 @@ impl Balancer for Haproxy {
         Ok(())
     }
 
+    async fn backend_failures(&self) -> Result<u64, BalancerError> {
+        self.api.backend_failures(self.backend()).await
+    }
+
     async fn reload(&self, expect: &str) -> Result<(), BalancerError> {
         match &self.settings.reload {
             None => {

@@ -77,6 +77,8 @@ pub trait Balancer: Send + Sync + 'static {
         &self,
         servers: &[ServerSpec],
     ) -> impl Future<Output = Result<(), BalancerError>> + Send;
+    /// The backend's failed-request counter (connection and response errors, 5xx answers).
+    fn backend_failures(&self) -> impl Future<Output = Result<u64, BalancerError>> + Send;
     /// Reloads HAProxy hitlessly and waits until the new process answers with `expect` present.
     fn reload(&self, expect: &str) -> impl Future<Output = Result<(), BalancerError>> + Send;
 }

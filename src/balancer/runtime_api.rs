@@ -98,6 +98,11 @@ impl RuntimeApi {
         parse_servers_state(&reply, backend).map_err(|m| self.api_error(m))
     }
 
+    pub async fn backend_failures(&self, backend: &str) -> Result<u64, BalancerError> {
+        let reply = self.command(&format!("show stat {backend} 2 -1")).await?;
+        parse_backend_failures(&reply, backend).map_err(|m| self.api_error(m))
+    }
+
     /// Current sessions plus queued requests per server, from `show stat`.
     pub async fn in_flight(&self, backend: &str) -> Result<Vec<(String, u64)>, BalancerError> {
         let reply = self.command(&format!("show stat {backend} 4 -1")).await?;
@@ -163,6 +168,33 @@ pub(super) fn parse_servers_state(reply: &str, backend: &str) -> Result<Vec<Serv
     Ok(out)
 }
 
+/// econ + eresp + hrsp_5xx of the backend row of `show stat`.
+pub(super) fn parse_backend_failures(reply: &str, backend: &str) -> Result<u64, String> {
+    let mut lines = reply.lines();
+    let header = lines
+        .next()
+        .and_then(|h| h.strip_prefix("# "))
+        .ok_or_else(|| format!("unexpected reply to show stat: {}", reply.trim()))?;
+    let cols: Vec<&str> = header.split(',').collect();
+    let idx = |name: &str| {
+        cols.iter()
+            .position(|c| *c == name)
+            .ok_or_else(|| format!("show stat: no column {name}"))
+    };
+    let (px, sv) = (idx("pxname")?, idx("svname")?);
+    let counters = [idx("econ")?, idx("eresp")?, idx("hrsp_5xx")?];
+    for line in lines {
+        let f: Vec<&str> = line.split(',').collect();
+        if f.get(px) == Some(&backend) && f.get(sv) == Some(&"BACKEND") {
+            return Ok(counters
+                .iter()
+                .map(|i| f.get(*i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0))
+                .sum());
+        }
+    }
+    Err(format!("show stat: no BACKEND row for {backend}"))
+}
+
 pub(super) fn parse_stat_in_flight(
     reply: &str,
     backend: &str,
@@ -212,6 +244,13 @@ mod tests {
     #[test]
     fn unknown_backend_reply_is_an_error() {
         assert!(parse_servers_state("Can't find backend.\n\n", "nope").is_err());
+    }
+
+    #[test]
+    fn backend_failures_sum_connection_response_and_5xx_errors() {
+        let reply = "# pxname,svname,econ,eresp,hrsp_5xx\nweb,BACKEND,1,2,3\n\n";
+        assert_eq!(parse_backend_failures(reply, "web").unwrap(), 6);
+        assert!(parse_backend_failures(reply, "api").is_err());
     }
 
     #[test]

@@ -33,6 +33,7 @@ pub enum ConfigError {
 pub struct Settings {
     pub source: PathBuf,
     pub daemon: DaemonSettings,
+    pub report: ReportSettings,
     pub services: BTreeMap<String, ServiceSettings>,
 }
 
@@ -49,6 +50,20 @@ pub struct DaemonSettings {
     /// Release files dropped here are picked up (see `intake::inbox`).
     pub inbox_dir: Option<PathBuf>,
     pub access: AccessSettings,
+}
+
+/// Where reports go besides the local reports file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReportSettings {
+    /// SQS queue for reports (standard or FIFO); None keeps reports local.
+    pub sqs_queue_url: Option<String>,
+    /// FIFO queues: the message group.
+    pub message_group_id: String,
+    /// Names the stack in reports.
+    pub stack: Option<String>,
+    /// IMDSv2 endpoint for the instance id (used when a queue is set); None: use daemon.instance_id.
+    pub imds_endpoint: Option<String>,
+    pub region: Option<String>,
 }
 
 /// Who may use the control socket, besides root and the daemon's own user.

@@ -15,6 +15,8 @@ pub(super) struct Config {
     #[serde(default)]
     daemon: Daemon,
     #[serde(default)]
+    report: Report,
+    #[serde(default)]
     services: BTreeMap<String, Service>,
 }
 
@@ -32,6 +34,16 @@ struct Daemon {
     allowed_uids: Vec<u32>,
     #[serde(default)]
     allowed_groups: Vec<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Report {
+    sqs_queue_url: Option<String>,
+    message_group_id: Option<String>,
+    stack: Option<String>,
+    imds_endpoint: Option<String>,
+    region: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -202,9 +214,37 @@ impl Config {
                 ));
             }
         }
+        let r = self.report;
+        if let Some(url) = &r.sqs_queue_url {
+            if !(url.starts_with("https://") || url.starts_with("http://")) {
+                return Err(ctx.invalid("report.sqs_queue_url", format!("{url:?}: expected the queue URL (https://sqs.REGION.amazonaws.com/ACCOUNT/NAME)")));
+            }
+        }
+        let imds_endpoint = match r.imds_endpoint {
+            Some(e) if e.is_empty() => None,
+            Some(e) if !e.starts_with("http://") => {
+                return Err(ctx.invalid(
+                    "report.imds_endpoint",
+                    format!("{e:?}: expected http://HOST[:PORT]"),
+                ))
+            }
+            Some(e) => Some(e),
+            None => r
+                .sqs_queue_url
+                .as_ref()
+                .map(|_| "http://169.254.169.254".to_string()),
+        };
+        let report = ReportSettings {
+            sqs_queue_url: r.sqs_queue_url,
+            message_group_id: r.message_group_id.unwrap_or_else(|| "hotswap".into()),
+            stack: r.stack,
+            imds_endpoint,
+            region: r.region,
+        };
         Ok(Settings {
             source: path.to_owned(),
             daemon,
+            report,
             services,
         })
     }

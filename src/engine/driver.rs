@@ -16,7 +16,8 @@ use super::phase::{Budgets, Event, Instance, Phase, Release, Swap, UnixMs};
 use crate::balancer::{Balancer, BalancerError, ServerSpec};
 use crate::config::{HaproxySettings, ServiceSettings, SwitchMode};
 use crate::health;
-use crate::report::{Report, Reporter};
+use crate::report::{Identity, Report, Reporter};
+use crate::runtime::archive::ArchiveFetcher;
 use crate::runtime::{
     ContainerSpec, Runtime, LABEL_DEPLOY_ID, LABEL_INSTANCE, LABEL_RELEASE, LABEL_SERVICE,
     LABEL_VERSION,
@@ -81,7 +82,9 @@ pub struct Driver<R, B, P> {
     updates: watch::Receiver<ServiceSettings>,
     make_balancer: fn(&HaproxySettings) -> B,
     instance_id: String,
+    identity: Arc<Identity>,
     runtime: Arc<R>,
+    archives: Arc<ArchiveFetcher>,
     balancer: B,
     reporter: Arc<P>,
     journal: Journal,
@@ -94,7 +97,9 @@ impl<R: Runtime, B: Balancer, P: Reporter> Driver<R, B, P> {
         updates: watch::Receiver<ServiceSettings>,
         make_balancer: fn(&HaproxySettings) -> B,
         instance_id: String,
+        identity: Arc<Identity>,
         runtime: Arc<R>,
+        archives: Arc<ArchiveFetcher>,
         reporter: Arc<P>,
         journal: Journal,
         handle: Arc<ServiceHandle>,
@@ -106,7 +111,9 @@ impl<R: Runtime, B: Balancer, P: Reporter> Driver<R, B, P> {
             updates,
             make_balancer,
             instance_id,
+            identity,
             runtime,
+            archives,
             reporter,
             journal,
             record: ServiceRecord::default(),
@@ -234,6 +241,7 @@ impl<R: Runtime, B: Balancer, P: Reporter> Driver<R, B, P> {
     /// Runs a swap from whatever phase it is in to its end, then reports it.
     async fn swap(&mut self, mut swap: Swap) {
         if swap.phase == Phase::Accepted {
+            swap.lb_failures_at_start = self.balancer.backend_failures().await.ok();
             self.record.swap = Some(swap.clone());
             self.store();
             self.handle.taken(&swap.release.deploy_id);
@@ -286,7 +294,20 @@ impl<R: Runtime, B: Balancer, P: Reporter> Driver<R, B, P> {
 
     /// Records the outcome, reports it, and closes the swap in the journal.
     async fn settle(&mut self, swap: Swap) {
-        let report = Report::from_swap(&self.instance_id, &swap);
+        let mut swap = swap;
+        if swap.failed_requests.is_none() {
+            if let (Some(start), Ok(end)) = (
+                swap.lb_failures_at_start,
+                self.balancer.backend_failures().await,
+            ) {
+                swap.failed_requests = Some(end.saturating_sub(start));
+            }
+        }
+        let report = Report::from_swap(
+            &self.identity.instance_id,
+            self.identity.stack.as_deref(),
+            &swap,
+        );
         let mut wait = Duration::from_millis(100);
         for attempt in 1.. {
             match self.reporter.report(&report).await {
@@ -344,28 +365,35 @@ impl<R: Runtime, B: Balancer, P: Reporter> Driver<R, B, P> {
     async fn start_new(&self, swap: &Swap) -> Result<Instance, String> {
         let release = &swap.release;
         if let Some(archive) = &release.archive {
-            if let Some(want) = &archive.sha256 {
-                let got = crate::fsutil::sha256_file(&archive.path)
-                    .await
-                    .map_err(|e| {
-                        format!("reading image archive {}: {e}", archive.path.display())
-                    })?;
-                if !got.eq_ignore_ascii_case(want) {
-                    return Err(format!(
-                        "image archive {} has sha256 {got}, expected {want}: not loaded, nothing started",
-                        archive.path.display()
-                    ));
+            let location = archive.path.to_string_lossy().into_owned();
+            let (file, downloaded) = if location.starts_with("s3://") {
+                (
+                    self.archives.fetch(&location, &release.deploy_id).await?,
+                    true,
+                )
+            } else {
+                (archive.path.clone(), false)
+            };
+            let loaded = async {
+                if let Some(want) = &archive.sha256 {
+                    let got = crate::fsutil::sha256_file(&file)
+                        .await
+                        .map_err(|e| format!("reading image archive {location}: {e}"))?;
+                    if !got.eq_ignore_ascii_case(want) {
+                        return Err(format!(
+                            "image archive {location} has sha256 {got}, expected {want}: not loaded, nothing started"
+                        ));
+                    }
                 }
+                self.runtime.load_archive(&file).await.map_err(|e| {
+                    format!("loading image archive {location} for service {:?}: {e}", self.service())
+                })
             }
-            self.runtime
-                .load_archive(&archive.path)
-                .await
-                .map_err(|e| {
-                    format!(
-                        "loading image archive for service {:?}: {e}",
-                        self.service()
-                    )
-                })?;
+            .await;
+            if downloaded {
+                let _ = tokio::fs::remove_file(&file).await;
+            }
+            loaded?;
         }
         self.runtime
             .ensure_image(&release.image)

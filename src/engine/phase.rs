@@ -178,6 +178,12 @@ pub struct Swap {
     /// The switch was done by rewriting HAProxy's config and reloading it.
     #[serde(default)]
     pub switched_by_reload: bool,
+    /// HAProxy's failed-request counter of the backend when the swap began, and the difference
+    /// at its end.
+    #[serde(default)]
+    pub lb_failures_at_start: Option<u64>,
+    #[serde(default)]
+    pub failed_requests: Option<u64>,
 }
 
 fn ms(d: Duration) -> u64 {
@@ -204,6 +210,8 @@ impl Swap {
             warnings: Vec::new(),
             health_response: None,
             switched_by_reload: false,
+            lb_failures_at_start: None,
+            failed_requests: None,
         }
     }
 

@@ -58,6 +58,19 @@ pub fn accept(shared: &Shared, req: DeployRequest) -> Result<DeployAccepted, Ref
     let archive = match (req.archive, req.archive_sha256) {
         (None, None) => None,
         (None, Some(_)) => return Err(Refusal::bad("archive_sha256 given without archive")),
+        (Some(path), sha256) if path.to_string_lossy().starts_with("s3://") => {
+            if crate::runtime::archive::parse_s3_url(&path.to_string_lossy()).is_none() {
+                return Err(Refusal::bad(format!(
+                    "archive {} is not s3://BUCKET/KEY",
+                    path.display()
+                )));
+            }
+            match &sha256 {
+                Some(s) => check_sha256(s).map_err(Refusal::bad)?,
+                None => return Err(Refusal::bad("an archive in S3 needs archive_sha256: it is checked before anything is loaded")),
+            }
+            Some(ImageArchive { path, sha256 })
+        }
         (Some(path), sha256) => {
             if !path.is_absolute() {
                 return Err(Refusal::bad(format!(

@@ -1,5 +1,6 @@
 //! Where releases run. Containers through the Docker API are the production implementation.
 
+pub mod archive;
 mod docker;
 
 use std::collections::BTreeMap;

@@ -112,6 +112,11 @@ pub struct Daemon {
 impl Daemon {
     /// Starts hotswapd and waits until every service finished its start-up recovery.
     pub fn start(dir: &Path, config: &Path) -> Daemon {
+        Daemon::start_env(dir, config, &[])
+    }
+
+    /// As `start`, with extra environment (e.g. an AWS endpoint).
+    pub fn start_env(dir: &Path, config: &Path, env: &[(&str, String)]) -> Daemon {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -121,6 +126,7 @@ impl Daemon {
             .arg("--config")
             .arg(config)
             .env("RUST_LOG", "info")
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)

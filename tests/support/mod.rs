@@ -4,3 +4,4 @@ pub mod env;
 pub mod haproxy;
 pub mod images;
 pub mod load;
+pub mod moto;

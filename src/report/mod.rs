@@ -1,5 +1,9 @@
 //! Reports: one per finished swap, success or failure. The embedded default appends JSON lines to
-//! a local file; SQS delivery plugs in behind the same trait.
+//! a local file; with a queue configured, each report also goes through the durable outbox to SQS.
+
+pub mod imds;
+pub mod outbox;
+pub mod sqs;
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -12,6 +16,14 @@ use crate::fsutil::append_line;
 
 pub const SCHEMA_VERSION: u32 = 1;
 
+/// Who a report says it is from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    /// The EC2 instance id (IMDSv2) or, off EC2, the configured instance id.
+    pub instance_id: String,
+    pub stack: Option<String>,
+}
+
 #[derive(Debug, Error)]
 #[error("writing report to {path}: {source}")]
 pub struct ReportError {
@@ -23,6 +35,7 @@ pub struct ReportError {
 pub struct Report {
     pub schema: u32,
     pub instance_id: String,
+    pub stack: Option<String>,
     pub service: String,
     pub image: String,
     pub version: String,
@@ -40,6 +53,9 @@ pub struct Report {
     /// What the new release answered on its health route when the gate passed.
     pub health_response: Option<String>,
     pub previous_image: Option<String>,
+    /// Requests HAProxy counted as failed on the service's backend during the swap (connection
+    /// and response errors, 5xx answers); None when it could not be read.
+    pub failed_requests: Option<u64>,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -50,7 +66,7 @@ pub struct PhaseTiming {
 }
 
 impl Report {
-    pub fn from_swap(instance_id: &str, swap: &Swap) -> Report {
+    pub fn from_swap(instance_id: &str, stack: Option<&str>, swap: &Swap) -> Report {
         let succeeded = swap.phase == Phase::Succeeded;
         let phase_reached = swap
             .marks
@@ -72,6 +88,7 @@ impl Report {
         Report {
             schema: SCHEMA_VERSION,
             instance_id: instance_id.to_string(),
+            stack: stack.map(String::from),
             service: swap.release.service.clone(),
             image: swap.release.image.clone(),
             version: swap.release.version.clone(),
@@ -89,6 +106,7 @@ impl Report {
             phases,
             health_response: swap.health_response.clone(),
             previous_image: swap.old.as_ref().map(|o| o.release.image.clone()),
+            failed_requests: swap.failed_requests,
         }
     }
 }
@@ -120,5 +138,31 @@ impl Reporter for FileReporter {
                 path: self.path.clone(),
                 source,
             })
+    }
+}
+
+/// The daemon's reporter: the local reports file always, and the SQS outbox when a queue is set.
+pub struct Reporters {
+    pub file: FileReporter,
+    pub outbox: Option<std::sync::Arc<outbox::Outbox>>,
+}
+
+impl Reporter for Reporters {
+    async fn report(&self, report: &Report) -> Result<(), ReportError> {
+        if let Some(outbox) = &self.outbox {
+            let body = serde_json::to_string(report).expect("reports serialize");
+            let outbox = outbox.clone();
+            let key = report.deploy_id.clone();
+            let queued = tokio::task::spawn_blocking(move || outbox.put(&key, &body))
+                .await
+                .expect("outbox task");
+            if let Err(source) = queued {
+                return Err(ReportError {
+                    path: PathBuf::from("outbox"),
+                    source,
+                });
+            }
+        }
+        self.file.report(report).await
     }
 }

@@ -1,0 +1,6 @@
+//! The build box's side: CloudFormation stack updates under porter's safety rules, waiting for one
+//! report per instance from SQS, template lint, and the green/blue Auto Scaling group switch.
+
+pub mod checks;
+pub mod lint;
+pub mod template;
