@@ -81,6 +81,64 @@ enum Verb {
         #[arg(long)]
         json: bool,
     },
+    /// Hot swap a whole stack from the build box: check it, UpdateStack, wait for one success
+    /// report per instance on SQS.
+    StackUpdate {
+        #[arg(long)]
+        stack: String,
+        /// The CloudFormation template (JSON or YAML).
+        #[arg(long)]
+        template: PathBuf,
+        /// Template parameter, repeatable.
+        #[arg(long = "parameter", value_name = "KEY=VALUE")]
+        parameters: Vec<String>,
+        /// The SQS queue hosts report to (default: the stack's HotswapQueueUrl output).
+        #[arg(long)]
+        queue_url: Option<String>,
+        /// Default: a fresh one; passed as the DeployId parameter, echoed by the hosts.
+        #[arg(long)]
+        deploy_id: Option<String>,
+        /// Older stacks are refused: re-provision them instead.
+        #[arg(long, default_value_t = 7 * 24 * 3600)]
+        max_age_secs: u64,
+        /// How long to wait for the reports (default: host budget 180 s + 60 s margin).
+        #[arg(long, default_value_t = 240)]
+        timeout_secs: u64,
+        /// Run before UpdateStack (sh -c); non-zero aborts.
+        #[arg(long)]
+        pre_hook: Option<String>,
+        /// Run at the end whatever happened, with HOTSWAP_OUTCOME in its environment.
+        #[arg(long)]
+        post_hook: Option<String>,
+        /// Print the plan (checks, parameters, instance count) and change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        #[arg(long)]
+        region: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Warn about blue-green pitfalls in a CloudFormation template.
+    LintTemplate {
+        file: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Attach a new Auto Scaling group to a load balancer's target group, wait until its
+    /// instances are healthy, then detach every other group.
+    AsgSwitch {
+        /// The ELBv2 target group (name or ARN).
+        #[arg(long)]
+        load_balancer: String,
+        #[arg(long)]
+        new_group: String,
+        #[arg(long, default_value_t = 300)]
+        timeout_secs: u64,
+        #[arg(long)]
+        region: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
     /// Validate a config file locally, as hotswapd would (default: --config).
     CheckConfig {
         file: Option<PathBuf>,
@@ -101,11 +159,13 @@ fn socket_path(args: &Args) -> Result<PathBuf, String> {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    if let Verb::CheckConfig { file, json } = &args.verb {
-        return ExitCode::from(cli::check_config::run(
-            file.as_ref().unwrap_or(&args.config),
-            *json,
-        ));
+    match &args.verb {
+        Verb::CheckConfig { file, json } => {
+            return ExitCode::from(cli::check_config::run(file.as_ref().unwrap_or(&args.config), *json))
+        }
+        Verb::LintTemplate { file, json } => return ExitCode::from(cli::lint_template::run(file, *json)),
+        Verb::StackUpdate { .. } | Verb::AsgSwitch { .. } => return ExitCode::from(build_box(args.verb)),
+        _ => {}
     }
     let socket = match socket_path(&args) {
         Ok(s) => s,
@@ -173,8 +233,56 @@ fn main() -> ExitCode {
                 .await
             }
             Verb::Reload { json } => cli::reload::run(&client, json).await,
-            Verb::CheckConfig { .. } => unreachable!("handled before connecting"),
+            Verb::CheckConfig { .. } | Verb::LintTemplate { .. } | Verb::StackUpdate { .. } | Verb::AsgSwitch { .. } => {
+                unreachable!("handled before connecting")
+            }
         }
     });
     ExitCode::from(code)
+}
+
+/// The verbs that talk to AWS rather than to hotswapd.
+fn build_box(verb: Verb) -> u8 {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    runtime.block_on(async {
+        match verb {
+            Verb::StackUpdate {
+                stack,
+                template,
+                parameters,
+                queue_url,
+                deploy_id,
+                max_age_secs,
+                timeout_secs,
+                pre_hook,
+                post_hook,
+                dry_run,
+                region,
+                json,
+            } => {
+                cli::stack_update::run(cli::stack_update::Args {
+                    stack,
+                    template,
+                    parameters,
+                    queue_url,
+                    deploy_id,
+                    max_age: Duration::from_secs(max_age_secs),
+                    timeout: Duration::from_secs(timeout_secs),
+                    pre_hook,
+                    post_hook,
+                    dry_run,
+                    region,
+                    json,
+                })
+                .await
+            }
+            Verb::AsgSwitch { load_balancer, new_group, timeout_secs, region, json } => {
+                cli::asg_switch::run(&load_balancer, &new_group, Duration::from_secs(timeout_secs), region.as_deref(), json).await
+            }
+            _ => unreachable!("only build-box verbs come here"),
+        }
+    })
 }

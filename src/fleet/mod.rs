@@ -4,3 +4,7 @@
 pub mod checks;
 pub mod lint;
 pub mod template;
+pub mod tally;
+pub mod aws;
+pub mod stack_update;
+pub mod asg_switch;

@@ -1,0 +1,366 @@
+//! `hotswapctl stack-update`: porter's hot swap from the build box. Checks the stack (settled,
+//! young enough, live capacity within the template), binds the template to the live capacity,
+//! runs the pre hook, calls UpdateStack with a fresh deploy id, counts the instances in service,
+//! and waits for one success report per instance on SQS; the post hook always runs.
+
+use std::collections::BTreeMap;
+use std::io::IsTerminal;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+
+use super::aws::{describe, Clients};
+use super::checks::{self, Plan, Refusal};
+use super::tally::{Outcome, Tally};
+use super::template::Template;
+
+pub struct Options {
+    pub stack: String,
+    pub template: Template,
+    pub parameters: BTreeMap<String, String>,
+    pub queue_url: Option<String>,
+    pub deploy_id: String,
+    pub max_age: Duration,
+    pub timeout: Duration,
+    pub pre_hook: Option<String>,
+    pub post_hook: Option<String>,
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Summary {
+    pub stack: String,
+    pub deploy_id: String,
+    /// "success", "failure", "timeout", "refused", "dry-run", "error", "hook-failed".
+    pub outcome: String,
+    pub message: Option<String>,
+    pub group: Option<String>,
+    pub live_desired: Option<i64>,
+    pub instances_expected: usize,
+    pub instances_succeeded: Vec<String>,
+    pub failed_instance: Option<String>,
+    pub parameters: BTreeMap<String, String>,
+    pub notes: Vec<String>,
+    pub elapsed_ms: u64,
+    /// From the last report read to the decision (the CLI's own delay).
+    pub detect_ms: Option<u64>,
+}
+
+pub mod exit {
+    pub const OK: u8 = 0;
+    pub const FAILED: u8 = 5;
+    pub const TIMEOUT: u8 = 6;
+    pub const REFUSED: u8 = 10;
+    pub const AWS: u8 = 11;
+    pub const HOOK: u8 = 12;
+}
+
+pub fn new_deploy_id() -> String {
+    format!("sd{}", crate::intake::new_deploy_id().trim_start_matches('d'))
+}
+
+fn now_secs() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+}
+
+struct Live {
+    status: String,
+    age: Duration,
+    queue_url: Option<String>,
+}
+
+async fn describe_stack(c: &Clients, stack: &str) -> Result<Live, String> {
+    let out = c.cfn.describe_stacks().stack_name(stack).send().await.map_err(|e| format!("describing stack {stack}: {}", describe(e)))?;
+    let s = out.stacks().first().ok_or_else(|| format!("stack {stack} not found"))?;
+    let created = s.creation_time().map(|t| t.secs()).unwrap_or_else(now_secs);
+    Ok(Live {
+        status: s.stack_status().map(|st| st.as_str().to_string()).unwrap_or_default(),
+        age: Duration::from_secs((now_secs() - created).max(0) as u64),
+        queue_url: s
+            .outputs()
+            .iter()
+            .find(|o| o.output_key() == Some("HotswapQueueUrl"))
+            .and_then(|o| o.output_value().map(String::from)),
+    })
+}
+
+/// The group's physical name (looked up each time: an update may replace the group).
+async fn group_name(c: &Clients, stack: &str, logical: &str) -> Result<String, String> {
+    let out = c
+        .cfn
+        .describe_stack_resource()
+        .stack_name(stack)
+        .logical_resource_id(logical)
+        .send()
+        .await
+        .map_err(|e| format!("finding {logical} in stack {stack}: {}", describe(e)))?;
+    out.stack_resource_detail()
+        .and_then(|d| d.physical_resource_id().map(String::from))
+        .ok_or_else(|| format!("{logical} in stack {stack} has no physical id"))
+}
+
+/// (DesiredCapacity, instances InService).
+async fn group_state(c: &Clients, name: &str) -> Result<(i64, Vec<String>), String> {
+    let out = c
+        .asg
+        .describe_auto_scaling_groups()
+        .auto_scaling_group_names(name)
+        .send()
+        .await
+        .map_err(|e| format!("describing Auto Scaling group {name}: {}", describe(e)))?;
+    let g = out.auto_scaling_groups().first().ok_or_else(|| format!("Auto Scaling group {name} not found"))?;
+    let in_service = g
+        .instances()
+        .iter()
+        .filter(|i| i.lifecycle_state().map(|s| s.as_str()) == Some("InService"))
+        .filter_map(|i| i.instance_id().map(String::from))
+        .collect();
+    Ok((g.desired_capacity().unwrap_or(0) as i64, in_service))
+}
+
+fn run_hook(name: &str, cmd: &str, env: &[(&str, String)]) -> Result<(), String> {
+    let status = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(cmd)
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .stdin(std::process::Stdio::null())
+        .status()
+        .map_err(|e| format!("{name} hook {cmd:?}: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("{name} hook {cmd:?} exited with {status}"))
+    }
+}
+
+fn progress(t: &Tally, started: Instant) {
+    let done = t.succeeded.len().min(t.expected);
+    let width = 30;
+    let filled = if t.expected == 0 { width } else { done * width / t.expected };
+    let line = format!(
+        "[{}{}] {done}/{} instances reported success ({:.0} s)",
+        "#".repeat(filled),
+        " ".repeat(width - filled),
+        t.expected,
+        started.elapsed().as_secs_f64()
+    );
+    if std::io::stderr().is_terminal() {
+        eprint!("\r{line}");
+    } else {
+        eprintln!("{line}");
+    }
+}
+
+/// Polls the queue until the tally decides or the time is up. Deletes what it reads.
+pub async fn wait_for_reports(c: &Clients, queue_url: &str, tally: &mut Tally, timeout: Duration, quiet: bool) -> Result<(Outcome, Option<u64>), String> {
+    let started = Instant::now();
+    let mut last_seen = tally.succeeded.len();
+    if !quiet {
+        progress(tally, started);
+    }
+    loop {
+        let outcome = tally.outcome();
+        if outcome != Outcome::Waiting {
+            return Ok((outcome, Some(0)));
+        }
+        let left = timeout.saturating_sub(started.elapsed());
+        if left.is_zero() {
+            return Ok((Outcome::Waiting, None));
+        }
+        let wait = left.as_secs().clamp(1, 20) as i32;
+        let got = c
+            .sqs
+            .receive_message()
+            .queue_url(queue_url)
+            .max_number_of_messages(10)
+            .wait_time_seconds(wait)
+            .send()
+            .await
+            .map_err(|e| format!("reading reports from {queue_url}: {}", describe(e)))?;
+        let read_at = Instant::now();
+        let mut entries = Vec::new();
+        for (i, m) in got.messages().iter().enumerate() {
+            tally.absorb(m.body().unwrap_or(""));
+            if let Some(h) = m.receipt_handle() {
+                entries.push(
+                    aws_sdk_sqs::types::DeleteMessageBatchRequestEntry::builder()
+                        .id(i.to_string())
+                        .receipt_handle(h)
+                        .build()
+                        .expect("id and handle are set"),
+                );
+            }
+        }
+        let outcome = tally.outcome();
+        let detect = read_at.elapsed().as_millis() as u64;
+        if !entries.is_empty() {
+            if let Err(e) = c.sqs.delete_message_batch().queue_url(queue_url).set_entries(Some(entries)).send().await {
+                tracing::warn!(error = %describe(e), "deleting read reports failed; they may be read again (they are deduplicated)");
+            }
+        }
+        if !quiet && tally.succeeded.len() != last_seen {
+            last_seen = tally.succeeded.len();
+            progress(tally, started);
+        }
+        if outcome != Outcome::Waiting {
+            if !quiet && std::io::stderr().is_terminal() {
+                eprintln!();
+            }
+            return Ok((outcome, Some(detect)));
+        }
+    }
+}
+
+pub async fn run(c: &Clients, mut o: Options, quiet: bool) -> (u8, Summary) {
+    let started = Instant::now();
+    let mut s = Summary {
+        stack: o.stack.clone(),
+        deploy_id: o.deploy_id.clone(),
+        outcome: "error".into(),
+        message: None,
+        group: None,
+        live_desired: None,
+        instances_expected: 0,
+        instances_succeeded: vec![],
+        failed_instance: None,
+        parameters: BTreeMap::new(),
+        notes: vec![],
+        elapsed_ms: 0,
+        detect_ms: None,
+    };
+    let finish = |mut s: Summary, code: u8, outcome: &str, message: Option<String>| {
+        s.outcome = outcome.to_string();
+        s.message = message;
+        s.elapsed_ms = started.elapsed().as_millis() as u64;
+        (code, s)
+    };
+
+    // checks, before anything changes
+    let live = match describe_stack(c, &o.stack).await {
+        Ok(l) => l,
+        Err(e) => return finish(s, exit::AWS, "error", Some(e)),
+    };
+    let refused = |s: Summary, r: Refusal| finish(s, exit::REFUSED, "refused", Some(r.to_string()));
+    if let Err(r) = checks::check_status(&o.stack, &live.status) {
+        return refused(s, r);
+    }
+    if let Err(r) = checks::check_age(&o.stack, live.age, o.max_age) {
+        return refused(s, r);
+    }
+    if !o.template.has_parameter("DeployId") {
+        return refused(s, Refusal::Template("the template declares no DeployId parameter: hosts could not echo the deploy id in their reports".into()));
+    }
+    o.parameters.insert("DeployId".into(), o.deploy_id.clone());
+    let logical = match o.template.group() {
+        Ok(g) => g,
+        Err(e) => return refused(s, Refusal::Template(e)),
+    };
+    let physical = match group_name(c, &o.stack, &logical).await {
+        Ok(p) => p,
+        Err(e) => return finish(s, exit::AWS, "error", Some(e)),
+    };
+    let (live_desired, _) = match group_state(c, &physical).await {
+        Ok(g) => g,
+        Err(e) => return finish(s, exit::AWS, "error", Some(e)),
+    };
+    s.group = Some(physical.clone());
+    s.live_desired = Some(live_desired);
+    let plan: Plan = match checks::plan(&mut o.template, &o.parameters, live_desired) {
+        Ok(p) => p,
+        Err(r) => return refused(s, r),
+    };
+    s.parameters = plan.parameters.clone();
+    s.notes = plan.notes.clone();
+    let Some(queue_url) = o.queue_url.clone().or(live.queue_url) else {
+        return refused(s, Refusal::Template("no report queue: pass --queue-url or give the stack a HotswapQueueUrl output".into()));
+    };
+    if o.dry_run {
+        s.instances_expected = live_desired as usize;
+        return finish(s, exit::OK, "dry-run", Some(format!("checks passed; UpdateStack would run with deploy id {}", o.deploy_id)));
+    }
+
+    let hook_env = |outcome: &str| {
+        vec![
+            ("HOTSWAP_STACK", o.stack.clone()),
+            ("HOTSWAP_DEPLOY_ID", o.deploy_id.clone()),
+            ("HOTSWAP_OUTCOME", outcome.to_string()),
+        ]
+    };
+    if let Some(cmd) = &o.pre_hook {
+        if let Err(e) = run_hook("pre_hotswap", cmd, &hook_env("pending")) {
+            if let Some(post) = &o.post_hook {
+                let _ = run_hook("post_hotswap", post, &hook_env("aborted"));
+            }
+            return finish(s, exit::HOOK, "hook-failed", Some(e));
+        }
+    }
+    let (code, outcome, message) = update_and_wait(c, &o, &plan, &logical, &queue_url, &mut s, quiet).await;
+    if let Some(cmd) = &o.post_hook {
+        if let Err(e) = run_hook("post_hotswap", cmd, &hook_env(&outcome)) {
+            let msg = format!("{}; {e}", message.unwrap_or_default());
+            return finish(s, if code == exit::OK { exit::HOOK } else { code }, &outcome, Some(msg));
+        }
+    }
+    finish(s, code, &outcome, message)
+}
+
+async fn update_and_wait(c: &Clients, o: &Options, plan: &Plan, logical: &str, queue_url: &str, s: &mut Summary, quiet: bool) -> (u8, String, Option<String>) {
+    let params: Vec<aws_sdk_cloudformation::types::Parameter> = plan
+        .parameters
+        .iter()
+        .map(|(k, v)| aws_sdk_cloudformation::types::Parameter::builder().parameter_key(k).parameter_value(v).build())
+        .collect();
+    let update = c
+        .cfn
+        .update_stack()
+        .stack_name(&o.stack)
+        .template_body(o.template.to_json())
+        .set_parameters(Some(params))
+        .capabilities(aws_sdk_cloudformation::types::Capability::CapabilityIam)
+        .capabilities(aws_sdk_cloudformation::types::Capability::CapabilityNamedIam)
+        .send()
+        .await;
+    if let Err(e) = update {
+        return (exit::AWS, "error".into(), Some(format!("UpdateStack {}: {}", o.stack, describe(e))));
+    }
+    if !quiet {
+        eprintln!("UpdateStack {} sent with deploy id {}", o.stack, o.deploy_id);
+    }
+    // the update may have replaced the group: look it up again
+    let instances = match group_name(c, &o.stack, logical).await {
+        Ok(name) => match group_state(c, &name).await {
+            Ok((_, i)) => {
+                s.group = Some(name);
+                i
+            }
+            Err(e) => return (exit::AWS, "error".into(), Some(e)),
+        },
+        Err(e) => return (exit::AWS, "error".into(), Some(e)),
+    };
+    s.instances_expected = instances.len();
+    let mut tally = Tally::new(&o.deploy_id, instances.len());
+    let result = wait_for_reports(c, queue_url, &mut tally, o.timeout, quiet).await;
+    s.instances_succeeded = tally.succeeded.keys().cloned().collect();
+    match result {
+        Err(e) => (exit::AWS, "error".into(), Some(e)),
+        Ok((Outcome::AllSucceeded, detect)) => {
+            s.detect_ms = detect;
+            (exit::OK, "success".into(), Some(format!("{} of {} instances reported success", tally.succeeded.len(), tally.expected)))
+        }
+        Ok((Outcome::Failed { instance, service, reason }, detect)) => {
+            s.detect_ms = detect;
+            s.failed_instance = Some(instance.clone());
+            (exit::FAILED, "failure".into(), Some(format!("instance {instance} reported failure of service {service}: {reason}")))
+        }
+        Ok((Outcome::Waiting, _)) => (
+            exit::TIMEOUT,
+            "timeout".into(),
+            Some(format!(
+                "{} of {} instances reported success within {} s",
+                tally.succeeded.len(),
+                tally.expected,
+                o.timeout.as_secs()
+            )),
+        ),
+    }
+}
