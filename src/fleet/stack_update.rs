@@ -151,64 +151,102 @@ fn progress(t: &Tally, started: Instant) {
     }
 }
 
-/// Polls the queue until the tally decides or the time is up. Deletes what it reads.
+/// Concurrent long polls: SQS hands out at most 10 messages a call, so one reader alone falls
+/// behind a fleet reporting at once.
+const READERS: usize = 8;
+
+/// Polls the queue until the tally decides or the time is up. Deletes what it reads (off the
+/// critical path). Returns the outcome and, once decided, how long the deciding batch took to
+/// count after it arrived.
 pub async fn wait_for_reports(c: &Clients, queue_url: &str, tally: &mut Tally, timeout: Duration, quiet: bool) -> Result<(Outcome, Option<u64>), String> {
     let started = Instant::now();
-    let mut last_seen = tally.succeeded.len();
     if !quiet {
         progress(tally, started);
     }
-    loop {
-        let outcome = tally.outcome();
-        if outcome != Outcome::Waiting {
-            return Ok((outcome, Some(0)));
-        }
-        let left = timeout.saturating_sub(started.elapsed());
-        if left.is_zero() {
-            return Ok((Outcome::Waiting, None));
-        }
-        let wait = left.as_secs().clamp(1, 20) as i32;
-        let got = c
-            .sqs
-            .receive_message()
-            .queue_url(queue_url)
-            .max_number_of_messages(10)
-            .wait_time_seconds(wait)
-            .send()
-            .await
-            .map_err(|e| format!("reading reports from {queue_url}: {}", describe(e)))?;
-        let read_at = Instant::now();
-        let mut entries = Vec::new();
-        for (i, m) in got.messages().iter().enumerate() {
-            tally.absorb(m.body().unwrap_or(""));
-            if let Some(h) = m.receipt_handle() {
-                entries.push(
-                    aws_sdk_sqs::types::DeleteMessageBatchRequestEntry::builder()
-                        .id(i.to_string())
-                        .receipt_handle(h)
-                        .build()
-                        .expect("id and handle are set"),
-                );
+    if tally.outcome() != Outcome::Waiting {
+        return Ok((tally.outcome(), Some(0)));
+    }
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<(Vec<String>, Instant), String>>(64);
+    let mut readers = tokio::task::JoinSet::new();
+    for _ in 0..READERS {
+        let (sqs, url, tx) = (c.sqs.clone(), queue_url.to_string(), tx.clone());
+        readers.spawn(async move {
+            loop {
+                let left = timeout.saturating_sub(started.elapsed());
+                if left.is_zero() {
+                    return;
+                }
+                let got = sqs
+                    .receive_message()
+                    .queue_url(&url)
+                    .max_number_of_messages(10)
+                    .wait_time_seconds(left.as_secs().clamp(1, 20) as i32)
+                    .send()
+                    .await;
+                let got = match got {
+                    Ok(g) => g,
+                    Err(e) => {
+                        let _ = tx.send(Err(format!("reading reports from {url}: {}", describe(e)))).await;
+                        return;
+                    }
+                };
+                let arrived = Instant::now();
+                let bodies: Vec<String> = got.messages().iter().map(|m| m.body().unwrap_or("").to_string()).collect();
+                let entries: Vec<_> = got
+                    .messages()
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, m)| {
+                        aws_sdk_sqs::types::DeleteMessageBatchRequestEntry::builder()
+                            .id(i.to_string())
+                            .receipt_handle(m.receipt_handle()?)
+                            .build()
+                            .ok()
+                    })
+                    .collect();
+                if !bodies.is_empty() && tx.send(Ok((bodies, arrived))).await.is_err() {
+                    return;
+                }
+                if !entries.is_empty() {
+                    let (sqs, url) = (sqs.clone(), url.clone());
+                    tokio::spawn(async move {
+                        if let Err(e) = sqs.delete_message_batch().queue_url(&url).set_entries(Some(entries)).send().await {
+                            tracing::warn!(error = %describe(e), "deleting read reports failed; they may be read again (they are deduplicated)");
+                        }
+                    });
+                }
             }
+        });
+    }
+    drop(tx);
+    let mut last_seen = tally.succeeded.len();
+    let deadline = tokio::time::Instant::now() + timeout;
+    let result = loop {
+        let batch = match tokio::time::timeout_at(deadline, rx.recv()).await {
+            Ok(Some(b)) => b,
+            Ok(None) | Err(_) => break Ok((Outcome::Waiting, None)),
+        };
+        let (bodies, arrived) = match batch {
+            Ok(b) => b,
+            Err(e) => break Err(e),
+        };
+        for body in &bodies {
+            tally.absorb(body);
         }
         let outcome = tally.outcome();
-        let detect = read_at.elapsed().as_millis() as u64;
-        if !entries.is_empty() {
-            if let Err(e) = c.sqs.delete_message_batch().queue_url(queue_url).set_entries(Some(entries)).send().await {
-                tracing::warn!(error = %describe(e), "deleting read reports failed; they may be read again (they are deduplicated)");
-            }
-        }
         if !quiet && tally.succeeded.len() != last_seen {
             last_seen = tally.succeeded.len();
             progress(tally, started);
         }
         if outcome != Outcome::Waiting {
-            if !quiet && std::io::stderr().is_terminal() {
-                eprintln!();
-            }
-            return Ok((outcome, Some(detect)));
+            break Ok((outcome, Some(arrived.elapsed().as_millis() as u64)));
         }
+    };
+    readers.abort_all();
+    if !quiet && std::io::stderr().is_terminal() {
+        eprintln!();
     }
+    result
 }
 
 pub async fn run(c: &Clients, mut o: Options, quiet: bool) -> (u8, Summary) {
