@@ -20,11 +20,34 @@ use support::daemon::HOTSWAPCTL;
 use support::moto::Moto;
 
 fn report(deploy_id: &str, instance: &str) -> String {
-    let release = Release { service: "web".into(), image: "web:2".into(), version: "2".into(), deploy_id: deploy_id.into(), archive: None };
-    let budgets = Budgets { health_deadline: Duration::from_secs(60), drain_budget: Duration::from_secs(60), host_budget: Duration::from_secs(180), rollback: Duration::from_secs(60) };
-    let inst = Instance { release: release.clone(), container_id: "c".into(), server: "hs-x".into(), host_port: 1 };
+    let release = Release {
+        service: "web".into(),
+        image: "web:2".into(),
+        version: "2".into(),
+        deploy_id: deploy_id.into(),
+        archive: None,
+    };
+    let budgets = Budgets {
+        health_deadline: Duration::from_secs(60),
+        drain_budget: Duration::from_secs(60),
+        host_budget: Duration::from_secs(180),
+        rollback: Duration::from_secs(60),
+    };
+    let inst = Instance {
+        release: release.clone(),
+        container_id: "c".into(),
+        server: "hs-x".into(),
+        host_port: 1,
+    };
     let mut s = Swap::new(release, None, budgets, 1);
-    for e in [Event::Begin, Event::Started(inst), Event::GatePassed, Event::Switched, Event::Drained, Event::Retired] {
+    for e in [
+        Event::Begin,
+        Event::Started(inst),
+        Event::GatePassed,
+        Event::Switched,
+        Event::Drained,
+        Event::Retired,
+    ] {
         s = s.apply(e, 2).unwrap();
     }
     serde_json::to_string(&Report::from_swap(instance, Some("bench"), &s)).unwrap()
@@ -42,37 +65,80 @@ fn wait_with_rusage(pid: i32) -> (i32, i64) {
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let arg = |name: &str| args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned();
-    let n: usize = arg("--instances").map(|v| v.parse().expect("--instances N")).unwrap_or(1000);
-    let spread = Duration::from_secs_f64(arg("--spread-secs").map(|v| v.parse().expect("--spread-secs S")).unwrap_or(20.0));
+    let arg = |name: &str| {
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1))
+            .cloned()
+    };
+    let n: usize = arg("--instances")
+        .map(|v| v.parse().expect("--instances N"))
+        .unwrap_or(1000);
+    let spread = Duration::from_secs_f64(
+        arg("--spread-secs")
+            .map(|v| v.parse().expect("--spread-secs S"))
+            .unwrap_or(20.0),
+    );
     let dir = tempfile::tempdir().unwrap();
     let moto = Moto::start(dir.path());
     let conf = aws_config::defaults(aws_config::BehaviorVersion::latest())
         .endpoint_url(moto.url())
         .region(aws_config::Region::new("us-east-1"))
-        .credentials_provider(aws_sdk_sqs::config::Credentials::new("test", "test", None, None, "test"))
+        .credentials_provider(aws_sdk_sqs::config::Credentials::new(
+            "test", "test", None, None, "test",
+        ))
         .load()
         .await;
     let cfn = aws_sdk_cloudformation::Client::new(&conf);
     let asg = aws_sdk_autoscaling::Client::new(&conf);
     let sqs = aws_sdk_sqs::Client::new(&conf);
 
-    let template = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/fleet-stack.yaml"))
-        .unwrap()
-        .replace("MaxSize: 4", &format!("MaxSize: {n}"))
-        .replace("MaxBatchSize: 4", &format!("MaxBatchSize: {n}"));
+    let template = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/fleet-stack.yaml"
+    ))
+    .unwrap()
+    .replace("MaxSize: 4", &format!("MaxSize: {n}"))
+    .replace("MaxBatchSize: 4", &format!("MaxBatchSize: {n}"));
     let tpl = dir.path().join("fleet.yaml");
     std::fs::write(&tpl, &template).unwrap();
     let t0 = Instant::now();
-    let mut create = cfn.create_stack().stack_name("bench").template_body(template);
-    for (k, v) in [("DesiredCapacity", n.to_string()), ("MinInstancesInService", "1".into()), ("DeployId", "initial".into()), ("AppVersion", "1".into())] {
-        create = create.parameters(aws_sdk_cloudformation::types::Parameter::builder().parameter_key(k).parameter_value(v).build());
+    let mut create = cfn
+        .create_stack()
+        .stack_name("bench")
+        .template_body(template);
+    for (k, v) in [
+        ("DesiredCapacity", n.to_string()),
+        ("MinInstancesInService", "1".into()),
+        ("DeployId", "initial".into()),
+        ("AppVersion", "1".into()),
+    ] {
+        create = create.parameters(
+            aws_sdk_cloudformation::types::Parameter::builder()
+                .parameter_key(k)
+                .parameter_value(v)
+                .build(),
+        );
     }
     create.send().await.unwrap();
-    eprintln!("stack with {n} instances created in moto in {:.1} s", t0.elapsed().as_secs_f64());
+    eprintln!(
+        "stack with {n} instances created in moto in {:.1} s",
+        t0.elapsed().as_secs_f64()
+    );
 
     let child = Command::new(HOTSWAPCTL)
-        .args(["stack-update", "--stack", "bench", "--template", tpl.to_str().unwrap(), "--deploy-id", "sd-bench", "--timeout-secs", "900", "--json"])
+        .args([
+            "stack-update",
+            "--stack",
+            "bench",
+            "--template",
+            tpl.to_str().unwrap(),
+            "--deploy-id",
+            "sd-bench",
+            "--timeout-secs",
+            "900",
+            "--json",
+        ])
         .envs(moto.env())
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -82,22 +148,69 @@ async fn main() {
     let pid = child.id() as i32;
     // the hosts see the update
     loop {
-        let s = cfn.describe_stacks().stack_name("bench").send().await.unwrap();
-        let id = s.stacks()[0].parameters().iter().find(|p| p.parameter_key() == Some("DeployId")).and_then(|p| p.parameter_value().map(String::from));
+        let s = cfn
+            .describe_stacks()
+            .stack_name("bench")
+            .send()
+            .await
+            .unwrap();
+        let id = s.stacks()[0]
+            .parameters()
+            .iter()
+            .find(|p| p.parameter_key() == Some("DeployId"))
+            .and_then(|p| p.parameter_value().map(String::from));
         if id.as_deref() == Some("sd-bench") {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let queue = cfn.describe_stacks().stack_name("bench").send().await.unwrap().stacks()[0].outputs()[0].output_value().unwrap().to_string();
+    let queue = cfn
+        .describe_stacks()
+        .stack_name("bench")
+        .send()
+        .await
+        .unwrap()
+        .stacks()[0]
+        .outputs()[0]
+        .output_value()
+        .unwrap()
+        .to_string();
     // the update may replace the group (moto does): look until it has all its instances
     let mut instances = Vec::new();
     let looking = Instant::now();
     while instances.len() != n {
-        assert!(looking.elapsed() < Duration::from_secs(120), "moto's group has {} of {n} instances", instances.len());
-        let group = cfn.describe_stack_resource().stack_name("bench").logical_resource_id("AppGroup").send().await.unwrap().stack_resource_detail().unwrap().physical_resource_id().unwrap().to_string();
-        let out = asg.describe_auto_scaling_groups().auto_scaling_group_names(&group).send().await.unwrap();
-        instances = out.auto_scaling_groups().iter().flat_map(|g| g.instances().iter().map(|i| i.instance_id().unwrap().to_string())).collect();
+        assert!(
+            looking.elapsed() < Duration::from_secs(120),
+            "moto's group has {} of {n} instances",
+            instances.len()
+        );
+        let group = cfn
+            .describe_stack_resource()
+            .stack_name("bench")
+            .logical_resource_id("AppGroup")
+            .send()
+            .await
+            .unwrap()
+            .stack_resource_detail()
+            .unwrap()
+            .physical_resource_id()
+            .unwrap()
+            .to_string();
+        let out = asg
+            .describe_auto_scaling_groups()
+            .auto_scaling_group_names(&group)
+            .send()
+            .await
+            .unwrap();
+        instances = out
+            .auto_scaling_groups()
+            .iter()
+            .flat_map(|g| {
+                g.instances()
+                    .iter()
+                    .map(|i| i.instance_id().unwrap().to_string())
+            })
+            .collect();
         if instances.len() != n {
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
@@ -110,12 +223,19 @@ async fn main() {
     let step = spread / chunks.len().max(1) as u32;
     let mut senders = tokio::task::JoinSet::new();
     for (k, batch) in chunks.into_iter().enumerate() {
-        tokio::time::sleep_until(tokio::time::Instant::from_std(sent_start + step * k as u32)).await;
+        tokio::time::sleep_until(tokio::time::Instant::from_std(sent_start + step * k as u32))
+            .await;
         let (sqs, queue) = (sqs.clone(), queue.clone());
         senders.spawn(async move {
             let mut req = sqs.send_message_batch().queue_url(&queue);
             for (i, inst) in batch.iter().enumerate() {
-                req = req.entries(aws_sdk_sqs::types::SendMessageBatchRequestEntry::builder().id(i.to_string()).message_body(report("sd-bench-web", inst)).build().unwrap());
+                req = req.entries(
+                    aws_sdk_sqs::types::SendMessageBatchRequestEntry::builder()
+                        .id(i.to_string())
+                        .message_body(report("sd-bench-web", inst))
+                        .build()
+                        .unwrap(),
+                );
             }
             req.send().await.unwrap();
         });
@@ -124,9 +244,18 @@ async fn main() {
         r.unwrap();
     }
     let last_sent = Instant::now();
-    eprintln!("{n} reports sent in {} ms (spread over {} s)", sent_start.elapsed().as_millis(), spread.as_secs_f64());
-    let (code, maxrss_kib) = tokio::task::spawn_blocking(move || wait_with_rusage(pid)).await.unwrap();
+    eprintln!(
+        "{n} reports sent in {} ms (spread over {} s)",
+        sent_start.elapsed().as_millis(),
+        spread.as_secs_f64()
+    );
+    let (code, maxrss_kib) = tokio::task::spawn_blocking(move || wait_with_rusage(pid))
+        .await
+        .unwrap();
     let detect_ms = last_sent.elapsed().as_millis();
     assert_eq!(code, 0, "stack-update did not succeed");
-    println!("instances={n} detect_ms={detect_ms} peak_rss_mb={:.1}", maxrss_kib as f64 / 1024.0);
+    println!(
+        "instances={n} detect_ms={detect_ms} peak_rss_mb={:.1}",
+        maxrss_kib as f64 / 1024.0
+    );
 }

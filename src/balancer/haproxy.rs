@@ -86,6 +86,19 @@ impl Haproxy {
     }
 }
 
+/// HAProxy 2.6 gives a server added at runtime no idle-connection pool (purge delay 0, idle limit
+/// 0): every request would open a new connection to the container. Servers from the config file
+/// pool by default; runtime servers get the same unless the options say otherwise.
+fn runtime_server_options(options: &str) -> String {
+    let mut out = options.to_string();
+    for (key, value) in [("pool-max-conn", "-1"), ("pool-purge-delay", "5s")] {
+        if !options.split_whitespace().any(|w| w == key) {
+            out.push_str(&format!(" {key} {value}"));
+        }
+    }
+    out.trim().to_string()
+}
+
 impl Balancer for Haproxy {
     async fn servers(&self) -> Result<Vec<ServerStatus>, BalancerError> {
         self.api.servers_state(self.backend()).await
@@ -105,7 +118,7 @@ impl Balancer for Haproxy {
                     .await?;
             }
             None => {
-                let options = &self.settings.server_options;
+                let options = runtime_server_options(&self.settings.server_options);
                 let added = self
                     .api
                     .expect(
@@ -246,5 +259,16 @@ impl Balancer for Haproxy {
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runtime_servers_pool_connections_unless_told_otherwise() {
+        assert_eq!(runtime_server_options("check inter 2s"), "check inter 2s pool-max-conn -1 pool-purge-delay 5s");
+        assert_eq!(runtime_server_options("pool-purge-delay 1s"), "pool-purge-delay 1s pool-max-conn -1");
     }
 }
