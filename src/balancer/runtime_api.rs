@@ -168,60 +168,65 @@ pub(super) fn parse_servers_state(reply: &str, backend: &str) -> Result<Vec<Serv
     Ok(out)
 }
 
-/// econ + eresp + hrsp_5xx of the backend row of `show stat`.
-pub(super) fn parse_backend_failures(reply: &str, backend: &str) -> Result<u64, String> {
-    let mut lines = reply.lines();
-    let header = lines
-        .next()
-        .and_then(|h| h.strip_prefix("# "))
-        .ok_or_else(|| format!("unexpected reply to show stat: {}", reply.trim()))?;
-    let cols: Vec<&str> = header.split(',').collect();
-    let idx = |name: &str| {
-        cols.iter()
-            .position(|c| *c == name)
-            .ok_or_else(|| format!("show stat: no column {name}"))
-    };
-    let (px, sv) = (idx("pxname")?, idx("svname")?);
-    let counters = [idx("econ")?, idx("eresp")?, idx("hrsp_5xx")?];
-    for line in lines {
-        let f: Vec<&str> = line.split(',').collect();
-        if f.get(px) == Some(&backend) && f.get(sv) == Some(&"BACKEND") {
-            return Ok(counters
-                .iter()
-                .map(|i| f.get(*i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0))
-                .sum());
-        }
-    }
-    Err(format!("show stat: no BACKEND row for {backend}"))
+/// `show stat` CSV: the header names the columns; rows of one backend, by server name.
+struct StatTable<'a> {
+    cols: Vec<&'a str>,
+    rows: Vec<Vec<&'a str>>,
 }
 
-pub(super) fn parse_stat_in_flight(
-    reply: &str,
-    backend: &str,
-) -> Result<Vec<(String, u64)>, String> {
-    let mut lines = reply.lines();
-    let header = lines
-        .next()
-        .and_then(|h| h.strip_prefix("# "))
-        .ok_or_else(|| format!("unexpected reply to show stat: {}", reply.trim()))?;
-    let cols: Vec<&str> = header.split(',').collect();
-    let idx = |name: &str| {
-        cols.iter()
-            .position(|c| *c == name)
-            .ok_or_else(|| format!("show stat: no column {name}"))
-    };
-    let (px, sv, qcur, scur) = (idx("pxname")?, idx("svname")?, idx("qcur")?, idx("scur")?);
-    let mut out = Vec::new();
-    for line in lines.filter(|l| !l.trim().is_empty()) {
-        let f: Vec<&str> = line.split(',').collect();
-        if f.get(px) != Some(&backend) || matches!(f.get(sv), Some(&"BACKEND") | Some(&"FRONTEND"))
-        {
-            continue;
-        }
-        let num = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-        out.push((f[sv].to_string(), num(qcur) + num(scur)));
+impl<'a> StatTable<'a> {
+    fn parse(reply: &'a str) -> Result<StatTable<'a>, String> {
+        let mut lines = reply.lines();
+        let header = lines
+            .next()
+            .and_then(|h| h.strip_prefix("# "))
+            .ok_or_else(|| format!("unexpected reply to show stat: {}", reply.trim()))?;
+        Ok(StatTable {
+            cols: header.split(',').collect(),
+            rows: lines.filter(|l| !l.trim().is_empty()).map(|l| l.split(',').collect()).collect(),
+        })
     }
-    Ok(out)
+
+    fn col(&self, name: &str) -> Result<usize, String> {
+        self.cols.iter().position(|c| *c == name).ok_or_else(|| format!("show stat: no column {name}"))
+    }
+
+    /// (server name, row) of `backend`, the BACKEND and FRONTEND summary rows included.
+    fn rows_of(&self, backend: &str) -> Result<Vec<(&'a str, &Vec<&'a str>)>, String> {
+        let (px, sv) = (self.col("pxname")?, self.col("svname")?);
+        Ok(self
+            .rows
+            .iter()
+            .filter(|r| r.get(px) == Some(&backend))
+            .filter_map(|r| r.get(sv).map(|name| (*name, r)))
+            .collect())
+    }
+
+    fn sum(&self, row: &[&str], cols: &[usize]) -> u64 {
+        cols.iter().map(|i| row.get(*i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)).sum()
+    }
+}
+
+/// econ + eresp + hrsp_5xx of the backend row of `show stat`.
+pub(super) fn parse_backend_failures(reply: &str, backend: &str) -> Result<u64, String> {
+    let t = StatTable::parse(reply)?;
+    let counters = [t.col("econ")?, t.col("eresp")?, t.col("hrsp_5xx")?];
+    t.rows_of(backend)?
+        .into_iter()
+        .find(|(name, _)| *name == "BACKEND")
+        .map(|(_, row)| t.sum(row, &counters))
+        .ok_or_else(|| format!("show stat: no BACKEND row for {backend}"))
+}
+
+/// Current sessions plus queued requests of each server of `backend`.
+pub(super) fn parse_stat_in_flight(reply: &str, backend: &str) -> Result<Vec<(String, u64)>, String> {
+    let t = StatTable::parse(reply)?;
+    let counters = [t.col("qcur")?, t.col("scur")?];
+    Ok(t.rows_of(backend)?
+        .into_iter()
+        .filter(|(name, _)| !matches!(*name, "BACKEND" | "FRONTEND"))
+        .map(|(name, row)| (name.to_string(), t.sum(row, &counters)))
+        .collect())
 }
 
 #[cfg(test)]

@@ -1,0 +1,55 @@
+//! `scripts/bench idle [--secs S]`: hotswapd (release build) with one service deployed, left
+//! alone; prints as its last line `idle_rss_mib=R wakeups=W secs=S`: R its resident memory, W the
+//! context switches of all its threads over S idle seconds (0 = it never woke up).
+
+#[path = "../tests/support/mod.rs"]
+#[allow(dead_code)]
+mod support;
+
+use std::time::Duration;
+
+use support::daemon::{write_config, Daemon, ServiceOpts};
+use support::env::TestEnv;
+use support::images::ImageOpts;
+
+fn pid_of(d: &Daemon) -> u32 {
+    let out = std::process::Command::new("pgrep").args(["-f", &format!("hotswapd --config {}", d.config.display())]).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).split_whitespace().next().expect("hotswapd pid").parse().unwrap()
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    s.lines().find_map(|l| l.strip_prefix("VmRSS:")).unwrap().split_whitespace().next().unwrap().parse().unwrap()
+}
+
+/// Voluntary + involuntary context switches of every thread.
+fn switches(pid: u32) -> u64 {
+    let mut total = 0;
+    for t in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let s = std::fs::read_to_string(t.unwrap().path().join("status")).unwrap_or_default();
+        for l in s.lines() {
+            if let Some(v) = l.strip_prefix("voluntary_ctxt_switches:").or_else(|| l.strip_prefix("nonvoluntary_ctxt_switches:")) {
+                total += v.trim().parse::<u64>().unwrap_or(0);
+            }
+        }
+    }
+    total
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let secs: u64 = args.iter().position(|a| a == "--secs").and_then(|i| args.get(i + 1)).map(|v| v.parse().expect("--secs S")).unwrap_or(10);
+    let mut env = TestEnv::new("idle");
+    let v1 = env.image("1", &ImageOpts::default());
+    let config = write_config(env.dir.path(), &env.instance, &env.haproxy, &ServiceOpts::default());
+    let daemon = Daemon::start(env.dir.path(), &config);
+    daemon.deploy_ok(&v1);
+    let pid = pid_of(&daemon);
+    std::thread::sleep(Duration::from_secs(2));
+    let before = switches(pid);
+    std::thread::sleep(Duration::from_secs(secs));
+    let wakeups = switches(pid) - before;
+    let rss = rss_kib(pid) as f64 / 1024.0;
+    eprintln!("threads: {}", std::fs::read_dir(format!("/proc/{pid}/task")).unwrap().count());
+    println!("idle_rss_mib={rss:.1} wakeups={wakeups} secs={secs}");
+}
