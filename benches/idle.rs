@@ -22,18 +22,20 @@ fn rss_kib(pid: u32) -> u64 {
     s.lines().find_map(|l| l.strip_prefix("VmRSS:")).unwrap().split_whitespace().next().unwrap().parse().unwrap()
 }
 
-/// Voluntary + involuntary context switches of every thread.
-fn switches(pid: u32) -> u64 {
-    let mut total = 0;
+/// Context switches (voluntary + involuntary) per thread id.
+fn switches(pid: u32) -> std::collections::BTreeMap<String, u64> {
+    let mut out = std::collections::BTreeMap::new();
     for t in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
-        let s = std::fs::read_to_string(t.unwrap().path().join("status")).unwrap_or_default();
-        for l in s.lines() {
-            if let Some(v) = l.strip_prefix("voluntary_ctxt_switches:").or_else(|| l.strip_prefix("nonvoluntary_ctxt_switches:")) {
-                total += v.trim().parse::<u64>().unwrap_or(0);
-            }
-        }
+        let t = t.unwrap();
+        let s = std::fs::read_to_string(t.path().join("status")).unwrap_or_default();
+        let n: u64 = s
+            .lines()
+            .filter_map(|l| l.strip_prefix("voluntary_ctxt_switches:").or_else(|| l.strip_prefix("nonvoluntary_ctxt_switches:")))
+            .map(|v| v.trim().parse::<u64>().unwrap_or(0))
+            .sum();
+        out.insert(t.file_name().to_string_lossy().into_owned(), n);
     }
-    total
+    out
 }
 
 fn main() {
@@ -45,11 +47,18 @@ fn main() {
     let daemon = Daemon::start(env.dir.path(), &config);
     daemon.deploy_ok(&v1);
     let pid = pid_of(&daemon);
-    std::thread::sleep(Duration::from_secs(2));
+    // tokio retires idle blocking-pool threads after 10 s: let that happen before measuring
+    std::thread::sleep(Duration::from_secs(12));
     let before = switches(pid);
     std::thread::sleep(Duration::from_secs(secs));
-    let wakeups = switches(pid) - before;
+    let after = switches(pid);
+    // a thread that came or went counts as one wake-up
+    let mut wakeups = 0;
+    for (tid, n) in &after {
+        wakeups += before.get(tid).map(|b| n.saturating_sub(*b)).unwrap_or(1);
+    }
+    wakeups += before.keys().filter(|t| !after.contains_key(*t)).count() as u64;
     let rss = rss_kib(pid) as f64 / 1024.0;
-    eprintln!("threads: {}", std::fs::read_dir(format!("/proc/{pid}/task")).unwrap().count());
+    eprintln!("threads: {}", after.len());
     println!("idle_rss_mib={rss:.1} wakeups={wakeups} secs={secs}");
 }
