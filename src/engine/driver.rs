@@ -11,12 +11,13 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::handle::ServiceHandle;
-use super::journal::{Journal, ServiceRecord};
+use super::book::Book;
+use super::journal::Journal;
 use super::phase::{Budgets, Event, Instance, Phase, Release, Swap, UnixMs};
 use crate::balancer::{Balancer, BalancerError, ServerSpec};
 use crate::config::{HaproxySettings, ServiceSettings, SwitchMode};
 use crate::health;
-use crate::report::{Identity, Report, Reporter};
+use crate::report::{Identity, Reporter};
 use crate::runtime::archive::ArchiveFetcher;
 use crate::runtime::{
     ContainerSpec, Runtime, LABEL_DEPLOY_ID, LABEL_INSTANCE, LABEL_RELEASE, LABEL_SERVICE,
@@ -82,14 +83,10 @@ pub struct Driver<R, B, P> {
     updates: watch::Receiver<ServiceSettings>,
     make_balancer: fn(&HaproxySettings) -> B,
     instance_id: String,
-    identity: Arc<Identity>,
     runtime: Arc<R>,
     archives: Arc<ArchiveFetcher>,
     balancer: B,
-    reporter: Arc<P>,
-    journal: Journal,
-    record: ServiceRecord,
-    handle: Arc<ServiceHandle>,
+    book: Book<P>,
 }
 
 impl<R: Runtime, B: Balancer, P: Reporter> Driver<R, B, P> {
@@ -107,17 +104,13 @@ impl<R: Runtime, B: Balancer, P: Reporter> Driver<R, B, P> {
         let settings = updates.borrow().clone();
         Driver {
             balancer: make_balancer(&settings.haproxy),
+            book: Book::new(&settings.name, journal, handle, reporter, identity),
             settings,
             updates,
             make_balancer,
             instance_id,
-            identity,
             runtime,
             archives,
-            reporter,
-            journal,
-            record: ServiceRecord::default(),
-            handle,
         }
     }
 
@@ -146,16 +139,16 @@ impl<R: Runtime, B: Balancer, P: Reporter> Driver<R, B, P> {
                 Err(e) => {
                     tracing::error!(service = self.service(), error = %e, "recovery failed; retrying");
                     let why = format!("degraded: recovery failed: {e}");
-                    self.handle.publish(|v| v.state = why);
+                    self.book.handle.publish(|v| v.state = why);
                     tokio::time::sleep(wait).await;
                     wait = (wait * 2).min(Duration::from_secs(10));
                 }
             }
         }
-        self.publish("idle");
+        self.book.publish("idle");
         loop {
-            let old = self.record.current.clone();
-            let handle = self.handle.clone();
+            let old = self.book.record.current.clone();
+            let handle = self.book.handle.clone();
             let updates = self.updates.clone();
             let swap = handle
                 .next(|release, view| {
@@ -167,114 +160,54 @@ impl<R: Runtime, B: Balancer, P: Reporter> Driver<R, B, P> {
                 })
                 .await;
             self.refresh_settings();
-            if self.record.find(&swap.release.deploy_id).is_some() {
+            if self.book.record.find(&swap.release.deploy_id).is_some() {
                 // journaled before a crash and already handled by recovery
-                self.handle.taken(&swap.release.deploy_id);
+                self.book.handle.taken(&swap.release.deploy_id);
                 continue;
             }
             self.swap(swap).await;
-            self.publish("idle");
+            self.book.publish("idle");
         }
     }
 
-    fn publish(&self, state: &str) {
-        let r = &self.record;
-        let (current, previous, swap) = (r.current.clone(), r.previous.clone(), r.swap.clone());
-        let history = r.history.clone();
-        let state = state.to_string();
-        self.handle.publish(move |v| {
-            v.state = state;
-            v.current = current;
-            v.previous = previous;
-            v.swap = swap;
-            v.history = history;
-        });
-    }
 
-    fn store(&mut self) {
-        if let Err(e) = self.journal.store(&self.settings.name, &self.record) {
-            tracing::error!(service = self.service(), error = %e, "journal write failed");
-            if let Some(s) = self.record.swap.as_mut() {
-                s.warnings.push(e.to_string());
-            }
-        }
-    }
 
-    /// Applies an event, journals the new phase, publishes it. Called before the phase acts.
-    fn advance(&mut self, swap: Swap, event: Event) -> Swap {
-        let before = swap.phase.name();
-        let fallback = swap.clone();
-        let swap = match swap.apply(event, now_ms()) {
-            Ok(s) => s,
-            Err(e) => {
-                // A bug in the driver, not in the input: end the swap rather than loop.
-                tracing::error!(service = self.service(), error = %e, "illegal move");
-                let mut s = fallback;
-                s.warnings.push(e.to_string());
-                s.phase = Phase::Failed;
-                s.reason.get_or_insert_with(|| e.to_string());
-                s
-            }
-        };
-        tracing::info!(
-            service = self.service(),
-            release = %swap.release.image,
-            deploy_id = %swap.release.deploy_id,
-            from = before,
-            phase = swap.phase.name(),
-            "phase"
-        );
-        if swap.phase == Phase::Succeeded {
-            // journaled together with the phase: the new release is current from here on
-            self.record.previous = swap.old.as_ref().map(|o| o.release.clone());
-            self.record.current = swap.new.clone();
-        }
-        self.record.swap = Some(swap.clone());
-        self.store();
-        // the end of a swap becomes visible only once it is reported (see `settle`)
-        if !swap.phase.is_terminal() {
-            self.publish("swapping");
-        }
-        swap
-    }
 
     /// Runs a swap from whatever phase it is in to its end, then reports it.
     async fn swap(&mut self, mut swap: Swap) {
         if swap.phase == Phase::Accepted {
             swap.lb_failures_at_start = self.balancer.backend_failures().await.ok();
-            self.record.swap = Some(swap.clone());
-            self.store();
-            self.handle.taken(&swap.release.deploy_id);
+            self.book.begin(&swap);
         }
         loop {
             swap = match swap.phase.clone() {
-                Phase::Accepted => self.advance(swap, Event::Begin),
+                Phase::Accepted => self.book.advance(swap, Event::Begin),
                 Phase::Starting { deadline } => {
                     match within(deadline, "starting the container", self.start_new(&swap)).await {
-                        Ok(instance) => self.advance(swap, Event::Started(instance)),
-                        Err(reason) => self.advance(swap, Event::Fail(reason)),
+                        Ok(instance) => self.book.advance(swap, Event::Started(instance)),
+                        Err(reason) => self.book.advance(swap, Event::Fail(reason)),
                     }
                 }
                 Phase::HealthGate { deadline } => match self.health_gate(&swap, deadline).await {
                     Ok(passed) => {
                         swap.health_response = Some(passed.body);
-                        self.advance(swap, Event::GatePassed)
+                        self.book.advance(swap, Event::GatePassed)
                     }
-                    Err(reason) => self.advance(swap, Event::Fail(reason)),
+                    Err(reason) => self.book.advance(swap, Event::Fail(reason)),
                 },
                 Phase::Switching { deadline } => {
                     match within(deadline, "switching HAProxy", self.switch(&mut swap)).await {
-                        Ok(()) => self.advance(swap, Event::Switched),
-                        Err(reason) => self.advance(swap, Event::Fail(reason)),
+                        Ok(()) => self.book.advance(swap, Event::Switched),
+                        Err(reason) => self.book.advance(swap, Event::Fail(reason)),
                     }
                 }
                 Phase::Draining { deadline } => {
                     self.drain(&mut swap, deadline).await;
-                    self.advance(swap, Event::Drained)
+                    self.book.advance(swap, Event::Drained)
                 }
                 Phase::Retiring { .. } => {
                     self.retire(&mut swap).await;
-                    self.advance(swap, Event::Retired)
+                    self.book.advance(swap, Event::Retired)
                 }
                 Phase::RollingBack { deadline } => {
                     if tokio::time::timeout_at(instant_of(deadline), self.roll_back(&mut swap))
@@ -284,59 +217,19 @@ impl<R: Runtime, B: Balancer, P: Reporter> Driver<R, B, P> {
                         swap.warnings
                             .push("rolling back did not finish in time".into());
                     }
-                    self.advance(swap, Event::RolledBack)
+                    self.book.advance(swap, Event::RolledBack)
                 }
                 Phase::Succeeded | Phase::Failed => break,
             };
         }
-        self.settle(swap).await;
-    }
-
-    /// Records the outcome, reports it, and closes the swap in the journal.
-    async fn settle(&mut self, swap: Swap) {
-        let mut swap = swap;
         if swap.failed_requests.is_none() {
-            if let (Some(start), Ok(end)) = (
-                swap.lb_failures_at_start,
-                self.balancer.backend_failures().await,
-            ) {
+            if let (Some(start), Ok(end)) = (swap.lb_failures_at_start, self.balancer.backend_failures().await) {
                 swap.failed_requests = Some(end.saturating_sub(start));
             }
         }
-        let report = Report::from_swap(
-            &self.identity.instance_id,
-            self.identity.stack.as_deref(),
-            &swap,
-        );
-        let mut wait = Duration::from_millis(100);
-        for attempt in 1.. {
-            match self.reporter.report(&report).await {
-                Ok(()) => break,
-                Err(e) if attempt < 5 => {
-                    tracing::warn!(service = self.service(), error = %e, attempt, "report failed, retrying");
-                    tokio::time::sleep(wait).await;
-                    wait *= 2;
-                }
-                Err(e) => {
-                    // The journal still holds the swap; the next start reports it again.
-                    tracing::error!(service = self.service(), error = %e, "report failed; kept in the journal");
-                    self.publish("degraded: report not written");
-                    return;
-                }
-            }
-        }
-        tracing::info!(
-            service = self.service(),
-            release = %swap.release.image,
-            deploy_id = %swap.release.deploy_id,
-            result = report.result,
-            reason = swap.reason.as_deref().unwrap_or(""),
-            "swap finished"
-        );
-        self.record.finish();
-        self.store();
-        self.publish("idle");
+        self.book.settle(swap).await;
     }
+
 
     fn container_spec(&self, release: &Release) -> ContainerSpec {
         let c = &self.settings.container;
@@ -527,7 +420,7 @@ impl<R: Runtime, B: Balancer, P: Reporter> Driver<R, B, P> {
         }
         let mut candidates: Vec<String> =
             swap.old.iter().map(|o| o.release.image.clone()).collect();
-        candidates.extend(self.record.kept_images.iter().cloned());
+        candidates.extend(self.book.record.kept_images.iter().cloned());
         let mut kept: Vec<String> = Vec::new();
         for image in candidates {
             if image == swap.release.image || kept.contains(&image) {
@@ -539,7 +432,7 @@ impl<R: Runtime, B: Balancer, P: Reporter> Driver<R, B, P> {
                 swap.warnings.push(e.to_string());
             }
         }
-        self.record.kept_images = kept;
+        self.book.record.kept_images = kept;
     }
 
     /// Undoes a failed swap: the new release leaves HAProxy and Docker, the old one is ready.
@@ -588,7 +481,7 @@ impl<R: Runtime, B: Balancer, P: Reporter> Driver<R, B, P> {
             .old
             .iter()
             .any(|o| o.release.image == swap.release.image)
-            || self.record.kept_images.contains(&swap.release.image);
+            || self.book.record.kept_images.contains(&swap.release.image);
         if !keep {
             if let Err(e) = self.runtime.remove_image(&swap.release.image).await {
                 swap.warnings.push(e.to_string());
@@ -600,11 +493,12 @@ impl<R: Runtime, B: Balancer, P: Reporter> Driver<R, B, P> {
     /// journal shows in flight, removes containers of ours that nothing refers to, and makes sure
     /// HAProxy serves the current release.
     async fn recover(&mut self) -> Result<(), String> {
-        self.record = self
+        self.book.record = self
+            .book
             .journal
             .load(&self.settings.name)
             .map_err(|e| e.to_string())?;
-        self.publish("recovering");
+        self.book.publish("recovering");
         // Fail fast when Docker or HAProxy are not there; run() retries.
         let (instance_id, name) = (self.instance_id.clone(), self.settings.name.clone());
         let ours = [
@@ -614,7 +508,7 @@ impl<R: Runtime, B: Balancer, P: Reporter> Driver<R, B, P> {
         self.runtime.list(&ours).await.map_err(|e| e.to_string())?;
         self.balancer.servers().await.map_err(|e| e.to_string())?;
 
-        if let Some(swap) = self.record.swap.clone() {
+        if let Some(swap) = self.book.record.swap.clone() {
             tracing::warn!(service = self.service(), deploy_id = %swap.release.deploy_id, phase = swap.phase.name(), "resuming swap left by a previous run");
             let resumed = match swap.phase {
                 // nothing acted yet: run it
@@ -624,7 +518,7 @@ impl<R: Runtime, B: Balancer, P: Reporter> Driver<R, B, P> {
                         "hotswapd restarted during phase {}; rolled back",
                         swap.phase
                     );
-                    self.advance(swap, Event::Fail(why))
+                    self.book.advance(swap, Event::Fail(why))
                 }
                 Phase::Switching { .. } => {
                     // finish the switch only if the new release is still there and healthy
@@ -645,7 +539,7 @@ impl<R: Runtime, B: Balancer, P: Reporter> Driver<R, B, P> {
                         swap
                     } else {
                         let why = "hotswapd restarted while switching and the new release is not healthy; rolled back".to_string();
-                        self.advance(swap, Event::Fail(why))
+                        self.book.advance(swap, Event::Fail(why))
                     }
                 }
                 _ => swap,
@@ -657,6 +551,7 @@ impl<R: Runtime, B: Balancer, P: Reporter> Driver<R, B, P> {
         let found = self.runtime.list(&ours).await.map_err(|e| e.to_string())?;
         for f in &found {
             let is_current = self
+                .book
                 .record
                 .current
                 .as_ref()
@@ -671,7 +566,7 @@ impl<R: Runtime, B: Balancer, P: Reporter> Driver<R, B, P> {
         }
         // HAProxy serves exactly the current release among our servers
         let servers = self.balancer.servers().await.map_err(|e| e.to_string())?;
-        if let Some(cur) = self.record.current.clone() {
+        if let Some(cur) = self.book.record.current.clone() {
             match found.iter().find(|f| f.id == cur.container_id) {
                 Some(f) if f.running => {
                     let mut cur = cur;
@@ -682,8 +577,8 @@ impl<R: Runtime, B: Balancer, P: Reporter> Driver<R, B, P> {
                             "current container has a new host port"
                         );
                         cur.host_port = port;
-                        self.record.current = Some(cur.clone());
-                        self.store();
+                        self.book.record.current = Some(cur.clone());
+                        self.book.store();
                     }
                     self.balancer
                         .put_in(&spec_of(&cur))
@@ -700,13 +595,14 @@ impl<R: Runtime, B: Balancer, P: Reporter> Driver<R, B, P> {
                         cur.container_id
                     );
                     tracing::error!(service = self.service(), "{why}");
-                    self.publish(&why);
+                    self.book.publish(&why);
                 }
             }
         }
         for s in servers {
             let ours = s.name.starts_with("hs-");
             let is_current = self
+                .book
                 .record
                 .current
                 .as_ref()

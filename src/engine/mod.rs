@@ -1,6 +1,7 @@
 //! The swap engine: the pure state machine (`phase`), its journal, the per-service driver and the
 //! handle the control API talks to.
 
+pub mod book;
 pub mod driver;
 pub mod handle;
 pub mod journal;

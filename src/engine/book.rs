@@ -1,0 +1,141 @@
+//! The record of one service's swaps, shared by both drivers (containers and local processes):
+//! the journal, the view status queries see, and the report at the end. A phase change is
+//! journaled (`advance`) before the driver acts on it; a swap's end is published only once it is
+//! reported (`settle`).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::driver::now_ms;
+use super::handle::ServiceHandle;
+use super::journal::{Journal, ServiceRecord};
+use super::phase::{Event, Phase, Swap};
+use crate::report::{Identity, Report, Reporter};
+
+pub struct Book<P> {
+    pub service: String,
+    pub journal: Journal,
+    pub record: ServiceRecord,
+    pub handle: Arc<ServiceHandle>,
+    pub reporter: Arc<P>,
+    pub identity: Arc<Identity>,
+}
+
+impl<P: Reporter> Book<P> {
+    pub fn new(service: &str, journal: Journal, handle: Arc<ServiceHandle>, reporter: Arc<P>, identity: Arc<Identity>) -> Self {
+        Book {
+            service: service.to_string(),
+            journal,
+            record: ServiceRecord::default(),
+            handle,
+            reporter,
+            identity,
+        }
+    }
+
+    fn service(&self) -> &str {
+        &self.service
+    }
+
+    /// Journals a swap that was just taken from the queue, and drops it from the queue file.
+    pub fn begin(&mut self, swap: &Swap) {
+        self.record.swap = Some(swap.clone());
+        self.store();
+        self.handle.taken(&swap.release.deploy_id);
+    }
+
+    pub fn publish(&self, state: &str) {
+        let r = &self.record;
+        let (current, previous, swap) = (r.current.clone(), r.previous.clone(), r.swap.clone());
+        let history = r.history.clone();
+        let state = state.to_string();
+        self.handle.publish(move |v| {
+            v.state = state;
+            v.current = current;
+            v.previous = previous;
+            v.swap = swap;
+            v.history = history;
+        });
+    }
+    pub fn store(&mut self) {
+        if let Err(e) = self.journal.store(&self.service, &self.record) {
+            tracing::error!(service = self.service(), error = %e, "journal write failed");
+            if let Some(s) = self.record.swap.as_mut() {
+                s.warnings.push(e.to_string());
+            }
+        }
+    }
+    /// Applies an event, journals the new phase, publishes it. Called before the phase acts.
+    pub fn advance(&mut self, swap: Swap, event: Event) -> Swap {
+        let before = swap.phase.name();
+        let fallback = swap.clone();
+        let swap = match swap.apply(event, now_ms()) {
+            Ok(s) => s,
+            Err(e) => {
+                // A bug in the driver, not in the input: end the swap rather than loop.
+                tracing::error!(service = self.service(), error = %e, "illegal move");
+                let mut s = fallback;
+                s.warnings.push(e.to_string());
+                s.phase = Phase::Failed;
+                s.reason.get_or_insert_with(|| e.to_string());
+                s
+            }
+        };
+        tracing::info!(
+            service = self.service(),
+            release = %swap.release.image,
+            deploy_id = %swap.release.deploy_id,
+            from = before,
+            phase = swap.phase.name(),
+            "phase"
+        );
+        if swap.phase == Phase::Succeeded {
+            // journaled together with the phase: the new release is current from here on
+            self.record.previous = swap.old.as_ref().map(|o| o.release.clone());
+            self.record.current = swap.new.clone();
+        }
+        self.record.swap = Some(swap.clone());
+        self.store();
+        // the end of a swap becomes visible only once it is reported (see `settle`)
+        if !swap.phase.is_terminal() {
+            self.publish("swapping");
+        }
+        swap
+    }
+    /// Records the outcome, reports it, and closes the swap in the journal.
+    pub async fn settle(&mut self, swap: Swap) {
+        let report = Report::from_swap(
+            &self.identity.instance_id,
+            self.identity.stack.as_deref(),
+            &swap,
+        );
+        let mut wait = Duration::from_millis(100);
+        for attempt in 1.. {
+            match self.reporter.report(&report).await {
+                Ok(()) => break,
+                Err(e) if attempt < 5 => {
+                    tracing::warn!(service = self.service(), error = %e, attempt, "report failed, retrying");
+                    tokio::time::sleep(wait).await;
+                    wait *= 2;
+                }
+                Err(e) => {
+                    // The journal still holds the swap; the next start reports it again.
+                    tracing::error!(service = self.service(), error = %e, "report failed; kept in the journal");
+                    self.publish("degraded: report not written");
+                    return;
+                }
+            }
+        }
+        tracing::info!(
+            service = self.service(),
+            release = %swap.release.image,
+            deploy_id = %swap.release.deploy_id,
+            result = report.result,
+            reason = swap.reason.as_deref().unwrap_or(""),
+            "swap finished"
+        );
+        self.record.finish();
+        self.store();
+        self.publish("idle");
+    }
+}
