@@ -12,9 +12,10 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::balancer::Haproxy;
-use crate::config::{AccessSettings, ServiceSettings, Settings};
+use crate::config::{AccessSettings, ProcessSettings, ServiceSettings, Settings};
 use crate::control::api::ReloadOutcome;
 use crate::engine::journal::Journal;
+use crate::engine::reload::ProcessDriver;
 use crate::engine::{Driver, ServiceHandle};
 use crate::report::outbox::Outbox;
 use crate::report::sqs::SqsSender;
@@ -22,9 +23,15 @@ use crate::report::{FileReporter, Identity, Reporters};
 use crate::runtime::archive::ArchiveFetcher;
 use crate::runtime::Docker;
 
+/// Settings updates reach a running driver through its watch channel.
+enum Updates {
+    Container(watch::Sender<ServiceSettings>),
+    Process(watch::Sender<ProcessSettings>),
+}
+
 struct Slot {
     handle: Arc<ServiceHandle>,
-    settings: watch::Sender<ServiceSettings>,
+    settings: Updates,
     task: JoinHandle<()>,
 }
 
@@ -60,6 +67,14 @@ impl Shared {
             .collect()
     }
 
+    /// A `[processes]` service: it reloads code instead of swapping containers.
+    pub fn is_process(&self, name: &str) -> bool {
+        matches!(
+            self.services.read().expect("services lock").get(name).map(|s| &s.settings),
+            Some(Updates::Process(_))
+        )
+    }
+
     pub fn service_names(&self) -> Vec<String> {
         self.services
             .read()
@@ -73,20 +88,20 @@ impl Shared {
         self.access.read().expect("access lock").clone()
     }
 
-    fn spawn(&self, service: &ServiceSettings) -> anyhow::Result<Slot> {
+    fn open_handle(&self, name: &str) -> anyhow::Result<Arc<ServiceHandle>> {
         let d = &self.settings.lock().expect("settings lock").daemon;
-        let queue_file = d
-            .state_dir
-            .join("queue")
-            .join(format!("{}.json", service.name));
-        let handle = Arc::new(
-            ServiceHandle::open(&service.name, Some(queue_file)).map_err(anyhow::Error::msg)?,
-        );
+        let queue_file = d.state_dir.join("queue").join(format!("{name}.json"));
+        Ok(Arc::new(ServiceHandle::open(name, Some(queue_file)).map_err(anyhow::Error::msg)?))
+    }
+
+    fn spawn(&self, service: &ServiceSettings) -> anyhow::Result<Slot> {
+        let handle = self.open_handle(&service.name)?;
+        let instance_id = self.settings.lock().expect("settings lock").daemon.instance_id.clone();
         let (tx, rx) = watch::channel(service.clone());
         let driver = Driver::new(
             rx,
             Haproxy::new,
-            d.instance_id.clone(),
+            instance_id,
             self.identity.clone(),
             self.docker.clone(),
             self.archives.clone(),
@@ -96,7 +111,18 @@ impl Shared {
         );
         Ok(Slot {
             handle,
-            settings: tx,
+            settings: Updates::Container(tx),
+            task: tokio::spawn(driver.run()),
+        })
+    }
+
+    fn spawn_process(&self, process: &ProcessSettings) -> anyhow::Result<Slot> {
+        let handle = self.open_handle(&process.name)?;
+        let (tx, rx) = watch::channel(process.clone());
+        let driver = ProcessDriver::new(rx, self.identity.clone(), self.reporter.clone(), self.journal.clone(), handle.clone());
+        Ok(Slot {
+            handle,
+            settings: Updates::Process(tx),
             task: tokio::spawn(driver.run()),
         })
     }
@@ -127,21 +153,27 @@ impl Shared {
             }
         }
         let mut services = self.services.write().expect("services lock");
-        let removed: Vec<String> = services
-            .keys()
-            .filter(|k| !new.services.contains_key(*k))
-            .cloned()
-            .collect();
+        let wanted = new.names();
+        let removed: Vec<String> = services.keys().filter(|k| !wanted.contains(k)).cloned().collect();
         for name in &removed {
             if services[name].handle.view().running().is_some() {
+                return Err(format!("service {name:?} is swapping: it cannot be removed now (nothing was changed)"));
+            }
+        }
+        for (name, slot) in services.iter() {
+            let kind_changed = match &slot.settings {
+                Updates::Container(_) => new.processes.contains_key(name),
+                Updates::Process(_) => new.services.contains_key(name),
+            };
+            if kind_changed {
                 return Err(format!(
-                    "service {name:?} is swapping: it cannot be removed now (nothing was changed)"
+                    "service {name:?} moved between [services] and [processes]: restart hotswapd to apply it (nothing was changed)"
                 ));
             }
         }
         *self.settings.lock().expect("settings lock") = new.clone();
         let mut outcome = ReloadOutcome {
-            services: new.services.keys().cloned().collect(),
+            services: wanted,
             added: vec![],
             changed: vec![],
             removed: removed.clone(),
@@ -149,19 +181,31 @@ impl Shared {
         for name in removed {
             let slot = services.remove(&name).expect("listed above");
             slot.task.abort();
-            tracing::warn!(service = %name, "service removed from config: its container and HAProxy server are left as they are");
+            tracing::warn!(service = %name, "service removed from config: what runs is left as it is");
         }
         for (name, s) in &new.services {
-            match services.get(name) {
-                Some(slot) if *slot.settings.borrow() == *s => {}
-                Some(slot) => {
-                    slot.settings.send_replace(s.clone());
+            match services.get(name).map(|slot| &slot.settings) {
+                Some(Updates::Container(tx)) if *tx.borrow() == *s => {}
+                Some(Updates::Container(tx)) => {
+                    tx.send_replace(s.clone());
                     outcome.changed.push(name.clone());
                 }
-                None => {
-                    let slot = self
-                        .spawn(s)
-                        .map_err(|e| format!("starting service {name:?}: {e:#}"))?;
+                _ => {
+                    let slot = self.spawn(s).map_err(|e| format!("starting service {name:?}: {e:#}"))?;
+                    services.insert(name.clone(), slot);
+                    outcome.added.push(name.clone());
+                }
+            }
+        }
+        for (name, p) in &new.processes {
+            match services.get(name).map(|slot| &slot.settings) {
+                Some(Updates::Process(tx)) if *tx.borrow() == *p => {}
+                Some(Updates::Process(tx)) => {
+                    tx.send_replace(p.clone());
+                    outcome.changed.push(name.clone());
+                }
+                _ => {
+                    let slot = self.spawn_process(p).map_err(|e| format!("starting service {name:?}: {e:#}"))?;
                     services.insert(name.clone(), slot);
                     outcome.added.push(name.clone());
                 }
@@ -240,6 +284,10 @@ pub async fn run(settings: Settings, config_path: PathBuf) -> anyhow::Result<()>
             .write()
             .expect("services lock")
             .insert(service.name.clone(), slot);
+    }
+    for process in settings.processes.values() {
+        let slot = shared.spawn_process(process).with_context(|| format!("starting service {:?}", process.name))?;
+        shared.services.write().expect("services lock").insert(process.name.clone(), slot);
     }
     let server = crate::control::server::serve(shared.clone(), &d.socket)
         .await

@@ -2,6 +2,7 @@
 
 pub mod balancer;
 pub mod cli;
+pub mod code;
 pub mod config;
 pub mod control;
 pub mod daemon;

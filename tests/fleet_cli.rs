@@ -76,11 +76,11 @@ async fn group(a: &Aws, stack: &str) -> (String, i32, Vec<String>) {
 
 /// A host's report, built the way hotswapd builds it.
 fn report(deploy_id: &str, instance: &str, ok: bool) -> String {
-    let release = Release { service: "web".into(), image: "web:2".into(), version: "2".into(), deploy_id: deploy_id.into(), archive: None };
+    let release = Release { service: "web".into(), image: "web:2".into(), version: "2".into(), deploy_id: deploy_id.into(), archive: None, code: None };
     let budgets = Budgets { health_deadline: Duration::from_secs(60), drain_budget: Duration::from_secs(60), host_budget: Duration::from_secs(180), rollback: Duration::from_secs(60) };
     let mut s = Swap::new(release.clone(), None, budgets, 1).apply(Event::Begin, 2).unwrap();
     if ok {
-        let inst = Instance { release, container_id: "c".into(), server: "hs-x".into(), host_port: 1 };
+        let inst = Instance { release, container_id: "c".into(), server: "hs-x".into(), host_port: 1, pids: vec![] };
         for e in [Event::Started(inst), Event::GatePassed, Event::Switched, Event::Drained, Event::Retired] {
             s = s.apply(e, 3).unwrap();
         }

@@ -29,8 +29,11 @@ enum Verb {
         #[arg(required_unless_present = "from_metadata")]
         service: Option<String>,
         /// Image reference of the release, e.g. web:2.
-        #[arg(long, required_unless_present = "from_metadata")]
+        #[arg(long, required_unless_present_any = ["from_metadata", "code"])]
         image: Option<String>,
+        /// A code bundle (directory or .tar.gz) for a service that reloads code ([processes]).
+        #[arg(long, conflicts_with = "image")]
+        code: Option<PathBuf>,
         /// What the app reports for this release (default: the image tag).
         #[arg(long)]
         version: Option<String>,
@@ -193,6 +196,7 @@ fn main() -> ExitCode {
             Verb::Deploy {
                 service,
                 image,
+                code,
                 version,
                 deploy_id,
                 archive,
@@ -209,6 +213,7 @@ fn main() -> ExitCode {
                     deploy_id,
                     archive,
                     archive_sha256,
+                    code,
                     wait,
                     timeout: Duration::from_secs(timeout_secs),
                     json,

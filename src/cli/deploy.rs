@@ -19,6 +19,7 @@ pub struct DeployArgs {
     pub deploy_id: Option<String>,
     pub archive: Option<PathBuf>,
     pub archive_sha256: Option<String>,
+    pub code: Option<PathBuf>,
     pub wait: bool,
     pub timeout: Duration,
     pub json: bool,
@@ -32,6 +33,7 @@ pub async fn run(client: &Client, args: DeployArgs) -> u8 {
         deploy_id: args.deploy_id,
         archive: args.archive,
         archive_sha256: args.archive_sha256,
+        code: args.code.map(|c| std::fs::canonicalize(&c).unwrap_or(c)),
     };
     let accepted = match client.deploy(&req).await {
         Ok(a) => a,
@@ -44,7 +46,7 @@ pub async fn run(client: &Client, args: DeployArgs) -> u8 {
         }
     };
     if !args.json {
-        describe_accepted(&accepted, &args.image);
+        describe_accepted(&accepted, &what(&req));
     }
     if !args.wait {
         if args.json {
@@ -69,6 +71,14 @@ pub async fn run(client: &Client, args: DeployArgs) -> u8 {
         );
     }
     outcome(&status, args.json)
+}
+
+/// What is being deployed, for messages: the image, or the code bundle.
+fn what(req: &DeployRequest) -> String {
+    match &req.code {
+        Some(c) if req.image.is_empty() => format!("code {}", c.display()),
+        _ => req.image.clone(),
+    }
 }
 
 fn describe_accepted(a: &DeployAccepted, image: &str) {
@@ -160,6 +170,7 @@ struct Metadata {
 #[derive(Debug, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 struct MetadataRelease {
+    #[serde(default)]
     image: String,
     #[serde(default)]
     version: Option<String>,
@@ -167,6 +178,8 @@ struct MetadataRelease {
     archive: Option<PathBuf>,
     #[serde(default)]
     archive_sha256: Option<String>,
+    #[serde(default)]
+    code: Option<PathBuf>,
 }
 
 fn parse_metadata(text: &str) -> Result<Metadata, String> {
@@ -234,6 +247,7 @@ pub async fn from_metadata(
             deploy_id: Some(metadata_deploy_id(meta.deploy_id.as_deref(), service, r)),
             archive: r.archive.clone(),
             archive_sha256: r.archive_sha256.clone(),
+            code: r.code.clone(),
         };
         match client.deploy(&req).await {
             Ok(a) => {

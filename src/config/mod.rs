@@ -35,6 +35,36 @@ pub struct Settings {
     pub daemon: DaemonSettings,
     pub report: ReportSettings,
     pub services: BTreeMap<String, ServiceSettings>,
+    /// Local pre-fork servers that reload code on a signal (`[processes.NAME]`).
+    pub processes: BTreeMap<String, ProcessSettings>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReloadStrategy {
+    /// Signal the master (HUP): new workers load the new code, old ones stop gracefully.
+    Hup,
+    /// For apps that preload code: USR2 starts a new master, which must become healthy; then the
+    /// old master is stopped gracefully.
+    Usr2,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProcessSettings {
+    pub name: String,
+    pub pidfile: PathBuf,
+    /// Where the server listens (127.0.0.1): the health gate's target.
+    pub port: u16,
+    /// `releases/<id>/` and the `current` symlink live here; the server runs from `current`.
+    pub app_root: PathBuf,
+    pub strategy: ReloadStrategy,
+    pub reload_signal: nix::sys::signal::Signal,
+    pub upgrade_signal: nix::sys::signal::Signal,
+    pub stop_old_signal: nix::sys::signal::Signal,
+    pub health: HealthSettings,
+    pub drain_budget: Duration,
+    pub host_budget: Duration,
+    /// Previous releases kept for rollback.
+    pub keep_releases: usize,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -166,6 +196,10 @@ impl Settings {
             message: e.to_string().trim_end().to_string(),
         })?;
         raw.validate(path)
+    }
+
+    pub fn names(&self) -> Vec<String> {
+        self.services.keys().chain(self.processes.keys()).cloned().collect()
     }
 
     pub fn service(&self, name: &str) -> Option<&ServiceSettings> {

@@ -18,6 +18,25 @@ pub(super) struct Config {
     report: Report,
     #[serde(default)]
     services: BTreeMap<String, Service>,
+    #[serde(default)]
+    processes: BTreeMap<String, Process>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Process {
+    pidfile: PathBuf,
+    port: u16,
+    app_root: PathBuf,
+    strategy: Option<String>,
+    reload_signal: Option<String>,
+    upgrade_signal: Option<String>,
+    stop_old_signal: Option<String>,
+    #[serde(default)]
+    health: Health,
+    drain_budget_secs: Option<u64>,
+    host_budget_secs: Option<u64>,
+    keep_releases: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -201,6 +220,17 @@ impl Config {
             }
             services.insert(name.clone(), s.validate(&ctx, &key, name)?);
         }
+        let mut processes = BTreeMap::new();
+        for (name, p) in self.processes {
+            let key = format!("processes.{name}");
+            if !is_plain_name(&name) {
+                return Err(ctx.invalid(key, "names use 1-48 letters, digits, '-' or '_'"));
+            }
+            if services.contains_key(&name) {
+                return Err(ctx.invalid(key, format!("{name:?} is also a service: names must be unique")));
+            }
+            processes.insert(name.clone(), p.validate(&ctx, &key, name)?);
+        }
         let mut backends = BTreeMap::new();
         for s in services.values() {
             let k = (s.haproxy.runtime_socket.clone(), s.haproxy.backend.clone());
@@ -246,44 +276,12 @@ impl Config {
             daemon,
             report,
             services,
+            processes,
         })
     }
 }
 
-impl Service {
-    fn validate(self, ctx: &Ctx, key: &str, name: String) -> Result<ServiceSettings, ConfigError> {
-        if self.container_port == 0 {
-            return Err(ctx.invalid(format!("{key}.container_port"), "must be 1-65535"));
-        }
-        let c = self.container;
-        let stop_signal = c.stop_signal.unwrap_or_else(|| "SIGTERM".to_string());
-        parse_signal(ctx, &format!("{key}.container.stop_signal"), &stop_signal)?;
-        for (i, v) in c.volumes.iter().enumerate() {
-            if v.split(':').count() < 2 {
-                return Err(ctx.invalid(
-                    format!("{key}.container.volumes[{i}]"),
-                    format!("{v:?}: expected \"HOST_PATH:CONTAINER_PATH[:ro]\""),
-                ));
-            }
-        }
-        for l in c.labels.keys() {
-            if l.starts_with("hotswap.") {
-                return Err(ctx.invalid(
-                    format!("{key}.container.labels.{l}"),
-                    "labels starting with \"hotswap.\" are set by hotswapd itself",
-                ));
-            }
-        }
-        let container = ContainerSettings {
-            env: c.env,
-            command: c.command,
-            volumes: c.volumes,
-            labels: c.labels,
-            stop_signal,
-            stop_grace: Duration::from_secs(c.stop_grace_secs.unwrap_or(10)),
-        };
-
-        let h = self.health;
+fn health_settings(ctx: &Ctx, key: &str, h: Health) -> Result<HealthSettings, ConfigError> {
         let hk = format!("{key}.health");
         let path = h.path.unwrap_or_else(|| "/health".to_string());
         if !path.starts_with('/') {
@@ -343,7 +341,7 @@ impl Service {
                 "must not be below min_interval_ms",
             ));
         }
-        let health = HealthSettings {
+        Ok(HealthSettings {
             path,
             expect_status,
             release_match,
@@ -360,7 +358,79 @@ impl Service {
             )?),
             min_interval: Duration::from_millis(min_interval_ms),
             max_interval: Duration::from_millis(max_interval_ms),
+        })
+}
+
+impl Process {
+    fn validate(self, ctx: &Ctx, key: &str, name: String) -> Result<ProcessSettings, ConfigError> {
+        if self.port == 0 {
+            return Err(ctx.invalid(format!("{key}.port"), "must be 1-65535"));
+        }
+        if !self.app_root.is_absolute() {
+            return Err(ctx.invalid(format!("{key}.app_root"), format!("{}: must be an absolute path", self.app_root.display())));
+        }
+        let strategy = match self.strategy.as_deref().unwrap_or("hup") {
+            "hup" => ReloadStrategy::Hup,
+            "usr2" => ReloadStrategy::Usr2,
+            other => return Err(ctx.invalid(format!("{key}.strategy"), format!("{other:?}: expected \"hup\" or \"usr2\""))),
         };
+        let sig = |field: &str, v: Option<String>, default: &str| parse_signal(ctx, &format!("{key}.{field}"), v.as_deref().unwrap_or(default));
+        let drain_budget = Duration::from_secs(self.drain_budget_secs.unwrap_or(60));
+        let host_budget = Duration::from_secs(positive(ctx, format!("{key}.host_budget_secs"), self.host_budget_secs.unwrap_or(180))?);
+        if drain_budget >= host_budget {
+            return Err(ctx.invalid(format!("{key}.drain_budget_secs"), "must be shorter than host_budget_secs"));
+        }
+        Ok(ProcessSettings {
+            health: health_settings(ctx, key, self.health)?,
+            name,
+            pidfile: self.pidfile,
+            port: self.port,
+            app_root: self.app_root,
+            strategy,
+            reload_signal: sig("reload_signal", self.reload_signal, "SIGHUP")?,
+            upgrade_signal: sig("upgrade_signal", self.upgrade_signal, "SIGUSR2")?,
+            stop_old_signal: sig("stop_old_signal", self.stop_old_signal, "SIGTERM")?,
+            drain_budget,
+            host_budget,
+            keep_releases: self.keep_releases.unwrap_or(1),
+        })
+    }
+}
+
+impl Service {
+    fn validate(self, ctx: &Ctx, key: &str, name: String) -> Result<ServiceSettings, ConfigError> {
+        if self.container_port == 0 {
+            return Err(ctx.invalid(format!("{key}.container_port"), "must be 1-65535"));
+        }
+        let c = self.container;
+        let stop_signal = c.stop_signal.unwrap_or_else(|| "SIGTERM".to_string());
+        parse_signal(ctx, &format!("{key}.container.stop_signal"), &stop_signal)?;
+        for (i, v) in c.volumes.iter().enumerate() {
+            if v.split(':').count() < 2 {
+                return Err(ctx.invalid(
+                    format!("{key}.container.volumes[{i}]"),
+                    format!("{v:?}: expected \"HOST_PATH:CONTAINER_PATH[:ro]\""),
+                ));
+            }
+        }
+        for l in c.labels.keys() {
+            if l.starts_with("hotswap.") {
+                return Err(ctx.invalid(
+                    format!("{key}.container.labels.{l}"),
+                    "labels starting with \"hotswap.\" are set by hotswapd itself",
+                ));
+            }
+        }
+        let container = ContainerSettings {
+            env: c.env,
+            command: c.command,
+            volumes: c.volumes,
+            labels: c.labels,
+            stop_signal,
+            stop_grace: Duration::from_secs(c.stop_grace_secs.unwrap_or(10)),
+        };
+
+        let health = health_settings(ctx, key, self.health)?;
 
         let x = self.haproxy;
         let xk = format!("{key}.haproxy");

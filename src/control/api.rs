@@ -11,6 +11,8 @@ pub const MAX_BODY: usize = 64 * 1024;
 #[serde(deny_unknown_fields)]
 pub struct DeployRequest {
     pub service: String,
+    /// The image of a container release (empty for a code release).
+    #[serde(default)]
     pub image: String,
     /// What the app reports for this release; defaults to the image tag.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -24,6 +26,9 @@ pub struct DeployRequest {
     /// Hex sha256 of the archive, checked before loading.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub archive_sha256: Option<String>,
+    /// A code bundle on this host (directory or .tar.gz) for a service that reloads code.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

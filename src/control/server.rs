@@ -234,6 +234,7 @@ impl Default for DeployRequest {
             deploy_id: None,
             archive: None,
             archive_sha256: None,
+            code: None,
         }
     }
 }

@@ -305,6 +305,7 @@ impl<R: Runtime, B: Balancer, P: Reporter> Driver<R, B, P> {
             container_id: started.id,
             server: server_name(&release.deploy_id),
             host_port: started.host_port,
+            pids: vec![],
         })
     }
 

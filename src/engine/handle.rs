@@ -271,6 +271,7 @@ mod tests {
             version: id.into(),
             deploy_id: id.into(),
             archive: None,
+            code: None,
         }
     }
 

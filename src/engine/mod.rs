@@ -6,6 +6,7 @@ pub mod driver;
 pub mod handle;
 pub mod journal;
 pub mod phase;
+pub mod reload;
 
 pub use driver::{now_ms, Driver};
 pub use handle::{DeployState, ServiceHandle, ServiceView, Submitted};

@@ -21,6 +21,9 @@ pub struct Release {
     /// An image archive on this host (`docker save` output) to load before the swap.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub archive: Option<ImageArchive>,
+    /// A code bundle (directory or .tar.gz) for a service that reloads instead of swapping.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -34,9 +37,14 @@ pub struct ImageArchive {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Instance {
     pub release: Release,
+    /// The container; for a local process, the master's pid.
     pub container_id: String,
+    /// The HAProxy server; for a local process, the release directory.
     pub server: String,
     pub host_port: u16,
+    /// For a local process: the workers serving this release when it was replaced.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pids: Vec<i32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -299,6 +307,7 @@ mod tests {
             version: v.into(),
             deploy_id: format!("d{v}"),
             archive: None,
+            code: None,
         }
     }
 
@@ -308,6 +317,7 @@ mod tests {
             container_id: format!("c{v}"),
             server: format!("web-d{v}"),
             host_port: 30000,
+            pids: vec![],
         }
     }
 

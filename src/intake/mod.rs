@@ -52,9 +52,18 @@ pub fn accept(shared: &Shared, req: DeployRequest) -> Result<DeployAccepted, Ref
             ),
         });
     };
-    check_image(&req.image).map_err(Refusal::bad)?;
-    let deploy_id = req.deploy_id.unwrap_or_else(new_deploy_id);
+    let deploy_id = req.deploy_id.clone().unwrap_or_else(new_deploy_id);
     check_deploy_id(&deploy_id).map_err(Refusal::bad)?;
+    if shared.is_process(&req.service) {
+        return submit(&handle, code_release(req, deploy_id)?);
+    }
+    if req.code.is_some() {
+        return Err(Refusal::bad(format!(
+            "service {:?} runs containers: code releases are for [processes] services; give an image",
+            req.service
+        )));
+    }
+    check_image(&req.image).map_err(Refusal::bad)?;
     let archive = match (req.archive, req.archive_sha256) {
         (None, None) => None,
         (None, Some(_)) => return Err(Refusal::bad("archive_sha256 given without archive")),
@@ -107,8 +116,41 @@ pub fn accept(shared: &Shared, req: DeployRequest) -> Result<DeployAccepted, Ref
         image: req.image,
         deploy_id,
         archive,
+        code: None,
     };
     submit(&handle, release)
+}
+
+/// A release of code for a local pre-fork server: a bundle on this host and the version the new
+/// code reports (given, or the bundle's VERSION file).
+fn code_release(req: DeployRequest, deploy_id: String) -> Result<Release, Refusal> {
+    if !req.image.is_empty() || req.archive.is_some() {
+        return Err(Refusal::bad(format!(
+            "service {:?} reloads code: give a code bundle, not an image",
+            req.service
+        )));
+    }
+    let code = req.code.ok_or_else(|| Refusal::bad(format!("service {:?} reloads code: give a code bundle (--code)", req.service)))?;
+    if !code.is_absolute() {
+        return Err(Refusal::bad(format!("code bundle {} must be an absolute path", code.display())));
+    }
+    if !code.exists() {
+        return Err(Refusal::bad(format!("code bundle {} does not exist", code.display())));
+    }
+    let version = match req.version {
+        Some(v) => v,
+        None => crate::code::bundle::read_version(&code).ok_or_else(|| {
+            Refusal::bad(format!("code bundle {}: give --version or put a VERSION file at its top", code.display()))
+        })?,
+    };
+    Ok(Release {
+        service: req.service,
+        image: code.display().to_string(),
+        version,
+        deploy_id,
+        archive: None,
+        code: Some(code),
+    })
 }
 
 /// Queues the service's previous release again (its image was kept, so nothing is pulled).
@@ -139,6 +181,14 @@ pub fn rollback(
         archive: None,
         ..previous
     };
+    if let Some(code) = &release.code {
+        if !code.exists() {
+            return Err(Refusal {
+                status: 409,
+                message: format!("the previous release's bundle {} is gone", code.display()),
+            });
+        }
+    }
     submit(&handle, release)
 }
 

@@ -1,6 +1,7 @@
 //! Where releases run. Containers through the Docker API are the production implementation.
 
 pub mod archive;
+pub mod process;
 mod docker;
 
 use std::collections::BTreeMap;

@@ -127,6 +127,18 @@ impl Load {
         path: &str,
         rate: Option<u32>,
     ) -> Load {
+        Load::start_with(addr, connections, path, rate, REQUEST_TIMEOUT)
+    }
+
+    /// Like [`Load::start_with_rate`], with a per-request timeout of `timeout` (the polling
+    /// client of the hot-reload experiment counts 0.1 s as down).
+    pub fn start_with(
+        addr: SocketAddr,
+        connections: usize,
+        path: &str,
+        rate: Option<u32>,
+        timeout: Duration,
+    ) -> Load {
         assert!(connections > 0, "Load needs at least one connection");
         let path = if path.starts_with('/') {
             path.to_string()
@@ -150,6 +162,7 @@ impl Load {
                     addr,
                     path.clone(),
                     period.map(|p| (offset, p)),
+                    timeout,
                     Arc::clone(&shared),
                     stop_rx.clone(),
                 ))
@@ -339,6 +352,7 @@ async fn conn_task(
     addr: SocketAddr,
     path: String,
     pacing: Option<(Duration, Duration)>,
+    timeout: Duration,
     shared: Arc<Shared>,
     mut stop_rx: watch::Receiver<bool>,
 ) {
@@ -358,16 +372,9 @@ async fn conn_task(
                 _ = stop_rx.changed() => break,
             }
         }
-        let outcome = match tokio::time::timeout(
-            REQUEST_TIMEOUT,
-            one_request(&mut slot, addr, &path),
-        )
-        .await
-        {
+        let outcome = match tokio::time::timeout(timeout, one_request(&mut slot, addr, &path)).await {
             Ok(o) => o,
-            Err(_) => Outcome::Broken(format!(
-                "timeout: no complete answer within {REQUEST_TIMEOUT:?}"
-            )),
+            Err(_) => Outcome::Broken(format!("timeout: no complete answer within {timeout:?}")),
         };
         let failed = match outcome {
             Outcome::Ok { release, close } => {

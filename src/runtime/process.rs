@@ -1,0 +1,60 @@
+//! Local pre-fork servers (gunicorn, unicorn): the master found by its pidfile, signals, and the
+//! processes around it, read from /proc.
+
+use std::path::Path;
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+pub fn read_pid(pidfile: &Path) -> Result<i32, String> {
+    let text = std::fs::read_to_string(pidfile).map_err(|e| format!("reading pidfile {}: {e}", pidfile.display()))?;
+    text.split_whitespace()
+        .next()
+        .and_then(|p| p.parse().ok())
+        .ok_or_else(|| format!("pidfile {} holds no pid", pidfile.display()))
+}
+
+/// Running and not a zombie.
+pub fn alive(pid: i32) -> bool {
+    if kill(Pid::from_raw(pid), None).is_err() {
+        return false;
+    }
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat.rsplit(')').next().and_then(|r| r.split_whitespace().next()) != Some("Z"),
+        Err(_) => false,
+    }
+}
+
+pub fn signal(pid: i32, sig: Signal) -> Result<(), String> {
+    kill(Pid::from_raw(pid), sig).map_err(|e| format!("sending {sig} to pid {pid}: {e}"))
+}
+
+/// Direct children of `pid` (the workers of a pre-fork master).
+pub fn children(pid: i32) -> Vec<i32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else { return vec![] };
+    dir.flatten()
+        .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()))
+        .filter(|p| {
+            std::fs::read_to_string(format!("/proc/{p}/stat"))
+                .ok()
+                .and_then(|s| s.rsplit(')').next().and_then(|r| r.split_whitespace().nth(1)).and_then(|pp| pp.parse::<i32>().ok()))
+                == Some(pid)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_itself_alive_and_its_children() {
+        let me = std::process::id() as i32;
+        assert!(alive(me));
+        let mut child = std::process::Command::new("sleep").arg("5").spawn().unwrap();
+        assert!(children(me).contains(&(child.id() as i32)));
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert!(!alive(child.id() as i32));
+    }
+}
