@@ -192,6 +192,9 @@ pub struct Swap {
     pub lb_failures_at_start: Option<u64>,
     #[serde(default)]
     pub failed_requests: Option<u64>,
+    /// A code reload: when the server was signalled (the new code's clock starts here).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signalled_ms: Option<UnixMs>,
 }
 
 fn ms(d: Duration) -> u64 {
@@ -220,6 +223,7 @@ impl Swap {
             switched_by_reload: false,
             lb_failures_at_start: None,
             failed_requests: None,
+            signalled_ms: None,
         }
     }
 

@@ -194,11 +194,13 @@ impl<P: Reporter> ProcessDriver<P> {
             .map_err(|e| format!("switching {} to {}: {e}", layout.current_link().display(), dir.display()))?;
         let new_master = match s.strategy {
             ReloadStrategy::Hup => {
+                swap.signalled_ms = Some(now_ms());
                 process::signal(master, s.reload_signal)?;
                 master
             }
             ReloadStrategy::Usr2 => {
                 let _ = std::fs::remove_file(handover_pidfile(&s.pidfile));
+                swap.signalled_ms = Some(now_ms());
                 process::signal(master, s.upgrade_signal)?;
                 let waited = tokio::time::Instant::now();
                 loop {

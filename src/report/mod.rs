@@ -56,6 +56,9 @@ pub struct Report {
     /// Requests HAProxy counted as failed on the service's backend during the swap (connection
     /// and response errors, 5xx answers); None when it could not be read.
     pub failed_requests: Option<u64>,
+    /// A code reload: when the server was signalled.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signalled_ms: Option<u64>,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -107,6 +110,7 @@ impl Report {
             health_response: swap.health_response.clone(),
             previous_image: swap.old.as_ref().map(|o| o.release.image.clone()),
             failed_requests: swap.failed_requests,
+            signalled_ms: swap.signalled_ms,
         }
     }
 }

@@ -50,6 +50,8 @@ pub struct Stats {
     pub by_release: BTreeMap<String, u64>,
     /// Release of the most recent successful response.
     pub last_release_seen: Option<String>,
+    /// When each release first answered (ms since the Unix epoch).
+    pub first_seen_ms: BTreeMap<String, u64>,
 }
 
 impl fmt::Display for Stats {
@@ -90,6 +92,10 @@ impl Shared {
         s.requests += 1;
         s.ok += 1;
         *s.by_release.entry(release.clone()).or_insert(0) += 1;
+        if !s.first_seen_ms.contains_key(&release) {
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
+            s.first_seen_ms.insert(release.clone(), now);
+        }
         s.last_release_seen = Some(release);
     }
 
