@@ -75,6 +75,15 @@ impl Shared {
         )
     }
 
+    /// A container service with code mounted from the host: it takes code-only releases.
+    pub fn takes_code(&self, name: &str) -> bool {
+        match self.services.read().expect("services lock").get(name).map(|s| &s.settings) {
+            Some(Updates::Container(tx)) => tx.borrow().code.is_some(),
+            Some(Updates::Process(_)) => true,
+            None => false,
+        }
+    }
+
     pub fn service_names(&self) -> Vec<String> {
         self.services
             .read()

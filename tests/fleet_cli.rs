@@ -80,7 +80,7 @@ fn report(deploy_id: &str, instance: &str, ok: bool) -> String {
     let budgets = Budgets { health_deadline: Duration::from_secs(60), drain_budget: Duration::from_secs(60), host_budget: Duration::from_secs(180), rollback: Duration::from_secs(60) };
     let mut s = Swap::new(release.clone(), None, budgets, 1).apply(Event::Begin, 2).unwrap();
     if ok {
-        let inst = Instance { release, container_id: "c".into(), server: "hs-x".into(), host_port: 1, pids: vec![] };
+        let inst = Instance { release, container_id: "c".into(), server: "hs-x".into(), host_port: 1, pids: vec![], code_dir: None };
         for e in [Event::Started(inst), Event::GatePassed, Event::Switched, Event::Drained, Event::Retired] {
             s = s.apply(e, 3).unwrap();
         }

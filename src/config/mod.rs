@@ -117,6 +117,18 @@ pub struct ServiceSettings {
     pub host_budget: Duration,
     /// Images of previous releases kept for rollback.
     pub keep_images: usize,
+    /// Code mounted from the host: code-only releases reload the running container instead of
+    /// swapping it.
+    pub code: Option<MountedCode>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct MountedCode {
+    /// `releases/` and `current` live here; a volume mounts it into the container.
+    pub app_root: PathBuf,
+    /// Sent to the container (Docker API) to reload its code.
+    pub reload_signal: String,
+    pub keep_releases: usize,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -77,6 +77,15 @@ struct Service {
     drain_budget_secs: Option<u64>,
     host_budget_secs: Option<u64>,
     keep_images: Option<usize>,
+    code: Option<Code>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Code {
+    app_root: PathBuf,
+    reload_signal: Option<String>,
+    keep_releases: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -523,7 +532,27 @@ impl Service {
                 "must be shorter than host_budget_secs (the budget of the whole swap)",
             ));
         }
+        let code = match self.code {
+            None => None,
+            Some(c) => {
+                let ck = format!("{key}.code");
+                if !c.app_root.is_absolute() {
+                    return Err(ctx.invalid(format!("{ck}.app_root"), format!("{}: must be an absolute path", c.app_root.display())));
+                }
+                let mounted = container.volumes.iter().any(|v| Path::new(v.split(':').next().unwrap_or("")) == c.app_root);
+                if !mounted {
+                    return Err(ctx.invalid(
+                        format!("{ck}.app_root"),
+                        format!("{} is not mounted into the container: add \"{}:/code\" (or another path) to {key}.container.volumes", c.app_root.display(), c.app_root.display()),
+                    ));
+                }
+                let reload_signal = c.reload_signal.unwrap_or_else(|| "SIGHUP".into());
+                parse_signal(ctx, &format!("{ck}.reload_signal"), &reload_signal)?;
+                Some(MountedCode { app_root: c.app_root, reload_signal, keep_releases: c.keep_releases.unwrap_or(1) })
+            }
+        };
         Ok(ServiceSettings {
+            code,
             name,
             container,
             container_port: self.container_port,

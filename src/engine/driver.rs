@@ -33,6 +33,8 @@ const LIVENESS_POLL: Duration = Duration::from_millis(250);
 /// Time allowed to undo a failed swap.
 const ROLLBACK_BUDGET: Duration = Duration::from_secs(60);
 
+mod code;
+
 pub fn now_ms() -> UnixMs {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -183,7 +185,7 @@ impl<R: Runtime, B: Balancer, P: Reporter> Driver<R, B, P> {
             swap = match swap.phase.clone() {
                 Phase::Accepted => self.book.advance(swap, Event::Begin),
                 Phase::Starting { deadline } => {
-                    match within(deadline, "starting the container", self.start_new(&swap)).await {
+                    match within(deadline, "starting the container", self.start_new(&mut swap)).await {
                         Ok(instance) => self.book.advance(swap, Event::Started(instance)),
                         Err(reason) => self.book.advance(swap, Event::Fail(reason)),
                     }
@@ -255,7 +257,10 @@ impl<R: Runtime, B: Balancer, P: Reporter> Driver<R, B, P> {
         }
     }
 
-    async fn start_new(&self, swap: &Swap) -> Result<Instance, String> {
+    async fn start_new(&self, swap: &mut Swap) -> Result<Instance, String> {
+        if swap.release.code.is_some() {
+            return self.code_start(swap).await;
+        }
         let release = &swap.release;
         if let Some(archive) = &release.archive {
             let location = archive.path.to_string_lossy().into_owned();
@@ -306,6 +311,7 @@ impl<R: Runtime, B: Balancer, P: Reporter> Driver<R, B, P> {
             server: server_name(&release.deploy_id),
             host_port: started.host_port,
             pids: vec![],
+            code_dir: None,
         })
     }
 
@@ -334,6 +340,10 @@ impl<R: Runtime, B: Balancer, P: Reporter> Driver<R, B, P> {
 
     /// The new server takes traffic only now (after its gate); the old one drains only after.
     async fn switch(&self, swap: &mut Swap) -> Result<(), String> {
+        if swap.release.code.is_some() {
+            // the container already serves: nothing moves in HAProxy
+            return Ok(());
+        }
         let new = swap.new.clone().ok_or("no new container to switch to")?;
         let new = &new;
         let err = |e: BalancerError| e.to_string();
@@ -371,6 +381,9 @@ impl<R: Runtime, B: Balancer, P: Reporter> Driver<R, B, P> {
     }
 
     async fn drain(&self, swap: &mut Swap, deadline: UnixMs) {
+        if swap.release.code.is_some() {
+            return self.code_drain(swap, deadline).await;
+        }
         // Keep the config file in step first, so a reload from here on keeps the new server.
         if let Some(new) = &swap.new {
             if let Err(e) = self.balancer.persist(&[spec_of(new)]).await {
@@ -406,6 +419,9 @@ impl<R: Runtime, B: Balancer, P: Reporter> Driver<R, B, P> {
     /// Takes the old release out of HAProxy, stops and removes its container, and removes images
     /// no longer needed (keeping `keep_images` previous ones for rollback).
     async fn retire(&mut self, swap: &mut Swap) {
+        if swap.release.code.is_some() {
+            return self.code_retire(swap);
+        }
         if let Some(old) = swap.old.clone() {
             if let Err(e) = self.balancer.take_out(&old.server).await {
                 swap.warnings
@@ -438,6 +454,9 @@ impl<R: Runtime, B: Balancer, P: Reporter> Driver<R, B, P> {
 
     /// Undoes a failed swap: the new release leaves HAProxy and Docker, the old one is ready.
     async fn roll_back(&self, swap: &mut Swap) {
+        if swap.release.code.is_some() {
+            return self.code_roll_back(swap).await;
+        }
         if let Some(new) = &swap.new {
             if let Err(e) = self.balancer.take_out(&new.server).await {
                 swap.warnings

@@ -45,6 +45,9 @@ pub struct Instance {
     /// For a local process: the workers serving this release when it was replaced.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub pids: Vec<i32>,
+    /// For a container with code mounted from the host: the release directory `current` named.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code_dir: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -322,6 +325,7 @@ mod tests {
             server: format!("web-d{v}"),
             host_port: 30000,
             pids: vec![],
+            code_dir: None,
         }
     }
 

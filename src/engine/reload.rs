@@ -176,6 +176,7 @@ impl<P: Reporter> ProcessDriver<P> {
                 server: old_dir.as_ref().map(|d| d.display().to_string()).unwrap_or_default(),
                 host_port: s.port,
                 pids: vec![],
+                code_dir: None,
             });
         }
         if let Some(old) = swap.old.as_mut() {
@@ -224,6 +225,7 @@ impl<P: Reporter> ProcessDriver<P> {
             server: dir.display().to_string(),
             host_port: s.port,
             pids: vec![],
+            code_dir: None,
         })
     }
 

@@ -54,13 +54,13 @@ pub fn accept(shared: &Shared, req: DeployRequest) -> Result<DeployAccepted, Ref
     };
     let deploy_id = req.deploy_id.clone().unwrap_or_else(new_deploy_id);
     check_deploy_id(&deploy_id).map_err(Refusal::bad)?;
-    if shared.is_process(&req.service) {
+    if shared.is_process(&req.service) || (req.code.is_some() && req.image.is_empty() && shared.takes_code(&req.service)) {
         return submit(&handle, code_release(req, deploy_id)?);
     }
     if req.code.is_some() {
         return Err(Refusal::bad(format!(
-            "service {:?} runs containers: code releases are for [processes] services; give an image",
-            req.service
+            "service {:?} takes no code releases: give an image, or mount its code from the host ([services.{}.code])",
+            req.service, req.service
         )));
     }
     check_image(&req.image).map_err(Refusal::bad)?;

@@ -85,6 +85,10 @@ pub trait Runtime: Send + Sync + 'static {
         id: &str,
         grace: Duration,
     ) -> impl Future<Output = Result<(), RuntimeError>> + Send;
+    /// Sends a signal to the container's main process (e.g. to reload its code).
+    fn signal(&self, id: &str, signal: &str) -> impl Future<Output = Result<(), RuntimeError>> + Send;
+    /// The host pid of the container's main process, if it runs.
+    fn main_pid(&self, id: &str) -> impl Future<Output = Result<Option<i32>, RuntimeError>> + Send;
     fn is_running(&self, id: &str) -> impl Future<Output = Result<bool, RuntimeError>> + Send;
     /// Containers carrying all the given labels, running or not.
     fn list(

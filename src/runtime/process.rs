@@ -43,6 +43,17 @@ pub fn children(pid: i32) -> Vec<i32> {
         .collect()
 }
 
+/// Waits until none of `pids` runs, or `until` (unix ms) passes; returns those still running.
+pub async fn wait_gone(pids: &[i32], until: u64) -> Vec<i32> {
+    loop {
+        let left: Vec<i32> = pids.iter().copied().filter(|p| alive(*p)).collect();
+        if left.is_empty() || crate::engine::now_ms() >= until {
+            return left;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -39,13 +39,19 @@ const MAX_BODY: usize = 1024 * 1024;
 
 static SIGNAL_PIPE_WR: AtomicI32 = AtomicI32::new(-1);
 static SIGNAL_SEEN: AtomicI32 = AtomicI32::new(0);
+/// SIGHUP: re-read the code version from CODE_DIR (a hot code reload).
+static RELOAD_SEEN: AtomicBool = AtomicBool::new(false);
 
 extern "C" fn on_signal(sig: libc::c_int) {
     // Only async-signal-safe operations here: lock-free atomics and write(2).
     unsafe {
         let errno = libc::__errno_location();
         let saved = *errno;
-        SIGNAL_SEEN.store(sig, Ordering::SeqCst);
+        if sig == libc::SIGHUP {
+            RELOAD_SEEN.store(true, Ordering::SeqCst);
+        } else {
+            SIGNAL_SEEN.store(sig, Ordering::SeqCst);
+        }
         let fd = SIGNAL_PIPE_WR.load(Ordering::SeqCst);
         if fd >= 0 {
             let b = [sig as u8];
@@ -61,7 +67,7 @@ fn install_signal_handlers() -> std::io::Result<libc::c_int> {
         return Err(std::io::Error::last_os_error());
     }
     SIGNAL_PIPE_WR.store(fds[1], Ordering::SeqCst);
-    for sig in [libc::SIGTERM, libc::SIGINT] {
+    for sig in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP] {
         unsafe {
             let mut sa: libc::sigaction = std::mem::zeroed();
             sa.sa_sigaction = on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
@@ -97,10 +103,23 @@ fn env_num<T: std::str::FromStr>(name: &str, default: T) -> T {
     }
 }
 
+/// With CODE_DIR set (code mounted from the host), the release is the code's version:
+/// CODE_DIR/current/VERSION, read at start and again on SIGHUP.
+fn code_version() -> Option<String> {
+    let dir = std::env::var("CODE_DIR").ok().filter(|d| !d.is_empty())?;
+    let v = std::fs::read_to_string(format!("{dir}/current/VERSION")).ok()?;
+    Some(v.trim().to_string()).filter(|v| !v.is_empty())
+}
+
+fn header_value(release: &str) -> String {
+    release.chars().filter(|c| c.is_ascii_graphic() || *c == ' ').collect()
+}
+
 impl Config {
     fn from_env() -> Config {
-        let release = match std::env::var("RELEASE") {
-            Ok(r) if !r.is_empty() => r,
+        let release = match (code_version(), std::env::var("RELEASE")) {
+            (Some(v), _) => v,
+            (None, Ok(r)) if !r.is_empty() => r,
             _ => "unknown".to_string(),
         };
         let healthy = std::env::var("HEALTHY").unwrap_or_default();
@@ -117,8 +136,8 @@ impl Config {
 
 struct State {
     cfg: Config,
-    release_json: String,
-    release_header: String,
+    release_json: std::sync::RwLock<String>,
+    release_header: std::sync::RwLock<String>,
     start: Instant,
     ready_at_ms: u64,
     shutting_down: AtomicBool,
@@ -186,12 +205,8 @@ fn main() {
     };
 
     let state = Arc::new(State {
-        release_json: json_string(&cfg.release),
-        release_header: cfg
-            .release
-            .chars()
-            .filter(|c| c.is_ascii_graphic() || *c == ' ')
-            .collect(),
+        release_json: std::sync::RwLock::new(json_string(&cfg.release)),
+        release_header: std::sync::RwLock::new(header_value(&cfg.release)),
         cfg,
         start,
         ready_at_ms,
@@ -235,7 +250,21 @@ fn main() {
             eprintln!("hotswap-testapp: poll: {e}");
             break;
         }
-        if pfds[1].revents != 0 || SIGNAL_SEEN.load(Ordering::SeqCst) != 0 {
+        if pfds[1].revents != 0 {
+            let mut buf = [0u8; 64];
+            while unsafe { libc::read(sig_rd, buf.as_mut_ptr() as *mut libc::c_void, buf.len()) } > 0 {}
+        }
+        if RELOAD_SEEN.swap(false, Ordering::SeqCst) {
+            match code_version() {
+                Some(v) => {
+                    println!("hotswap-testapp: SIGHUP: code version now {v}");
+                    *state.release_json.write().unwrap() = json_string(&v);
+                    *state.release_header.write().unwrap() = header_value(&v);
+                }
+                None => eprintln!("hotswap-testapp: SIGHUP without a readable CODE_DIR/current/VERSION"),
+            }
+        }
+        if SIGNAL_SEEN.load(Ordering::SeqCst) != 0 {
             break;
         }
         if pfds[0].revents != 0 {
@@ -397,7 +426,7 @@ fn write_response(
     let mut out = format!(
         "HTTP/1.1 {code} {reason}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nX-Release: {}\r\nConnection: {}\r\n\r\n",
         body.len(),
-        state.release_header,
+        state.release_header.read().unwrap(),
         if close { "close" } else { "keep-alive" }
     );
     if !head_only {
@@ -418,13 +447,13 @@ fn handle(state: &State, req: &Request) -> (u16, String) {
                 200,
                 format!(
                     "{{\"release\":{},\"ready_at_ms\":{}}}",
-                    state.release_json, state.ready_at_ms
+                    state.release_json.read().unwrap(), state.ready_at_ms
                 ),
             )
         } else {
             (
                 503,
-                format!("{{\"release\":{},\"ready\":false}}", state.release_json),
+                format!("{{\"release\":{},\"ready\":false}}", state.release_json.read().unwrap()),
             )
         }
     } else {
@@ -440,11 +469,11 @@ fn handle(state: &State, req: &Request) -> (u16, String) {
                 500,
                 format!(
                     "{{\"release\":{},\"error\":\"injected failure\"}}",
-                    state.release_json
+                    state.release_json.read().unwrap()
                 ),
             )
         } else {
-            (200, format!("{{\"release\":{}}}", state.release_json))
+            (200, format!("{{\"release\":{}}}", state.release_json.read().unwrap()))
         }
     }
 }
@@ -463,7 +492,7 @@ fn serve_conn(state: &State, mut stream: TcpStream) {
     loop {
         match parse_request(&buf) {
             Parse::Bad(code, why) => {
-                let body = format!("{{\"release\":{},\"error\":\"{why}\"}}", state.release_json);
+                let body = format!("{{\"release\":{},\"error\":\"{why}\"}}", state.release_json.read().unwrap());
                 write_response(&mut stream, state, code, why, &body, false, true);
                 graceful_close = true;
                 break;
