@@ -13,13 +13,28 @@ use support::env::TestEnv;
 use support::images::ImageOpts;
 
 fn pid_of(d: &Daemon) -> u32 {
-    let out = std::process::Command::new("pgrep").args(["-f", &format!("hotswapd --config {}", d.config.display())]).output().unwrap();
-    String::from_utf8_lossy(&out.stdout).split_whitespace().next().expect("hotswapd pid").parse().unwrap()
+    let out = std::process::Command::new("pgrep")
+        .args(["-f", &format!("hotswapd --config {}", d.config.display())])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .expect("hotswapd pid")
+        .parse()
+        .unwrap()
 }
 
 fn rss_kib(pid: u32) -> u64 {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    s.lines().find_map(|l| l.strip_prefix("VmRSS:")).unwrap().split_whitespace().next().unwrap().parse().unwrap()
+    s.lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
 }
 
 /// Context switches (voluntary + involuntary) per thread id.
@@ -30,7 +45,10 @@ fn switches(pid: u32) -> std::collections::BTreeMap<String, u64> {
         let s = std::fs::read_to_string(t.path().join("status")).unwrap_or_default();
         let n: u64 = s
             .lines()
-            .filter_map(|l| l.strip_prefix("voluntary_ctxt_switches:").or_else(|| l.strip_prefix("nonvoluntary_ctxt_switches:")))
+            .filter_map(|l| {
+                l.strip_prefix("voluntary_ctxt_switches:")
+                    .or_else(|| l.strip_prefix("nonvoluntary_ctxt_switches:"))
+            })
             .map(|v| v.trim().parse::<u64>().unwrap_or(0))
             .sum();
         out.insert(t.file_name().to_string_lossy().into_owned(), n);
@@ -40,10 +58,20 @@ fn switches(pid: u32) -> std::collections::BTreeMap<String, u64> {
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let secs: u64 = args.iter().position(|a| a == "--secs").and_then(|i| args.get(i + 1)).map(|v| v.parse().expect("--secs S")).unwrap_or(10);
+    let secs: u64 = args
+        .iter()
+        .position(|a| a == "--secs")
+        .and_then(|i| args.get(i + 1))
+        .map(|v| v.parse().expect("--secs S"))
+        .unwrap_or(10);
     let mut env = TestEnv::new("idle");
     let v1 = env.image("1", &ImageOpts::default());
-    let config = write_config(env.dir.path(), &env.instance, &env.haproxy, &ServiceOpts::default());
+    let config = write_config(
+        env.dir.path(),
+        &env.instance,
+        &env.haproxy,
+        &ServiceOpts::default(),
+    );
     let daemon = Daemon::start(env.dir.path(), &config);
     daemon.deploy_ok(&v1);
     let pid = pid_of(&daemon);

@@ -23,14 +23,29 @@ fn p50(mut v: Vec<u64>) -> u64 {
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let arg = |name: &str| args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned();
-    let n: usize = arg("--reloads").map(|v| v.parse().expect("--reloads N")).unwrap_or(100);
+    let arg = |name: &str| {
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1))
+            .cloned()
+    };
+    let n: usize = arg("--reloads")
+        .map(|v| v.parse().expect("--reloads N"))
+        .unwrap_or(100);
     let strategy = arg("--strategy").unwrap_or_else(|| "hup".into());
-    assert!(strategy == "hup" || strategy == "usr2", "--strategy hup|usr2");
+    assert!(
+        strategy == "hup" || strategy == "usr2",
+        "--strategy hup|usr2"
+    );
     let dir = tempfile::tempdir().unwrap();
     let g = Gunicorn::start(dir.path(), strategy == "usr2");
     let haproxy = Haproxy::start(dir.path(), "unused").unwrap();
-    let config = write_config_services(dir.path(), &format!("b-reload-{}", std::process::id()), &haproxy, &[]);
+    let config = write_config_services(
+        dir.path(),
+        &format!("b-reload-{}", std::process::id()),
+        &haproxy,
+        &[],
+    );
     let text = std::fs::read_to_string(&config).unwrap();
     std::fs::write(&config, format!("{text}{}", g.config(&strategy, 30))).unwrap();
     let daemon = Arc::new(Daemon::start(dir.path(), &config));
@@ -43,10 +58,17 @@ async fn main() {
         let version = format!("{i}");
         let code = bundle(dir.path(), &version, true);
         let d = daemon.clone();
-        let out = tokio::task::spawn_blocking(move || d.ctl(&["deploy", "app", "--code", code.to_str().unwrap(), "--wait"])).await.unwrap();
+        let out = tokio::task::spawn_blocking(move || {
+            d.ctl(&["deploy", "app", "--code", code.to_str().unwrap(), "--wait"])
+        })
+        .await
+        .unwrap();
         if !out.status.success() {
             failed_reloads += 1;
-            eprintln!("reload {i} failed: {}", String::from_utf8_lossy(&out.stderr).trim());
+            eprintln!(
+                "reload {i} failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
             continue;
         }
         let report = daemon.reports().pop().unwrap();
@@ -60,13 +82,22 @@ async fn main() {
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        let ms = seen.map(|t| t.saturating_sub(signalled)).unwrap_or(u64::MAX);
+        let ms = seen
+            .map(|t| t.saturating_sub(signalled))
+            .unwrap_or(u64::MAX);
         new_code_ms.push(ms);
-        eprintln!("reload {i}: new code after {ms} ms; swap {} ms", report["finished_ms"].as_u64().unwrap_or(0) - report["accepted_ms"].as_u64().unwrap_or(0));
+        eprintln!(
+            "reload {i}: new code after {ms} ms; swap {} ms",
+            report["finished_ms"].as_u64().unwrap_or(0)
+                - report["accepted_ms"].as_u64().unwrap_or(0)
+        );
     }
     let stats = load.stop().await;
     eprintln!("{stats}");
-    eprintln!("wall time {:.1} s; reloads that failed: {failed_reloads}", started.elapsed().as_secs_f64());
+    eprintln!(
+        "wall time {:.1} s; reloads that failed: {failed_reloads}",
+        started.elapsed().as_secs_f64()
+    );
     println!(
         "reloads={n} requests={} failed={} new_code_ms_p50={} strategy={strategy}",
         stats.requests,

@@ -70,14 +70,24 @@ impl Shared {
     /// A `[processes]` service: it reloads code instead of swapping containers.
     pub fn is_process(&self, name: &str) -> bool {
         matches!(
-            self.services.read().expect("services lock").get(name).map(|s| &s.settings),
+            self.services
+                .read()
+                .expect("services lock")
+                .get(name)
+                .map(|s| &s.settings),
             Some(Updates::Process(_))
         )
     }
 
     /// A container service with code mounted from the host: it takes code-only releases.
     pub fn takes_code(&self, name: &str) -> bool {
-        match self.services.read().expect("services lock").get(name).map(|s| &s.settings) {
+        match self
+            .services
+            .read()
+            .expect("services lock")
+            .get(name)
+            .map(|s| &s.settings)
+        {
             Some(Updates::Container(tx)) => tx.borrow().code.is_some(),
             Some(Updates::Process(_)) => true,
             None => false,
@@ -100,12 +110,20 @@ impl Shared {
     fn open_handle(&self, name: &str) -> anyhow::Result<Arc<ServiceHandle>> {
         let d = &self.settings.lock().expect("settings lock").daemon;
         let queue_file = d.state_dir.join("queue").join(format!("{name}.json"));
-        Ok(Arc::new(ServiceHandle::open(name, Some(queue_file)).map_err(anyhow::Error::msg)?))
+        Ok(Arc::new(
+            ServiceHandle::open(name, Some(queue_file)).map_err(anyhow::Error::msg)?,
+        ))
     }
 
     fn spawn(&self, service: &ServiceSettings) -> anyhow::Result<Slot> {
         let handle = self.open_handle(&service.name)?;
-        let instance_id = self.settings.lock().expect("settings lock").daemon.instance_id.clone();
+        let instance_id = self
+            .settings
+            .lock()
+            .expect("settings lock")
+            .daemon
+            .instance_id
+            .clone();
         let (tx, rx) = watch::channel(service.clone());
         let driver = Driver::new(
             rx,
@@ -128,7 +146,13 @@ impl Shared {
     fn spawn_process(&self, process: &ProcessSettings) -> anyhow::Result<Slot> {
         let handle = self.open_handle(&process.name)?;
         let (tx, rx) = watch::channel(process.clone());
-        let driver = ProcessDriver::new(rx, self.identity.clone(), self.reporter.clone(), self.journal.clone(), handle.clone());
+        let driver = ProcessDriver::new(
+            rx,
+            self.identity.clone(),
+            self.reporter.clone(),
+            self.journal.clone(),
+            handle.clone(),
+        );
         Ok(Slot {
             handle,
             settings: Updates::Process(tx),
@@ -163,10 +187,16 @@ impl Shared {
         }
         let mut services = self.services.write().expect("services lock");
         let wanted = new.names();
-        let removed: Vec<String> = services.keys().filter(|k| !wanted.contains(k)).cloned().collect();
+        let removed: Vec<String> = services
+            .keys()
+            .filter(|k| !wanted.contains(k))
+            .cloned()
+            .collect();
         for name in &removed {
             if services[name].handle.view().running().is_some() {
-                return Err(format!("service {name:?} is swapping: it cannot be removed now (nothing was changed)"));
+                return Err(format!(
+                    "service {name:?} is swapping: it cannot be removed now (nothing was changed)"
+                ));
             }
         }
         for (name, slot) in services.iter() {
@@ -200,7 +230,9 @@ impl Shared {
                     outcome.changed.push(name.clone());
                 }
                 _ => {
-                    let slot = self.spawn(s).map_err(|e| format!("starting service {name:?}: {e:#}"))?;
+                    let slot = self
+                        .spawn(s)
+                        .map_err(|e| format!("starting service {name:?}: {e:#}"))?;
                     services.insert(name.clone(), slot);
                     outcome.added.push(name.clone());
                 }
@@ -214,7 +246,9 @@ impl Shared {
                     outcome.changed.push(name.clone());
                 }
                 _ => {
-                    let slot = self.spawn_process(p).map_err(|e| format!("starting service {name:?}: {e:#}"))?;
+                    let slot = self
+                        .spawn_process(p)
+                        .map_err(|e| format!("starting service {name:?}: {e:#}"))?;
                     services.insert(name.clone(), slot);
                     outcome.added.push(name.clone());
                 }
@@ -295,8 +329,14 @@ pub async fn run(settings: Settings, config_path: PathBuf) -> anyhow::Result<()>
             .insert(service.name.clone(), slot);
     }
     for process in settings.processes.values() {
-        let slot = shared.spawn_process(process).with_context(|| format!("starting service {:?}", process.name))?;
-        shared.services.write().expect("services lock").insert(process.name.clone(), slot);
+        let slot = shared
+            .spawn_process(process)
+            .with_context(|| format!("starting service {:?}", process.name))?;
+        shared
+            .services
+            .write()
+            .expect("services lock")
+            .insert(process.name.clone(), slot);
     }
     let server = crate::control::server::serve(shared.clone(), &d.socket)
         .await

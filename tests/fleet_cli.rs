@@ -13,11 +13,17 @@ use support::daemon::HOTSWAPCTL;
 use support::moto::Moto;
 
 fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
 }
 
 fn text(out: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
 }
 
 struct Aws {
@@ -30,7 +36,9 @@ async fn aws(moto: &Moto) -> Aws {
     let conf = aws_config::defaults(aws_config::BehaviorVersion::latest())
         .endpoint_url(moto.url())
         .region(aws_config::Region::new("us-east-1"))
-        .credentials_provider(aws_sdk_sqs::config::Credentials::new("test", "test", None, None, "test"))
+        .credentials_provider(aws_sdk_sqs::config::Credentials::new(
+            "test", "test", None, None, "test",
+        ))
         .load()
         .await;
     Aws {
@@ -41,7 +49,12 @@ async fn aws(moto: &Moto) -> Aws {
 }
 
 fn ctl(moto: &Moto, args: &[&str]) -> Output {
-    Command::new(HOTSWAPCTL).args(args).envs(moto.env()).stdin(Stdio::null()).output().unwrap()
+    Command::new(HOTSWAPCTL)
+        .args(args)
+        .envs(moto.env())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
 }
 
 fn ctl_spawn(moto: &Moto, args: &[&str]) -> std::process::Child {
@@ -56,48 +69,136 @@ fn ctl_spawn(moto: &Moto, args: &[&str]) -> std::process::Child {
 }
 
 async fn param(a: &Aws, stack: &str, key: &str) -> Option<String> {
-    let out = a.cfn.describe_stacks().stack_name(stack).send().await.unwrap();
-    out.stacks()[0].parameters().iter().find(|p| p.parameter_key() == Some(key)).and_then(|p| p.parameter_value().map(String::from))
+    let out = a
+        .cfn
+        .describe_stacks()
+        .stack_name(stack)
+        .send()
+        .await
+        .unwrap();
+    out.stacks()[0]
+        .parameters()
+        .iter()
+        .find(|p| p.parameter_key() == Some(key))
+        .and_then(|p| p.parameter_value().map(String::from))
 }
 
 async fn output(a: &Aws, stack: &str, key: &str) -> String {
-    let out = a.cfn.describe_stacks().stack_name(stack).send().await.unwrap();
-    out.stacks()[0].outputs().iter().find(|o| o.output_key() == Some(key)).unwrap().output_value().unwrap().to_string()
+    let out = a
+        .cfn
+        .describe_stacks()
+        .stack_name(stack)
+        .send()
+        .await
+        .unwrap();
+    out.stacks()[0]
+        .outputs()
+        .iter()
+        .find(|o| o.output_key() == Some(key))
+        .unwrap()
+        .output_value()
+        .unwrap()
+        .to_string()
 }
 
 async fn group(a: &Aws, stack: &str) -> (String, i32, Vec<String>) {
-    let r = a.cfn.describe_stack_resource().stack_name(stack).logical_resource_id("AppGroup").send().await.unwrap();
-    let name = r.stack_resource_detail().unwrap().physical_resource_id().unwrap().to_string();
-    let g = a.asg.describe_auto_scaling_groups().auto_scaling_group_names(&name).send().await.unwrap();
+    let r = a
+        .cfn
+        .describe_stack_resource()
+        .stack_name(stack)
+        .logical_resource_id("AppGroup")
+        .send()
+        .await
+        .unwrap();
+    let name = r
+        .stack_resource_detail()
+        .unwrap()
+        .physical_resource_id()
+        .unwrap()
+        .to_string();
+    let g = a
+        .asg
+        .describe_auto_scaling_groups()
+        .auto_scaling_group_names(&name)
+        .send()
+        .await
+        .unwrap();
     let g = &g.auto_scaling_groups()[0];
-    let ids = g.instances().iter().map(|i| i.instance_id().unwrap().to_string()).collect();
+    let ids = g
+        .instances()
+        .iter()
+        .map(|i| i.instance_id().unwrap().to_string())
+        .collect();
     (name, g.desired_capacity().unwrap(), ids)
 }
 
 /// A host's report, built the way hotswapd builds it.
 fn report(deploy_id: &str, instance: &str, ok: bool) -> String {
-    let release = Release { service: "web".into(), image: "web:2".into(), version: "2".into(), deploy_id: deploy_id.into(), archive: None, code: None };
-    let budgets = Budgets { health_deadline: Duration::from_secs(60), drain_budget: Duration::from_secs(60), host_budget: Duration::from_secs(180), rollback: Duration::from_secs(60) };
-    let mut s = Swap::new(release.clone(), None, budgets, 1).apply(Event::Begin, 2).unwrap();
+    let release = Release {
+        service: "web".into(),
+        image: "web:2".into(),
+        version: "2".into(),
+        deploy_id: deploy_id.into(),
+        archive: None,
+        code: None,
+    };
+    let budgets = Budgets {
+        health_deadline: Duration::from_secs(60),
+        drain_budget: Duration::from_secs(60),
+        host_budget: Duration::from_secs(180),
+        rollback: Duration::from_secs(60),
+    };
+    let mut s = Swap::new(release.clone(), None, budgets, 1)
+        .apply(Event::Begin, 2)
+        .unwrap();
     if ok {
-        let inst = Instance { release, container_id: "c".into(), server: "hs-x".into(), host_port: 1, pids: vec![], code_dir: None };
-        for e in [Event::Started(inst), Event::GatePassed, Event::Switched, Event::Drained, Event::Retired] {
+        let inst = Instance {
+            release,
+            container_id: "c".into(),
+            server: "hs-x".into(),
+            host_port: 1,
+            pids: vec![],
+            code_dir: None,
+        };
+        for e in [
+            Event::Started(inst),
+            Event::GatePassed,
+            Event::Switched,
+            Event::Drained,
+            Event::Retired,
+        ] {
             s = s.apply(e, 3).unwrap();
         }
     } else {
-        s = s.apply(Event::Fail("health gate on http://127.0.0.1:1/health did not pass".into()), 3).unwrap().apply(Event::RolledBack, 4).unwrap();
+        s = s
+            .apply(
+                Event::Fail("health gate on http://127.0.0.1:1/health did not pass".into()),
+                3,
+            )
+            .unwrap()
+            .apply(Event::RolledBack, 4)
+            .unwrap();
     }
     serde_json::to_string(&Report::from_swap(instance, Some("shop"), &s)).unwrap()
 }
 
 async fn send(a: &Aws, url: &str, body: String) {
-    a.sqs.send_message().queue_url(url).message_body(body).send().await.unwrap();
+    a.sqs
+        .send_message()
+        .queue_url(url)
+        .message_body(body)
+        .send()
+        .await
+        .unwrap();
 }
 
 async fn wait_deploy_id(a: &Aws, stack: &str, id: &str) {
     let started = Instant::now();
     while param(a, stack, "DeployId").await.as_deref() != Some(id) {
-        assert!(started.elapsed() < Duration::from_secs(30), "UpdateStack with {id} never landed");
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "UpdateStack with {id} never landed"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -113,62 +214,193 @@ async fn stack_update_keeps_scaling_refuses_what_is_unsafe_and_waits_for_every_i
     let a = aws(&moto).await;
     let template = fixture("fleet-stack.yaml");
     let body = std::fs::read_to_string(&template).unwrap();
-    let params = [("DesiredCapacity", "2"), ("MinInstancesInService", "1"), ("DeployId", "initial"), ("AppVersion", "1")];
+    let params = [
+        ("DesiredCapacity", "2"),
+        ("MinInstancesInService", "1"),
+        ("DeployId", "initial"),
+        ("AppVersion", "1"),
+    ];
     let mut create = a.cfn.create_stack().stack_name("shop").template_body(body);
     for (k, v) in params {
-        create = create.parameters(aws_sdk_cloudformation::types::Parameter::builder().parameter_key(k).parameter_value(v).build());
+        create = create.parameters(
+            aws_sdk_cloudformation::types::Parameter::builder()
+                .parameter_key(k)
+                .parameter_value(v)
+                .build(),
+        );
     }
     create.send().await.unwrap();
     // operators scaled the group out since: 3 live
     let (name, _, _) = group(&a, "shop").await;
-    a.asg.set_desired_capacity().auto_scaling_group_name(&name).desired_capacity(3).send().await.unwrap();
+    a.asg
+        .set_desired_capacity()
+        .auto_scaling_group_name(&name)
+        .desired_capacity(3)
+        .send()
+        .await
+        .unwrap();
     let queue = output(&a, "shop", "HotswapQueueUrl").await;
     let t = template.to_str().unwrap();
 
     let out = ctl(&moto, &["lint-template", t]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
 
-    let out = ctl(&moto, &["stack-update", "--stack", "shop", "--template", t, "--parameter", "AppVersion=2", "--dry-run"]);
+    let out = ctl(
+        &moto,
+        &[
+            "stack-update",
+            "--stack",
+            "shop",
+            "--template",
+            t,
+            "--parameter",
+            "AppVersion=2",
+            "--dry-run",
+        ],
+    );
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    assert!(text(&out).contains("parameter DesiredCapacity = 3") && text(&out).contains("MinInstancesInService = 3"), "{}", text(&out));
-    assert_eq!(param(&a, "shop", "DeployId").await.as_deref(), Some("initial"), "a dry run changes nothing");
+    assert!(
+        text(&out).contains("parameter DesiredCapacity = 3")
+            && text(&out).contains("MinInstancesInService = 3"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(
+        param(&a, "shop", "DeployId").await.as_deref(),
+        Some("initial"),
+        "a dry run changes nothing"
+    );
 
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    let out = ctl(&moto, &["stack-update", "--stack", "shop", "--template", t, "--parameter", "AppVersion=2", "--max-age-secs", "0"]);
+    let out = ctl(
+        &moto,
+        &[
+            "stack-update",
+            "--stack",
+            "shop",
+            "--template",
+            t,
+            "--parameter",
+            "AppVersion=2",
+            "--max-age-secs",
+            "0",
+        ],
+    );
     assert_eq!(out.status.code(), Some(10), "{}", text(&out));
     assert!(text(&out).contains("re-provision"), "{}", text(&out));
 
     let small = dir.path().join("small.yaml");
-    std::fs::write(&small, std::fs::read_to_string(&template).unwrap().replace("MaxSize: 4", "MaxSize: 2")).unwrap();
-    let out = ctl(&moto, &["stack-update", "--stack", "shop", "--template", small.to_str().unwrap(), "--parameter", "AppVersion=2"]);
+    std::fs::write(
+        &small,
+        std::fs::read_to_string(&template)
+            .unwrap()
+            .replace("MaxSize: 4", "MaxSize: 2"),
+    )
+    .unwrap();
+    let out = ctl(
+        &moto,
+        &[
+            "stack-update",
+            "--stack",
+            "shop",
+            "--template",
+            small.to_str().unwrap(),
+            "--parameter",
+            "AppVersion=2",
+        ],
+    );
     assert_eq!(out.status.code(), Some(10), "{}", text(&out));
-    assert!(text(&out).contains("live DesiredCapacity 3 is outside the template's MinSize 1 .. MaxSize 2"), "{}", text(&out));
-    assert_eq!(param(&a, "shop", "DeployId").await.as_deref(), Some("initial"));
+    assert!(
+        text(&out)
+            .contains("live DesiredCapacity 3 is outside the template's MinSize 1 .. MaxSize 2"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(
+        param(&a, "shop", "DeployId").await.as_deref(),
+        Some("initial")
+    );
 
     // a failure report ends the wait at once, naming the instance; other deploys are ignored
     let hooks = dir.path().join("hooks");
     std::fs::create_dir(&hooks).unwrap();
     let pre = format!("echo \"$HOTSWAP_DEPLOY_ID\" > {}/pre", hooks.display());
     let post = format!("echo \"$HOTSWAP_OUTCOME\" > {}/post", hooks.display());
-    let child = ctl_spawn(&moto, &["stack-update", "--stack", "shop", "--template", t, "--parameter", "AppVersion=2", "--deploy-id", "sd-fail", "--timeout-secs", "60", "--pre-hook", &pre, "--post-hook", &post]);
+    let child = ctl_spawn(
+        &moto,
+        &[
+            "stack-update",
+            "--stack",
+            "shop",
+            "--template",
+            t,
+            "--parameter",
+            "AppVersion=2",
+            "--deploy-id",
+            "sd-fail",
+            "--timeout-secs",
+            "60",
+            "--pre-hook",
+            &pre,
+            "--post-hook",
+            &post,
+        ],
+    );
     wait_deploy_id(&a, "shop", "sd-fail").await;
-    assert_eq!(std::fs::read_to_string(hooks.join("pre")).unwrap().trim(), "sd-fail");
+    assert_eq!(
+        std::fs::read_to_string(hooks.join("pre")).unwrap().trim(),
+        "sd-fail"
+    );
     let (_, desired, instances) = group(&a, "shop").await;
     assert_eq!(desired, 3, "live DesiredCapacity kept through the update");
-    assert_eq!(param(&a, "shop", "DesiredCapacity").await.as_deref(), Some("3"));
-    assert_eq!(param(&a, "shop", "MinInstancesInService").await.as_deref(), Some("3"));
+    assert_eq!(
+        param(&a, "shop", "DesiredCapacity").await.as_deref(),
+        Some("3")
+    );
+    assert_eq!(
+        param(&a, "shop", "MinInstancesInService").await.as_deref(),
+        Some("3")
+    );
     send(&a, &queue, report("sd-other-web", &instances[0], false)).await;
     send(&a, &queue, report("sd-fail-web", &instances[0], true)).await;
     send(&a, &queue, report("sd-fail-web", &instances[1], false)).await;
     let started = Instant::now();
     let out = finish(child);
     assert_eq!(out.status.code(), Some(5), "{}", text(&out));
-    assert!(started.elapsed() < Duration::from_secs(15), "exited at the failure, not at the timeout");
-    assert!(text(&out).contains(&instances[1]) && text(&out).contains("did not pass"), "{}", text(&out));
-    assert_eq!(std::fs::read_to_string(hooks.join("post")).unwrap().trim(), "failure");
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "exited at the failure, not at the timeout"
+    );
+    assert!(
+        text(&out).contains(&instances[1]) && text(&out).contains("did not pass"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(
+        std::fs::read_to_string(hooks.join("post")).unwrap().trim(),
+        "failure"
+    );
 
     // every instance reports success: done
-    let child = ctl_spawn(&moto, &["stack-update", "--stack", "shop", "--template", t, "--parameter", "AppVersion=3", "--deploy-id", "sd-ok", "--timeout-secs", "60", "--json", "--post-hook", &post]);
+    let child = ctl_spawn(
+        &moto,
+        &[
+            "stack-update",
+            "--stack",
+            "shop",
+            "--template",
+            t,
+            "--parameter",
+            "AppVersion=3",
+            "--deploy-id",
+            "sd-ok",
+            "--timeout-secs",
+            "60",
+            "--json",
+            "--post-hook",
+            &post,
+        ],
+    );
     wait_deploy_id(&a, "shop", "sd-ok").await;
     let (_, _, instances) = group(&a, "shop").await;
     assert_eq!(instances.len(), 3);
@@ -182,7 +414,10 @@ async fn stack_update_keeps_scaling_refuses_what_is_unsafe_and_waits_for_every_i
     assert_eq!(summary["outcome"], "success");
     assert_eq!(summary["instances_expected"], 3);
     assert_eq!(summary["instances_succeeded"].as_array().unwrap().len(), 3);
-    assert_eq!(std::fs::read_to_string(hooks.join("post")).unwrap().trim(), "success");
+    assert_eq!(
+        std::fs::read_to_string(hooks.join("post")).unwrap().trim(),
+        "success"
+    );
     assert_eq!(param(&a, "shop", "AppVersion").await.as_deref(), Some("3"));
 }
 
@@ -192,19 +427,63 @@ async fn asg_switch_moves_the_target_group_to_the_new_group_and_refuses_an_empty
     let moto = Moto::start(dir.path());
     let a = aws(&moto).await;
     let body = std::fs::read_to_string(fixture("switch-stack.yaml")).unwrap();
-    a.cfn.create_stack().stack_name("switch").template_body(body).send().await.unwrap();
+    a.cfn
+        .create_stack()
+        .stack_name("switch")
+        .template_body(body)
+        .send()
+        .await
+        .unwrap();
 
-    let out = ctl(&moto, &["asg-switch", "--load-balancer", "web-tg", "--new-group", "web-empty", "--timeout-secs", "5"]);
+    let out = ctl(
+        &moto,
+        &[
+            "asg-switch",
+            "--load-balancer",
+            "web-tg",
+            "--new-group",
+            "web-empty",
+            "--timeout-secs",
+            "5",
+        ],
+    );
     assert_eq!(out.status.code(), Some(10), "{}", text(&out));
-    assert!(text(&out).contains("no instance in service"), "{}", text(&out));
+    assert!(
+        text(&out).contains("no instance in service"),
+        "{}",
+        text(&out)
+    );
 
-    let out = ctl(&moto, &["asg-switch", "--load-balancer", "web-tg", "--new-group", "web-green", "--timeout-secs", "30", "--json"]);
+    let out = ctl(
+        &moto,
+        &[
+            "asg-switch",
+            "--load-balancer",
+            "web-tg",
+            "--new-group",
+            "web-green",
+            "--timeout-secs",
+            "30",
+            "--json",
+        ],
+    );
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(s["detached"], serde_json::json!(["web-blue"]));
-    let groups = a.asg.describe_auto_scaling_groups().auto_scaling_group_names("web-blue").auto_scaling_group_names("web-green").send().await.unwrap();
+    let groups = a
+        .asg
+        .describe_auto_scaling_groups()
+        .auto_scaling_group_names("web-blue")
+        .auto_scaling_group_names("web-green")
+        .send()
+        .await
+        .unwrap();
     for g in groups.auto_scaling_groups() {
         let attached = !g.target_group_arns().is_empty();
-        assert_eq!(attached, g.auto_scaling_group_name() == Some("web-green"), "{g:?}");
+        assert_eq!(
+            attached,
+            g.auto_scaling_group_name() == Some("web-green"),
+            "{g:?}"
+        );
     }
 }

@@ -16,9 +16,18 @@ use support::load::Load;
 fn daemon_for(dir: &Path, g: &Gunicorn, strategy: &str, health_deadline_secs: u64) -> Daemon {
     // a daemon with no container service; HAProxy is not involved in a code reload
     let haproxy = Haproxy::start(dir, "unused").unwrap_or_else(|e| panic!("{e}"));
-    let config = write_config_services(dir, &format!("t-reload-{}", std::process::id()), &haproxy, &[]);
+    let config = write_config_services(
+        dir,
+        &format!("t-reload-{}", std::process::id()),
+        &haproxy,
+        &[],
+    );
     let text = std::fs::read_to_string(&config).unwrap();
-    std::fs::write(&config, format!("{text}{}", g.config(strategy, health_deadline_secs))).unwrap();
+    std::fs::write(
+        &config,
+        format!("{text}{}", g.config(strategy, health_deadline_secs)),
+    )
+    .unwrap();
     std::mem::forget(haproxy); // killed with the test process; keeps the socket path valid
     Daemon::start(dir, &config)
 }
@@ -34,21 +43,40 @@ async fn reloads_under_load(strategy: &str, preload: bool, n: usize) {
         let code = bundle(dir.path(), &version, i % 2 == 0);
         let d = daemon.clone();
         let code_s = code.display().to_string();
-        let out = tokio::task::spawn_blocking(move || d.ctl(&["deploy", "app", "--code", &code_s, "--wait"])).await.unwrap();
-        assert!(out.status.success(), "reload {i}: {}{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr), daemon.log());
+        let out = tokio::task::spawn_blocking(move || {
+            d.ctl(&["deploy", "app", "--code", &code_s, "--wait"])
+        })
+        .await
+        .unwrap();
+        assert!(
+            out.status.success(),
+            "reload {i}: {}{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            daemon.log()
+        );
         let mark = load.mark();
         tokio::time::sleep(Duration::from_millis(200)).await;
         let since = load.releases_since(&mark);
-        assert_eq!(since.keys().collect::<Vec<_>>(), [&version], "reload {i} ({strategy}): only the new code answers after it");
+        assert_eq!(
+            since.keys().collect::<Vec<_>>(),
+            [&version],
+            "reload {i} ({strategy}): only the new code answers after it"
+        );
     }
     let stats = load.stop().await;
     assert_eq!(stats.failed, 0, "{strategy}: {stats}\n{}", g.log());
     assert!(stats.requests > 100, "{stats}");
     let reports = daemon.reports();
     assert_eq!(reports.len(), n);
-    assert!(reports.iter().all(|r| r["result"] == "success"), "{reports:?}");
+    assert!(
+        reports.iter().all(|r| r["result"] == "success"),
+        "{reports:?}"
+    );
     // previous release kept for rollback, older ones pruned
-    let kept = std::fs::read_dir(g.app_root.join("releases")).unwrap().count();
+    let kept = std::fs::read_dir(g.app_root.join("releases"))
+        .unwrap()
+        .count();
     assert_eq!(kept, 2, "current + one previous release kept");
 }
 
@@ -69,24 +97,46 @@ async fn broken_code_is_rolled_back_and_unsafe_bundles_are_refused() {
     let daemon = Arc::new(daemon_for(dir.path(), &g, "hup", 3));
     let good = bundle(dir.path(), "1", true);
     let out = daemon.ctl(&["deploy", "app", "--code", good.to_str().unwrap(), "--wait"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     let load = Load::start_with(g.addr(), 2, "/", None, Duration::from_millis(100));
     let broken = bundle(dir.path(), "BROKEN-2", false);
     let d = daemon.clone();
     let b = broken.display().to_string();
-    let out = tokio::task::spawn_blocking(move || d.ctl(&["deploy", "app", "--code", &b, "--wait"])).await.unwrap();
+    let out =
+        tokio::task::spawn_blocking(move || d.ctl(&["deploy", "app", "--code", &b, "--wait"]))
+            .await
+            .unwrap();
     let err = String::from_utf8_lossy(&out.stderr).into_owned();
     assert_eq!(out.status.code(), Some(5), "{err}");
-    assert!(err.contains("health gate") && err.contains("status 500"), "{err}");
+    assert!(
+        err.contains("health gate") && err.contains("status 500"),
+        "{err}"
+    );
     let mark = load.mark();
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let since = load.releases_since(&mark);
-    assert_eq!(since.keys().collect::<Vec<_>>(), ["1"], "after the rollback the previous code serves alone");
+    assert_eq!(
+        since.keys().collect::<Vec<_>>(),
+        ["1"],
+        "after the rollback the previous code serves alone"
+    );
     let stats = load.stop().await;
     assert_eq!(stats.failed, 0, "{stats}");
     let current = std::fs::read_link(g.app_root.join("current")).unwrap();
-    assert!(current.to_string_lossy().ends_with(&daemon.reports()[0]["deploy_id"].as_str().unwrap().to_string()), "{current:?}");
+    assert!(
+        current.to_string_lossy().ends_with(
+            &daemon.reports()[0]["deploy_id"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        ),
+        "{current:?}"
+    );
     let r = daemon.reports().pop().unwrap();
     assert_eq!(r["result"], "failure");
 
@@ -95,20 +145,47 @@ async fn broken_code_is_rolled_back_and_unsafe_bundles_are_refused() {
     std::fs::create_dir_all(&evil_src).unwrap();
     std::fs::write(evil_src.join("VERSION"), "3\n").unwrap();
     std::os::unix::fs::symlink("/etc/passwd", evil_src.join("app.py")).unwrap();
-    let out = daemon.ctl(&["deploy", "app", "--code", evil_src.to_str().unwrap(), "--wait"]);
+    let out = daemon.ctl(&[
+        "deploy",
+        "app",
+        "--code",
+        evil_src.to_str().unwrap(),
+        "--wait",
+    ]);
     let err = String::from_utf8_lossy(&out.stderr).into_owned();
     assert_eq!(out.status.code(), Some(5), "{err}");
     assert!(err.contains("outside the release directory"), "{err}");
     let evil_tgz = dir.path().join("dotdot.tar.gz");
     let ok = std::process::Command::new("tar")
-        .args(["-czf", evil_tgz.to_str().unwrap(), "-P", "--transform", "s,^,../,", "-C", evil_src.to_str().unwrap(), "VERSION"])
+        .args([
+            "-czf",
+            evil_tgz.to_str().unwrap(),
+            "-P",
+            "--transform",
+            "s,^,../,",
+            "-C",
+            evil_src.to_str().unwrap(),
+            "VERSION",
+        ])
         .status()
         .unwrap();
     assert!(ok.success());
-    let out = daemon.ctl(&["deploy", "app", "--code", evil_tgz.to_str().unwrap(), "--version", "4", "--wait"]);
+    let out = daemon.ctl(&[
+        "deploy",
+        "app",
+        "--code",
+        evil_tgz.to_str().unwrap(),
+        "--version",
+        "4",
+        "--wait",
+    ]);
     let err = String::from_utf8_lossy(&out.stderr).into_owned();
     assert_eq!(out.status.code(), Some(5), "{err}");
     assert!(err.contains("leaves the release directory"), "{err}");
     assert!(!dir.path().join("app/VERSION").exists());
-    assert_eq!(std::fs::read_link(g.app_root.join("current")).unwrap(), current, "current never moved");
+    assert_eq!(
+        std::fs::read_link(g.app_root.join("current")).unwrap(),
+        current,
+        "current never moved"
+    );
 }

@@ -268,7 +268,13 @@ mod tests {
 
     #[test]
     fn runtime_servers_pool_connections_unless_told_otherwise() {
-        assert_eq!(runtime_server_options("check inter 2s"), "check inter 2s pool-max-conn -1 pool-purge-delay 5s");
-        assert_eq!(runtime_server_options("pool-purge-delay 1s"), "pool-purge-delay 1s pool-max-conn -1");
+        assert_eq!(
+            runtime_server_options("check inter 2s"),
+            "check inter 2s pool-max-conn -1 pool-purge-delay 5s"
+        );
+        assert_eq!(
+            runtime_server_options("pool-purge-delay 1s"),
+            "pool-purge-delay 1s pool-max-conn -1"
+        );
     }
 }

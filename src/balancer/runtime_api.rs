@@ -183,12 +183,18 @@ impl<'a> StatTable<'a> {
             .ok_or_else(|| format!("unexpected reply to show stat: {}", reply.trim()))?;
         Ok(StatTable {
             cols: header.split(',').collect(),
-            rows: lines.filter(|l| !l.trim().is_empty()).map(|l| l.split(',').collect()).collect(),
+            rows: lines
+                .filter(|l| !l.trim().is_empty())
+                .map(|l| l.split(',').collect())
+                .collect(),
         })
     }
 
     fn col(&self, name: &str) -> Result<usize, String> {
-        self.cols.iter().position(|c| *c == name).ok_or_else(|| format!("show stat: no column {name}"))
+        self.cols
+            .iter()
+            .position(|c| *c == name)
+            .ok_or_else(|| format!("show stat: no column {name}"))
     }
 
     /// (server name, row) of `backend`, the BACKEND and FRONTEND summary rows included.
@@ -203,7 +209,9 @@ impl<'a> StatTable<'a> {
     }
 
     fn sum(&self, row: &[&str], cols: &[usize]) -> u64 {
-        cols.iter().map(|i| row.get(*i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)).sum()
+        cols.iter()
+            .map(|i| row.get(*i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0))
+            .sum()
     }
 }
 
@@ -219,7 +227,10 @@ pub(super) fn parse_backend_failures(reply: &str, backend: &str) -> Result<u64, 
 }
 
 /// Current sessions plus queued requests of each server of `backend`.
-pub(super) fn parse_stat_in_flight(reply: &str, backend: &str) -> Result<Vec<(String, u64)>, String> {
+pub(super) fn parse_stat_in_flight(
+    reply: &str,
+    backend: &str,
+) -> Result<Vec<(String, u64)>, String> {
     let t = StatTable::parse(reply)?;
     let counters = [t.col("qcur")?, t.col("scur")?];
     Ok(t.rows_of(backend)?

@@ -164,10 +164,17 @@ fn main() -> ExitCode {
     let args = Args::parse();
     match &args.verb {
         Verb::CheckConfig { file, json } => {
-            return ExitCode::from(cli::check_config::run(file.as_ref().unwrap_or(&args.config), *json))
+            return ExitCode::from(cli::check_config::run(
+                file.as_ref().unwrap_or(&args.config),
+                *json,
+            ))
         }
-        Verb::LintTemplate { file, json } => return ExitCode::from(cli::lint_template::run(file, *json)),
-        Verb::StackUpdate { .. } | Verb::AsgSwitch { .. } => return ExitCode::from(build_box(args.verb)),
+        Verb::LintTemplate { file, json } => {
+            return ExitCode::from(cli::lint_template::run(file, *json))
+        }
+        Verb::StackUpdate { .. } | Verb::AsgSwitch { .. } => {
+            return ExitCode::from(build_box(args.verb))
+        }
         _ => {}
     }
     let socket = match socket_path(&args) {
@@ -238,7 +245,10 @@ fn main() -> ExitCode {
                 .await
             }
             Verb::Reload { json } => cli::reload::run(&client, json).await,
-            Verb::CheckConfig { .. } | Verb::LintTemplate { .. } | Verb::StackUpdate { .. } | Verb::AsgSwitch { .. } => {
+            Verb::CheckConfig { .. }
+            | Verb::LintTemplate { .. }
+            | Verb::StackUpdate { .. }
+            | Verb::AsgSwitch { .. } => {
                 unreachable!("handled before connecting")
             }
         }
@@ -284,8 +294,21 @@ fn build_box(verb: Verb) -> u8 {
                 })
                 .await
             }
-            Verb::AsgSwitch { load_balancer, new_group, timeout_secs, region, json } => {
-                cli::asg_switch::run(&load_balancer, &new_group, Duration::from_secs(timeout_secs), region.as_deref(), json).await
+            Verb::AsgSwitch {
+                load_balancer,
+                new_group,
+                timeout_secs,
+                region,
+                json,
+            } => {
+                cli::asg_switch::run(
+                    &load_balancer,
+                    &new_group,
+                    Duration::from_secs(timeout_secs),
+                    region.as_deref(),
+                    json,
+                )
+                .await
             }
             _ => unreachable!("only build-box verbs come here"),
         }

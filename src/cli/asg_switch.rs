@@ -5,7 +5,13 @@ use std::time::Duration;
 use crate::fleet::asg_switch;
 use crate::fleet::aws::Clients;
 
-pub async fn run(target_group: &str, new_group: &str, timeout: Duration, region: Option<&str>, json: bool) -> u8 {
+pub async fn run(
+    target_group: &str,
+    new_group: &str,
+    timeout: Duration,
+    region: Option<&str>,
+    json: bool,
+) -> u8 {
     let clients = Clients::from_env(region).await;
     match asg_switch::run(&clients, target_group, new_group, timeout).await {
         Ok(s) => {
@@ -15,7 +21,11 @@ pub async fn run(target_group: &str, new_group: &str, timeout: Duration, region:
                 println!(
                     "{new_group} serves {target_group} ({} healthy instances); detached: {}",
                     s.healthy_instances.len(),
-                    if s.detached.is_empty() { "none".to_string() } else { s.detached.join(", ") }
+                    if s.detached.is_empty() {
+                        "none".to_string()
+                    } else {
+                        s.detached.join(", ")
+                    }
                 );
             }
             super::exit::OK

@@ -8,7 +8,10 @@ use crate::fleet::template::Template;
 pub const WARNINGS: u8 = 13;
 
 pub fn run(file: &Path, json: bool) -> u8 {
-    let template = match std::fs::read_to_string(file).map_err(|e| e.to_string()).and_then(|t| Template::parse(&t)) {
+    let template = match std::fs::read_to_string(file)
+        .map_err(|e| e.to_string())
+        .and_then(|t| Template::parse(&t))
+    {
         Ok(t) => t,
         Err(e) => {
             eprintln!("hotswapctl: template {}: {e}", file.display());
@@ -17,7 +20,10 @@ pub fn run(file: &Path, json: bool) -> u8 {
     };
     let warnings = lint(&template);
     if json {
-        println!("{}", serde_json::to_string_pretty(&warnings).expect("serializes"));
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&warnings).expect("serializes")
+        );
     } else {
         for w in &warnings {
             println!("{}: {}: warning: {}", file.display(), w.path, w.message);

@@ -65,11 +65,21 @@ pub async fn run(a: Args) -> u8 {
     };
     let (code, summary) = stack_update::run(&clients, options, a.json).await;
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&summary).expect("serializes"));
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&summary).expect("serializes")
+        );
     } else {
         if summary.outcome == "dry-run" {
-            println!("plan for stack {} (deploy id {}):", summary.stack, summary.deploy_id);
-            println!("  group {} live DesiredCapacity {}", summary.group.as_deref().unwrap_or("?"), summary.live_desired.unwrap_or(0));
+            println!(
+                "plan for stack {} (deploy id {}):",
+                summary.stack, summary.deploy_id
+            );
+            println!(
+                "  group {} live DesiredCapacity {}",
+                summary.group.as_deref().unwrap_or("?"),
+                summary.live_desired.unwrap_or(0)
+            );
             for n in &summary.notes {
                 println!("  keeps scaling: {n}");
             }
@@ -81,7 +91,11 @@ pub async fn run(a: Args) -> u8 {
             "stack-update {}: {}{}",
             summary.stack,
             summary.outcome,
-            summary.message.as_deref().map(|m| format!(": {m}")).unwrap_or_default()
+            summary
+                .message
+                .as_deref()
+                .map(|m| format!(": {m}"))
+                .unwrap_or_default()
         );
         if code == exit::OK {
             println!("{line}");

@@ -9,7 +9,11 @@ use std::path::{Component, Path, PathBuf};
 #[derive(Debug, thiserror::Error)]
 pub enum BundleError {
     #[error("bundle {bundle}: entry {entry:?} {why}")]
-    Unsafe { bundle: String, entry: String, why: String },
+    Unsafe {
+        bundle: String,
+        entry: String,
+        why: String,
+    },
     #[error("bundle {bundle}: {source}")]
     Io { bundle: String, source: io::Error },
     #[error("bundle {0} is neither a directory nor a .tar.gz / .tgz / .tar file")]
@@ -34,7 +38,10 @@ fn link_stays_inside(link: &Path, target: &Path) -> bool {
     if target.is_absolute() {
         return false;
     }
-    let mut depth: i64 = link.parent().map(|p| p.components().count() as i64).unwrap_or(0);
+    let mut depth: i64 = link
+        .parent()
+        .map(|p| p.components().count() as i64)
+        .unwrap_or(0);
     for c in target.components() {
         match c {
             Component::ParentDir => depth -= 1,
@@ -52,7 +59,10 @@ fn link_stays_inside(link: &Path, target: &Path) -> bool {
 /// Unpacks `bundle` into `dest` (which must not exist yet). On error `dest` is removed.
 pub fn unpack(bundle: &Path, dest: &Path) -> Result<(), BundleError> {
     let name = bundle.display().to_string();
-    let io_err = |source: io::Error| BundleError::Io { bundle: name.clone(), source };
+    let io_err = |source: io::Error| BundleError::Io {
+        bundle: name.clone(),
+        source,
+    };
     let meta = fs::metadata(bundle).map_err(io_err)?;
     fs::create_dir_all(dest.parent().unwrap_or(Path::new("/"))).map_err(io_err)?;
     fs::create_dir(dest).map_err(io_err)?;
@@ -62,9 +72,17 @@ pub fn unpack(bundle: &Path, dest: &Path) -> Result<(), BundleError> {
         let lower = name.to_ascii_lowercase();
         if lower.ends_with(".tar.gz") || lower.ends_with(".tgz") {
             let f = fs::File::open(bundle).map_err(io_err)?;
-            unpack_tar(tar::Archive::new(flate2::read::GzDecoder::new(f)), dest, &name)
+            unpack_tar(
+                tar::Archive::new(flate2::read::GzDecoder::new(f)),
+                dest,
+                &name,
+            )
         } else if lower.ends_with(".tar") {
-            unpack_tar(tar::Archive::new(fs::File::open(bundle).map_err(io_err)?), dest, &name)
+            unpack_tar(
+                tar::Archive::new(fs::File::open(bundle).map_err(io_err)?),
+                dest,
+                &name,
+            )
         } else {
             Err(BundleError::Kind(name.clone()))
         }
@@ -75,13 +93,25 @@ pub fn unpack(bundle: &Path, dest: &Path) -> Result<(), BundleError> {
     result
 }
 
-fn unpack_tar<R: io::Read>(mut archive: tar::Archive<R>, dest: &Path, name: &str) -> Result<(), BundleError> {
-    let io_err = |source: io::Error| BundleError::Io { bundle: name.to_string(), source };
+fn unpack_tar<R: io::Read>(
+    mut archive: tar::Archive<R>,
+    dest: &Path,
+    name: &str,
+) -> Result<(), BundleError> {
+    let io_err = |source: io::Error| BundleError::Io {
+        bundle: name.to_string(),
+        source,
+    };
     for entry in archive.entries().map_err(io_err)? {
         let mut entry = entry.map_err(io_err)?;
         let raw = entry.path().map_err(io_err)?.into_owned();
-        let unsafe_entry = |why: &str| BundleError::Unsafe { bundle: name.to_string(), entry: raw.display().to_string(), why: why.to_string() };
-        let rel = clean_relative(&raw).ok_or_else(|| unsafe_entry("leaves the release directory (absolute or '..')"))?;
+        let unsafe_entry = |why: &str| BundleError::Unsafe {
+            bundle: name.to_string(),
+            entry: raw.display().to_string(),
+            why: why.to_string(),
+        };
+        let rel = clean_relative(&raw)
+            .ok_or_else(|| unsafe_entry("leaves the release directory (absolute or '..')"))?;
         if rel.as_os_str().is_empty() {
             continue;
         }
@@ -89,18 +119,31 @@ fn unpack_tar<R: io::Read>(mut archive: tar::Archive<R>, dest: &Path, name: &str
         match kind {
             tar::EntryType::Regular | tar::EntryType::Continuous | tar::EntryType::Directory => {}
             tar::EntryType::Symlink | tar::EntryType::Link => {
-                let target = entry.link_name().map_err(io_err)?.ok_or_else(|| unsafe_entry("is a link without a target"))?;
+                let target = entry
+                    .link_name()
+                    .map_err(io_err)?
+                    .ok_or_else(|| unsafe_entry("is a link without a target"))?;
                 let inside = if kind == tar::EntryType::Link {
                     clean_relative(&target).is_some()
                 } else {
                     link_stays_inside(&rel, &target)
                 };
                 if !inside {
-                    return Err(unsafe_entry(&format!("links to {} outside the release directory", target.display())));
+                    return Err(unsafe_entry(&format!(
+                        "links to {} outside the release directory",
+                        target.display()
+                    )));
                 }
             }
-            tar::EntryType::XGlobalHeader | tar::EntryType::XHeader | tar::EntryType::GNULongName | tar::EntryType::GNULongLink => continue,
-            other => return Err(unsafe_entry(&format!("is a {other:?} (device files, fifos and the like are refused)"))),
+            tar::EntryType::XGlobalHeader
+            | tar::EntryType::XHeader
+            | tar::EntryType::GNULongName
+            | tar::EntryType::GNULongLink => continue,
+            other => {
+                return Err(unsafe_entry(&format!(
+                    "is a {other:?} (device files, fifos and the like are refused)"
+                )))
+            }
         }
         // unpack_in refuses paths escaping dest as a second guard
         if !entry.unpack_in(dest).map_err(io_err)? {
@@ -111,16 +154,26 @@ fn unpack_tar<R: io::Read>(mut archive: tar::Archive<R>, dest: &Path, name: &str
 }
 
 fn copy_dir(src: &Path, dest: &Path, rel: &Path, name: &str) -> Result<(), BundleError> {
-    let io_err = |source: io::Error| BundleError::Io { bundle: name.to_string(), source };
+    let io_err = |source: io::Error| BundleError::Io {
+        bundle: name.to_string(),
+        source,
+    };
     for e in fs::read_dir(src.join(rel)).map_err(io_err)? {
         let e = e.map_err(io_err)?;
         let r = rel.join(e.file_name());
         let ft = e.file_type().map_err(io_err)?;
-        let unsafe_entry = |why: String| BundleError::Unsafe { bundle: name.to_string(), entry: r.display().to_string(), why };
+        let unsafe_entry = |why: String| BundleError::Unsafe {
+            bundle: name.to_string(),
+            entry: r.display().to_string(),
+            why,
+        };
         if ft.is_symlink() {
             let target = fs::read_link(e.path()).map_err(io_err)?;
             if !link_stays_inside(&r, &target) {
-                return Err(unsafe_entry(format!("links to {} outside the release directory", target.display())));
+                return Err(unsafe_entry(format!(
+                    "links to {} outside the release directory",
+                    target.display()
+                )));
             }
             std::os::unix::fs::symlink(&target, dest.join(&r)).map_err(io_err)?;
         } else if ft.is_dir() {
@@ -147,7 +200,11 @@ pub fn read_version(bundle: &Path) -> Option<String> {
     }
     let f = fs::File::open(bundle).ok()?;
     let lower = bundle.to_string_lossy().to_ascii_lowercase();
-    let reader: Box<dyn io::Read> = if lower.ends_with(".tar") { Box::new(f) } else { Box::new(flate2::read::GzDecoder::new(f)) };
+    let reader: Box<dyn io::Read> = if lower.ends_with(".tar") {
+        Box::new(f)
+    } else {
+        Box::new(flate2::read::GzDecoder::new(f))
+    };
     let mut archive = tar::Archive::new(reader);
     for entry in archive.entries().ok()? {
         let entry = entry.ok()?;
@@ -163,10 +220,17 @@ pub fn read_version(bundle: &Path) -> Option<String> {
 mod tests {
     use super::*;
 
-    fn tgz(dir: &Path, name: &str, build: impl FnOnce(&mut tar::Builder<flate2::write::GzEncoder<fs::File>>)) -> PathBuf {
+    fn tgz(
+        dir: &Path,
+        name: &str,
+        build: impl FnOnce(&mut tar::Builder<flate2::write::GzEncoder<fs::File>>),
+    ) -> PathBuf {
         let p = dir.join(name);
         let f = fs::File::create(&p).unwrap();
-        let mut b = tar::Builder::new(flate2::write::GzEncoder::new(f, flate2::Compression::fast()));
+        let mut b = tar::Builder::new(flate2::write::GzEncoder::new(
+            f,
+            flate2::Compression::fast(),
+        ));
         build(&mut b);
         b.into_inner().unwrap().finish().unwrap();
         p
@@ -201,20 +265,42 @@ mod tests {
         });
         let dest = d.path().join("releases/r1");
         unpack(&b, &dest).unwrap();
-        assert_eq!(fs::read_to_string(dest.join("lib/util.py")).unwrap(), "x = 1");
+        assert_eq!(
+            fs::read_to_string(dest.join("lib/util.py")).unwrap(),
+            "x = 1"
+        );
         assert_eq!(read_version(&b), None);
         let v = tgz(d.path(), "v.tgz", |b| file(b, "./VERSION", b"7\n"));
         assert_eq!(read_version(&v).as_deref(), Some("7"));
-        assert_eq!(fs::read_to_string(dest.join("lib/app.py")).unwrap(), "print(1)");
+        assert_eq!(
+            fs::read_to_string(dest.join("lib/app.py")).unwrap(),
+            "print(1)"
+        );
     }
 
     #[test]
     fn escaping_paths_links_and_devices_are_refused_and_leave_nothing() {
         let d = tempfile::tempdir().unwrap();
-        let cases: Vec<(&str, Box<dyn FnOnce(&mut tar::Builder<flate2::write::GzEncoder<fs::File>>)>, &str)> = vec![
-            ("dotdot.tgz", Box::new(|b| file(b, "../evil.py", b"x")), "leaves the release directory"),
-            ("abslink.tgz", Box::new(|b| link(b, "etc", "/etc")), "outside the release directory"),
-            ("uplink.tgz", Box::new(|b| link(b, "a/b", "../../x")), "outside the release directory"),
+        let cases: Vec<(
+            &str,
+            Box<dyn FnOnce(&mut tar::Builder<flate2::write::GzEncoder<fs::File>>)>,
+            &str,
+        )> = vec![
+            (
+                "dotdot.tgz",
+                Box::new(|b| file(b, "../evil.py", b"x")),
+                "leaves the release directory",
+            ),
+            (
+                "abslink.tgz",
+                Box::new(|b| link(b, "etc", "/etc")),
+                "outside the release directory",
+            ),
+            (
+                "uplink.tgz",
+                Box::new(|b| link(b, "a/b", "../../x")),
+                "outside the release directory",
+            ),
             (
                 "dev.tgz",
                 Box::new(|b| {

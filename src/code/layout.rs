@@ -9,7 +9,9 @@ pub struct Layout {
 
 impl Layout {
     pub fn new(root: &Path) -> Layout {
-        Layout { root: root.to_owned() }
+        Layout {
+            root: root.to_owned(),
+        }
     }
 
     pub fn releases(&self) -> PathBuf {
@@ -27,13 +29,19 @@ impl Layout {
     /// The release directory `current` points to, if any.
     pub fn current(&self) -> Option<PathBuf> {
         let target = std::fs::read_link(self.current_link()).ok()?;
-        Some(if target.is_absolute() { target } else { self.root.join(target) })
+        Some(if target.is_absolute() {
+            target
+        } else {
+            self.root.join(target)
+        })
     }
 
     /// Points `current` at `release` in one rename.
     pub fn switch(&self, release: &Path) -> std::io::Result<()> {
         let rel = release.strip_prefix(&self.root).unwrap_or(release);
-        let tmp = self.root.join(format!(".current.tmp.{}", std::process::id()));
+        let tmp = self
+            .root
+            .join(format!(".current.tmp.{}", std::process::id()));
         let _ = std::fs::remove_file(&tmp);
         std::os::unix::fs::symlink(rel, &tmp)?;
         std::fs::rename(&tmp, self.current_link())?;
@@ -43,7 +51,9 @@ impl Layout {
     /// Removes release directories other than `keep`.
     pub fn prune(&self, keep: &[&Path]) -> Vec<String> {
         let mut problems = Vec::new();
-        let Ok(entries) = std::fs::read_dir(self.releases()) else { return problems };
+        let Ok(entries) = std::fs::read_dir(self.releases()) else {
+            return problems;
+        };
         for e in entries.flatten() {
             let p = e.path();
             if keep.iter().any(|k| *k == p) {
@@ -72,7 +82,11 @@ mod tests {
         assert_eq!(l.current(), Some(l.release("a")));
         l.switch(&l.release("b")).unwrap();
         assert_eq!(l.current(), Some(l.release("b")));
-        assert_eq!(std::fs::read_link(l.current_link()).unwrap(), Path::new("releases/b"), "relative link");
+        assert_eq!(
+            std::fs::read_link(l.current_link()).unwrap(),
+            Path::new("releases/b"),
+            "relative link"
+        );
         assert!(l.prune(&[&l.release("b"), &l.release("a")]).is_empty());
         assert!(!l.release("c").exists() && l.release("a").exists());
     }

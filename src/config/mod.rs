@@ -211,7 +211,11 @@ impl Settings {
     }
 
     pub fn names(&self) -> Vec<String> {
-        self.services.keys().chain(self.processes.keys()).cloned().collect()
+        self.services
+            .keys()
+            .chain(self.processes.keys())
+            .cloned()
+            .collect()
     }
 
     pub fn service(&self, name: &str) -> Option<&ServiceSettings> {

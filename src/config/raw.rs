@@ -236,7 +236,10 @@ impl Config {
                 return Err(ctx.invalid(key, "names use 1-48 letters, digits, '-' or '_'"));
             }
             if services.contains_key(&name) {
-                return Err(ctx.invalid(key, format!("{name:?} is also a service: names must be unique")));
+                return Err(ctx.invalid(
+                    key,
+                    format!("{name:?} is also a service: names must be unique"),
+                ));
             }
             processes.insert(name.clone(), p.validate(&ctx, &key, name)?);
         }
@@ -291,83 +294,83 @@ impl Config {
 }
 
 fn health_settings(ctx: &Ctx, key: &str, h: Health) -> Result<HealthSettings, ConfigError> {
-        let hk = format!("{key}.health");
-        let path = h.path.unwrap_or_else(|| "/health".to_string());
-        if !path.starts_with('/') {
+    let hk = format!("{key}.health");
+    let path = h.path.unwrap_or_else(|| "/health".to_string());
+    if !path.starts_with('/') {
+        return Err(ctx.invalid(
+            format!("{hk}.path"),
+            format!("{path:?}: must start with '/'"),
+        ));
+    }
+    let release_match = match (
+        h.release_body_contains,
+        h.release_json_field,
+        h.release_json_equals,
+    ) {
+        (None, None, None) => ReleaseMatch::None,
+        (Some(t), None, None) => ReleaseMatch::BodyContains(t),
+        (None, Some(field), equals) => ReleaseMatch::JsonField {
+            field,
+            equals: equals.unwrap_or_else(|| "{version}".to_string()),
+        },
+        (None, None, Some(_)) => {
             return Err(ctx.invalid(
-                format!("{hk}.path"),
-                format!("{path:?}: must start with '/'"),
-            ));
+                format!("{hk}.release_json_equals"),
+                "needs release_json_field to say which field to compare",
+            ))
         }
-        let release_match = match (
-            h.release_body_contains,
-            h.release_json_field,
-            h.release_json_equals,
-        ) {
-            (None, None, None) => ReleaseMatch::None,
-            (Some(t), None, None) => ReleaseMatch::BodyContains(t),
-            (None, Some(field), equals) => ReleaseMatch::JsonField {
-                field,
-                equals: equals.unwrap_or_else(|| "{version}".to_string()),
-            },
-            (None, None, Some(_)) => {
-                return Err(ctx.invalid(
-                    format!("{hk}.release_json_equals"),
-                    "needs release_json_field to say which field to compare",
-                ))
-            }
-            (Some(_), _, _) => {
-                return Err(ctx.invalid(
-                    format!("{hk}.release_body_contains"),
-                    "use either release_body_contains or release_json_field, not both",
-                ))
-            }
-        };
-        let expect_status = h.expect_status.unwrap_or(200);
-        if !(100..=599).contains(&expect_status) {
+        (Some(_), _, _) => {
             return Err(ctx.invalid(
-                format!("{hk}.expect_status"),
-                "must be an HTTP status 100-599",
-            ));
+                format!("{hk}.release_body_contains"),
+                "use either release_body_contains or release_json_field, not both",
+            ))
         }
-        let consecutive_passes = h.consecutive_passes.unwrap_or(2);
-        if consecutive_passes == 0 {
-            return Err(ctx.invalid(format!("{hk}.consecutive_passes"), "must be at least 1"));
-        }
-        let min_interval_ms = positive(
-            ctx,
-            format!("{hk}.min_interval_ms"),
-            h.min_interval_ms.unwrap_or(2),
-        )?;
-        let max_interval_ms = positive(
-            ctx,
+    };
+    let expect_status = h.expect_status.unwrap_or(200);
+    if !(100..=599).contains(&expect_status) {
+        return Err(ctx.invalid(
+            format!("{hk}.expect_status"),
+            "must be an HTTP status 100-599",
+        ));
+    }
+    let consecutive_passes = h.consecutive_passes.unwrap_or(2);
+    if consecutive_passes == 0 {
+        return Err(ctx.invalid(format!("{hk}.consecutive_passes"), "must be at least 1"));
+    }
+    let min_interval_ms = positive(
+        ctx,
+        format!("{hk}.min_interval_ms"),
+        h.min_interval_ms.unwrap_or(2),
+    )?;
+    let max_interval_ms = positive(
+        ctx,
+        format!("{hk}.max_interval_ms"),
+        h.max_interval_ms.unwrap_or(50),
+    )?;
+    if max_interval_ms < min_interval_ms {
+        return Err(ctx.invalid(
             format!("{hk}.max_interval_ms"),
-            h.max_interval_ms.unwrap_or(50),
-        )?;
-        if max_interval_ms < min_interval_ms {
-            return Err(ctx.invalid(
-                format!("{hk}.max_interval_ms"),
-                "must not be below min_interval_ms",
-            ));
-        }
-        Ok(HealthSettings {
-            path,
-            expect_status,
-            release_match,
-            attempt_timeout: Duration::from_millis(positive(
-                ctx,
-                format!("{hk}.attempt_timeout_ms"),
-                h.attempt_timeout_ms.unwrap_or(1000),
-            )?),
-            consecutive_passes,
-            deadline: Duration::from_secs(positive(
-                ctx,
-                format!("{hk}.deadline_secs"),
-                h.deadline_secs.unwrap_or(60),
-            )?),
-            min_interval: Duration::from_millis(min_interval_ms),
-            max_interval: Duration::from_millis(max_interval_ms),
-        })
+            "must not be below min_interval_ms",
+        ));
+    }
+    Ok(HealthSettings {
+        path,
+        expect_status,
+        release_match,
+        attempt_timeout: Duration::from_millis(positive(
+            ctx,
+            format!("{hk}.attempt_timeout_ms"),
+            h.attempt_timeout_ms.unwrap_or(1000),
+        )?),
+        consecutive_passes,
+        deadline: Duration::from_secs(positive(
+            ctx,
+            format!("{hk}.deadline_secs"),
+            h.deadline_secs.unwrap_or(60),
+        )?),
+        min_interval: Duration::from_millis(min_interval_ms),
+        max_interval: Duration::from_millis(max_interval_ms),
+    })
 }
 
 impl Process {
@@ -376,18 +379,39 @@ impl Process {
             return Err(ctx.invalid(format!("{key}.port"), "must be 1-65535"));
         }
         if !self.app_root.is_absolute() {
-            return Err(ctx.invalid(format!("{key}.app_root"), format!("{}: must be an absolute path", self.app_root.display())));
+            return Err(ctx.invalid(
+                format!("{key}.app_root"),
+                format!("{}: must be an absolute path", self.app_root.display()),
+            ));
         }
         let strategy = match self.strategy.as_deref().unwrap_or("hup") {
             "hup" => ReloadStrategy::Hup,
             "usr2" => ReloadStrategy::Usr2,
-            other => return Err(ctx.invalid(format!("{key}.strategy"), format!("{other:?}: expected \"hup\" or \"usr2\""))),
+            other => {
+                return Err(ctx.invalid(
+                    format!("{key}.strategy"),
+                    format!("{other:?}: expected \"hup\" or \"usr2\""),
+                ))
+            }
         };
-        let sig = |field: &str, v: Option<String>, default: &str| parse_signal(ctx, &format!("{key}.{field}"), v.as_deref().unwrap_or(default));
+        let sig = |field: &str, v: Option<String>, default: &str| {
+            parse_signal(
+                ctx,
+                &format!("{key}.{field}"),
+                v.as_deref().unwrap_or(default),
+            )
+        };
         let drain_budget = Duration::from_secs(self.drain_budget_secs.unwrap_or(60));
-        let host_budget = Duration::from_secs(positive(ctx, format!("{key}.host_budget_secs"), self.host_budget_secs.unwrap_or(180))?);
+        let host_budget = Duration::from_secs(positive(
+            ctx,
+            format!("{key}.host_budget_secs"),
+            self.host_budget_secs.unwrap_or(180),
+        )?);
         if drain_budget >= host_budget {
-            return Err(ctx.invalid(format!("{key}.drain_budget_secs"), "must be shorter than host_budget_secs"));
+            return Err(ctx.invalid(
+                format!("{key}.drain_budget_secs"),
+                "must be shorter than host_budget_secs",
+            ));
         }
         Ok(ProcessSettings {
             health: health_settings(ctx, key, self.health)?,
@@ -537,9 +561,15 @@ impl Service {
             Some(c) => {
                 let ck = format!("{key}.code");
                 if !c.app_root.is_absolute() {
-                    return Err(ctx.invalid(format!("{ck}.app_root"), format!("{}: must be an absolute path", c.app_root.display())));
+                    return Err(ctx.invalid(
+                        format!("{ck}.app_root"),
+                        format!("{}: must be an absolute path", c.app_root.display()),
+                    ));
                 }
-                let mounted = container.volumes.iter().any(|v| Path::new(v.split(':').next().unwrap_or("")) == c.app_root);
+                let mounted = container
+                    .volumes
+                    .iter()
+                    .any(|v| Path::new(v.split(':').next().unwrap_or("")) == c.app_root);
                 if !mounted {
                     return Err(ctx.invalid(
                         format!("{ck}.app_root"),
@@ -548,7 +578,11 @@ impl Service {
                 }
                 let reload_signal = c.reload_signal.unwrap_or_else(|| "SIGHUP".into());
                 parse_signal(ctx, &format!("{ck}.reload_signal"), &reload_signal)?;
-                Some(MountedCode { app_root: c.app_root, reload_signal, keep_releases: c.keep_releases.unwrap_or(1) })
+                Some(MountedCode {
+                    app_root: c.app_root,
+                    reload_signal,
+                    keep_releases: c.keep_releases.unwrap_or(1),
+                })
             }
         };
         Ok(ServiceSettings {

@@ -41,20 +41,33 @@ fn the_shipped_example_parses_with_every_key() {
     );
     assert_eq!(web.host_budget, Duration::from_secs(180));
     let app = &s.processes["app"];
-    assert_eq!((app.port, app.strategy, app.keep_releases), (8000, ReloadStrategy::Hup, 1));
+    assert_eq!(
+        (app.port, app.strategy, app.keep_releases),
+        (8000, ReloadStrategy::Hup, 1)
+    );
     assert_eq!(app.stop_old_signal, nix::sys::signal::Signal::SIGTERM);
     assert_eq!(s.names(), ["web", "app"]);
 }
 
 #[test]
 fn process_services_are_validated_and_names_are_unique() {
-    let process = "[processes.app]\npidfile = \"/run/app.pid\"\nport = 8000\napp_root = \"/srv/app\"\n";
+    let process =
+        "[processes.app]\npidfile = \"/run/app.pid\"\nport = 8000\napp_root = \"/srv/app\"\n";
     assert!(parse(process).is_ok());
-    let err = parse(&process.replace("/srv/app", "srv/app")).unwrap_err().to_string();
+    let err = parse(&process.replace("/srv/app", "srv/app"))
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("processes.app.app_root"), "{err}");
-    let err = parse(&format!("{process}strategy = \"usr1\"\n")).unwrap_err().to_string();
+    let err = parse(&format!("{process}strategy = \"usr1\"\n"))
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("processes.app.strategy"), "{err}");
-    let err = parse(&format!("{MINIMAL}{}", process.replace("processes.app", "processes.web"))).unwrap_err().to_string();
+    let err = parse(&format!(
+        "{MINIMAL}{}",
+        process.replace("processes.app", "processes.web")
+    ))
+    .unwrap_err()
+    .to_string();
     assert!(err.contains("names must be unique"), "{err}");
 }
 

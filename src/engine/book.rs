@@ -22,7 +22,13 @@ pub struct Book<P> {
 }
 
 impl<P: Reporter> Book<P> {
-    pub fn new(service: &str, journal: Journal, handle: Arc<ServiceHandle>, reporter: Arc<P>, identity: Arc<Identity>) -> Self {
+    pub fn new(
+        service: &str,
+        journal: Journal,
+        handle: Arc<ServiceHandle>,
+        reporter: Arc<P>,
+        identity: Arc<Identity>,
+    ) -> Self {
         Book {
             service: service.to_string(),
             journal,

@@ -10,8 +10,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use super::handle::ServiceHandle;
 use super::book::Book;
+use super::handle::ServiceHandle;
 use super::journal::Journal;
 use super::phase::{Budgets, Event, Instance, Phase, Release, Swap, UnixMs};
 use crate::balancer::{Balancer, BalancerError, ServerSpec};
@@ -172,9 +172,6 @@ impl<R: Runtime, B: Balancer, P: Reporter> Driver<R, B, P> {
         }
     }
 
-
-
-
     /// Runs a swap from whatever phase it is in to its end, then reports it.
     async fn swap(&mut self, mut swap: Swap) {
         if swap.phase == Phase::Accepted {
@@ -185,7 +182,13 @@ impl<R: Runtime, B: Balancer, P: Reporter> Driver<R, B, P> {
             swap = match swap.phase.clone() {
                 Phase::Accepted => self.book.advance(swap, Event::Begin),
                 Phase::Starting { deadline } => {
-                    match within(deadline, "starting the container", self.start_new(&mut swap)).await {
+                    match within(
+                        deadline,
+                        "starting the container",
+                        self.start_new(&mut swap),
+                    )
+                    .await
+                    {
                         Ok(instance) => self.book.advance(swap, Event::Started(instance)),
                         Err(reason) => self.book.advance(swap, Event::Fail(reason)),
                     }
@@ -225,13 +228,15 @@ impl<R: Runtime, B: Balancer, P: Reporter> Driver<R, B, P> {
             };
         }
         if swap.failed_requests.is_none() {
-            if let (Some(start), Ok(end)) = (swap.lb_failures_at_start, self.balancer.backend_failures().await) {
+            if let (Some(start), Ok(end)) = (
+                swap.lb_failures_at_start,
+                self.balancer.backend_failures().await,
+            ) {
                 swap.failed_requests = Some(end.saturating_sub(start));
             }
         }
         self.book.settle(swap).await;
     }
-
 
     fn container_spec(&self, release: &Release) -> ContainerSpec {
         let c = &self.settings.container;

@@ -52,7 +52,13 @@ pub struct ProcessDriver<P> {
 }
 
 impl<P: Reporter> ProcessDriver<P> {
-    pub fn new(updates: watch::Receiver<ProcessSettings>, identity: Arc<Identity>, reporter: Arc<P>, journal: Journal, handle: Arc<ServiceHandle>) -> Self {
+    pub fn new(
+        updates: watch::Receiver<ProcessSettings>,
+        identity: Arc<Identity>,
+        reporter: Arc<P>,
+        journal: Journal,
+        handle: Arc<ServiceHandle>,
+    ) -> Self {
         let settings = updates.borrow().clone();
         ProcessDriver {
             book: Book::new(&settings.name, journal, handle, reporter, identity),
@@ -78,10 +84,16 @@ impl<P: Reporter> ProcessDriver<P> {
         }
         if let Some(swap) = self.book.record.swap.clone() {
             let resumed = match swap.phase {
-                Phase::Accepted | Phase::Draining { .. } | Phase::Retiring { .. } | Phase::RollingBack { .. } => swap,
+                Phase::Accepted
+                | Phase::Draining { .. }
+                | Phase::Retiring { .. }
+                | Phase::RollingBack { .. } => swap,
                 _ if swap.phase.is_terminal() => swap,
                 _ => {
-                    let why = format!("hotswapd restarted during phase {}; rolled back", swap.phase);
+                    let why = format!(
+                        "hotswapd restarted during phase {}; rolled back",
+                        swap.phase
+                    );
                     self.book.advance(swap, Event::Fail(why))
                 }
             };
@@ -94,7 +106,12 @@ impl<P: Reporter> ProcessDriver<P> {
             let updates = self.updates.clone();
             let swap = handle
                 .next(|release, view| {
-                    let swap = Swap::new(release.clone(), old, budgets_of(&updates.borrow()), now_ms());
+                    let swap = Swap::new(
+                        release.clone(),
+                        old,
+                        budgets_of(&updates.borrow()),
+                        now_ms(),
+                    );
                     view.state = "swapping".into();
                     view.swap = Some(swap.clone());
                     swap
@@ -120,8 +137,12 @@ impl<P: Reporter> ProcessDriver<P> {
             swap = match swap.phase.clone() {
                 Phase::Accepted => self.book.advance(swap, Event::Begin),
                 Phase::Starting { deadline } => {
-                    let started = tokio::time::timeout_at(instant_of(deadline), self.start_new(&mut swap)).await;
-                    match started.unwrap_or_else(|_| Err("starting the new code did not finish before its deadline".into())) {
+                    let started =
+                        tokio::time::timeout_at(instant_of(deadline), self.start_new(&mut swap))
+                            .await;
+                    match started.unwrap_or_else(|_| {
+                        Err("starting the new code did not finish before its deadline".into())
+                    }) {
                         Ok(instance) => self.book.advance(swap, Event::Started(instance)),
                         Err(reason) => self.book.advance(swap, Event::Fail(reason)),
                     }
@@ -146,8 +167,12 @@ impl<P: Reporter> ProcessDriver<P> {
                     self.book.advance(swap, Event::Retired)
                 }
                 Phase::RollingBack { deadline } => {
-                    if tokio::time::timeout_at(instant_of(deadline), self.roll_back(&mut swap)).await.is_err() {
-                        swap.warnings.push("rolling back did not finish in time".into());
+                    if tokio::time::timeout_at(instant_of(deadline), self.roll_back(&mut swap))
+                        .await
+                        .is_err()
+                    {
+                        swap.warnings
+                            .push("rolling back did not finish in time".into());
                     }
                     self.book.advance(swap, Event::RolledBack)
                 }
@@ -161,19 +186,35 @@ impl<P: Reporter> ProcessDriver<P> {
     async fn start_new(&self, swap: &mut Swap) -> Result<Instance, String> {
         let s = &self.settings;
         let release = swap.release.clone();
-        let code = release.code.clone().ok_or("the release carries no code bundle")?;
+        let code = release
+            .code
+            .clone()
+            .ok_or("the release carries no code bundle")?;
         let master = process::read_pid(&s.pidfile)?;
         if !process::alive(master) {
-            return Err(format!("master pid {master} from {} is not running", s.pidfile.display()));
+            return Err(format!(
+                "master pid {master} from {} is not running",
+                s.pidfile.display()
+            ));
         }
         let layout = self.layout();
         let old_dir = layout.current();
         if swap.old.is_none() {
             // the first release hotswapd deploys: what serves now is whatever `current` is
             swap.old = Some(Instance {
-                release: Release { service: s.name.clone(), image: String::new(), version: String::new(), deploy_id: String::new(), archive: None, code: None },
+                release: Release {
+                    service: s.name.clone(),
+                    image: String::new(),
+                    version: String::new(),
+                    deploy_id: String::new(),
+                    archive: None,
+                    code: None,
+                },
                 container_id: master.to_string(),
-                server: old_dir.as_ref().map(|d| d.display().to_string()).unwrap_or_default(),
+                server: old_dir
+                    .as_ref()
+                    .map(|d| d.display().to_string())
+                    .unwrap_or_default(),
                 host_port: s.port,
                 pids: vec![],
                 code_dir: None,
@@ -190,9 +231,13 @@ impl<P: Reporter> ProcessDriver<P> {
             .await
             .expect("unpack task")
             .map_err(|e| e.to_string())?;
-        layout
-            .switch(&dir)
-            .map_err(|e| format!("switching {} to {}: {e}", layout.current_link().display(), dir.display()))?;
+        layout.switch(&dir).map_err(|e| {
+            format!(
+                "switching {} to {}: {e}",
+                layout.current_link().display(),
+                dir.display()
+            )
+        })?;
         let new_master = match s.strategy {
             ReloadStrategy::Hup => {
                 swap.signalled_ms = Some(now_ms());
@@ -206,14 +251,18 @@ impl<P: Reporter> ProcessDriver<P> {
                 let waited = tokio::time::Instant::now();
                 loop {
                     // the new master writes <pidfile>.2; a fast handover may already have renamed it
-                    let candidate = process::read_pid(&handover_pidfile(&s.pidfile)).or_else(|_| process::read_pid(&s.pidfile));
+                    let candidate = process::read_pid(&handover_pidfile(&s.pidfile))
+                        .or_else(|_| process::read_pid(&s.pidfile));
                     if let Ok(pid) = candidate {
                         if pid != master && process::alive(pid) {
                             break pid;
                         }
                     }
                     if waited.elapsed() > Duration::from_secs(30) {
-                        return Err(format!("no new master appeared within 30 s of {} to pid {master}", s.upgrade_signal));
+                        return Err(format!(
+                            "no new master appeared within 30 s of {} to pid {master}",
+                            s.upgrade_signal
+                        ));
                     }
                     tokio::time::sleep(POLL).await;
                 }
@@ -232,7 +281,12 @@ impl<P: Reporter> ProcessDriver<P> {
     async fn health_gate(&self, swap: &Swap, deadline: UnixMs) -> Result<health::Passed, String> {
         let new = swap.new.as_ref().ok_or("no new code to check")?;
         let master: i32 = new.container_id.parse().map_err(|_| "no master pid")?;
-        let gate = health::gate(self.addr(), &self.settings.health, &swap.release.version, instant_of(deadline));
+        let gate = health::gate(
+            self.addr(),
+            &self.settings.health,
+            &swap.release.version,
+            instant_of(deadline),
+        );
         let died = async {
             loop {
                 tokio::time::sleep(Duration::from_millis(100)).await;
@@ -266,12 +320,18 @@ impl<P: Reporter> ProcessDriver<P> {
             ReloadStrategy::Usr2 => old.container_id.parse().into_iter().collect(),
         };
         loop {
-            let left: Vec<i32> = waiting.iter().copied().filter(|p| process::alive(*p)).collect();
+            let left: Vec<i32> = waiting
+                .iter()
+                .copied()
+                .filter(|p| process::alive(*p))
+                .collect();
             if left.is_empty() {
                 break;
             }
             if now_ms() >= deadline {
-                swap.warnings.push(format!("drain budget ended with old processes {left:?} still running"));
+                swap.warnings.push(format!(
+                    "drain budget ended with old processes {left:?} still running"
+                ));
                 break;
             }
             tokio::time::sleep(POLL).await;
@@ -279,10 +339,14 @@ impl<P: Reporter> ProcessDriver<P> {
         // usr2: the old master removes the pidfile as it exits; the new one renames <pidfile>.2
         // in its place a moment later. The handover is done when the pidfile names the new master.
         if self.settings.strategy == ReloadStrategy::Usr2 {
-            let new_master: Option<i32> = swap.new.as_ref().and_then(|n| n.container_id.parse().ok());
+            let new_master: Option<i32> =
+                swap.new.as_ref().and_then(|n| n.container_id.parse().ok());
             while process::read_pid(&self.settings.pidfile).ok() != new_master {
                 if now_ms() >= deadline {
-                    swap.warnings.push(format!("{} does not name the new master {new_master:?} yet", self.settings.pidfile.display()));
+                    swap.warnings.push(format!(
+                        "{} does not name the new master {new_master:?} yet",
+                        self.settings.pidfile.display()
+                    ));
                     break;
                 }
                 tokio::time::sleep(POLL).await;
@@ -293,7 +357,12 @@ impl<P: Reporter> ProcessDriver<P> {
     fn retire(&mut self, swap: &mut Swap) {
         let layout = self.layout();
         let mut keep: Vec<PathBuf> = swap.new.iter().map(|n| PathBuf::from(&n.server)).collect();
-        keep.extend(swap.old.iter().filter(|o| !o.server.is_empty()).map(|o| PathBuf::from(&o.server)));
+        keep.extend(
+            swap.old
+                .iter()
+                .filter(|o| !o.server.is_empty())
+                .map(|o| PathBuf::from(&o.server)),
+        );
         for h in self.book.record.history.iter().rev() {
             if keep.len() >= 1 + self.settings.keep_releases {
                 break;
@@ -315,7 +384,8 @@ impl<P: Reporter> ProcessDriver<P> {
         let layout = self.layout();
         if let Some(old) = swap.old.as_ref().filter(|o| !o.server.is_empty()) {
             if let Err(e) = layout.switch(Path::new(&old.server)) {
-                swap.warnings.push(format!("switching current back to {}: {e}", old.server));
+                swap.warnings
+                    .push(format!("switching current back to {}: {e}", old.server));
             }
         }
         if let Some(new) = &swap.new {
@@ -331,7 +401,14 @@ impl<P: Reporter> ProcessDriver<P> {
                         tokio::time::sleep(POLL).await;
                     }
                 }
-                (ReloadStrategy::Usr2, Some(m)) if process::alive(m) && swap.old.as_ref().and_then(|o| o.container_id.parse::<i32>().ok()) != Some(m) => {
+                (ReloadStrategy::Usr2, Some(m))
+                    if process::alive(m)
+                        && swap
+                            .old
+                            .as_ref()
+                            .and_then(|o| o.container_id.parse::<i32>().ok())
+                            != Some(m) =>
+                {
                     if let Err(e) = process::signal(m, self.settings.stop_old_signal) {
                         swap.warnings.push(e);
                     }

@@ -43,7 +43,10 @@ async fn in_service(c: &Clients, group: &str) -> Result<Vec<String>, String> {
         .send()
         .await
         .map_err(|e| format!("describing Auto Scaling group {group}: {}", describe(e)))?;
-    let g = out.auto_scaling_groups().first().ok_or_else(|| format!("Auto Scaling group {group} not found"))?;
+    let g = out
+        .auto_scaling_groups()
+        .first()
+        .ok_or_else(|| format!("Auto Scaling group {group} not found"))?;
     Ok(g.instances()
         .iter()
         .filter(|i| i.lifecycle_state().map(|s| s.as_str()) == Some("InService"))
@@ -62,7 +65,12 @@ async fn healthy_targets(c: &Clients, arn: &str) -> Result<Vec<String>, String> 
     Ok(out
         .target_health_descriptions()
         .iter()
-        .filter(|d| d.target_health().and_then(|h| h.state()).map(|s| s.as_str()) == Some("healthy"))
+        .filter(|d| {
+            d.target_health()
+                .and_then(|h| h.state())
+                .map(|s| s.as_str())
+                == Some("healthy")
+        })
         .filter_map(|d| d.target().and_then(|t| t.id().map(String::from)))
         .collect())
 }
@@ -94,12 +102,19 @@ async fn detach(c: &Clients, group: &str, arn: &str) -> Result<(), String> {
         .map_err(|e| format!("detaching {group} from {arn}: {}", describe(e)))
 }
 
-pub async fn run(c: &Clients, target_group: &str, new_group: &str, timeout: Duration) -> Result<Switched, String> {
+pub async fn run(
+    c: &Clients,
+    target_group: &str,
+    new_group: &str,
+    timeout: Duration,
+) -> Result<Switched, String> {
     let started = Instant::now();
     let arn = target_group_arn(c, target_group).await?;
     let instances = in_service(c, new_group).await?;
     if instances.is_empty() {
-        return Err(format!("Auto Scaling group {new_group} has no instance in service: refusing to switch to it"));
+        return Err(format!(
+            "Auto Scaling group {new_group} has no instance in service: refusing to switch to it"
+        ));
     }
     c.asg
         .attach_load_balancer_target_groups()

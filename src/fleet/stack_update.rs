@@ -56,11 +56,17 @@ pub mod exit {
 }
 
 pub fn new_deploy_id() -> String {
-    format!("sd{}", crate::intake::new_deploy_id().trim_start_matches('d'))
+    format!(
+        "sd{}",
+        crate::intake::new_deploy_id().trim_start_matches('d')
+    )
 }
 
 fn now_secs() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
 }
 
 struct Live {
@@ -70,11 +76,23 @@ struct Live {
 }
 
 async fn describe_stack(c: &Clients, stack: &str) -> Result<Live, String> {
-    let out = c.cfn.describe_stacks().stack_name(stack).send().await.map_err(|e| format!("describing stack {stack}: {}", describe(e)))?;
-    let s = out.stacks().first().ok_or_else(|| format!("stack {stack} not found"))?;
+    let out = c
+        .cfn
+        .describe_stacks()
+        .stack_name(stack)
+        .send()
+        .await
+        .map_err(|e| format!("describing stack {stack}: {}", describe(e)))?;
+    let s = out
+        .stacks()
+        .first()
+        .ok_or_else(|| format!("stack {stack} not found"))?;
     let created = s.creation_time().map(|t| t.secs()).unwrap_or_else(now_secs);
     Ok(Live {
-        status: s.stack_status().map(|st| st.as_str().to_string()).unwrap_or_default(),
+        status: s
+            .stack_status()
+            .map(|st| st.as_str().to_string())
+            .unwrap_or_default(),
         age: Duration::from_secs((now_secs() - created).max(0) as u64),
         queue_url: s
             .outputs()
@@ -108,7 +126,10 @@ async fn group_state(c: &Clients, name: &str) -> Result<(i64, Vec<String>), Stri
         .send()
         .await
         .map_err(|e| format!("describing Auto Scaling group {name}: {}", describe(e)))?;
-    let g = out.auto_scaling_groups().first().ok_or_else(|| format!("Auto Scaling group {name} not found"))?;
+    let g = out
+        .auto_scaling_groups()
+        .first()
+        .ok_or_else(|| format!("Auto Scaling group {name} not found"))?;
     let in_service = g
         .instances()
         .iter()
@@ -136,7 +157,11 @@ fn run_hook(name: &str, cmd: &str, env: &[(&str, String)]) -> Result<(), String>
 fn progress(t: &Tally, started: Instant) {
     let done = t.succeeded.len().min(t.expected);
     let width = 30;
-    let filled = if t.expected == 0 { width } else { done * width / t.expected };
+    let filled = if t.expected == 0 {
+        width
+    } else {
+        done * width / t.expected
+    };
     let line = format!(
         "[{}{}] {done}/{} instances reported success ({:.0} s)",
         "#".repeat(filled),
@@ -158,7 +183,13 @@ const READERS: usize = 8;
 /// Polls the queue until the tally decides or the time is up. Deletes what it reads (off the
 /// critical path). Returns the outcome and, once decided, how long the deciding batch took to
 /// count after it arrived.
-pub async fn wait_for_reports(c: &Clients, queue_url: &str, tally: &mut Tally, timeout: Duration, quiet: bool) -> Result<(Outcome, Option<u64>), String> {
+pub async fn wait_for_reports(
+    c: &Clients,
+    queue_url: &str,
+    tally: &mut Tally,
+    timeout: Duration,
+    quiet: bool,
+) -> Result<(Outcome, Option<u64>), String> {
     let started = Instant::now();
     if !quiet {
         progress(tally, started);
@@ -310,11 +341,25 @@ pub async fn run(c: &Clients, mut o: Options, quiet: bool) -> (u8, Summary) {
     s.parameters = plan.parameters.clone();
     s.notes = plan.notes.clone();
     let Some(queue_url) = o.queue_url.clone().or(live.queue_url) else {
-        return refused(s, Refusal::Template("no report queue: pass --queue-url or give the stack a HotswapQueueUrl output".into()));
+        return refused(
+            s,
+            Refusal::Template(
+                "no report queue: pass --queue-url or give the stack a HotswapQueueUrl output"
+                    .into(),
+            ),
+        );
     };
     if o.dry_run {
         s.instances_expected = live_desired as usize;
-        return finish(s, exit::OK, "dry-run", Some(format!("checks passed; UpdateStack would run with deploy id {}", o.deploy_id)));
+        return finish(
+            s,
+            exit::OK,
+            "dry-run",
+            Some(format!(
+                "checks passed; UpdateStack would run with deploy id {}",
+                o.deploy_id
+            )),
+        );
     }
 
     let hook_env = |outcome: &str| {
@@ -332,21 +377,40 @@ pub async fn run(c: &Clients, mut o: Options, quiet: bool) -> (u8, Summary) {
             return finish(s, exit::HOOK, "hook-failed", Some(e));
         }
     }
-    let (code, outcome, message) = update_and_wait(c, &o, &plan, &logical, &queue_url, &mut s, quiet).await;
+    let (code, outcome, message) =
+        update_and_wait(c, &o, &plan, &logical, &queue_url, &mut s, quiet).await;
     if let Some(cmd) = &o.post_hook {
         if let Err(e) = run_hook("post_hotswap", cmd, &hook_env(&outcome)) {
             let msg = format!("{}; {e}", message.unwrap_or_default());
-            return finish(s, if code == exit::OK { exit::HOOK } else { code }, &outcome, Some(msg));
+            return finish(
+                s,
+                if code == exit::OK { exit::HOOK } else { code },
+                &outcome,
+                Some(msg),
+            );
         }
     }
     finish(s, code, &outcome, message)
 }
 
-async fn update_and_wait(c: &Clients, o: &Options, plan: &Plan, logical: &str, queue_url: &str, s: &mut Summary, quiet: bool) -> (u8, String, Option<String>) {
+async fn update_and_wait(
+    c: &Clients,
+    o: &Options,
+    plan: &Plan,
+    logical: &str,
+    queue_url: &str,
+    s: &mut Summary,
+    quiet: bool,
+) -> (u8, String, Option<String>) {
     let params: Vec<aws_sdk_cloudformation::types::Parameter> = plan
         .parameters
         .iter()
-        .map(|(k, v)| aws_sdk_cloudformation::types::Parameter::builder().parameter_key(k).parameter_value(v).build())
+        .map(|(k, v)| {
+            aws_sdk_cloudformation::types::Parameter::builder()
+                .parameter_key(k)
+                .parameter_value(v)
+                .build()
+        })
         .collect();
     let update = c
         .cfn
@@ -359,10 +423,17 @@ async fn update_and_wait(c: &Clients, o: &Options, plan: &Plan, logical: &str, q
         .send()
         .await;
     if let Err(e) = update {
-        return (exit::AWS, "error".into(), Some(format!("UpdateStack {}: {}", o.stack, describe(e))));
+        return (
+            exit::AWS,
+            "error".into(),
+            Some(format!("UpdateStack {}: {}", o.stack, describe(e))),
+        );
     }
     if !quiet {
-        eprintln!("UpdateStack {} sent with deploy id {}", o.stack, o.deploy_id);
+        eprintln!(
+            "UpdateStack {} sent with deploy id {}",
+            o.stack, o.deploy_id
+        );
     }
     // the update may have replaced the group: look it up again
     let instances = match group_name(c, &o.stack, logical).await {
@@ -383,12 +454,33 @@ async fn update_and_wait(c: &Clients, o: &Options, plan: &Plan, logical: &str, q
         Err(e) => (exit::AWS, "error".into(), Some(e)),
         Ok((Outcome::AllSucceeded, detect)) => {
             s.detect_ms = detect;
-            (exit::OK, "success".into(), Some(format!("{} of {} instances reported success", tally.succeeded.len(), tally.expected)))
+            (
+                exit::OK,
+                "success".into(),
+                Some(format!(
+                    "{} of {} instances reported success",
+                    tally.succeeded.len(),
+                    tally.expected
+                )),
+            )
         }
-        Ok((Outcome::Failed { instance, service, reason }, detect)) => {
+        Ok((
+            Outcome::Failed {
+                instance,
+                service,
+                reason,
+            },
+            detect,
+        )) => {
             s.detect_ms = detect;
             s.failed_instance = Some(instance.clone());
-            (exit::FAILED, "failure".into(), Some(format!("instance {instance} reported failure of service {service}: {reason}")))
+            (
+                exit::FAILED,
+                "failure".into(),
+                Some(format!(
+                    "instance {instance} reported failure of service {service}: {reason}"
+                )),
+            )
         }
         Ok((Outcome::Waiting, _)) => (
             exit::TIMEOUT,

@@ -9,7 +9,11 @@ use serde_json::Value;
 pub enum Outcome {
     Waiting,
     AllSucceeded,
-    Failed { instance: String, service: String, reason: String },
+    Failed {
+        instance: String,
+        service: String,
+        reason: String,
+    },
 }
 
 #[derive(Debug, Clone, Default)]
@@ -35,7 +39,10 @@ impl Tally {
 
     /// A host's per-service deploy id is `<stack deploy id>-<service>` (see `deploy --from-metadata`).
     fn ours(&self, id: &str) -> bool {
-        id == self.deploy_id || id.strip_prefix(&self.deploy_id).is_some_and(|rest| rest.starts_with('-'))
+        id == self.deploy_id
+            || id
+                .strip_prefix(&self.deploy_id)
+                .is_some_and(|rest| rest.starts_with('-'))
     }
 
     pub fn absorb(&mut self, body: &str) -> Outcome {
@@ -59,7 +66,10 @@ impl Tally {
                 }
             }
             Some("failure") if self.failure.is_none() => {
-                let reason = v["reason"].as_str().unwrap_or("no reason given").to_string();
+                let reason = v["reason"]
+                    .as_str()
+                    .unwrap_or("no reason given")
+                    .to_string();
                 self.failure = Some((instance, service, reason));
             }
             Some("failure") => self.repeats += 1,
@@ -95,12 +105,28 @@ mod tests {
     #[test]
     fn counts_one_success_per_instance_ignoring_others_and_repeats() {
         let mut t = Tally::new("sd-1", 2);
-        assert_eq!(t.absorb(&msg("sd-0-web", "i-a", "success")), Outcome::Waiting);
-        assert_eq!(t.absorb(&msg("sd-1-web", "i-a", "success")), Outcome::Waiting);
-        assert_eq!(t.absorb(&msg("sd-1-web", "i-a", "success")), Outcome::Waiting);
+        assert_eq!(
+            t.absorb(&msg("sd-0-web", "i-a", "success")),
+            Outcome::Waiting
+        );
+        assert_eq!(
+            t.absorb(&msg("sd-1-web", "i-a", "success")),
+            Outcome::Waiting
+        );
+        assert_eq!(
+            t.absorb(&msg("sd-1-web", "i-a", "success")),
+            Outcome::Waiting
+        );
         assert_eq!(t.absorb("garbage"), Outcome::Waiting);
-        assert_eq!(t.absorb(&msg("sd-10-web", "i-b", "success")), Outcome::Waiting, "sd-10 is another deploy");
-        assert_eq!(t.absorb(&msg("sd-1", "i-b", "success")), Outcome::AllSucceeded);
+        assert_eq!(
+            t.absorb(&msg("sd-10-web", "i-b", "success")),
+            Outcome::Waiting,
+            "sd-10 is another deploy"
+        );
+        assert_eq!(
+            t.absorb(&msg("sd-1", "i-b", "success")),
+            Outcome::AllSucceeded
+        );
         assert_eq!((t.other_deploys, t.repeats, t.unreadable), (2, 1, 1));
     }
 
@@ -109,6 +135,13 @@ mod tests {
         let mut t = Tally::new("sd-1", 3);
         t.absorb(&msg("sd-1-web", "i-a", "success"));
         let o = t.absorb(&msg("sd-1-web", "i-b", "failure"));
-        assert_eq!(o, Outcome::Failed { instance: "i-b".into(), service: "web".into(), reason: "health gate failed".into() });
+        assert_eq!(
+            o,
+            Outcome::Failed {
+                instance: "i-b".into(),
+                service: "web".into(),
+                reason: "health gate failed".into()
+            }
+        );
     }
 }

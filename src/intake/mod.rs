@@ -54,7 +54,9 @@ pub fn accept(shared: &Shared, req: DeployRequest) -> Result<DeployAccepted, Ref
     };
     let deploy_id = req.deploy_id.clone().unwrap_or_else(new_deploy_id);
     check_deploy_id(&deploy_id).map_err(Refusal::bad)?;
-    if shared.is_process(&req.service) || (req.code.is_some() && req.image.is_empty() && shared.takes_code(&req.service)) {
+    if shared.is_process(&req.service)
+        || (req.code.is_some() && req.image.is_empty() && shared.takes_code(&req.service))
+    {
         return submit(&handle, code_release(req, deploy_id)?);
     }
     if req.code.is_some() {
@@ -130,17 +132,31 @@ fn code_release(req: DeployRequest, deploy_id: String) -> Result<Release, Refusa
             req.service
         )));
     }
-    let code = req.code.ok_or_else(|| Refusal::bad(format!("service {:?} reloads code: give a code bundle (--code)", req.service)))?;
+    let code = req.code.ok_or_else(|| {
+        Refusal::bad(format!(
+            "service {:?} reloads code: give a code bundle (--code)",
+            req.service
+        ))
+    })?;
     if !code.is_absolute() {
-        return Err(Refusal::bad(format!("code bundle {} must be an absolute path", code.display())));
+        return Err(Refusal::bad(format!(
+            "code bundle {} must be an absolute path",
+            code.display()
+        )));
     }
     if !code.exists() {
-        return Err(Refusal::bad(format!("code bundle {} does not exist", code.display())));
+        return Err(Refusal::bad(format!(
+            "code bundle {} does not exist",
+            code.display()
+        )));
     }
     let version = match req.version {
         Some(v) => v,
         None => crate::code::bundle::read_version(&code).ok_or_else(|| {
-            Refusal::bad(format!("code bundle {}: give --version or put a VERSION file at its top", code.display()))
+            Refusal::bad(format!(
+                "code bundle {}: give --version or put a VERSION file at its top",
+                code.display()
+            ))
         })?,
     };
     Ok(Release {

@@ -258,14 +258,27 @@ impl Runtime for Docker {
 
     async fn signal(&self, id: &str, signal: &str) -> Result<(), RuntimeError> {
         self.client
-            .kill_container(id, Some(KillContainerOptions { signal: signal.to_string() }))
+            .kill_container(
+                id,
+                Some(KillContainerOptions {
+                    signal: signal.to_string(),
+                }),
+            )
             .await
             .map_err(|e| Self::container_err(id, "signalling", e))
     }
 
     async fn main_pid(&self, id: &str) -> Result<Option<i32>, RuntimeError> {
-        match self.client.inspect_container(id, None::<InspectContainerOptions>).await {
-            Ok(info) => Ok(info.state.and_then(|s| s.pid).filter(|p| *p > 0).map(|p| p as i32)),
+        match self
+            .client
+            .inspect_container(id, None::<InspectContainerOptions>)
+            .await
+        {
+            Ok(info) => Ok(info
+                .state
+                .and_then(|s| s.pid)
+                .filter(|p| *p > 0)
+                .map(|p| p as i32)),
             Err(e) if is_not_found(&e) => Ok(None),
             Err(e) => Err(Self::container_err(id, "inspecting", e)),
         }

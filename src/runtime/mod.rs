@@ -1,8 +1,8 @@
 //! Where releases run. Containers through the Docker API are the production implementation.
 
 pub mod archive;
-pub mod process;
 mod docker;
+pub mod process;
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -86,7 +86,11 @@ pub trait Runtime: Send + Sync + 'static {
         grace: Duration,
     ) -> impl Future<Output = Result<(), RuntimeError>> + Send;
     /// Sends a signal to the container's main process (e.g. to reload its code).
-    fn signal(&self, id: &str, signal: &str) -> impl Future<Output = Result<(), RuntimeError>> + Send;
+    fn signal(
+        &self,
+        id: &str,
+        signal: &str,
+    ) -> impl Future<Output = Result<(), RuntimeError>> + Send;
     /// The host pid of the container's main process, if it runs.
     fn main_pid(&self, id: &str) -> impl Future<Output = Result<Option<i32>, RuntimeError>> + Send;
     fn is_running(&self, id: &str) -> impl Future<Output = Result<bool, RuntimeError>> + Send;

@@ -7,7 +7,8 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
 pub fn read_pid(pidfile: &Path) -> Result<i32, String> {
-    let text = std::fs::read_to_string(pidfile).map_err(|e| format!("reading pidfile {}: {e}", pidfile.display()))?;
+    let text = std::fs::read_to_string(pidfile)
+        .map_err(|e| format!("reading pidfile {}: {e}", pidfile.display()))?;
     text.split_whitespace()
         .next()
         .and_then(|p| p.parse().ok())
@@ -20,7 +21,12 @@ pub fn alive(pid: i32) -> bool {
         return false;
     }
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => stat.rsplit(')').next().and_then(|r| r.split_whitespace().next()) != Some("Z"),
+        Ok(stat) => {
+            stat.rsplit(')')
+                .next()
+                .and_then(|r| r.split_whitespace().next())
+                != Some("Z")
+        }
         Err(_) => false,
     }
 }
@@ -31,13 +37,20 @@ pub fn signal(pid: i32, sig: Signal) -> Result<(), String> {
 
 /// Direct children of `pid` (the workers of a pre-fork master).
 pub fn children(pid: i32) -> Vec<i32> {
-    let Ok(dir) = std::fs::read_dir("/proc") else { return vec![] };
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return vec![];
+    };
     dir.flatten()
         .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()))
         .filter(|p| {
             std::fs::read_to_string(format!("/proc/{p}/stat"))
                 .ok()
-                .and_then(|s| s.rsplit(')').next().and_then(|r| r.split_whitespace().nth(1)).and_then(|pp| pp.parse::<i32>().ok()))
+                .and_then(|s| {
+                    s.rsplit(')')
+                        .next()
+                        .and_then(|r| r.split_whitespace().nth(1))
+                        .and_then(|pp| pp.parse::<i32>().ok())
+                })
                 == Some(pid)
         })
         .collect()
@@ -62,7 +75,10 @@ mod tests {
     fn finds_itself_alive_and_its_children() {
         let me = std::process::id() as i32;
         assert!(alive(me));
-        let mut child = std::process::Command::new("sleep").arg("5").spawn().unwrap();
+        let mut child = std::process::Command::new("sleep")
+            .arg("5")
+            .spawn()
+            .unwrap();
         assert!(children(me).contains(&(child.id() as i32)));
         child.kill().unwrap();
         child.wait().unwrap();

@@ -23,13 +23,27 @@ fn gunicorn_binary() -> PathBuf {
 pub fn bundle(dir: &Path, version: &str, tgz: bool) -> PathBuf {
     let src = dir.join(format!("bundle-{version}"));
     std::fs::create_dir_all(&src).unwrap();
-    std::fs::copy(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/gunicorn-app/app.py"), src.join("app.py")).unwrap();
+    std::fs::copy(
+        concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/gunicorn-app/app.py"
+        ),
+        src.join("app.py"),
+    )
+    .unwrap();
     std::fs::write(src.join("VERSION"), format!("{version}\n")).unwrap();
     if !tgz {
         return src;
     }
     let out = dir.join(format!("bundle-{version}.tar.gz"));
-    let ok = Command::new("tar").arg("-czf").arg(&out).arg("-C").arg(&src).args(["app.py", "VERSION"]).status().unwrap();
+    let ok = Command::new("tar")
+        .arg("-czf")
+        .arg(&out)
+        .arg("-C")
+        .arg(&src)
+        .args(["app.py", "VERSION"])
+        .status()
+        .unwrap();
     assert!(ok.success());
     out
 }
@@ -40,24 +54,56 @@ impl Gunicorn {
         let app_root = dir.join("app");
         let first = app_root.join("releases/initial");
         std::fs::create_dir_all(&first).unwrap();
-        std::fs::copy(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/gunicorn-app/app.py"), first.join("app.py")).unwrap();
+        std::fs::copy(
+            concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/tests/fixtures/gunicorn-app/app.py"
+            ),
+            first.join("app.py"),
+        )
+        .unwrap();
         std::fs::write(first.join("VERSION"), "0\n").unwrap();
         std::os::unix::fs::symlink("releases/initial", app_root.join("current")).unwrap();
         let port = super::haproxy::free_port();
-        let g = Gunicorn { pidfile: dir.join("gunicorn.pid"), port, app_root: app_root.clone(), log: dir.join("gunicorn.log") };
+        let g = Gunicorn {
+            pidfile: dir.join("gunicorn.pid"),
+            port,
+            app_root: app_root.clone(),
+            log: dir.join("gunicorn.log"),
+        };
         let mut cmd = Command::new(gunicorn_binary());
-        cmd.arg("--pid").arg(&g.pidfile)
-            .args(["-w", "2", "-b", &format!("127.0.0.1:{port}"), "--daemon", "--no-control-socket", "--graceful-timeout", "10"])
-            .arg("--chdir").arg(app_root.join("current"))
-            .arg("--log-file").arg(&g.log);
+        cmd.arg("--pid")
+            .arg(&g.pidfile)
+            .args([
+                "-w",
+                "2",
+                "-b",
+                &format!("127.0.0.1:{port}"),
+                "--daemon",
+                "--no-control-socket",
+                "--graceful-timeout",
+                "10",
+            ])
+            .arg("--chdir")
+            .arg(app_root.join("current"))
+            .arg("--log-file")
+            .arg(&g.log);
         if preload {
             cmd.arg("--preload");
         }
         cmd.arg("app:app").stdin(Stdio::null());
-        assert!(cmd.status().unwrap().success(), "gunicorn did not start: {}", std::fs::read_to_string(&g.log).unwrap_or_default());
+        assert!(
+            cmd.status().unwrap().success(),
+            "gunicorn did not start: {}",
+            std::fs::read_to_string(&g.log).unwrap_or_default()
+        );
         let started = Instant::now();
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() || !g.pidfile.exists() {
-            assert!(started.elapsed() < Duration::from_secs(20), "gunicorn not up in 20 s: {}", std::fs::read_to_string(&g.log).unwrap_or_default());
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "gunicorn not up in 20 s: {}",
+                std::fs::read_to_string(&g.log).unwrap_or_default()
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
         g
@@ -68,7 +114,11 @@ impl Gunicorn {
     }
 
     pub fn master(&self) -> Option<i32> {
-        std::fs::read_to_string(&self.pidfile).ok()?.trim().parse().ok()
+        std::fs::read_to_string(&self.pidfile)
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
     }
 
     pub fn log(&self) -> String {
@@ -104,13 +154,23 @@ impl Drop for Gunicorn {
         let mut pids: Vec<i32> = self.master().into_iter().collect();
         let mut two = self.pidfile.clone().into_os_string();
         two.push(".2");
-        if let Some(p) = std::fs::read_to_string(PathBuf::from(two)).ok().and_then(|s| s.trim().parse().ok()) {
+        if let Some(p) = std::fs::read_to_string(PathBuf::from(two))
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+        {
             pids.push(p);
         }
         for p in pids {
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(p), nix::sys::signal::Signal::SIGQUIT);
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(p),
+                nix::sys::signal::Signal::SIGQUIT,
+            );
         }
         // anything left of this instance
-        let _ = Command::new("pkill").arg("-9").arg("-f").arg(self.app_root.display().to_string()).status();
+        let _ = Command::new("pkill")
+            .arg("-9")
+            .arg("-f")
+            .arg(self.app_root.display().to_string())
+            .status();
     }
 }

@@ -93,7 +93,10 @@ impl Shared {
         s.ok += 1;
         *s.by_release.entry(release.clone()).or_insert(0) += 1;
         if !s.first_seen_ms.contains_key(&release) {
-            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis() as u64)
+                .unwrap_or(0);
             s.first_seen_ms.insert(release.clone(), now);
         }
         s.last_release_seen = Some(release);
@@ -378,7 +381,8 @@ async fn conn_task(
                 _ = stop_rx.changed() => break,
             }
         }
-        let outcome = match tokio::time::timeout(timeout, one_request(&mut slot, addr, &path)).await {
+        let outcome = match tokio::time::timeout(timeout, one_request(&mut slot, addr, &path)).await
+        {
             Ok(o) => o,
             Err(_) => Outcome::Broken(format!("timeout: no complete answer within {timeout:?}")),
         };

@@ -17,7 +17,10 @@ use crate::runtime::{process, Runtime};
 impl<R: Runtime, B: Balancer, P: Reporter> Driver<R, B, P> {
     fn code_layout(&self) -> Result<(Layout, String), String> {
         let code = self.settings.code.as_ref().ok_or_else(|| {
-            format!("service {:?} has no [code] section: code releases need code mounted from the host", self.settings.name)
+            format!(
+                "service {:?} has no [code] section: code releases need code mounted from the host",
+                self.settings.name
+            )
         })?;
         Ok((Layout::new(&code.app_root), code.reload_signal.clone()))
     }
@@ -36,16 +39,27 @@ impl<R: Runtime, B: Balancer, P: Reporter> Driver<R, B, P> {
             .await
             .expect("unpack task")
             .map_err(|e| e.to_string())?;
-        let main_pid = self.runtime.main_pid(&cur.container_id).await.map_err(|e| e.to_string())?;
+        let main_pid = self
+            .runtime
+            .main_pid(&cur.container_id)
+            .await
+            .map_err(|e| e.to_string())?;
         if let Some(old) = swap.old.as_mut() {
             old.code_dir = layout.current();
             old.pids = main_pid.map(process::children).unwrap_or_default();
         }
-        layout
-            .switch(&dir)
-            .map_err(|e| format!("switching {} to {}: {e}", layout.current_link().display(), dir.display()))?;
+        layout.switch(&dir).map_err(|e| {
+            format!(
+                "switching {} to {}: {e}",
+                layout.current_link().display(),
+                dir.display()
+            )
+        })?;
         swap.signalled_ms = Some(now_ms());
-        self.runtime.signal(&cur.container_id, &signal).await.map_err(|e| e.to_string())?;
+        self.runtime
+            .signal(&cur.container_id, &signal)
+            .await
+            .map_err(|e| e.to_string())?;
         let mut release = swap.release.clone();
         release.image = cur.release.image.clone();
         Ok(Instance {
@@ -60,16 +74,29 @@ impl<R: Runtime, B: Balancer, P: Reporter> Driver<R, B, P> {
 
     /// The old code's workers inside the container (if its server forks any) finish and go.
     pub(super) async fn code_drain(&self, swap: &mut Swap, deadline: UnixMs) {
-        let pids = swap.old.as_ref().map(|o| o.pids.clone()).unwrap_or_default();
+        let pids = swap
+            .old
+            .as_ref()
+            .map(|o| o.pids.clone())
+            .unwrap_or_default();
         let left = process::wait_gone(&pids, deadline).await;
         if !left.is_empty() {
-            swap.warnings.push(format!("drain budget ended with old workers {left:?} still running"));
+            swap.warnings.push(format!(
+                "drain budget ended with old workers {left:?} still running"
+            ));
         }
     }
 
     pub(super) fn code_retire(&mut self, swap: &mut Swap) {
-        let Ok((layout, _)) = self.code_layout() else { return };
-        let keep_n = self.settings.code.as_ref().map(|c| c.keep_releases).unwrap_or(1);
+        let Ok((layout, _)) = self.code_layout() else {
+            return;
+        };
+        let keep_n = self
+            .settings
+            .code
+            .as_ref()
+            .map(|c| c.keep_releases)
+            .unwrap_or(1);
         let mut keep: Vec<PathBuf> = swap.new.iter().filter_map(|n| n.code_dir.clone()).collect();
         keep.extend(swap.old.iter().filter_map(|o| o.code_dir.clone()));
         keep.truncate(1 + keep_n);
@@ -78,11 +105,14 @@ impl<R: Runtime, B: Balancer, P: Reporter> Driver<R, B, P> {
     }
 
     pub(super) async fn code_roll_back(&self, swap: &mut Swap) {
-        let Ok((layout, signal)) = self.code_layout() else { return };
+        let Ok((layout, signal)) = self.code_layout() else {
+            return;
+        };
         let Some(old) = swap.old.clone() else { return };
         if let Some(dir) = &old.code_dir {
             if let Err(e) = layout.switch(dir) {
-                swap.warnings.push(format!("switching current back to {}: {e}", dir.display()));
+                swap.warnings
+                    .push(format!("switching current back to {}: {e}", dir.display()));
             }
         }
         if swap.new.is_some() {
@@ -95,7 +125,8 @@ impl<R: Runtime, B: Balancer, P: Reporter> Driver<R, B, P> {
             }
             let left = process::wait_gone(&doomed, now_ms() + 30_000).await;
             if !left.is_empty() {
-                swap.warnings.push(format!("workers {left:?} of the failed code still run"));
+                swap.warnings
+                    .push(format!("workers {left:?} of the failed code still run"));
             }
         }
         let dir = layout.release(&swap.release.deploy_id);
