@@ -26,6 +26,7 @@ fn report(deploy_id: &str, instance: &str) -> String {
         version: "2".into(),
         deploy_id: deploy_id.into(),
         archive: None,
+        code: None,
     };
     let budgets = Budgets {
         health_deadline: Duration::from_secs(60),
@@ -38,6 +39,8 @@ fn report(deploy_id: &str, instance: &str) -> String {
         container_id: "c".into(),
         server: "hs-x".into(),
         host_port: 1,
+        pids: vec![],
+        code_dir: None,
     };
     let mut s = Swap::new(release, None, budgets, 1);
     for e in [

@@ -189,3 +189,47 @@ async fn broken_code_is_rolled_back_and_unsafe_bundles_are_refused() {
         "current never moved"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn code_that_fails_to_import_is_rolled_back_and_the_server_started_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let g = Gunicorn::start(dir.path(), false);
+    let daemon = daemon_for(dir.path(), &g, "hup", 5);
+    let good = bundle(dir.path(), "1", false);
+    let out = daemon.ctl(&["deploy", "app", "--code", good.to_str().unwrap(), "--wait"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // with HUP, workers that cannot import the app make gunicorn's master halt
+    let bad = dir.path().join("bad");
+    std::fs::create_dir_all(&bad).unwrap();
+    std::fs::write(bad.join("VERSION"), "2\n").unwrap();
+    std::fs::write(
+        bad.join("app.py"),
+        "raise RuntimeError('this release cannot start')\n",
+    )
+    .unwrap();
+    let out = daemon.ctl(&["deploy", "app", "--code", bad.to_str().unwrap(), "--wait"]);
+    assert_eq!(
+        out.status.code(),
+        Some(5),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r = daemon.reports().pop().unwrap();
+    assert_eq!(r["result"], "failure");
+    assert!(r["warnings"].to_string().contains("started again"), "{r}");
+    // the previous code serves again
+    let load = Load::start_with(g.addr(), 1, "/", None, Duration::from_millis(500));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let stats = load.stop().await;
+    assert_eq!(
+        stats.by_release.keys().collect::<Vec<_>>(),
+        ["1"],
+        "{stats}"
+    );
+    assert_eq!(stats.failed, 0, "{stats}");
+}

@@ -65,6 +65,9 @@ pub struct ProcessSettings {
     pub host_budget: Duration,
     /// Previous releases kept for rollback.
     pub keep_releases: usize,
+    /// How to start the server again if its master died (e.g. new code that fails to import
+    /// makes gunicorn's master halt on HUP); run on rollback, after `current` went back.
+    pub start_command: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -37,6 +37,8 @@ struct Process {
     drain_budget_secs: Option<u64>,
     host_budget_secs: Option<u64>,
     keep_releases: Option<usize>,
+    #[serde(default)]
+    start_command: Vec<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -426,6 +428,7 @@ impl Process {
             drain_budget,
             host_budget,
             keep_releases: self.keep_releases.unwrap_or(1),
+            start_command: self.start_command,
         })
     }
 }

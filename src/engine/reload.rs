@@ -419,9 +419,65 @@ impl<P: Reporter> ProcessDriver<P> {
                 _ => {}
             }
         }
+        self.restart_if_gone(swap).await;
         let dir = layout.release(&swap.release.deploy_id);
         if layout.current().as_deref() != Some(dir.as_path()) {
             let _ = std::fs::remove_dir_all(&dir);
         }
+    }
+
+    /// If no master runs any more (code that fails to load can halt it), starts the server again
+    /// with `start_command` on the code `current` names now, and waits until its pidfile names
+    /// a live master.
+    async fn restart_if_gone(&self, swap: &mut Swap) {
+        let s = &self.settings;
+        if process::read_pid(&s.pidfile)
+            .map(process::alive)
+            .unwrap_or(false)
+        {
+            return;
+        }
+        let Some((program, args)) = s.start_command.split_first() else {
+            swap.warnings.push(format!(
+                "no master runs (pidfile {}) and no start_command is configured: the service is down",
+                s.pidfile.display()
+            ));
+            return;
+        };
+        let status = tokio::process::Command::new(program)
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .status()
+            .await;
+        match status {
+            Ok(st) if st.success() => {}
+            Ok(st) => {
+                return swap
+                    .warnings
+                    .push(format!("start_command {program:?} exited with {st}"))
+            }
+            Err(e) => {
+                return swap
+                    .warnings
+                    .push(format!("start_command {program:?}: {e}"))
+            }
+        }
+        let waited = tokio::time::Instant::now();
+        while !process::read_pid(&s.pidfile)
+            .map(process::alive)
+            .unwrap_or(false)
+        {
+            if waited.elapsed() > Duration::from_secs(30) {
+                return swap.warnings.push(format!(
+                    "start_command ran but no master appeared in {} within 30 s",
+                    s.pidfile.display()
+                ));
+            }
+            tokio::time::sleep(POLL).await;
+        }
+        swap.warnings.push(
+            "the master had died; it was started again with start_command on the previous code"
+                .into(),
+        );
     }
 }

@@ -7,6 +7,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 pub struct Gunicorn {
+    /// How it was started: hotswapd's `start_command`.
+    pub argv: Vec<String>,
     pub pidfile: PathBuf,
     pub port: u16,
     pub app_root: PathBuf,
@@ -65,16 +67,15 @@ impl Gunicorn {
         std::fs::write(first.join("VERSION"), "0\n").unwrap();
         std::os::unix::fs::symlink("releases/initial", app_root.join("current")).unwrap();
         let port = super::haproxy::free_port();
-        let g = Gunicorn {
-            pidfile: dir.join("gunicorn.pid"),
-            port,
-            app_root: app_root.clone(),
-            log: dir.join("gunicorn.log"),
-        };
-        let mut cmd = Command::new(gunicorn_binary());
-        cmd.arg("--pid")
-            .arg(&g.pidfile)
-            .args([
+        let pidfile = dir.join("gunicorn.pid");
+        let log = dir.join("gunicorn.log");
+        let mut argv: Vec<String> = vec![
+            gunicorn_binary().display().to_string(),
+            "--pid".into(),
+            pidfile.display().to_string(),
+        ];
+        argv.extend(
+            [
                 "-w",
                 "2",
                 "-b",
@@ -83,15 +84,28 @@ impl Gunicorn {
                 "--no-control-socket",
                 "--graceful-timeout",
                 "10",
-            ])
-            .arg("--chdir")
-            .arg(app_root.join("current"))
-            .arg("--log-file")
-            .arg(&g.log);
+            ]
+            .map(String::from),
+        );
+        argv.extend([
+            "--chdir".into(),
+            app_root.join("current").display().to_string(),
+            "--log-file".into(),
+            log.display().to_string(),
+        ]);
         if preload {
-            cmd.arg("--preload");
+            argv.push("--preload".into());
         }
-        cmd.arg("app:app").stdin(Stdio::null());
+        argv.push("app:app".into());
+        let g = Gunicorn {
+            argv: argv.clone(),
+            pidfile,
+            port,
+            app_root: app_root.clone(),
+            log,
+        };
+        let mut cmd = Command::new(&argv[0]);
+        cmd.args(&argv[1..]).stdin(Stdio::null());
         assert!(
             cmd.status().unwrap().success(),
             "gunicorn did not start: {}",
@@ -136,6 +150,7 @@ app_root = "{root}"
 strategy = "{strategy}"
 drain_budget_secs = 20
 host_budget_secs = 60
+start_command = {argv:?}
 
 [processes.app.health]
 path = "/health"
@@ -145,6 +160,7 @@ deadline_secs = {health_deadline_secs}
             pid = self.pidfile.display(),
             port = self.port,
             root = self.app_root.display(),
+            argv = self.argv,
         )
     }
 }
