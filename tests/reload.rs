@@ -13,6 +13,10 @@ use support::gunicorn::{bundle, Gunicorn};
 use support::haproxy::Haproxy;
 use support::load::Load;
 
+/// One gunicorn test at a time: the 0.1 s client measures reload latency, which two gunicorns
+/// and two daemons reloading at once on a 2-core machine would measure instead.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 fn daemon_for(dir: &Path, g: &Gunicorn, strategy: &str, health_deadline_secs: u64) -> Daemon {
     // a daemon with no container service; HAProxy is not involved in a code reload
     let haproxy = Haproxy::start(dir, "unused").unwrap_or_else(|e| panic!("{e}"));
@@ -33,6 +37,7 @@ fn daemon_for(dir: &Path, g: &Gunicorn, strategy: &str, health_deadline_secs: u6
 }
 
 async fn reloads_under_load(strategy: &str, preload: bool, n: usize) {
+    let _one = ONE_AT_A_TIME.lock().await;
     let dir = tempfile::tempdir().unwrap();
     let g = Gunicorn::start(dir.path(), preload);
     let daemon = Arc::new(daemon_for(dir.path(), &g, strategy, 20));
@@ -92,6 +97,7 @@ async fn twenty_usr2_reloads_of_a_preloading_app_drop_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broken_code_is_rolled_back_and_unsafe_bundles_are_refused() {
+    let _one = ONE_AT_A_TIME.lock().await;
     let dir = tempfile::tempdir().unwrap();
     let g = Gunicorn::start(dir.path(), false);
     let daemon = Arc::new(daemon_for(dir.path(), &g, "hup", 3));
@@ -192,6 +198,7 @@ async fn broken_code_is_rolled_back_and_unsafe_bundles_are_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn code_that_fails_to_import_is_rolled_back_and_the_server_started_again() {
+    let _one = ONE_AT_A_TIME.lock().await;
     let dir = tempfile::tempdir().unwrap();
     let g = Gunicorn::start(dir.path(), false);
     let daemon = daemon_for(dir.path(), &g, "hup", 5);
