@@ -14,47 +14,9 @@ mod support;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use hotswap::engine::phase::{Budgets, Event, Instance, Release, Swap};
-use hotswap::report::Report;
 use support::daemon::HOTSWAPCTL;
 use support::moto::Moto;
-
-fn report(deploy_id: &str, instance: &str) -> String {
-    let release = Release {
-        service: "web".into(),
-        image: "web:2".into(),
-        version: "2".into(),
-        deploy_id: deploy_id.into(),
-        archive: None,
-        code: None,
-    };
-    let budgets = Budgets {
-        health_deadline: Duration::from_secs(60),
-        drain_budget: Duration::from_secs(60),
-        host_budget: Duration::from_secs(180),
-        rollback: Duration::from_secs(60),
-    };
-    let inst = Instance {
-        release: release.clone(),
-        container_id: "c".into(),
-        server: "hs-x".into(),
-        host_port: 1,
-        pids: vec![],
-        code_dir: None,
-    };
-    let mut s = Swap::new(release, None, budgets, 1);
-    for e in [
-        Event::Begin,
-        Event::Started(inst),
-        Event::GatePassed,
-        Event::Switched,
-        Event::Drained,
-        Event::Retired,
-    ] {
-        s = s.apply(e, 2).unwrap();
-    }
-    serde_json::to_string(&Report::from_swap(instance, Some("bench"), &s)).unwrap()
-}
+use support::reports::host_report;
 
 /// Waits for the child and returns (exit code, peak RSS in KiB) from its own rusage.
 fn wait_with_rusage(pid: i32) -> (i32, i64) {
@@ -235,7 +197,7 @@ async fn main() {
                 req = req.entries(
                     aws_sdk_sqs::types::SendMessageBatchRequestEntry::builder()
                         .id(i.to_string())
-                        .message_body(report("sd-bench-web", inst))
+                        .message_body(host_report("sd-bench-web", inst, true))
                         .build()
                         .unwrap(),
                 );

@@ -9,7 +9,7 @@ use std::time::Duration;
 use super::driver::now_ms;
 use super::handle::ServiceHandle;
 use super::journal::{Journal, ServiceRecord};
-use super::phase::{Event, Phase, Swap};
+use super::phase::{Budgets, Event, Phase, Swap};
 use crate::report::{Identity, Report, Reporter};
 
 pub struct Book<P> {
@@ -41,6 +41,27 @@ impl<P: Reporter> Book<P> {
 
     fn service(&self) -> &str {
         &self.service
+    }
+
+    /// Waits for the next release and makes it a swap (budgets read when it is taken, from the
+    /// latest settings). None when the release was already journaled before a crash and
+    /// recovery handled it.
+    pub async fn next_swap(&mut self, budgets: impl FnOnce() -> Budgets) -> Option<Swap> {
+        let old = self.record.current.clone();
+        let handle = self.handle.clone();
+        let swap = handle
+            .next(|release, view| {
+                let swap = Swap::new(release.clone(), old, budgets(), now_ms());
+                view.state = "swapping".into();
+                view.swap = Some(swap.clone());
+                swap
+            })
+            .await;
+        if self.record.find(&swap.release.deploy_id).is_some() {
+            self.handle.taken(&swap.release.deploy_id);
+            return None;
+        }
+        Some(swap)
     }
 
     /// Journals a swap that was just taken from the queue, and drops it from the queue file.

@@ -149,26 +149,13 @@ impl<R: Runtime, B: Balancer, P: Reporter> Driver<R, B, P> {
         }
         self.book.publish("idle");
         loop {
-            let old = self.book.record.current.clone();
-            let handle = self.book.handle.clone();
             let updates = self.updates.clone();
-            let swap = handle
-                .next(|release, view| {
-                    let budgets = budgets_of(&updates.borrow());
-                    let swap = Swap::new(release.clone(), old, budgets, now_ms());
-                    view.state = "swapping".into();
-                    view.swap = Some(swap.clone());
-                    swap
-                })
-                .await;
+            let next = self.book.next_swap(|| budgets_of(&updates.borrow())).await;
             self.refresh_settings();
-            if self.book.record.find(&swap.release.deploy_id).is_some() {
-                // journaled before a crash and already handled by recovery
-                self.book.handle.taken(&swap.release.deploy_id);
-                continue;
+            if let Some(swap) = next {
+                self.swap(swap).await;
+                self.book.publish("idle");
             }
-            self.swap(swap).await;
-            self.book.publish("idle");
         }
     }
 

@@ -101,31 +101,15 @@ impl<P: Reporter> ProcessDriver<P> {
         }
         self.book.publish("idle");
         loop {
-            let old = self.book.record.current.clone();
-            let handle = self.book.handle.clone();
             let updates = self.updates.clone();
-            let swap = handle
-                .next(|release, view| {
-                    let swap = Swap::new(
-                        release.clone(),
-                        old,
-                        budgets_of(&updates.borrow()),
-                        now_ms(),
-                    );
-                    view.state = "swapping".into();
-                    view.swap = Some(swap.clone());
-                    swap
-                })
-                .await;
+            let next = self.book.next_swap(|| budgets_of(&updates.borrow())).await;
             if self.updates.has_changed().unwrap_or(false) {
                 self.settings = self.updates.borrow_and_update().clone();
             }
-            if self.book.record.find(&swap.release.deploy_id).is_some() {
-                self.book.handle.taken(&swap.release.deploy_id);
-                continue;
+            if let Some(swap) = next {
+                self.reload(swap).await;
+                self.book.publish("idle");
             }
-            self.reload(swap).await;
-            self.book.publish("idle");
         }
     }
 
@@ -444,6 +428,9 @@ impl<P: Reporter> ProcessDriver<P> {
             ));
             return;
         };
+        // A pidfile naming a dead master (or a zombie nobody reaped) makes gunicorn refuse to
+        // start ("Already running on PID"): it is stale, remove it.
+        let _ = std::fs::remove_file(&s.pidfile);
         let status = tokio::process::Command::new(program)
             .args(args)
             .stdin(std::process::Stdio::null())

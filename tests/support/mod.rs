@@ -6,3 +6,4 @@ pub mod haproxy;
 pub mod images;
 pub mod load;
 pub mod moto;
+pub mod reports;

@@ -1,0 +1,57 @@
+//! Host reports as hotswapd builds them, for the build box's tests and benchmarks that play a fleet.
+#![allow(dead_code)]
+
+use std::time::Duration;
+
+use hotswap::engine::phase::{Budgets, Event, Instance, Release, Swap};
+use hotswap::report::Report;
+
+/// A host's report, built the way hotswapd builds it.
+pub fn host_report(deploy_id: &str, instance: &str, ok: bool) -> String {
+    let release = Release {
+        service: "web".into(),
+        image: "web:2".into(),
+        version: "2".into(),
+        deploy_id: deploy_id.into(),
+        archive: None,
+        code: None,
+    };
+    let budgets = Budgets {
+        health_deadline: Duration::from_secs(60),
+        drain_budget: Duration::from_secs(60),
+        host_budget: Duration::from_secs(180),
+        rollback: Duration::from_secs(60),
+    };
+    let mut s = Swap::new(release.clone(), None, budgets, 1)
+        .apply(Event::Begin, 2)
+        .unwrap();
+    if ok {
+        let inst = Instance {
+            release,
+            container_id: "c".into(),
+            server: "hs-x".into(),
+            host_port: 1,
+            pids: vec![],
+            code_dir: None,
+        };
+        for e in [
+            Event::Started(inst),
+            Event::GatePassed,
+            Event::Switched,
+            Event::Drained,
+            Event::Retired,
+        ] {
+            s = s.apply(e, 3).unwrap();
+        }
+    } else {
+        s = s
+            .apply(
+                Event::Fail("health gate on http://127.0.0.1:1/health did not pass".into()),
+                3,
+            )
+            .unwrap()
+            .apply(Event::RolledBack, 4)
+            .unwrap();
+    }
+    serde_json::to_string(&Report::from_swap(instance, Some("shop"), &s)).unwrap()
+}
