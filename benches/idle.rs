@@ -8,7 +8,7 @@ mod support;
 
 use std::time::Duration;
 
-use support::daemon::{write_config, Daemon, ServiceOpts};
+use support::daemon::{Daemon, ServiceOpts};
 use support::env::TestEnv;
 use support::images::ImageOpts;
 
@@ -66,12 +66,7 @@ fn main() {
         .unwrap_or(10);
     let mut env = TestEnv::new("idle");
     let v1 = env.image("1", &ImageOpts::default());
-    let config = write_config(
-        env.dir.path(),
-        &env.instance,
-        &env.haproxy,
-        &ServiceOpts::default(),
-    );
+    let config = env.config(&ServiceOpts::default());
     let daemon = Daemon::start(env.dir.path(), &config);
     daemon.deploy_ok(&v1);
     let pid = pid_of(&daemon);

@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 use hotswap::control::api::DeployRequest;
 use hotswap::control::client::Client;
 use serde_json::Value;
-use support::daemon::{write_config, Daemon, ServiceOpts};
+use support::daemon::{Daemon, ServiceOpts};
 use support::env::TestEnv;
 use support::images::{repo_root, ImageOpts};
 use support::load::Load;
@@ -395,7 +395,7 @@ async fn run(args: Args) -> i32 {
         switch: args.mode,
         ..Default::default()
     };
-    let config = write_config(env.dir.path(), &env.instance, &env.haproxy, &opts);
+    let config = env.config(&opts);
     if let Some(options) = &args.server_options {
         if let Err(e) = set_server_options(&config, options) {
             eprintln!("bench swap: {e}");

@@ -7,7 +7,7 @@ mod support;
 use std::sync::Arc;
 use std::time::Duration;
 
-use support::daemon::{write_config, Daemon, ServiceOpts};
+use support::daemon::{Daemon, ServiceOpts};
 use support::env::TestEnv;
 use support::gunicorn::bundle;
 use support::images::ImageOpts;
@@ -27,7 +27,7 @@ async fn code_only_releases_reload_the_container_and_an_image_change_swaps_it() 
         health_deadline_secs: 3,
         ..Default::default()
     };
-    let config = write_config(env.dir.path(), &env.instance, &env.haproxy, &opts);
+    let config = env.config(&opts);
     let text = std::fs::read_to_string(&config).unwrap().replace(
         "env = { CODE_DIR = \"/code\" }",
         &format!(

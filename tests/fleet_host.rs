@@ -6,7 +6,7 @@ mod support;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use support::daemon::{write_config, Daemon, ServiceOpts};
+use support::daemon::{Daemon, ServiceOpts};
 use support::env::TestEnv;
 use support::images::ImageOpts;
 use support::moto::Moto;
@@ -96,12 +96,7 @@ async fn a_report_survives_an_sqs_outage_and_a_restart_and_arrives_once() {
     let url = create_queue(&client, "hotswap-reports").await;
     let v1 = env.image("1", &ImageOpts::default());
     let v2 = env.image("2", &ImageOpts::default());
-    let config = write_config(
-        env.dir.path(),
-        &env.instance,
-        &env.haproxy,
-        &ServiceOpts::default(),
-    );
+    let config = env.config(&ServiceOpts::default());
     with_report(&config, &report_section(&url, &moto));
     let aws_env = moto.env();
     let mut daemon = Daemon::start_env(env.dir.path(), &config, &aws_env);
@@ -213,12 +208,7 @@ async fn an_image_archive_in_s3_is_checked_then_swapped_in() {
         .await
         .unwrap();
 
-    let config = write_config(
-        env.dir.path(),
-        &env.instance,
-        &env.haproxy,
-        &ServiceOpts::default(),
-    );
+    let config = env.config(&ServiceOpts::default());
     with_report(&config, "\n[report]\nregion = \"us-east-1\"\n");
     let daemon = Daemon::start_env(env.dir.path(), &config, &moto.env());
     daemon.deploy_ok(&v1);

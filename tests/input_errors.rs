@@ -4,7 +4,7 @@ mod support;
 
 use std::process::Command;
 
-use support::daemon::{write_config, Daemon, ServiceOpts, HOTSWAPD};
+use support::daemon::{Daemon, ServiceOpts, HOTSWAPD};
 use support::env::TestEnv;
 use support::images::ImageOpts;
 
@@ -73,12 +73,7 @@ fn check_config_names_file_and_key_and_exits_non_zero() {
 async fn bad_requests_are_refused_with_the_reason_and_the_release_keeps_serving() {
     let mut env = TestEnv::new("badreq");
     let v1 = env.image("1", &ImageOpts::default());
-    let config = write_config(
-        env.dir.path(),
-        &env.instance,
-        &env.haproxy,
-        &ServiceOpts::default(),
-    );
+    let config = env.config(&ServiceOpts::default());
     let daemon = Daemon::start(env.dir.path(), &config);
     daemon.deploy_ok(&v1);
 

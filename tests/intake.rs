@@ -9,9 +9,7 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use support::daemon::{
-    service_toml, write_config, write_config_services, Daemon, ServiceOpts, HOTSWAPCTL,
-};
+use support::daemon::{service_toml, write_config_services, Daemon, ServiceOpts, HOTSWAPCTL};
 use support::env::TestEnv;
 use support::images::ImageOpts;
 use support::load::Load;
@@ -41,12 +39,7 @@ fn submit_follow_list_and_roll_back_over_the_socket() {
     let mut env = TestEnv::new("roundtrip");
     let v1 = env.image("1", &ImageOpts::default());
     let v2 = env.image("2", &ImageOpts::default());
-    let config = write_config(
-        env.dir.path(),
-        &env.instance,
-        &env.haproxy,
-        &ServiceOpts::default(),
-    );
+    let config = env.config(&ServiceOpts::default());
     let daemon = Daemon::start(env.dir.path(), &config);
     daemon.deploy_ok(&v1);
 
@@ -123,12 +116,7 @@ fn submit_follow_list_and_roll_back_over_the_socket() {
 fn a_peer_that_is_not_allowed_is_refused_and_logged() {
     let mut env = TestEnv::new("peercred");
     let v1 = env.image("1", &ImageOpts::default());
-    let config = write_config(
-        env.dir.path(),
-        &env.instance,
-        &env.haproxy,
-        &ServiceOpts::default(),
-    );
+    let config = env.config(&ServiceOpts::default());
     let daemon = Daemon::start(env.dir.path(), &config);
     daemon.deploy_ok(&v1);
     let mode = std::fs::metadata(&daemon.socket)
@@ -262,12 +250,7 @@ async fn fifty_inbox_files_at_once_are_each_accepted_or_rejected_with_a_reason()
     let mut env = TestEnv::new("inbox");
     let v1 = env.image("1", &ImageOpts::default());
     let v2 = env.image("2", &ImageOpts::default());
-    let config = write_config(
-        env.dir.path(),
-        &env.instance,
-        &env.haproxy,
-        &ServiceOpts::default(),
-    );
+    let config = env.config(&ServiceOpts::default());
     let daemon = Arc::new(Daemon::start(env.dir.path(), &config));
     daemon.deploy_ok(&v1);
     let load = Load::start(env.haproxy.frontend, 4, "/");
@@ -409,7 +392,7 @@ fn the_cfn_hup_hook_succeeds_on_a_good_release_and_fails_loudly_on_a_bad_one() {
         health_deadline_secs: 3,
         ..Default::default()
     };
-    let config = write_config(env.dir.path(), &env.instance, &env.haproxy, &opts);
+    let config = env.config(&opts);
     let daemon = Daemon::start(env.dir.path(), &config);
     daemon.deploy_ok(&v1);
 
@@ -496,12 +479,7 @@ fn an_image_archive_is_loaded_after_its_digest_is_checked() {
     let mut env = TestEnv::new("archive");
     let v1 = env.image("1", &ImageOpts::default());
     let arch = env.image("arch", &ImageOpts::default());
-    let config = write_config(
-        env.dir.path(),
-        &env.instance,
-        &env.haproxy,
-        &ServiceOpts::default(),
-    );
+    let config = env.config(&ServiceOpts::default());
     let daemon = Daemon::start(env.dir.path(), &config);
     daemon.deploy_ok(&v1);
 
@@ -589,7 +567,7 @@ fn a_config_reload_adds_a_service_and_a_broken_one_changes_nothing() {
     let v1 = env.image("1", &ImageOpts::default());
     let a1 = env.image_for("api", "1", &ImageOpts::default());
     let opts = ServiceOpts::default();
-    let config = write_config(env.dir.path(), &env.instance, &env.haproxy, &opts);
+    let config = env.config(&opts);
     let daemon = Daemon::start(env.dir.path(), &config);
     daemon.deploy_ok(&v1);
 

@@ -5,7 +5,7 @@ mod support;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use support::daemon::{write_config, Daemon, ServiceOpts};
+use support::daemon::{Daemon, ServiceOpts};
 use support::env::TestEnv;
 use support::images::ImageOpts;
 use support::load::Load;
@@ -48,12 +48,7 @@ async fn killed_during_the_health_gate_the_restarted_daemon_rolls_back() {
             ..Default::default()
         },
     );
-    let config = write_config(
-        env.dir.path(),
-        &env.instance,
-        &env.haproxy,
-        &ServiceOpts::default(),
-    );
+    let config = env.config(&ServiceOpts::default());
     let mut daemon = Daemon::start(env.dir.path(), &config);
     daemon.deploy_ok(&v1);
 
@@ -110,7 +105,7 @@ async fn killed_while_draining_the_restarted_daemon_finishes_the_swap_and_reques
         drain_budget_secs: 20,
         ..Default::default()
     };
-    let config = write_config(env.dir.path(), &env.instance, &env.haproxy, &opts);
+    let config = env.config(&opts);
     let mut daemon = Daemon::start(env.dir.path(), &config);
     daemon.deploy_ok(&v1);
 
@@ -148,12 +143,7 @@ async fn killed_while_draining_the_restarted_daemon_finishes_the_swap_and_reques
 async fn haproxy_reload_keeps_the_current_server() {
     let mut env = TestEnv::new("hareload");
     let v1 = env.image("1", &ImageOpts::default());
-    let config = write_config(
-        env.dir.path(),
-        &env.instance,
-        &env.haproxy,
-        &ServiceOpts::default(),
-    );
+    let config = env.config(&ServiceOpts::default());
     let daemon = Daemon::start(env.dir.path(), &config);
     daemon.deploy_ok(&v1);
     let server = env.haproxy.servers("web");
@@ -184,12 +174,7 @@ async fn a_backend_that_takes_no_dynamic_servers_is_switched_by_a_hitless_reload
     let mut env = TestEnv::with_balance("static", "uri");
     let v1 = env.image("1", &ImageOpts::default());
     let v2 = env.image("2", &ImageOpts::default());
-    let config = write_config(
-        env.dir.path(),
-        &env.instance,
-        &env.haproxy,
-        &ServiceOpts::default(),
-    );
+    let config = env.config(&ServiceOpts::default());
     let daemon = Arc::new(Daemon::start(env.dir.path(), &config));
     daemon.deploy_ok(&v1);
     let load = Load::start(env.haproxy.frontend, 4, "/");

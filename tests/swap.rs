@@ -4,7 +4,7 @@ mod support;
 
 use std::time::Duration;
 
-use support::daemon::{write_config, Daemon, ServiceOpts};
+use support::daemon::{Daemon, ServiceOpts};
 use support::env::TestEnv;
 use support::images::ImageOpts;
 use support::load::Load;
@@ -26,12 +26,7 @@ async fn swap_under_keep_alive_load_drops_nothing_and_retires_the_old_release() 
     let mut env = TestEnv::new("swap");
     let v1 = env.image("1", &ImageOpts::default());
     let v2 = env.image("2", &ImageOpts::default());
-    let config = write_config(
-        env.dir.path(),
-        &env.instance,
-        &env.haproxy,
-        &ServiceOpts::default(),
-    );
+    let config = env.config(&ServiceOpts::default());
     let daemon = std::sync::Arc::new(Daemon::start(env.dir.path(), &config));
     daemon.deploy_ok(&v1);
 
@@ -126,7 +121,7 @@ async fn a_release_that_never_gets_healthy_is_removed_and_the_old_keeps_serving(
         health_deadline_secs: 3,
         ..Default::default()
     };
-    let config = write_config(env.dir.path(), &env.instance, &env.haproxy, &opts);
+    let config = env.config(&opts);
     let daemon = std::sync::Arc::new(Daemon::start(env.dir.path(), &config));
     daemon.deploy_ok(&v1);
 

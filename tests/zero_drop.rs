@@ -6,7 +6,7 @@ mod support;
 use std::sync::Arc;
 use std::time::Duration;
 
-use support::daemon::{write_config, Daemon, ServiceOpts};
+use support::daemon::{Daemon, ServiceOpts};
 use support::env::TestEnv;
 use support::images::ImageOpts;
 use support::load::Load;
@@ -19,12 +19,7 @@ async fn ten_consecutive_swaps_under_load_fail_no_request() {
         .iter()
         .map(|r| env.image(r, &ImageOpts::default()))
         .collect();
-    let config = write_config(
-        env.dir.path(),
-        &env.instance,
-        &env.haproxy,
-        &ServiceOpts::default(),
-    );
+    let config = env.config(&ServiceOpts::default());
     let daemon = Arc::new(Daemon::start(env.dir.path(), &config));
     daemon.deploy_ok(&images[0]);
 

@@ -40,6 +40,11 @@ impl TestEnv {
         }
     }
 
+    /// Writes hotswapd's config for one service `web` on this test's HAProxy; returns its path.
+    pub fn config(&self, opts: &super::daemon::ServiceOpts) -> std::path::PathBuf {
+        super::daemon::write_config(self.dir.path(), &self.instance, &self.haproxy, opts)
+    }
+
     /// Builds `<instance>-web:<release>` and returns the reference.
     pub fn image(&mut self, release: &str, opts: &ImageOpts) -> String {
         self.image_for("web", release, opts)
