@@ -348,18 +348,50 @@ pub async fn run(settings: Settings, config_path: PathBuf) -> anyhow::Result<()>
         ),
         None => None,
     };
-    tracing::info!(socket = %d.socket.display(), services = settings.services.len(), instance = %d.instance_id, "hotswapd ready");
+    // Signals are caught from here on: a SIGHUP before READY must not kill the daemon.
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut hup = signal(SignalKind::hangup())?;
+    crate::systemd::recovered(&shared.handles()).await;
+    let views: Vec<_> = shared.handles().iter().map(|h| h.view()).collect();
+    crate::systemd::ready(&crate::systemd::summary(&views));
+    tracing::info!(socket = %d.socket.display(), services = shared.service_names().len(), instance = %d.instance_id, "hotswapd ready");
+    let mut status = tokio::spawn(crate::systemd::follow_status(shared.handles()));
+    let _watchdog = crate::systemd::watchdog_interval()
+        .map(|every| tokio::spawn(crate::systemd::watchdog(every)));
 
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
+    loop {
+        tokio::select! {
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            _ = hup.recv() => {
+                // reload our own config: validated first; on error the old one stays
+                crate::systemd::reloading();
+                let result = shared.reload();
+                let views: Vec<_> = shared.handles().iter().map(|h| h.view()).collect();
+                match result {
+                    Ok(outcome) => {
+                        tracing::info!(?outcome, "SIGHUP: config reloaded");
+                        crate::systemd::ready(&crate::systemd::summary(&views));
+                        status.abort();
+                        status = tokio::spawn(crate::systemd::follow_status(shared.handles()));
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "SIGHUP: config not reloaded; the old one stays");
+                        crate::systemd::ready(&format!("config reload failed, old config kept: {e}"));
+                    }
+                }
+            }
+        }
     }
-    // Swaps in flight stop where they are: each phase is journaled, the next start finishes or undoes it.
+    // Stop taking releases first; swaps in flight stop where they are: each phase is journaled,
+    // the next start finishes or undoes it.
+    crate::systemd::stopping();
     tracing::info!("stopping");
     server.abort();
     drop(inbox);
+    status.abort();
     let _ = std::fs::remove_file(&d.socket);
     Ok(())
 }

@@ -13,3 +13,4 @@ pub mod health;
 pub mod intake;
 pub mod report;
 pub mod runtime;
+pub mod systemd;

@@ -23,12 +23,19 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    tracing_subscriber::fmt()
+    // Under systemd (JOURNAL_STREAM set) journald adds the time; colors would be noise there.
+    let journal = std::env::var_os("JOURNAL_STREAM").is_some();
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
-        .init();
+        .with_ansi(!journal && std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    if journal {
+        logs.without_time().init();
+    } else {
+        logs.init();
+    }
     let settings = match Settings::load(&args.config) {
         Ok(s) => s,
         Err(e) => {

@@ -227,6 +227,25 @@ impl Daemon {
         std::fs::read_to_string(self.dir.join("hotswapd.log")).unwrap_or_default()
     }
 
+    /// Sends a signal to the daemon (SIGHUP, SIGTERM, ...).
+    pub fn signal(&self, sig: nix::sys::signal::Signal) {
+        let pid = self.child.as_ref().expect("daemon running").id() as i32;
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig).unwrap();
+    }
+
+    /// Waits up to `limit` for the daemon to exit; its exit status.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let started = Instant::now();
+        while started.elapsed() < limit {
+            if let Some(st) = self.child.as_mut()?.try_wait().ok().flatten() {
+                self.child = None;
+                return Some(st);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
     /// SIGKILL: no chance to tidy up, as in a crash.
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {

@@ -1,0 +1,197 @@
+//! The systemd protocol against the real daemon, listening on our own NOTIFY_SOCKET.
+
+mod support;
+
+use std::os::unix::net::UnixDatagram;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+use support::daemon::{Daemon, ServiceOpts};
+use support::env::TestEnv;
+use support::images::ImageOpts;
+
+/// Every notify message, in order, with whether the control socket answered when it came.
+struct Listener {
+    messages: Arc<Mutex<Vec<(Instant, String, bool)>>>,
+}
+
+impl Listener {
+    fn start(path: &Path, control: std::path::PathBuf) -> Listener {
+        let sock = UnixDatagram::bind(path).unwrap();
+        let messages = Arc::new(Mutex::new(Vec::new()));
+        let m = messages.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = sock.recv(&mut buf) {
+                let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+                let answering = std::os::unix::net::UnixStream::connect(&control).is_ok();
+                m.lock().unwrap().push((Instant::now(), text, answering));
+            }
+        });
+        Listener { messages }
+    }
+
+    fn all(&self) -> Vec<String> {
+        self.messages
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(_, t, _)| t.clone())
+            .collect()
+    }
+
+    fn wait_for(&self, what: &str, after: usize, limit: Duration) -> usize {
+        let started = Instant::now();
+        loop {
+            if let Some(i) = self.all().iter().skip(after).position(|m| m.contains(what)) {
+                return after + i;
+            }
+            assert!(
+                started.elapsed() < limit,
+                "no {what:?} after message {after}: {:?}",
+                self.all()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+#[test]
+fn ready_status_watchdog_reload_and_stop_follow_the_protocol() {
+    let mut env = TestEnv::new("sdnotify");
+    let v1 = env.image("1", &ImageOpts::default());
+    let slow = env.image(
+        "2",
+        &ImageOpts {
+            warmup_ms: 20_000,
+            ..Default::default()
+        },
+    );
+    let config = env.config(&ServiceOpts::default());
+    let notify = env.dir.path().join("notify.sock");
+    let control = env.dir.path().join("hotswapd.sock");
+    let l = Listener::start(&notify, control);
+    let vars = [
+        ("NOTIFY_SOCKET", notify.display().to_string()),
+        ("WATCHDOG_USEC", "1000000".to_string()),
+    ];
+    let mut daemon = Daemon::start_env(env.dir.path(), &config, &vars);
+
+    // READY only once the control socket answers
+    let ready = l.wait_for("READY=1", 0, Duration::from_secs(10));
+    assert!(
+        l.messages.lock().unwrap()[ready].2,
+        "READY=1 came before the control socket answered"
+    );
+
+    // STATUS follows a swap
+    let before = l.all().len();
+    daemon.deploy_ok(&v1);
+    let swapping = l.wait_for("swapping", before, Duration::from_secs(5));
+    l.wait_for("STATUS=web: idle 1", swapping, Duration::from_secs(5));
+
+    // the watchdog at half of WatchdogSec (1 s): about two pings a second
+    let count = || l.all().iter().filter(|m| m.contains("WATCHDOG=1")).count();
+    let (c0, t0) = (count(), Instant::now());
+    std::thread::sleep(Duration::from_millis(2100));
+    let pings = count() - c0;
+    assert!(
+        (3..=6).contains(&pings),
+        "{pings} watchdog pings in {:?}",
+        t0.elapsed()
+    );
+
+    // SIGHUP: RELOADING=1, then READY=1
+    let before = l.all().len();
+    daemon.signal(Signal::SIGHUP);
+    let reloading = l.wait_for("RELOADING=1", before, Duration::from_secs(5));
+    assert!(
+        l.all()[reloading].contains("MONOTONIC_USEC="),
+        "{:?}",
+        l.all()[reloading]
+    );
+    l.wait_for("READY=1", reloading, Duration::from_secs(5));
+
+    // SIGHUP with a broken config keeps the old one, says why, and the daemon keeps serving
+    let good = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        good.replace("container_port = 8080", "container_port = \"x\""),
+    )
+    .unwrap();
+    let before = l.all().len();
+    daemon.signal(Signal::SIGHUP);
+    let failed = l.wait_for("config reload failed", before, Duration::from_secs(5));
+    assert!(
+        l.all()[failed].contains("container_port"),
+        "{:?}",
+        l.all()[failed]
+    );
+    std::fs::write(&config, &good).unwrap();
+    let status = daemon.status_json().unwrap();
+    assert_eq!(
+        status["services"][0]["current"]["release"]["image"],
+        v1.as_str()
+    );
+
+    // SIGTERM mid-swap: STOPPING=1, a prompt exit, and a restart ends with one healthy release
+    let out = daemon.ctl(&["deploy", "web", "--image", &slow]);
+    assert!(out.status.success());
+    let started = Instant::now();
+    while daemon.status_json().unwrap()["services"][0]["swap"]["phase"]["phase"] != "health_gate" {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "never reached the health gate"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let before = l.all().len();
+    daemon.signal(Signal::SIGTERM);
+    l.wait_for("STOPPING=1", before, Duration::from_secs(5));
+    let exit = daemon
+        .wait_exit(Duration::from_secs(10))
+        .expect("hotswapd exits on SIGTERM");
+    assert!(exit.success(), "{exit:?}");
+    let daemon = Daemon::start(env.dir.path(), &config);
+    let containers = env.containers();
+    assert_eq!(containers.len(), 1, "{containers:?}");
+    assert_eq!(containers[0].1, v1);
+    let r = daemon.reports().pop().unwrap();
+    assert_eq!(r["result"], "failure");
+    assert!(r["reason"].as_str().unwrap().contains("restarted"), "{r}");
+}
+
+#[test]
+fn the_unit_file_verifies_without_complaint() {
+    let analyze = ["/usr/bin/systemd-analyze", "/bin/systemd-analyze"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .expect("systemd-analyze not found: these tests need systemd's tools (apt-get install systemd); scripts/install-deps installs them");
+    // the unit as shipped, with ExecStart pointing at the binary this build made
+    let dir = tempfile::tempdir().unwrap();
+    let unit = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/systemd/hotswapd.service"
+    ))
+    .unwrap();
+    let unit = unit.replace("/usr/bin/hotswapd", support::daemon::HOTSWAPD);
+    assert!(
+        unit.contains("Type=notify")
+            && unit.contains("WatchdogSec=")
+            && unit.contains("ExecReload=/bin/kill -HUP $MAINPID")
+    );
+    let path = dir.path().join("hotswapd.service");
+    std::fs::write(&path, unit).unwrap();
+    let out = std::process::Command::new(analyze)
+        .arg("verify")
+        .arg(&path)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && stderr.trim().is_empty(),
+        "systemd-analyze verify: {stderr}"
+    );
+}
