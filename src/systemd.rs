@@ -1,6 +1,7 @@
 //! The systemd protocol (sd_notify): READY once the socket listens and every service recovered,
 //! STATUS with what each service does, WATCHDOG at half the unit's WatchdogSec, RELOADING/READY
 //! around a config reload (SIGHUP), STOPPING at SIGTERM. Without NOTIFY_SOCKET all of it is silent.
+//! And logs made for the journal when stderr is the journal's stream.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,6 +9,77 @@ use std::time::Duration;
 use sd_notify::NotifyState;
 
 use crate::engine::{ServiceHandle, ServiceView};
+
+/// True when stderr is the journal's stream: JOURNAL_STREAM names stderr's device and inode (as
+/// systemd.exec(5) says to check: a child of a service inherits the variable, not the stream).
+pub fn stderr_is_journal() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let Some(var) = std::env::var_os("JOURNAL_STREAM") else {
+        return false;
+    };
+    let Some((dev, ino)) = var.to_str().and_then(|v| v.split_once(':')) else {
+        return false;
+    };
+    let stderr = std::io::stderr();
+    let Ok(file) = std::os::fd::AsFd::as_fd(&stderr).try_clone_to_owned() else {
+        return false;
+    };
+    match std::fs::File::from(file).metadata() {
+        Ok(m) => dev.parse() == Ok(m.dev()) && ino.parse() == Ok(m.ino()),
+        Err(_) => false,
+    }
+}
+
+/// Logs to stderr with tracing's structured fields (`service=web deploy_id=... phase=...`).
+/// When stderr is the journal: no colors, no time (journald adds it), and each line starts with
+/// its syslog priority (`<3>` error .. `<7>` debug) so `journalctl -p warning` works.
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if stderr_is_journal() {
+        logs.with_ansi(false)
+            .event_format(Prioritized(
+                tracing_subscriber::fmt::format()
+                    .without_time()
+                    .with_level(false),
+            ))
+            .init();
+    } else {
+        logs.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init();
+    }
+}
+
+/// Prefixes each event with its syslog priority, as sd-daemon(3) describes for stderr, and its
+/// level without padding (journald strips the prefix; the level stays readable in `-o cat`).
+struct Prioritized<F>(F);
+
+impl<S, N, F> tracing_subscriber::fmt::FormatEvent<S, N> for Prioritized<F>
+where
+    F: tracing_subscriber::fmt::FormatEvent<S, N>,
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    N: for<'a> tracing_subscriber::fmt::FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        ctx: &tracing_subscriber::fmt::FmtContext<'_, S, N>,
+        mut writer: tracing_subscriber::fmt::format::Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> std::fmt::Result {
+        let level = *event.metadata().level();
+        let priority = match level {
+            tracing::Level::ERROR => 3,
+            tracing::Level::WARN => 4,
+            tracing::Level::INFO => 6,
+            _ => 7,
+        };
+        write!(writer, "<{priority}>{level} ")?;
+        self.0.format_event(ctx, writer, event)
+    }
+}
 
 fn send(states: &[NotifyState]) {
     if let Err(e) = sd_notify::notify(false, states) {

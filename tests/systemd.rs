@@ -12,6 +12,24 @@ use support::daemon::{Daemon, ServiceOpts};
 use support::env::TestEnv;
 use support::images::ImageOpts;
 
+/// The release that answers `GET /` through HAProxy's frontend.
+fn serving(frontend: std::net::SocketAddr) -> String {
+    use std::io::{Read, Write};
+    let mut conn = std::net::TcpStream::connect(frontend).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    conn.write_all(b"GET / HTTP/1.0\r\nHost: test\r\n\r\n")
+        .unwrap();
+    let mut reply = Vec::new();
+    conn.read_to_end(&mut reply).unwrap();
+    let text = String::from_utf8_lossy(&reply);
+    assert!(
+        text.starts_with("HTTP/1.0 200") || text.starts_with("HTTP/1.1 200"),
+        "{text}"
+    );
+    let body = text.split("\r\n\r\n").nth(1).unwrap_or("");
+    support::load::parse_release(body.as_bytes()).unwrap_or_else(|| panic!("no release in {text}"))
+}
+
 /// Every notify message, in order, with whether the control socket answered when it came.
 struct Listener {
     messages: Arc<Mutex<Vec<(Instant, String, bool)>>>,
@@ -62,6 +80,7 @@ impl Listener {
 fn ready_status_watchdog_reload_and_stop_follow_the_protocol() {
     let mut env = TestEnv::new("sdnotify");
     let v1 = env.image("1", &ImageOpts::default());
+    let v3 = env.image("3", &ImageOpts::default());
     let slow = env.image(
         "2",
         &ImageOpts {
@@ -73,9 +92,19 @@ fn ready_status_watchdog_reload_and_stop_follow_the_protocol() {
     let notify = env.dir.path().join("notify.sock");
     let control = env.dir.path().join("hotswapd.sock");
     let l = Listener::start(&notify, control);
+    // stderr as the journal's stream: JOURNAL_STREAM names the log file's device and inode
+    // (Daemon::start_env appends to this file, so it keeps its inode)
+    let log_file = env.dir.path().join("hotswapd.log");
+    std::fs::write(&log_file, "").unwrap();
+    let journal_stream = {
+        use std::os::unix::fs::MetadataExt;
+        let m = std::fs::metadata(&log_file).unwrap();
+        format!("{}:{}", m.dev(), m.ino())
+    };
     let vars = [
         ("NOTIFY_SOCKET", notify.display().to_string()),
         ("WATCHDOG_USEC", "1000000".to_string()),
+        ("JOURNAL_STREAM", journal_stream),
     ];
     let mut daemon = Daemon::start_env(env.dir.path(), &config, &vars);
 
@@ -91,6 +120,32 @@ fn ready_status_watchdog_reload_and_stop_follow_the_protocol() {
     daemon.deploy_ok(&v1);
     let swapping = l.wait_for("swapping", before, Duration::from_secs(5));
     l.wait_for("STATUS=web: idle 1", swapping, Duration::from_secs(5));
+
+    // logs made for the journal: a syslog priority first, no time (journald adds it), no colors,
+    // the structured fields in the line
+    let log = daemon.log();
+    assert!(!log.contains('\x1b'), "ANSI colors in the journal:\n{log}");
+    for line in log.lines().filter(|l| !l.trim().is_empty()) {
+        assert!(
+            [
+                "<3>ERROR ",
+                "<4>WARN ",
+                "<6>INFO ",
+                "<7>DEBUG ",
+                "<7>TRACE "
+            ]
+            .iter()
+            .any(|p| line.starts_with(p)),
+            "a log line without its priority prefix: {line:?}\n{log}"
+        );
+    }
+    assert!(
+        log.lines().any(|l| l.starts_with("<6>INFO ")
+            && l.contains("service=\"web\"")
+            && l.contains("deploy_id=")
+            && l.contains("phase=")),
+        "no phase line with its fields:\n{log}"
+    );
 
     // the watchdog at half of WatchdogSec (1 s): about two pings a second
     let count = || l.all().iter().filter(|m| m.contains("WATCHDOG=1")).count();
@@ -129,12 +184,15 @@ fn ready_status_watchdog_reload_and_stop_follow_the_protocol() {
         "{:?}",
         l.all()[failed]
     );
-    std::fs::write(&config, &good).unwrap();
     let status = daemon.status_json().unwrap();
     assert_eq!(
         status["services"][0]["current"]["release"]["image"],
         v1.as_str()
     );
+    // still serving, and still taking releases with the old config
+    daemon.deploy_ok(&v3);
+    assert_eq!(serving(env.haproxy.frontend), "3");
+    std::fs::write(&config, &good).unwrap();
 
     // SIGTERM mid-swap: STOPPING=1, a prompt exit, and a restart ends with one healthy release
     let out = daemon.ctl(&["deploy", "web", "--image", &slow]);
@@ -157,7 +215,9 @@ fn ready_status_watchdog_reload_and_stop_follow_the_protocol() {
     let daemon = Daemon::start(env.dir.path(), &config);
     let containers = env.containers();
     assert_eq!(containers.len(), 1, "{containers:?}");
-    assert_eq!(containers[0].1, v1);
+    assert_eq!(containers[0].1, v3);
+    assert_eq!(env.haproxy.servers("web").len(), 1);
+    assert_eq!(serving(env.haproxy.frontend), "3");
     let r = daemon.reports().pop().unwrap();
     assert_eq!(r["result"], "failure");
     assert!(r["reason"].as_str().unwrap().contains("restarted"), "{r}");
@@ -176,12 +236,24 @@ fn the_unit_file_verifies_without_complaint() {
         "/systemd/hotswapd.service"
     ))
     .unwrap();
-    let unit = unit.replace("/usr/bin/hotswapd", support::daemon::HOTSWAPD);
-    assert!(
-        unit.contains("Type=notify")
-            && unit.contains("WatchdogSec=")
-            && unit.contains("ExecReload=/bin/kill -HUP $MAINPID")
-    );
+    // Documentation= names man pages that only the package installs (scripts/check-packages
+    // verifies the installed unit with them); verify names each one it cannot open
+    let unit: String = unit
+        .replace("/usr/bin/hotswapd", support::daemon::HOTSWAPD)
+        .lines()
+        .filter(|l| !l.starts_with("Documentation="))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    for line in [
+        "Type=notify",
+        "WatchdogSec=30s",
+        "ExecReload=/bin/kill -HUP $MAINPID",
+        "Restart=on-failure",
+        "ProtectSystem=strict",
+        "KillMode=process",
+    ] {
+        assert!(unit.lines().any(|l| l == line), "the unit lacks {line}");
+    }
     let path = dir.path().join("hotswapd.service");
     std::fs::write(&path, unit).unwrap();
     let out = std::process::Command::new(analyze)

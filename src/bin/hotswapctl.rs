@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use hotswap::cli::{self, deploy::DeployArgs, EXIT_CODES_HELP};
 use hotswap::config::{Settings, DEFAULT_PATH};
 use hotswap::control::client::Client;
@@ -148,6 +148,9 @@ enum Verb {
         #[arg(long)]
         json: bool,
     },
+    /// Write man pages and shell completions into DIR (for packaging).
+    #[command(hide = true)]
+    GenerateDocs { dir: PathBuf },
 }
 
 fn socket_path(args: &Args) -> Result<PathBuf, String> {
@@ -174,6 +177,9 @@ fn main() -> ExitCode {
         }
         Verb::StackUpdate { .. } | Verb::AsgSwitch { .. } => {
             return ExitCode::from(build_box(args.verb))
+        }
+        Verb::GenerateDocs { dir } => {
+            return ExitCode::from(cli::docs::run(Args::command(), "1", dir))
         }
         _ => {}
     }
@@ -246,6 +252,7 @@ fn main() -> ExitCode {
             }
             Verb::Reload { json } => cli::reload::run(&client, json).await,
             Verb::CheckConfig { .. }
+            | Verb::GenerateDocs { .. }
             | Verb::LintTemplate { .. }
             | Verb::StackUpdate { .. }
             | Verb::AsgSwitch { .. } => {

@@ -19,23 +19,19 @@ struct Args {
     /// Validate the config, print a summary and exit (0 valid, 1 not).
     #[arg(long)]
     check_config: bool,
+    /// Write man pages and shell completions into DIR (for packaging).
+    #[arg(long, hide = true, value_name = "DIR")]
+    generate_docs: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    // Under systemd (JOURNAL_STREAM set) journald adds the time; colors would be noise there.
-    let journal = std::env::var_os("JOURNAL_STREAM").is_some();
-    let logs = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(!journal && std::io::IsTerminal::is_terminal(&std::io::stderr()));
-    if journal {
-        logs.without_time().init();
-    } else {
-        logs.init();
+    if let Some(dir) = &args.generate_docs {
+        let cmd = <Args as clap::CommandFactory>::command();
+        return ExitCode::from(hotswap::cli::docs::run(cmd, "8", dir));
     }
+    // Under systemd: no colors, no time (journald adds it), a priority per line.
+    hotswap::systemd::init_logging();
     let settings = match Settings::load(&args.config) {
         Ok(s) => s,
         Err(e) => {

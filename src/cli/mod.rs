@@ -3,6 +3,7 @@
 pub mod asg_switch;
 pub mod check_config;
 pub mod deploy;
+pub mod docs;
 pub mod lint_template;
 pub mod reload;
 pub mod rollback;

@@ -1,0 +1,10 @@
+# hotswap %post ($1: 1 on install, 2 on upgrade). The group hotswap (sysusers.d) and the state,
+# inbox and run directories (tmpfiles.d); on a first install the unit is enabled, not started.
+systemd-sysusers /usr/lib/sysusers.d/hotswap.conf >/dev/null 2>&1 || :
+systemd-tmpfiles --create /usr/lib/tmpfiles.d/hotswap.conf >/dev/null 2>&1 || :
+if [ -d /run/systemd/system ]; then
+    systemctl daemon-reload >/dev/null 2>&1 || :
+fi
+if [ "$1" -eq 1 ]; then
+    systemctl --no-reload enable hotswapd.service >/dev/null 2>&1 || :
+fi
