@@ -212,7 +212,14 @@ fn ready_status_watchdog_reload_and_stop_follow_the_protocol() {
         .wait_exit(Duration::from_secs(10))
         .expect("hotswapd exits on SIGTERM");
     assert!(exit.success(), "{exit:?}");
-    let daemon = Daemon::start(env.dir.path(), &config);
+    // the restart finds the swap in the journal: READY=1 once its recovery is decided, with the
+    // socket answering, never while a service still shows "recovering"
+    let before = l.all().len();
+    let daemon = Daemon::start_env(env.dir.path(), &config, &vars);
+    let ready = l.wait_for("READY=1", before, Duration::from_secs(10));
+    let (_, text, answering) = l.messages.lock().unwrap()[ready].clone();
+    assert!(answering, "READY=1 came before the control socket answered");
+    assert!(!text.contains("recovering"), "READY=1 during recovery: {text:?}");
     let containers = env.containers();
     assert_eq!(containers.len(), 1, "{containers:?}");
     assert_eq!(containers[0].1, v3);
