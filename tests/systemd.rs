@@ -219,7 +219,10 @@ fn ready_status_watchdog_reload_and_stop_follow_the_protocol() {
     let ready = l.wait_for("READY=1", before, Duration::from_secs(10));
     let (_, text, answering) = l.messages.lock().unwrap()[ready].clone();
     assert!(answering, "READY=1 came before the control socket answered");
-    assert!(!text.contains("recovering"), "READY=1 during recovery: {text:?}");
+    assert!(
+        !text.contains("recovering"),
+        "READY=1 during recovery: {text:?}"
+    );
     let containers = env.containers();
     assert_eq!(containers.len(), 1, "{containers:?}");
     assert_eq!(containers[0].1, v3);

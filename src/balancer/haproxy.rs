@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::{
-    rewrite_managed_block, AdminState, Balancer, BalancerError, RuntimeApi, ServerSpec,
-    ServerStatus,
+    rewrite_managed_block, AdminState, Balancer, BalancerError, RuntimeApi, ServerFigures,
+    ServerSpec, ServerStatus,
 };
 use crate::config::{HaproxySettings, ReloadVia};
 use crate::fsutil::write_atomic;
@@ -108,7 +108,11 @@ impl Balancer for Haproxy {
         let be = self.backend();
         let name = &server.name;
         match self.find(name).await? {
-            Some(s) if s.addr == server.addr && s.port == server.port => {}
+            Some(s) if s.addr == server.addr && s.port == server.port => {
+                if let Some(w) = server.weight {
+                    self.set_weights(&[(name.clone(), w)]).await?;
+                }
+            }
             Some(_) => {
                 self.api
                     .command(&format!(
@@ -116,9 +120,15 @@ impl Balancer for Haproxy {
                         server.addr, server.port
                     ))
                     .await?;
+                if let Some(w) = server.weight {
+                    self.set_weights(&[(name.clone(), w)]).await?;
+                }
             }
             None => {
-                let options = runtime_server_options(&self.settings.server_options);
+                let mut options = runtime_server_options(&self.settings.server_options);
+                if let Some(w) = server.weight {
+                    options = with_weight(&options, w);
+                }
                 let added = self
                     .api
                     .expect(
@@ -215,6 +225,25 @@ impl Balancer for Haproxy {
         Ok(())
     }
 
+    async fn figures(&self) -> Result<Vec<ServerFigures>, BalancerError> {
+        self.api.server_figures(self.backend()).await
+    }
+
+    async fn set_weights(&self, weights: &[(String, u16)]) -> Result<(), BalancerError> {
+        if weights.is_empty() {
+            return Ok(());
+        }
+        let be = self.backend();
+        let command = weights
+            .iter()
+            .map(|(name, w)| format!("set weight {be}/{name} {w}"))
+            .collect::<Vec<_>>()
+            .join("; ");
+        // `set weight` answers nothing on success; any text is a refusal (e.g. a static
+        // balance algorithm, or an unknown server)
+        self.api.quiet(&command).await
+    }
+
     async fn backend_failures(&self) -> Result<u64, BalancerError> {
         self.api.backend_failures(self.backend()).await
     }
@@ -262,9 +291,33 @@ impl Balancer for Haproxy {
     }
 }
 
+/// The server options with `weight` set to `w` (replacing a configured weight).
+fn with_weight(options: &str, w: u16) -> String {
+    let mut words: Vec<String> = Vec::new();
+    let mut it = options.split_whitespace();
+    while let Some(word) = it.next() {
+        if word == "weight" {
+            it.next();
+        } else {
+            words.push(word.to_string());
+        }
+    }
+    words.push(format!("weight {w}"));
+    words.join(" ")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_weight_given_replaces_the_configured_one() {
+        assert_eq!(
+            with_weight("check weight 50 inter 2s", 0),
+            "check inter 2s weight 0"
+        );
+        assert_eq!(with_weight("", 7), "weight 7");
+    }
 
     #[test]
     fn runtime_servers_pool_connections_unless_told_otherwise() {

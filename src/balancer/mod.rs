@@ -18,6 +18,23 @@ pub struct ServerSpec {
     pub name: String,
     pub addr: String,
     pub port: u16,
+    /// The weight it is added with (HAProxy's default, 1, when None).
+    pub weight: Option<u16>,
+}
+
+/// A server's cumulative counters from `show stat`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ServerFigures {
+    pub name: String,
+    /// Responses of every class (hrsp_1xx .. hrsp_other).
+    pub responses: u64,
+    /// 5xx responses, connection errors and response errors.
+    pub errors: u64,
+    /// Connection and response errors (requests that got no response from the server).
+    pub failed_connections: u64,
+    /// Average response time over the server's last 1024 requests, in ms.
+    pub rtime_ms: u64,
+    pub weight: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,6 +96,14 @@ pub trait Balancer: Send + Sync + 'static {
     ) -> impl Future<Output = Result<(), BalancerError>> + Send;
     /// The backend's failed-request counter (connection and response errors, 5xx answers).
     fn backend_failures(&self) -> impl Future<Output = Result<u64, BalancerError>> + Send;
+    /// Every server's cumulative figures.
+    fn figures(&self) -> impl Future<Output = Result<Vec<ServerFigures>, BalancerError>> + Send;
+    /// Sets the weights of several servers in one runtime API call (commands separated by `;`),
+    /// so traffic moves between releases at once.
+    fn set_weights(
+        &self,
+        weights: &[(String, u16)],
+    ) -> impl Future<Output = Result<(), BalancerError>> + Send;
     /// Reloads HAProxy hitlessly and waits until the new process answers with `expect` present.
     fn reload(&self, expect: &str) -> impl Future<Output = Result<(), BalancerError>> + Send;
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
 
-use super::{AdminState, BalancerError, ServerStatus};
+use super::{AdminState, BalancerError, ServerFigures, ServerStatus};
 
 #[derive(Debug, Clone)]
 pub struct RuntimeApi {
@@ -101,6 +101,12 @@ impl RuntimeApi {
     pub async fn backend_failures(&self, backend: &str) -> Result<u64, BalancerError> {
         let reply = self.command(&format!("show stat {backend} 2 -1")).await?;
         parse_backend_failures(&reply, backend).map_err(|m| self.api_error(m))
+    }
+
+    /// Each server's cumulative figures, from `show stat`.
+    pub async fn server_figures(&self, backend: &str) -> Result<Vec<ServerFigures>, BalancerError> {
+        let reply = self.command(&format!("show stat {backend} 4 -1")).await?;
+        parse_server_figures(&reply, backend).map_err(|m| self.api_error(m))
     }
 
     /// Current sessions plus queued requests per server, from `show stat`.
@@ -226,6 +232,37 @@ pub(super) fn parse_backend_failures(reply: &str, backend: &str) -> Result<u64, 
         .ok_or_else(|| format!("show stat: no BACKEND row for {backend}"))
 }
 
+/// Each server's counters: responses by class, connection and response errors, the average
+/// response time over its last 1024 requests, and its effective weight.
+pub(super) fn parse_server_figures(
+    reply: &str,
+    backend: &str,
+) -> Result<Vec<ServerFigures>, String> {
+    let t = StatTable::parse(reply)?;
+    let responses = [
+        t.col("hrsp_1xx")?,
+        t.col("hrsp_2xx")?,
+        t.col("hrsp_3xx")?,
+        t.col("hrsp_4xx")?,
+        t.col("hrsp_5xx")?,
+        t.col("hrsp_other")?,
+    ];
+    let (econ, eresp, h5) = (t.col("econ")?, t.col("eresp")?, t.col("hrsp_5xx")?);
+    let (rtime, weight) = (t.col("rtime")?, t.col("weight")?);
+    Ok(t.rows_of(backend)?
+        .into_iter()
+        .filter(|(name, _)| !matches!(*name, "BACKEND" | "FRONTEND"))
+        .map(|(name, row)| ServerFigures {
+            name: name.to_string(),
+            responses: t.sum(row, &responses),
+            errors: t.sum(row, &[econ, eresp, h5]),
+            failed_connections: t.sum(row, &[econ, eresp]),
+            rtime_ms: t.sum(row, &[rtime]),
+            weight: t.sum(row, &[weight]),
+        })
+        .collect())
+}
+
 /// Current sessions plus queued requests of each server of `backend`.
 pub(super) fn parse_stat_in_flight(
     reply: &str,
@@ -267,6 +304,31 @@ mod tests {
         let reply = "# pxname,svname,econ,eresp,hrsp_5xx\nweb,BACKEND,1,2,3\n\n";
         assert_eq!(parse_backend_failures(reply, "web").unwrap(), 6);
         assert!(parse_backend_failures(reply, "api").is_err());
+    }
+
+    #[test]
+    fn server_figures_count_responses_errors_and_response_time() {
+        let reply = "# pxname,svname,econ,eresp,weight,hrsp_1xx,hrsp_2xx,hrsp_3xx,hrsp_4xx,hrsp_5xx,hrsp_other,rtime\n\
+            web,hs-a,0,0,90,0,100,0,3,0,0,2\n\
+            web,hs-b,1,2,10,0,16,0,0,4,0,7\n\
+            web,BACKEND,3,2,100,0,116,0,3,4,0,3\n\n";
+        let f = parse_server_figures(reply, "web").unwrap();
+        assert_eq!(f.len(), 2);
+        assert_eq!(
+            (
+                f[0].name.as_str(),
+                f[0].responses,
+                f[0].errors,
+                f[0].rtime_ms,
+                f[0].weight
+            ),
+            ("hs-a", 103, 0, 2, 90)
+        );
+        // errors: 5xx answers plus connection and response errors
+        assert_eq!(
+            (f[1].responses, f[1].errors, f[1].failed_connections),
+            (20, 7, 3)
+        );
     }
 
     #[test]

@@ -50,7 +50,11 @@ enum Verb {
         /// "-" for stdin); implies --wait. For cfn-hup hooks.
         #[arg(long, conflicts_with_all = ["service", "image", "version", "deploy_id", "archive"])]
         from_metadata: Option<PathBuf>,
-        /// Wait until the swap ends; exit non-zero if it failed.
+        /// Skip the service's canary ramp: all traffic moves once the health gate passes (the
+        /// report says so).
+        #[arg(long)]
+        no_ramp: bool,
+        /// Wait until the swap ends, showing each ramp step; exit non-zero if it failed.
         #[arg(long)]
         wait: bool,
         /// How long --wait waits, in seconds.
@@ -214,6 +218,7 @@ fn main() -> ExitCode {
                 deploy_id,
                 archive,
                 archive_sha256,
+                no_ramp,
                 wait,
                 timeout_secs,
                 json,
@@ -227,6 +232,7 @@ fn main() -> ExitCode {
                     archive,
                     archive_sha256,
                     code,
+                    no_ramp,
                     wait,
                     timeout: Duration::from_secs(timeout_secs),
                     json,

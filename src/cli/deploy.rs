@@ -20,6 +20,7 @@ pub struct DeployArgs {
     pub archive: Option<PathBuf>,
     pub archive_sha256: Option<String>,
     pub code: Option<PathBuf>,
+    pub no_ramp: bool,
     pub wait: bool,
     pub timeout: Duration,
     pub json: bool,
@@ -34,6 +35,7 @@ pub async fn run(client: &Client, args: DeployArgs) -> u8 {
         archive: args.archive,
         archive_sha256: args.archive_sha256,
         code: args.code.map(|c| std::fs::canonicalize(&c).unwrap_or(c)),
+        no_ramp: args.no_ramp,
     };
     let accepted = match client.deploy(&req).await {
         Ok(a) => a,
@@ -57,7 +59,15 @@ pub async fn run(client: &Client, args: DeployArgs) -> u8 {
         }
         return exit::OK;
     }
-    let status = match client.wait(&accepted.deploy_id, args.timeout).await {
+    let followed = if args.json {
+        client.wait(&accepted.deploy_id, args.timeout).await
+    } else {
+        let mut progress = Progress::default();
+        client
+            .follow(&accepted.deploy_id, args.timeout, |s| progress.show(s))
+            .await
+    };
+    let status = match followed {
         Ok(s) => s,
         Err(e) => {
             eprintln!("hotswapctl: following deploy {}: {e}", accepted.deploy_id);
@@ -71,6 +81,124 @@ pub async fn run(client: &Client, args: DeployArgs) -> u8 {
         );
     }
     outcome(&status, args.json)
+}
+
+/// Prints a followed deploy's phases and canary steps on stderr as they happen (from the swap's
+/// phase marks and step records, so a phase shorter than the poll is still shown).
+#[derive(Default)]
+struct Progress {
+    marks_done: usize,
+    steps_done: usize,
+}
+
+impl Progress {
+    fn show(&mut self, status: &DeployStatus) {
+        let Some(swap) = status.state.get("swap") else {
+            return;
+        };
+        let list = |key: &str| {
+            swap.get(key)
+                .and_then(|s| s.as_array())
+                .cloned()
+                .unwrap_or_default()
+        };
+        let (marks, steps, plan) = (list("marks"), list("steps"), list("ramp"));
+        // the steps finished so far, each printed once, after the phase line that began it
+        let finished = |i: usize| {
+            steps
+                .get(i)
+                .and_then(|s| s.get("ended_ms"))
+                .and_then(|v| v.as_u64())
+                .unwrap_or(0)
+                > 0
+        };
+        let mut rampings = marks
+            .iter()
+            .take(self.marks_done)
+            .filter(|m| m.get("phase").and_then(|p| p.as_str()) == Some("ramping"))
+            .count();
+        for m in marks.iter().skip(self.marks_done) {
+            // the step before this phase ends before the phase begins
+            while self.steps_done < self.marks_done_steps(&marks, self.marks_done)
+                && finished(self.steps_done)
+            {
+                eprintln!("    {}", describe_step(&steps[self.steps_done]));
+                self.steps_done += 1;
+            }
+            let phase = m.get("phase").and_then(|p| p.as_str()).unwrap_or("?");
+            let detail = match phase {
+                "ramping" => {
+                    let share = plan
+                        .get(rampings)
+                        .and_then(|p| p.get("share_pct"))
+                        .and_then(|v| v.as_u64())
+                        .unwrap_or(0);
+                    rampings += 1;
+                    format!(
+                        ": step {rampings} of {}, {share} % of traffic to the new release",
+                        plan.len()
+                    )
+                }
+                "watching" => {
+                    ": all traffic on the new release, the old one kept for a flip back".to_string()
+                }
+                _ => String::new(),
+            };
+            if phase != "accepted" {
+                eprintln!("  {phase}{detail}");
+            }
+            self.marks_done += 1;
+        }
+        while self.steps_done < steps.len() && finished(self.steps_done) {
+            eprintln!("    {}", describe_step(&steps[self.steps_done]));
+            self.steps_done += 1;
+        }
+    }
+
+    /// How many steps began before mark `upto`: one per ramping or watching mark.
+    fn marks_done_steps(&self, marks: &[serde_json::Value], upto: usize) -> usize {
+        marks
+            .iter()
+            .take(upto)
+            .filter(|m| {
+                matches!(
+                    m.get("phase").and_then(|p| p.as_str()),
+                    Some("ramping" | "watching")
+                )
+            })
+            .count()
+    }
+}
+
+/// One canary step's line: its share, how long, both releases' figures, the verdict.
+fn describe_step(step: &serde_json::Value) -> String {
+    let n = |v: &serde_json::Value, k: &str| v.get(k).and_then(|x| x.as_u64()).unwrap_or(0);
+    let figures = |who: &str| {
+        let f = step.get(who).cloned().unwrap_or_default();
+        let (req, err) = (n(&f, "requests"), n(&f, "errors"));
+        let bp = (err * 10_000).checked_div(req).unwrap_or(0);
+        format!(
+            "{who} {req} requests, {err} errors ({}.{:02} %), {} ms",
+            bp / 100,
+            bp % 100,
+            n(&f, "rtime_ms")
+        )
+    };
+    let took = n(step, "ended_ms").saturating_sub(n(step, "started_ms"));
+    let kind = step.get("kind").and_then(|k| k.as_str()).unwrap_or("ramp");
+    let what = if kind == "watch" {
+        "watch window".to_string()
+    } else {
+        format!("step at {} %", n(step, "share_pct"))
+    };
+    format!(
+        "{what} for {}.{} s: {}; {}: {}",
+        took / 1000,
+        (took % 1000) / 100,
+        figures("new"),
+        figures("old"),
+        step.get("verdict").and_then(|v| v.as_str()).unwrap_or("?")
+    )
 }
 
 /// What is being deployed, for messages: the image, or the code bundle.
@@ -180,6 +308,9 @@ struct MetadataRelease {
     archive_sha256: Option<String>,
     #[serde(default)]
     code: Option<PathBuf>,
+    /// Skip the service's canary ramp.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    no_ramp: bool,
 }
 
 fn parse_metadata(text: &str) -> Result<Metadata, String> {
@@ -248,6 +379,7 @@ pub async fn from_metadata(
             archive: r.archive.clone(),
             archive_sha256: r.archive_sha256.clone(),
             code: r.code.clone(),
+            no_ramp: r.no_ramp,
         };
         match client.deploy(&req).await {
             Ok(a) => {

@@ -123,6 +123,50 @@ pub struct ServiceSettings {
     /// Code mounted from the host: code-only releases reload the running container instead of
     /// swapping it.
     pub code: Option<MountedCode>,
+    /// Canary: after the health gate, traffic moves to the new release step by step.
+    pub ramp: Option<RampSettings>,
+    /// Containers of the service on this host, all behind the same backend.
+    pub replicas: usize,
+    /// New containers started (and gated) together; the first batch is the canary.
+    pub batch: usize,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RampSettings {
+    /// The new release's share of traffic at each step, ascending, the last 100.
+    pub steps: Vec<crate::engine::phase::RampStep>,
+    /// After the last step, the old release is kept this long (no traffic) for a flip back.
+    pub watch: Duration,
+    /// How often HAProxy's figures are read and judged during a step.
+    pub check_interval: Duration,
+    pub limits: CanaryLimits,
+}
+
+/// When a canary is worse enough than the release it replaces to turn back.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CanaryLimits {
+    /// Error ratio (5xx, connection and response errors) the new release may have, in percent...
+    pub max_error_pct: f64,
+    /// ...unless the old release's ratio over the same step is within this many points of it.
+    pub error_margin_pct: f64,
+    /// The new release's average response time may be at most this many times the old one's...
+    pub max_latency_factor: f64,
+    /// ...and response times below this are never judged (noise at a few ms).
+    pub latency_floor_ms: u64,
+    /// Fewer requests than this to the new release in a step: no judgement yet.
+    pub min_requests: u64,
+}
+
+impl Default for CanaryLimits {
+    fn default() -> Self {
+        CanaryLimits {
+            max_error_pct: 1.0,
+            error_margin_pct: 0.5,
+            max_latency_factor: 2.0,
+            latency_floor_ms: 20,
+            min_requests: 20,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -29,6 +29,9 @@ pub struct DeployRequest {
     /// A code bundle on this host (directory or .tar.gz) for a service that reloads code.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub code: Option<std::path::PathBuf>,
+    /// Skip the service's canary ramp: switch all traffic once the health gate passes.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub no_ramp: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

@@ -115,6 +115,26 @@ impl Client {
         self.call(Method::GET, &path, None, timeout).await
     }
 
+    /// Follows a deploy like `wait`, calling `seen` with each status read (about once a second).
+    pub async fn follow(
+        &self,
+        deploy_id: &str,
+        timeout: Duration,
+        mut seen: impl FnMut(&DeployStatus),
+    ) -> Result<DeployStatus, ClientError> {
+        let until = tokio::time::Instant::now() + timeout;
+        loop {
+            let left = until.saturating_duration_since(tokio::time::Instant::now());
+            let status = self
+                .deploy_status(deploy_id, Some(left.min(Duration::from_secs(1))))
+                .await?;
+            seen(&status);
+            if status.finished || left.is_zero() {
+                return Ok(status);
+            }
+        }
+    }
+
     /// Follows a deploy until it finishes or `timeout` passes; returns the last status seen.
     pub async fn wait(
         &self,

@@ -235,6 +235,7 @@ impl Default for DeployRequest {
             archive: None,
             archive_sha256: None,
             code: None,
+            no_ramp: false,
         }
     }
 }

@@ -92,6 +92,19 @@ impl<P: Reporter> Book<P> {
             }
         }
     }
+    /// Shows the swap as it is now (live ramp figures) without journaling it.
+    pub fn show(&mut self, swap: &Swap) {
+        self.record.swap = Some(swap.clone());
+        self.publish("swapping");
+    }
+
+    /// Journals and shows the swap mid-phase (e.g. new replicas started), so a restart knows them.
+    pub fn note(&mut self, swap: &Swap) {
+        self.record.swap = Some(swap.clone());
+        self.store();
+        self.publish("swapping");
+    }
+
     /// Applies an event, journals the new phase, publishes it. Called before the phase acts.
     pub fn advance(&mut self, swap: Swap, event: Event) -> Swap {
         let before = swap.phase.name();

@@ -11,9 +11,12 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::book::Book;
+use super::canary::{self, Verdict, FULL_WEIGHT};
 use super::handle::ServiceHandle;
 use super::journal::Journal;
-use super::phase::{Budgets, Event, Instance, Phase, Release, Swap, UnixMs};
+use super::phase::{
+    Budgets, Event, Figures, Instance, Phase, Release, Replica, StepRecord, Swap, UnixMs,
+};
 use crate::balancer::{Balancer, BalancerError, ServerSpec};
 use crate::config::{HaproxySettings, ServiceSettings, SwitchMode};
 use crate::health;
@@ -71,13 +74,27 @@ pub fn server_name(deploy_id: &str) -> String {
     format!("hs-{deploy_id}")
 }
 
-fn spec_of(i: &Instance) -> ServerSpec {
+fn member_spec(r: &Replica, weight: Option<u16>) -> ServerSpec {
     ServerSpec {
-        name: i.server.clone(),
+        name: r.server.clone(),
         addr: Ipv4Addr::LOCALHOST.to_string(),
-        port: i.host_port,
+        port: r.host_port,
+        weight,
     }
 }
+
+/// The HAProxy servers of every container of a release.
+fn specs_of(i: &Instance) -> Vec<ServerSpec> {
+    i.members().iter().map(|m| member_spec(m, None)).collect()
+}
+
+fn servers_of(i: Option<&Instance>) -> Vec<String> {
+    i.map(|i| i.members().into_iter().map(|m| m.server).collect())
+        .unwrap_or_default()
+}
+
+/// How long a rolled-back canary's servers get to finish their requests before they are removed.
+const CANARY_DRAIN: Duration = Duration::from_secs(10);
 
 pub struct Driver<R, B, P> {
     settings: ServiceSettings,
@@ -162,6 +179,7 @@ impl<R: Runtime, B: Balancer, P: Reporter> Driver<R, B, P> {
     /// Runs a swap from whatever phase it is in to its end, then reports it.
     async fn swap(&mut self, mut swap: Swap) {
         if swap.phase == Phase::Accepted {
+            swap = self.plan_ramp(swap);
             swap.lb_failures_at_start = self.balancer.backend_failures().await.ok();
             self.book.begin(&swap);
         }
@@ -190,6 +208,18 @@ impl<R: Runtime, B: Balancer, P: Reporter> Driver<R, B, P> {
                 Phase::Switching { deadline } => {
                     match within(deadline, "switching HAProxy", self.switch(&mut swap)).await {
                         Ok(()) => self.book.advance(swap, Event::Switched),
+                        Err(reason) => self.book.advance(swap, Event::Fail(reason)),
+                    }
+                }
+                Phase::Ramping { step, deadline } => {
+                    match within(deadline, "the ramp step", self.ramp_step(&mut swap, step)).await {
+                        Ok(()) => self.book.advance(swap, Event::StepPassed),
+                        Err(reason) => self.book.advance(swap, Event::Fail(reason)),
+                    }
+                }
+                Phase::Watching { deadline } => {
+                    match within(deadline, "the watch window", self.watch(&mut swap)).await {
+                        Ok(()) => self.book.advance(swap, Event::Watched),
                         Err(reason) => self.book.advance(swap, Event::Fail(reason)),
                     }
                 }
@@ -289,96 +319,357 @@ impl<R: Runtime, B: Balancer, P: Reporter> Driver<R, B, P> {
             .ensure_image(&release.image)
             .await
             .map_err(|e| format!("preparing image for service {:?}: {e}", self.service()))?;
-        let spec = self.container_spec(release);
+        // the first batch: the canary when the service ramps
+        let first = self.settings.batch.min(self.settings.replicas).max(1);
+        let mut members = Vec::new();
+        for index in 0..first {
+            members.push(self.start_member(release, index).await?);
+        }
+        let primary = members.remove(0);
+        Ok(Instance {
+            release: release.clone(),
+            container_id: primary.container_id,
+            server: primary.server,
+            host_port: primary.host_port,
+            pids: vec![],
+            code_dir: None,
+            replicas: members,
+        })
+    }
+
+    /// Starts container number `index` (0: the first) of a release.
+    async fn start_member(&self, release: &Release, index: usize) -> Result<Replica, String> {
+        let mut spec = self.container_spec(release);
+        let mut server = server_name(&release.deploy_id);
+        if index > 0 {
+            spec.name = format!("{}-{}", spec.name, index + 1);
+            server = format!("{server}-{}", index + 1);
+        }
         let started = self.runtime.start(&spec).await.map_err(|e| {
             format!(
-                "starting container for service {:?} (image {}): {e}",
+                "starting container {} of service {:?} (image {}): {e}",
+                index + 1,
                 self.service(),
                 release.image
             )
         })?;
-        Ok(Instance {
-            release: release.clone(),
+        Ok(Replica {
             container_id: started.id,
-            server: server_name(&release.deploy_id),
+            server,
             host_port: started.host_port,
-            pids: vec![],
-            code_dir: None,
         })
     }
 
-    async fn health_gate(&self, swap: &Swap, deadline: UnixMs) -> Result<health::Passed, String> {
-        let new = swap.new.as_ref().ok_or("no new container to check")?;
-        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, new.host_port));
+    /// Starts the next batch of new containers (at most `count`), journals them, gates them, and
+    /// puts them in HAProxy at `weight`. Returns the servers added.
+    async fn add_batch(
+        &mut self,
+        swap: &mut Swap,
+        count: usize,
+        weight: Option<u16>,
+    ) -> Result<Vec<Replica>, String> {
+        let mut added = Vec::new();
+        for _ in 0..count {
+            let new = swap
+                .new
+                .as_mut()
+                .ok_or("no new release to add containers to")?;
+            let index = new.count();
+            let member = self.start_member(&swap.release, index).await?;
+            new.replicas.push(member.clone());
+            added.push(member);
+            // journaled before it serves: a restart removes it with the rest of the release
+            self.book.note(swap);
+        }
+        let deadline = now_ms() + swap.health_deadline_ms;
+        self.gate_members(&added, &swap.release, deadline).await?;
+        for m in &added {
+            self.balancer
+                .put_in(&member_spec(m, weight))
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        Ok(added)
+    }
+
+    /// Gates every container given (at once); the first one's answer is returned.
+    async fn gate_members(
+        &self,
+        members: &[Replica],
+        release: &Release,
+        deadline: UnixMs,
+    ) -> Result<health::Passed, String> {
+        let gates = members.iter().map(|m| self.gate_one(m, release, deadline));
+        let mut passed = None;
+        for r in futures_util::future::join_all(gates).await {
+            let p = r?;
+            passed.get_or_insert(p);
+        }
+        passed.ok_or_else(|| "no container to check".to_string())
+    }
+
+    async fn gate_one(
+        &self,
+        m: &Replica,
+        release: &Release,
+        deadline: UnixMs,
+    ) -> Result<health::Passed, String> {
+        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, m.host_port));
         let gate = health::gate(
             addr,
             &self.settings.health,
-            &swap.release.version,
+            &release.version,
             instant_of(deadline),
         );
         let died = async {
             loop {
                 tokio::time::sleep(LIVENESS_POLL).await;
-                if let Ok(false) = self.runtime.is_running(&new.container_id).await {
+                if let Ok(false) = self.runtime.is_running(&m.container_id).await {
                     return;
                 }
             }
         };
         tokio::select! {
             r = gate => r.map_err(|e| e.to_string()),
-            () = died => Err(format!("container {} exited before passing its health gate", &new.container_id[..12.min(new.container_id.len())])),
+            () = died => Err(format!("container {} exited before passing its health gate", &m.container_id[..12.min(m.container_id.len())])),
         }
     }
 
+    /// Fixes the canary plan when the swap begins: the service's ramp, unless the release skips
+    /// it, it is a code reload, or nothing serves yet to compare with.
+    fn plan_ramp(&self, swap: Swap) -> Swap {
+        let Some(ramp) = &self.settings.ramp else {
+            return swap;
+        };
+        if swap.release.code.is_some() || swap.old.is_none() {
+            return swap;
+        }
+        if swap.release.no_ramp {
+            let mut swap = swap;
+            swap.ramp_skipped = true;
+            swap.warnings
+                .push("the canary ramp was skipped at the operator's request (--no-ramp)".into());
+            return swap;
+        }
+        let watch = u64::try_from(ramp.watch.as_millis()).unwrap_or(u64::MAX);
+        swap.with_ramp(ramp.steps.clone(), watch)
+    }
+
+    /// Both releases' servers with the weights that give the new one `share_pct` of the traffic,
+    /// in one runtime API call.
+    async fn set_share(&self, swap: &Swap, share_pct: u8) -> Result<(), String> {
+        let new = servers_of(swap.new.as_ref());
+        let old = servers_of(swap.old.as_ref());
+        let (wn, wo) = canary::weights(share_pct, new.len(), old.len());
+        let all: Vec<(String, u16)> = new
+            .into_iter()
+            .map(|s| (s, wn))
+            .chain(old.into_iter().map(|s| (s, wo)))
+            .collect();
+        self.balancer
+            .set_weights(&all)
+            .await
+            .map_err(|e| format!("setting weights for {share_pct} % to the new release: {e}"))
+    }
+
+    /// One ramp step: enough new containers for its share, the weights, then the hold, judging
+    /// HAProxy's figures for both releases as they come; an error aborts the canary.
+    async fn ramp_step(&mut self, swap: &mut Swap, step: usize) -> Result<(), String> {
+        let plan = swap.ramp[step];
+        let needed =
+            canary::needed_new(plan.share_pct, self.settings.replicas, self.settings.batch);
+        loop {
+            let have = swap.new.as_ref().map(Instance::count).unwrap_or(0);
+            if have >= needed {
+                break;
+            }
+            let count = self.settings.batch.min(needed - have);
+            self.add_batch(swap, count, Some(0)).await?;
+        }
+        self.set_share(swap, plan.share_pct).await?;
+        let what = format!(
+            "canary step {} of {} ({} % of traffic)",
+            step + 1,
+            swap.ramp.len(),
+            plan.share_pct
+        );
+        self.hold(swap, "ramp", plan.share_pct, plan.hold_ms, &what)
+            .await
+    }
+
+    /// The watch window: all traffic on the new release, the old one kept at weight 0.
+    async fn watch(&mut self, swap: &mut Swap) -> Result<(), String> {
+        let what = format!(
+            "the watch window ({} ms after the last step)",
+            swap.watch_ms
+        );
+        let watch_ms = swap.watch_ms;
+        self.hold(swap, "watch", 100, watch_ms, &what).await
+    }
+
+    /// Holds for `hold_ms`, reading HAProxy's figures every check interval; records the step.
+    async fn hold(
+        &mut self,
+        swap: &mut Swap,
+        kind: &str,
+        share_pct: u8,
+        hold_ms: u64,
+        what: &str,
+    ) -> Result<(), String> {
+        let (interval, limits) = match &self.settings.ramp {
+            Some(r) => (r.check_interval, r.limits),
+            None => (Duration::from_millis(250), Default::default()),
+        };
+        let before = self.read_figures(what).await?;
+        let new_servers = servers_of(swap.new.as_ref());
+        let old_servers = servers_of(swap.old.as_ref());
+        let started_ms = now_ms();
+        let end = started_ms + hold_ms;
+        let earlier: Vec<StepRecord> = swap.steps.clone();
+        swap.steps.push(StepRecord {
+            kind: kind.to_string(),
+            share_pct,
+            started_ms,
+            ended_ms: 0,
+            new: Figures::default(),
+            old: Figures::default(),
+            verdict: "running".into(),
+        });
+        loop {
+            let now = now_ms();
+            if now < end {
+                let nap = (end - now).min(u64::try_from(interval.as_millis()).unwrap_or(250));
+                tokio::time::sleep(Duration::from_millis(nap)).await;
+            }
+            let after = self.read_figures(what).await?;
+            let new = canary::release_figures(&before, &after, &new_servers);
+            let old = canary::release_figures(&before, &after, &old_servers);
+            let reference = canary::old_reference(&old, &earlier, &limits).copied();
+            let verdict = canary::judge(&new, reference.as_ref(), &limits);
+            let done = now_ms() >= end;
+            let record = swap.steps.last_mut().expect("pushed above");
+            record.new = new;
+            record.old = old;
+            if let Verdict::Trip(why) = verdict {
+                record.ended_ms = now_ms();
+                record.verdict = format!("aborted: {why}");
+                let reason = format!("{what}: {why}; traffic turned back to the old release");
+                tracing::warn!(service = self.service(), deploy_id = %swap.release.deploy_id, kind, share_pct, "{reason}");
+                return Err(reason);
+            }
+            if done {
+                record.ended_ms = now_ms();
+                record.verdict = match verdict {
+                    Verdict::TooFew => format!(
+                        "passed: too few requests to judge ({} of {} needed)",
+                        new.requests, limits.min_requests
+                    ),
+                    _ => "passed".into(),
+                };
+                tracing::info!(service = self.service(), deploy_id = %swap.release.deploy_id, kind, share_pct, new_requests = new.requests, new_errors = new.errors, old_requests = old.requests, old_errors = old.errors, "{what} passed");
+                return Ok(());
+            }
+            self.book.show(swap);
+        }
+    }
+
+    async fn read_figures(&self, what: &str) -> Result<canary::Reading, String> {
+        self.balancer
+            .figures()
+            .await
+            .map(canary::reading)
+            .map_err(|e| format!("reading HAProxy's figures during {what}: {e}"))
+    }
+
+    async fn health_gate(&self, swap: &Swap, deadline: UnixMs) -> Result<health::Passed, String> {
+        let new = swap.new.as_ref().ok_or("no new container to check")?;
+        self.gate_members(&new.members(), &swap.release, deadline)
+            .await
+    }
+
     /// The new server takes traffic only now (after its gate); the old one drains only after.
-    async fn switch(&self, swap: &mut Swap) -> Result<(), String> {
+    /// With a ramp, the new servers join at weight 0 and the steps move traffic. Without one,
+    /// the new release's batches join one after another, each draining as many old servers as it
+    /// replaces, so the serving count never drops below `replicas`.
+    async fn switch(&mut self, swap: &mut Swap) -> Result<(), String> {
         if swap.release.code.is_some() {
             // the container already serves: nothing moves in HAProxy
             return Ok(());
         }
         let new = swap.new.clone().ok_or("no new container to switch to")?;
-        let new = &new;
         let err = |e: BalancerError| e.to_string();
-        let can_reload =
-            self.settings.haproxy.reload.is_some() && self.settings.haproxy.config_file.is_some();
+        let can_reload = self.settings.haproxy.reload.is_some()
+            && self.settings.haproxy.config_file.is_some()
+            && self.settings.replicas == 1;
         match self.settings.haproxy.switch {
             SwitchMode::Runtime => {
-                match self.balancer.put_in(&spec_of(new)).await {
-                    Ok(()) => {}
-                    // the one change that needs a reload: fall back to porter's way
-                    Err(e @ BalancerError::NeedsReload { .. }) if can_reload => {
-                        tracing::warn!(service = self.service(), error = %e, "switching by config reload");
-                        swap.warnings.push(format!(
-                            "{e}; switched by rewriting the config and reloading HAProxy"
-                        ));
-                        swap.switched_by_reload = true;
-                        self.balancer.persist(&[spec_of(new)]).await.map_err(err)?;
-                        return self.balancer.reload(&new.server).await.map_err(err);
+                let weight = if swap.ramp.is_empty() { FULL_WEIGHT } else { 0 };
+                for m in new.members() {
+                    match self.balancer.put_in(&member_spec(&m, Some(weight))).await {
+                        Ok(()) => {}
+                        // the one change that needs a reload: fall back to porter's way
+                        Err(e @ BalancerError::NeedsReload { .. })
+                            if can_reload && swap.ramp.is_empty() =>
+                        {
+                            tracing::warn!(service = self.service(), error = %e, "switching by config reload");
+                            swap.warnings.push(format!(
+                                "{e}; switched by rewriting the config and reloading HAProxy"
+                            ));
+                            swap.switched_by_reload = true;
+                            self.balancer.persist(&specs_of(&new)).await.map_err(err)?;
+                            return self.balancer.reload(&new.server).await.map_err(err);
+                        }
+                        Err(e) => return Err(err(e)),
                     }
-                    Err(e) => return Err(err(e)),
                 }
-                if let Some(old) = &swap.old {
-                    if old.server != new.server {
-                        self.balancer.drain(&old.server).await.map_err(err)?;
+                if !swap.ramp.is_empty() {
+                    return Ok(());
+                }
+                self.drain_replaced(swap).await?;
+                loop {
+                    let have = swap.new.as_ref().map(Instance::count).unwrap_or(0);
+                    if have >= self.settings.replicas {
+                        break;
                     }
+                    let count = self.settings.batch.min(self.settings.replicas - have);
+                    self.add_batch(swap, count, Some(FULL_WEIGHT)).await?;
+                    self.drain_replaced(swap).await?;
                 }
                 Ok(())
             }
             SwitchMode::Reload => {
                 swap.switched_by_reload = true;
-                self.balancer.persist(&[spec_of(new)]).await.map_err(err)?;
+                self.balancer.persist(&specs_of(&new)).await.map_err(err)?;
                 self.balancer.reload(&new.server).await.map_err(err)
             }
         }
+    }
+
+    /// Drains the old servers the new ones replace: as many stay ready as `replicas` still needs
+    /// beside the new servers, none once the new release is complete.
+    async fn drain_replaced(&self, swap: &Swap) -> Result<(), String> {
+        let Some(old) = &swap.old else { return Ok(()) };
+        let have = swap.new.as_ref().map(Instance::count).unwrap_or(0);
+        let keep = self.settings.replicas.saturating_sub(have);
+        let new = servers_of(swap.new.as_ref());
+        for (i, m) in old.members().iter().enumerate() {
+            if i >= keep && !new.contains(&m.server) {
+                self.balancer
+                    .drain(&m.server)
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
+        }
+        Ok(())
     }
 
     async fn drain(&self, swap: &mut Swap, deadline: UnixMs) {
         if swap.release.code.is_some() {
             return self.code_drain(swap, deadline).await;
         }
-        // Keep the config file in step first, so a reload from here on keeps the new server.
+        // Keep the config file in step first, so a reload from here on keeps the new servers.
         if let Some(new) = &swap.new {
-            if let Err(e) = self.balancer.persist(&[spec_of(new)]).await {
+            if let Err(e) = self.balancer.persist(&specs_of(new)).await {
                 swap.warnings
                     .push(format!("HAProxy config file not updated: {e}"));
             }
@@ -389,22 +680,46 @@ impl<R: Runtime, B: Balancer, P: Reporter> Driver<R, B, P> {
                 .await;
             return;
         }
-        loop {
-            match self.balancer.in_flight(&old.server).await {
-                Ok(None) | Ok(Some(0)) => return,
-                Ok(Some(n)) if now_ms() >= deadline => {
-                    swap.warnings.push(format!(
-                        "drain budget ended with {n} requests still on {}",
-                        old.server
-                    ));
-                    return;
-                }
-                Err(e) if now_ms() >= deadline => {
-                    swap.warnings.push(format!("draining {}: {e}", old.server));
-                    return;
-                }
-                _ => tokio::time::sleep(DRAIN_POLL).await,
+        let new = servers_of(swap.new.as_ref());
+        let old: Vec<String> = servers_of(Some(&old))
+            .into_iter()
+            .filter(|s| !new.contains(s))
+            .collect();
+        // after a ramp the old servers are ready at weight 0: drain them now (idempotent)
+        for s in &old {
+            if let Err(e) = self.balancer.drain(s).await {
+                swap.warnings.push(format!("draining {s}: {e}"));
             }
+        }
+        self.wait_drained(swap, &old, deadline).await;
+    }
+
+    /// Waits until none of `servers` has a request in flight, or the deadline.
+    async fn wait_drained(&self, swap: &mut Swap, servers: &[String], deadline: UnixMs) {
+        loop {
+            let mut busy = Vec::new();
+            let mut failed = None;
+            for s in servers {
+                match self.balancer.in_flight(s).await {
+                    Ok(None) | Ok(Some(0)) => {}
+                    Ok(Some(n)) => busy.push(format!("{n} on {s}")),
+                    Err(e) => failed = Some(format!("draining {s}: {e}")),
+                }
+            }
+            if busy.is_empty() && failed.is_none() {
+                return;
+            }
+            if now_ms() >= deadline {
+                match failed {
+                    Some(e) => swap.warnings.push(e),
+                    None => swap.warnings.push(format!(
+                        "drain budget ended with requests still in flight: {}",
+                        busy.join(", ")
+                    )),
+                }
+                return;
+            }
+            tokio::time::sleep(DRAIN_POLL).await;
         }
     }
 
@@ -415,16 +730,22 @@ impl<R: Runtime, B: Balancer, P: Reporter> Driver<R, B, P> {
             return self.code_retire(swap);
         }
         if let Some(old) = swap.old.clone() {
-            if let Err(e) = self.balancer.take_out(&old.server).await {
-                swap.warnings
-                    .push(format!("taking {} out of HAProxy: {e}", old.server));
-            }
-            if let Err(e) = self
-                .runtime
-                .stop_and_remove(&old.container_id, self.settings.container.stop_grace)
-                .await
-            {
-                swap.warnings.push(format!("removing old container: {e}"));
+            let new = servers_of(swap.new.as_ref());
+            for m in old.members() {
+                if new.contains(&m.server) {
+                    continue;
+                }
+                if let Err(e) = self.balancer.take_out(&m.server).await {
+                    swap.warnings
+                        .push(format!("taking {} out of HAProxy: {e}", m.server));
+                }
+                if let Err(e) = self
+                    .runtime
+                    .stop_and_remove(&m.container_id, self.settings.container.stop_grace)
+                    .await
+                {
+                    swap.warnings.push(format!("removing old container: {e}"));
+                }
             }
         }
         let mut candidates: Vec<String> =
@@ -449,10 +770,25 @@ impl<R: Runtime, B: Balancer, P: Reporter> Driver<R, B, P> {
         if swap.release.code.is_some() {
             return self.code_roll_back(swap).await;
         }
-        if let Some(new) = &swap.new {
-            if let Err(e) = self.balancer.take_out(&new.server).await {
+        let new_servers = servers_of(swap.new.as_ref());
+        if swap.mark("ramping").is_some() {
+            // the canary took traffic: all of it back to the old release in one call, then the
+            // canary's requests in flight finish before its servers go
+            if let Err(e) = self.set_share(swap, 0).await {
+                swap.warnings.push(e);
+            }
+            let deadline = now_ms() + u64::try_from(CANARY_DRAIN.as_millis()).unwrap_or(0);
+            for s in &new_servers {
+                if let Err(e) = self.balancer.drain(s).await {
+                    swap.warnings.push(format!("draining {s}: {e}"));
+                }
+            }
+            self.wait_drained(swap, &new_servers, deadline).await;
+        }
+        for s in &new_servers {
+            if let Err(e) = self.balancer.take_out(s).await {
                 swap.warnings
-                    .push(format!("taking {} out of HAProxy: {e}", new.server));
+                    .push(format!("taking {s} out of HAProxy: {e}"));
             }
         }
         // also a container started but never recorded (a failure or restart mid-start)
@@ -481,11 +817,17 @@ impl<R: Runtime, B: Balancer, P: Reporter> Driver<R, B, P> {
             }
         }
         if let Some(old) = &swap.old {
-            if let Err(e) = self.balancer.put_in(&spec_of(old)).await {
-                swap.warnings
-                    .push(format!("putting {} back in HAProxy: {e}", old.server));
+            for m in old.members() {
+                if let Err(e) = self
+                    .balancer
+                    .put_in(&member_spec(&m, Some(FULL_WEIGHT)))
+                    .await
+                {
+                    swap.warnings
+                        .push(format!("putting {} back in HAProxy: {e}", m.server));
+                }
             }
-            if let Err(e) = self.balancer.persist(&[spec_of(old)]).await {
+            if let Err(e) = self.balancer.persist(&specs_of(old)).await {
                 swap.warnings.push(e.to_string());
             }
         }
@@ -525,7 +867,10 @@ impl<R: Runtime, B: Balancer, P: Reporter> Driver<R, B, P> {
             let resumed = match swap.phase {
                 // nothing acted yet: run it
                 Phase::Accepted => swap,
-                Phase::Starting { .. } | Phase::HealthGate { .. } => {
+                Phase::Starting { .. }
+                | Phase::HealthGate { .. }
+                | Phase::Ramping { .. }
+                | Phase::Watching { .. } => {
                     let why = format!(
                         "hotswapd restarted during phase {}; rolled back",
                         swap.phase
@@ -561,13 +906,15 @@ impl<R: Runtime, B: Balancer, P: Reporter> Driver<R, B, P> {
 
         // containers of ours that are not the current release are orphans
         let found = self.runtime.list(&ours).await.map_err(|e| e.to_string())?;
+        let current_members = self
+            .book
+            .record
+            .current
+            .as_ref()
+            .map(Instance::members)
+            .unwrap_or_default();
         for f in &found {
-            let is_current = self
-                .book
-                .record
-                .current
-                .as_ref()
-                .is_some_and(|c| c.container_id == f.id);
+            let is_current = current_members.iter().any(|m| m.container_id == f.id);
             if !is_current {
                 tracing::warn!(service = self.service(), container = %f.name, "removing orphan container");
                 self.runtime
@@ -578,47 +925,56 @@ impl<R: Runtime, B: Balancer, P: Reporter> Driver<R, B, P> {
         }
         // HAProxy serves exactly the current release among our servers
         let servers = self.balancer.servers().await.map_err(|e| e.to_string())?;
-        if let Some(cur) = self.book.record.current.clone() {
-            match found.iter().find(|f| f.id == cur.container_id) {
-                Some(f) if f.running => {
-                    let mut cur = cur;
-                    if let Some(port) = f.host_port.filter(|p| *p != cur.host_port) {
-                        tracing::warn!(
-                            service = self.service(),
-                            port,
-                            "current container has a new host port"
-                        );
-                        cur.host_port = port;
-                        self.book.record.current = Some(cur.clone());
-                        self.book.store();
+        if let Some(mut cur) = self.book.record.current.clone() {
+            let mut down = Vec::new();
+            let mut moved = false;
+            for (i, m) in cur.members().into_iter().enumerate() {
+                match found.iter().find(|f| f.id == m.container_id) {
+                    Some(f) if f.running => {
+                        let mut m = m;
+                        if let Some(port) = f.host_port.filter(|p| *p != m.host_port) {
+                            tracing::warn!(
+                                service = self.service(),
+                                server = %m.server,
+                                port,
+                                "current container has a new host port"
+                            );
+                            m.host_port = port;
+                            moved = true;
+                            if i == 0 {
+                                cur.host_port = port;
+                            } else {
+                                cur.replicas[i - 1].host_port = port;
+                            }
+                        }
+                        self.balancer
+                            .put_in(&member_spec(&m, None))
+                            .await
+                            .map_err(|e| e.to_string())?;
                     }
-                    self.balancer
-                        .put_in(&spec_of(&cur))
-                        .await
-                        .map_err(|e| e.to_string())?;
-                    self.balancer
-                        .persist(&[spec_of(&cur)])
-                        .await
-                        .map_err(|e| e.to_string())?;
+                    _ => down.push(m.container_id.clone()),
                 }
-                _ => {
-                    let why = format!(
-                        "degraded: current container {} is not running",
-                        cur.container_id
-                    );
-                    tracing::error!(service = self.service(), "{why}");
-                    self.book.publish(&why);
-                }
+            }
+            if moved {
+                self.book.record.current = Some(cur.clone());
+                self.book.store();
+            }
+            self.balancer
+                .persist(&specs_of(&cur))
+                .await
+                .map_err(|e| e.to_string())?;
+            if !down.is_empty() {
+                let why = format!(
+                    "degraded: current container(s) {} not running",
+                    down.join(", ")
+                );
+                tracing::error!(service = self.service(), "{why}");
+                self.book.publish(&why);
             }
         }
         for s in servers {
             let ours = s.name.starts_with("hs-");
-            let is_current = self
-                .book
-                .record
-                .current
-                .as_ref()
-                .is_some_and(|c| c.server == s.name);
+            let is_current = current_members.iter().any(|m| m.server == s.name);
             if ours && !is_current {
                 tracing::warn!(service = self.service(), server = %s.name, "removing stray HAProxy server");
                 self.balancer

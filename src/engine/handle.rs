@@ -272,6 +272,7 @@ mod tests {
             deploy_id: id.into(),
             archive: None,
             code: None,
+            no_ramp: false,
         }
     }
 

@@ -2,6 +2,7 @@
 //! handle the control API talks to.
 
 pub mod book;
+pub mod canary;
 pub mod driver;
 pub mod handle;
 pub mod journal;

@@ -24,6 +24,9 @@ pub struct Release {
     /// A code bundle (directory or .tar.gz) for a service that reloads instead of swapping.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub code: Option<std::path::PathBuf>,
+    /// The operator asked to skip the service's canary ramp (`--no-ramp`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub no_ramp: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -48,18 +51,67 @@ pub struct Instance {
     /// For a container with code mounted from the host: the release directory `current` named.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub code_dir: Option<std::path::PathBuf>,
+    /// More containers of the same release (a service with `replicas` above 1).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub replicas: Vec<Replica>,
+}
+
+/// One container of a release and its HAProxy server.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Replica {
+    pub container_id: String,
+    pub server: String,
+    pub host_port: u16,
+}
+
+impl Instance {
+    /// Every container of the release, the first one included.
+    pub fn members(&self) -> Vec<Replica> {
+        let mut all = vec![Replica {
+            container_id: self.container_id.clone(),
+            server: self.server.clone(),
+            host_port: self.host_port,
+        }];
+        all.extend(self.replicas.iter().cloned());
+        all
+    }
+
+    pub fn count(&self) -> usize {
+        1 + self.replicas.len()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "phase", rename_all = "snake_case")]
 pub enum Phase {
     Accepted,
-    Starting { deadline: UnixMs },
-    HealthGate { deadline: UnixMs },
-    Switching { deadline: UnixMs },
-    Draining { deadline: UnixMs },
-    Retiring { deadline: UnixMs },
-    RollingBack { deadline: UnixMs },
+    Starting {
+        deadline: UnixMs,
+    },
+    HealthGate {
+        deadline: UnixMs,
+    },
+    Switching {
+        deadline: UnixMs,
+    },
+    /// Canary: the new release takes `ramp[step]`'s share of traffic while both serve.
+    Ramping {
+        step: usize,
+        deadline: UnixMs,
+    },
+    /// After the last step: the old release is kept (no traffic), the new one still watched.
+    Watching {
+        deadline: UnixMs,
+    },
+    Draining {
+        deadline: UnixMs,
+    },
+    Retiring {
+        deadline: UnixMs,
+    },
+    RollingBack {
+        deadline: UnixMs,
+    },
     Succeeded,
     Failed,
 }
@@ -71,6 +123,8 @@ impl Phase {
             Phase::Starting { .. } => "starting",
             Phase::HealthGate { .. } => "health_gate",
             Phase::Switching { .. } => "switching",
+            Phase::Ramping { .. } => "ramping",
+            Phase::Watching { .. } => "watching",
             Phase::Draining { .. } => "draining",
             Phase::Retiring { .. } => "retiring",
             Phase::RollingBack { .. } => "rolling_back",
@@ -84,6 +138,8 @@ impl Phase {
             Phase::Starting { deadline }
             | Phase::HealthGate { deadline }
             | Phase::Switching { deadline }
+            | Phase::Ramping { deadline, .. }
+            | Phase::Watching { deadline }
             | Phase::Draining { deadline }
             | Phase::Retiring { deadline }
             | Phase::RollingBack { deadline } => Some(deadline),
@@ -133,6 +189,10 @@ pub enum Event {
     Started(Instance),
     GatePassed,
     Switched,
+    /// The current ramp step held without tripping a limit.
+    StepPassed,
+    /// The watch window ended without trouble.
+    Watched,
     Drained,
     Retired,
     Fail(String),
@@ -146,6 +206,8 @@ impl Event {
             Event::Started(_) => "started",
             Event::GatePassed => "gate_passed",
             Event::Switched => "switched",
+            Event::StepPassed => "step_passed",
+            Event::Watched => "watched",
             Event::Drained => "drained",
             Event::Retired => "retired",
             Event::Fail(_) => "fail",
@@ -198,7 +260,62 @@ pub struct Swap {
     /// A code reload: when the server was signalled (the new code's clock starts here).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signalled_ms: Option<UnixMs>,
+    /// The canary plan this swap follows (empty: switch at once), fixed when the swap begins.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ramp: Vec<RampStep>,
+    #[serde(default)]
+    pub watch_ms: u64,
+    /// The service has a ramp but this release skipped it (`--no-ramp`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub ramp_skipped: bool,
+    /// Each ramp step (and the watch window) as it went, with HAProxy's figures.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub steps: Vec<StepRecord>,
 }
+
+/// One step of a canary ramp: the new release's share of traffic and how long it is held.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RampStep {
+    pub share_pct: u8,
+    pub hold_ms: u64,
+}
+
+/// What HAProxy counted for one release over a step (all its servers, differences of counters).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Figures {
+    /// Responses sent plus connection and response errors.
+    pub requests: u64,
+    /// 5xx responses, connection errors and response errors.
+    pub errors: u64,
+    /// HAProxy's average response time over the server's last 1024 requests, in ms.
+    pub rtime_ms: u64,
+}
+
+impl Figures {
+    /// Errors per 10 000 requests (integers keep the journal exact); 0 with no requests.
+    pub fn error_bp(&self) -> u64 {
+        (self.errors * 10_000)
+            .checked_div(self.requests)
+            .unwrap_or(0)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StepRecord {
+    /// "ramp" for a step, "watch" for the watch window.
+    pub kind: String,
+    pub share_pct: u8,
+    pub started_ms: UnixMs,
+    pub ended_ms: UnixMs,
+    pub new: Figures,
+    pub old: Figures,
+    /// "passed", "too few requests to judge", or why it aborted.
+    pub verdict: String,
+}
+
+/// A ramp step or watch window may overrun its hold by this much (reading figures, setting
+/// weights, starting replicas) before its deadline passes.
+const STEP_SLACK_MS: u64 = 30_000;
 
 fn ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
@@ -227,6 +344,38 @@ impl Swap {
             lb_failures_at_start: None,
             failed_requests: None,
             signalled_ms: None,
+            ramp: Vec::new(),
+            watch_ms: 0,
+            ramp_skipped: false,
+            steps: Vec::new(),
+        }
+    }
+
+    /// Sets the canary plan (before the swap begins): the host budget grows by the time the
+    /// ramp and the watch window are planned to take.
+    pub fn with_ramp(mut self, ramp: Vec<RampStep>, watch_ms: u64) -> Swap {
+        let extra: u64 = ramp.iter().map(|s| s.hold_ms).sum::<u64>() + watch_ms;
+        self.host_deadline = self.host_deadline.saturating_add(extra);
+        self.ramp = ramp;
+        self.watch_ms = if self.ramp.is_empty() { 0 } else { watch_ms };
+        self
+    }
+
+    /// The phase after the ramp step `step` passed.
+    fn after_step(&self, step: usize, now: UnixMs) -> Phase {
+        if step + 1 < self.ramp.len() {
+            Phase::Ramping {
+                step: step + 1,
+                deadline: self.within_host(now, self.ramp[step + 1].hold_ms + STEP_SLACK_MS),
+            }
+        } else if self.watch_ms > 0 {
+            Phase::Watching {
+                deadline: self.within_host(now, self.watch_ms + STEP_SLACK_MS),
+            }
+        } else {
+            Phase::Draining {
+                deadline: self.within_host(now, self.drain_budget_ms),
+            }
         }
     }
 
@@ -249,7 +398,15 @@ impl Swap {
             (Phase::HealthGate { .. }, Event::GatePassed) => Phase::Switching {
                 deadline: self.host_deadline,
             },
+            (Phase::Switching { .. }, Event::Switched) if !self.ramp.is_empty() => Phase::Ramping {
+                step: 0,
+                deadline: self.within_host(now, self.ramp[0].hold_ms + STEP_SLACK_MS),
+            },
             (Phase::Switching { .. }, Event::Switched) => Phase::Draining {
+                deadline: self.within_host(now, self.drain_budget_ms),
+            },
+            (Phase::Ramping { step, .. }, Event::StepPassed) => self.after_step(*step, now),
+            (Phase::Watching { .. }, Event::Watched) => Phase::Draining {
                 deadline: self.within_host(now, self.drain_budget_ms),
             },
             (Phase::Draining { .. }, Event::Drained) => Phase::Retiring {
@@ -260,7 +417,9 @@ impl Swap {
                 Phase::Accepted
                 | Phase::Starting { .. }
                 | Phase::HealthGate { .. }
-                | Phase::Switching { .. },
+                | Phase::Switching { .. }
+                | Phase::Ramping { .. }
+                | Phase::Watching { .. },
                 Event::Fail(reason),
             ) => {
                 self.reason.get_or_insert_with(|| reason.clone());
@@ -315,6 +474,7 @@ mod tests {
             deploy_id: format!("d{v}"),
             archive: None,
             code: None,
+            no_ramp: false,
         }
     }
 
@@ -326,6 +486,7 @@ mod tests {
             host_port: 30000,
             pids: vec![],
             code_dir: None,
+            replicas: vec![],
         }
     }
 
@@ -409,6 +570,75 @@ mod tests {
         assert!(s.phase.is_past_switch());
         assert!(s.clone().apply(Event::Fail("x".into()), 0).is_err());
         assert!(s.apply(Event::Retired, 0).is_err());
+    }
+
+    #[test]
+    fn a_ramp_walks_its_steps_then_the_watch_window_and_may_fail_until_the_drain() {
+        let ramp = vec![
+            RampStep {
+                share_pct: 10,
+                hold_ms: 1_000,
+            },
+            RampStep {
+                share_pct: 100,
+                hold_ms: 2_000,
+            },
+        ];
+        let s = Swap::new(release("2"), Some(instance("1")), budgets(), 0).with_ramp(ramp, 5_000);
+        // the host budget grows by the planned holds and watch
+        assert_eq!(s.host_deadline, 180_000 + 8_000);
+        let s = s
+            .apply(Event::Begin, 0)
+            .unwrap()
+            .apply(Event::Started(instance("2")), 0)
+            .unwrap()
+            .apply(Event::GatePassed, 0)
+            .unwrap()
+            .apply(Event::Switched, 100)
+            .unwrap();
+        assert_eq!(
+            s.phase,
+            Phase::Ramping {
+                step: 0,
+                deadline: 100 + 1_000 + STEP_SLACK_MS
+            }
+        );
+        assert!(!s.phase.is_past_switch(), "a ramp can still turn back");
+        let s = s.apply(Event::StepPassed, 1_100).unwrap();
+        assert!(matches!(s.phase, Phase::Ramping { step: 1, .. }));
+        let watching = s.apply(Event::StepPassed, 3_100).unwrap();
+        assert!(matches!(watching.phase, Phase::Watching { .. }));
+        // trouble in the watch window: roll back
+        let failed = watching
+            .clone()
+            .apply(Event::Fail("5xx".into()), 4_000)
+            .unwrap();
+        assert!(matches!(failed.phase, Phase::RollingBack { .. }));
+        let s = watching.apply(Event::Watched, 8_100).unwrap();
+        assert!(matches!(s.phase, Phase::Draining { .. }));
+        assert!(s.clone().apply(Event::StepPassed, 0).is_err());
+        assert!(s.apply(Event::Fail("late".into()), 0).is_err());
+    }
+
+    #[test]
+    fn without_a_watch_window_the_last_step_drains_the_old_release() {
+        let ramp = vec![RampStep {
+            share_pct: 100,
+            hold_ms: 0,
+        }];
+        let s = Swap::new(release("2"), Some(instance("1")), budgets(), 0)
+            .with_ramp(ramp, 0)
+            .apply(Event::Begin, 0)
+            .unwrap()
+            .apply(Event::Started(instance("2")), 0)
+            .unwrap()
+            .apply(Event::GatePassed, 0)
+            .unwrap()
+            .apply(Event::Switched, 0)
+            .unwrap()
+            .apply(Event::StepPassed, 0)
+            .unwrap();
+        assert!(matches!(s.phase, Phase::Draining { .. }));
     }
 
     #[test]

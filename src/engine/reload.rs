@@ -160,6 +160,10 @@ impl<P: Reporter> ProcessDriver<P> {
                     }
                     self.book.advance(swap, Event::RolledBack)
                 }
+                // a code reload has no canary ramp (its swaps never plan one)
+                Phase::Ramping { .. } | Phase::Watching { .. } => self
+                    .book
+                    .advance(swap, Event::Fail("a code reload has no canary ramp".into())),
                 Phase::Succeeded | Phase::Failed => break,
             };
         }
@@ -193,6 +197,7 @@ impl<P: Reporter> ProcessDriver<P> {
                     deploy_id: String::new(),
                     archive: None,
                     code: None,
+                    no_ramp: false,
                 },
                 container_id: master.to_string(),
                 server: old_dir
@@ -202,6 +207,7 @@ impl<P: Reporter> ProcessDriver<P> {
                 host_port: s.port,
                 pids: vec![],
                 code_dir: None,
+                replicas: vec![],
             });
         }
         if let Some(old) = swap.old.as_mut() {
@@ -259,6 +265,7 @@ impl<P: Reporter> ProcessDriver<P> {
             host_port: s.port,
             pids: vec![],
             code_dir: None,
+            replicas: vec![],
         })
     }
 

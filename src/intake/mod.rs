@@ -119,6 +119,7 @@ pub fn accept(shared: &Shared, req: DeployRequest) -> Result<DeployAccepted, Ref
         deploy_id,
         archive,
         code: None,
+        no_ramp: req.no_ramp,
     };
     submit(&handle, release)
 }
@@ -166,6 +167,7 @@ fn code_release(req: DeployRequest, deploy_id: String) -> Result<Release, Refusa
         deploy_id,
         archive: None,
         code: Some(code),
+        no_ramp: req.no_ramp,
     })
 }
 
@@ -195,6 +197,8 @@ pub fn rollback(
     let release = Release {
         deploy_id,
         archive: None,
+        // a rollback goes through the ramp like any release; the operator may skip it
+        no_ramp: false,
         ..previous
     };
     if let Some(code) = &release.code {

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use serde::Serialize;
 use thiserror::Error;
 
-use crate::engine::phase::{Phase, Swap};
+use crate::engine::phase::{Phase, RampStep, StepRecord, Swap};
 use crate::fsutil::append_line;
 
 pub const SCHEMA_VERSION: u32 = 1;
@@ -59,6 +59,19 @@ pub struct Report {
     /// A code reload: when the server was signalled.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub signalled_ms: Option<u64>,
+    /// The canary: the plan, each step (and the watch window) with HAProxy's figures for both
+    /// releases, or that the operator skipped it. None for a service without a ramp.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub canary: Option<CanaryReport>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct CanaryReport {
+    /// `--no-ramp`: all traffic moved at once.
+    pub skipped: bool,
+    pub planned: Vec<RampStep>,
+    pub watch_ms: u64,
+    pub steps: Vec<StepRecord>,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -111,6 +124,12 @@ impl Report {
             previous_image: swap.old.as_ref().map(|o| o.release.image.clone()),
             failed_requests: swap.failed_requests,
             signalled_ms: swap.signalled_ms,
+            canary: (swap.ramp_skipped || !swap.ramp.is_empty()).then(|| CanaryReport {
+                skipped: swap.ramp_skipped,
+                planned: swap.ramp.clone(),
+                watch_ms: swap.watch_ms,
+                steps: swap.steps.clone(),
+            }),
         }
     }
 }

@@ -8,6 +8,8 @@
 //! - `WARMUP_MS` /health answers 503 until this long after start (default 0)
 //! - `HEALTHY`   `never`: /health always answers 503
 //! - `FAIL_PCT`  percentage of non-health requests answered 500 (deterministic)
+//! - `FAIL_AFTER_MS` FAIL_PCT applies only from this long after start (a release that
+//!   turns bad later; default 0)
 //! - `DELAY_MS`  delay before answering a non-health request (default 0)
 //!
 //! Shutdown (SIGTERM/SIGINT): the listener is closed at once (after taking the
@@ -87,6 +89,7 @@ struct Config {
     warmup_ms: u64,
     healthy_never: bool,
     fail_pct: u32,
+    fail_after_ms: u64,
     delay_ms: u64,
 }
 
@@ -129,6 +132,7 @@ impl Config {
             warmup_ms: env_num("WARMUP_MS", 0u64),
             healthy_never: healthy.trim().eq_ignore_ascii_case("never"),
             fail_pct: env_num("FAIL_PCT", 0u32).min(100),
+            fail_after_ms: env_num("FAIL_AFTER_MS", 0u64),
             delay_ms: env_num("DELAY_MS", 0u64),
         }
     }
@@ -463,7 +467,8 @@ fn handle(state: &State, req: &Request) -> (u16, String) {
         // Deterministic failure injection: exactly FAIL_PCT of every 100
         // consecutive requests fail, spread evenly.
         let n = state.app_requests.fetch_add(1, Ordering::SeqCst) + 1;
-        let pct = state.cfg.fail_pct as u64;
+        let failing = state.start.elapsed() >= Duration::from_millis(state.cfg.fail_after_ms);
+        let pct = if failing { state.cfg.fail_pct as u64 } else { 0 };
         if n * pct / 100 != (n - 1) * pct / 100 {
             (
                 500,

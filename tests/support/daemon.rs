@@ -17,6 +17,10 @@ pub struct ServiceOpts {
     pub keep_images: usize,
     /// Extra `KEY = "value"` lines for the container's env table.
     pub env: Vec<(&'static str, String)>,
+    /// Lines added to `[services.NAME]` itself (e.g. `replicas = 4`).
+    pub top: String,
+    /// TOML appended after the service's tables (e.g. a `[services.web.ramp]` table).
+    pub extra: String,
 }
 
 impl Default for ServiceOpts {
@@ -27,6 +31,8 @@ impl Default for ServiceOpts {
             switch: "runtime",
             keep_images: 1,
             env: Vec::new(),
+            top: String::new(),
+            extra: String::new(),
         }
     }
 }
@@ -66,7 +72,7 @@ container_port = 8080
 drain_budget_secs = {drain}
 host_budget_secs = 120
 keep_images = {keep}
-
+{top}
 [services.{name}.container]
 stop_grace_secs = 5
 env = {{ {env} }}
@@ -85,6 +91,7 @@ pidfile = "{pid}"
 reload_signal = "SIGUSR2"
 server_options = "check inter 1s"
 switch = "{switch}"
+{extra}
 "#,
         drain = opts.drain_budget_secs,
         keep = opts.keep_images,
@@ -93,6 +100,8 @@ switch = "{switch}"
         cfg = haproxy.config.display(),
         pid = haproxy.pidfile.display(),
         switch = opts.switch,
+        top = opts.top,
+        extra = opts.extra,
         env = opts
             .env
             .iter()

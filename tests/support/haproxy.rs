@@ -113,9 +113,15 @@ impl Haproxy {
 
     /// One runtime API command (for assertions; the daemon speaks it itself).
     pub fn command(&self, cmd: &str) -> Result<String, String> {
+        command_at(&self.admin_socket, cmd)
+    }
+}
+
+/// One runtime API command on the admin socket at `socket` (usable from another thread).
+pub fn command_at(socket: &Path, cmd: &str) -> Result<String, String> {
+    {
         use std::io::{Read, Write};
-        let mut s = std::os::unix::net::UnixStream::connect(&self.admin_socket)
-            .map_err(|e| e.to_string())?;
+        let mut s = std::os::unix::net::UnixStream::connect(socket).map_err(|e| e.to_string())?;
         s.set_read_timeout(Some(Duration::from_secs(5))).ok();
         s.write_all(format!("{cmd}\n").as_bytes())
             .map_err(|e| e.to_string())?;
@@ -123,7 +129,9 @@ impl Haproxy {
         s.read_to_string(&mut out).map_err(|e| e.to_string())?;
         Ok(out)
     }
+}
 
+impl Haproxy {
     /// Names of the servers in `backend` (from `show servers state`).
     pub fn servers(&self, backend: &str) -> Vec<String> {
         let out = self

@@ -15,6 +15,7 @@ pub fn host_report(deploy_id: &str, instance: &str, ok: bool) -> String {
         deploy_id: deploy_id.into(),
         archive: None,
         code: None,
+        no_ramp: false,
     };
     let budgets = Budgets {
         health_deadline: Duration::from_secs(60),
@@ -33,6 +34,7 @@ pub fn host_report(deploy_id: &str, instance: &str, ok: bool) -> String {
             host_port: 1,
             pids: vec![],
             code_dir: None,
+            replicas: vec![],
         };
         for e in [
             Event::Started(inst),

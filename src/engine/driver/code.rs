@@ -69,6 +69,7 @@ impl<R: Runtime, B: Balancer, P: Reporter> Driver<R, B, P> {
             host_port: cur.host_port,
             pids: vec![],
             code_dir: Some(dir),
+            replicas: vec![],
         })
     }
 
