@@ -40,6 +40,13 @@ fn the_shipped_example_parses_with_every_key() {
         })
     );
     assert_eq!(web.host_budget, Duration::from_secs(180));
+    let ramp = web.ramp.as_ref().unwrap();
+    let shares: Vec<u8> = ramp.steps.iter().map(|s| s.share_pct).collect();
+    assert_eq!(shares, [5, 25, 50, 100]);
+    assert!(ramp.steps.iter().all(|s| s.hold_ms == 30_000));
+    assert_eq!(ramp.watch, Duration::from_secs(60));
+    assert_eq!(ramp.limits.max_latency_factor, 2.0);
+    assert_eq!((web.replicas, web.batch), (1, 1));
     let app = &s.processes["app"];
     assert_eq!(
         (app.port, app.strategy, app.keep_releases),
@@ -47,6 +54,76 @@ fn the_shipped_example_parses_with_every_key() {
     );
     assert_eq!(app.stop_old_signal, nix::sys::signal::Signal::SIGTERM);
     assert_eq!(s.names(), ["web", "app"]);
+}
+
+#[test]
+fn a_ramp_is_validated_with_the_key_at_fault() {
+    let with = |ramp: &str| parse(&format!("{MINIMAL}[services.web.ramp]\n{ramp}\n"));
+    let s = with("steps = [10, 100]\nhold_secs = 1.5").unwrap();
+    let ramp = s.service("web").unwrap().ramp.clone().unwrap();
+    assert_eq!(ramp.steps[0].hold_ms, 1_500);
+    assert_eq!(ramp.watch, Duration::ZERO);
+    assert_eq!(ramp.limits, CanaryLimits::default());
+    for (ramp, key) in [
+        (
+            "steps = [50, 25, 100]\nhold_secs = 1",
+            "services.web.ramp.steps[1]",
+        ),
+        (
+            "steps = [0, 100]\nhold_secs = 1",
+            "services.web.ramp.steps[0]",
+        ),
+        ("steps = [10, 50]\nhold_secs = 1", "services.web.ramp.steps"),
+        ("steps = []\nhold_secs = 1", "services.web.ramp.steps"),
+        (
+            "steps = [100]\nhold_secs = -1",
+            "services.web.ramp.hold_secs",
+        ),
+        (
+            "steps = [100]\nhold_secs = 1\nmax_error_pct = 101",
+            "services.web.ramp.max_error_pct",
+        ),
+        (
+            "steps = [100]\nhold_secs = 1\nmax_latency_factor = 0.5",
+            "services.web.ramp.max_latency_factor",
+        ),
+        ("steps = [100]\nhold_secs = 1\nwobble = 1", "wobble"),
+    ] {
+        let err = with(ramp).unwrap_err().to_string();
+        assert!(err.contains(key), "{ramp:?}: {err}");
+    }
+    // a ramp needs weights through the runtime API
+    let err = parse(&format!(
+        "{MINIMAL}switch = \"reload\"\nconfig_file = \"/etc/haproxy/haproxy.cfg\"\nmaster_socket = \"/run/m.sock\"\n[services.web.ramp]\nsteps = [100]\nhold_secs = 1\n"
+    ))
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("services.web.ramp"), "{err}");
+}
+
+#[test]
+fn replicas_and_batches_are_checked() {
+    let with = |top: &str| {
+        parse(&MINIMAL.replace(
+            "container_port = 8080",
+            &format!("container_port = 8080\n{top}"),
+        ))
+    };
+    let s = with("replicas = 4\nbatch = 2").unwrap();
+    assert_eq!(
+        (
+            s.service("web").unwrap().replicas,
+            s.service("web").unwrap().batch
+        ),
+        (4, 2)
+    );
+    let err = with("replicas = 2\nbatch = 3").unwrap_err().to_string();
+    assert!(
+        err.contains("services.web.batch") && err.contains("more than replicas"),
+        "{err}"
+    );
+    let err = with("replicas = 0").unwrap_err().to_string();
+    assert!(err.contains("services.web.replicas"), "{err}");
 }
 
 #[test]
