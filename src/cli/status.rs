@@ -52,6 +52,18 @@ pub async fn run(client: &Client, json: bool) -> u8 {
             })
             .unwrap_or_else(|| "-".into());
         let state = match s.pointer("/swap/phase/phase").and_then(|v| v.as_str()) {
+            // a canary step shows its share: swap:ramping@25%
+            Some("ramping") if text("/state") == "swapping" => {
+                let step = s
+                    .pointer("/swap/phase/step")
+                    .and_then(|v| v.as_u64())
+                    .unwrap_or(0);
+                let share = s
+                    .pointer(&format!("/swap/ramp/{step}/share_pct"))
+                    .and_then(|v| v.as_u64())
+                    .unwrap_or(0);
+                format!("swap:ramping@{share}%")
+            }
             Some(p) if text("/state") == "swapping" => format!("swap:{p}"),
             _ => text("/state"),
         };

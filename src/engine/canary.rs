@@ -77,11 +77,7 @@ pub fn release_figures(before: &Reading, after: &Reading, servers: &[String]) ->
         weight += requests;
         max_rtime = max_rtime.max(a.rtime_ms);
     }
-    out.rtime_ms = if weight > 0 {
-        weighted / weight
-    } else {
-        max_rtime
-    };
+    out.rtime_ms = weighted.checked_div(weight).unwrap_or(max_rtime);
     out
 }
 
