@@ -11,6 +11,7 @@ pub mod fleet;
 pub mod fsutil;
 pub mod health;
 pub mod intake;
+pub mod journald;
 pub mod report;
 pub mod runtime;
 pub mod systemd;

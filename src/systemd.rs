@@ -30,16 +30,35 @@ pub fn stderr_is_journal() -> bool {
     }
 }
 
-/// Logs to stderr with tracing's structured fields (`service=web deploy_id=... phase=...`).
-/// When stderr is the journal: no colors, no time (journald adds it), and each line starts with
-/// its syslog priority (`<3>` error .. `<7>` debug) so `journalctl -p warning` works.
+/// Logs with tracing's structured fields (`service=web deploy_id=... phase=...`). Under systemd
+/// (stderr is the journal's stream) entries go to journald's native socket, each field a journal
+/// field (`journalctl SERVICE=web`); `HOTSWAP_JOURNAL_SOCKET` names another socket (tests). When
+/// that socket does not answer, stderr: no colors, no time (journald adds it), and each line
+/// starts with its syslog priority (`<3>` error .. `<7>` debug) so `journalctl -p warning` works.
 pub fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    let filter = || {
+        tracing_subscriber::EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"))
+    };
+    let journal = stderr_is_journal();
+    if journal {
+        let path = std::env::var_os("HOTSWAP_JOURNAL_SOCKET")
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(|| crate::journald::SOCKET.into());
+        if let Ok(layer) = crate::journald::Journald::connect(&path, "hotswapd") {
+            tracing_subscriber::registry()
+                .with(filter())
+                .with(layer)
+                .init();
+            return;
+        }
+    }
     let logs = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+        .with_env_filter(filter())
         .with_writer(std::io::stderr);
-    if stderr_is_journal() {
+    if journal {
         logs.with_ansi(false)
             .event_format(Prioritized(
                 tracing_subscriber::fmt::format()

@@ -312,3 +312,86 @@ async fn four_replicas_swap_in_batches_of_one_and_never_serve_on_fewer_than_four
     assert_eq!(stats.failed, 0, "{stats}");
     assert_eq!(serving(&env), 4);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_canary_is_turned_back_on_response_time() {
+    let mut env = TestEnv::new("canaryslow");
+    let v1 = env.image("1", &ImageOpts::default());
+    let slow = env.image("2", &ImageOpts::default());
+    // the new release answers in 80 ms where the old one takes about 1: above 2 x the 20 ms floor
+    let config = env.config(&ServiceOpts {
+        extra: ramp("[20, 100]", "3", "0"),
+        ..Default::default()
+    });
+    let daemon = Arc::new(Daemon::start(env.dir.path(), &config));
+    daemon.deploy_ok(&v1);
+    let with_delay = config.with_file_name("slow.toml");
+    std::fs::write(
+        &with_delay,
+        std::fs::read_to_string(&config)
+            .unwrap()
+            .replace("env = {  }", "env = { DELAY_MS = \"80\" }"),
+    )
+    .unwrap();
+    std::fs::copy(&with_delay, &config).unwrap();
+    let out = daemon.ctl(&["reload"]);
+    assert!(out.status.success(), "{out:?}");
+    let load = Load::start_with_rate(env.haproxy.frontend, 8, "/", Some(400));
+    let (code, out) = deploy(&daemon, &["--image", &slow]).await;
+    let stats = load.stop().await;
+    assert_ne!(code, 0, "the slow release was not turned back:\n{out}");
+    let r = last_report(&daemon);
+    let s = steps(&r);
+    assert_eq!(s.len(), 1, "{s:?}");
+    assert!(
+        s[0]["verdict"].as_str().unwrap().contains("response time"),
+        "{s:?}"
+    );
+    assert!(s[0]["new"]["rtime_ms"].as_u64().unwrap() >= 40, "{s:?}");
+    // slow is not failed: no client request failed
+    assert_eq!(stats.failed, 0, "{stats}");
+    let containers = env.containers();
+    assert_eq!(containers.len(), 1, "{containers:?}");
+    assert_eq!(containers[0].1, v1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_daemon_killed_mid_ramp_turns_back_when_it_starts_again() {
+    let mut env = TestEnv::new("canarykill");
+    let v1 = env.image("1", &ImageOpts::default());
+    let v2 = env.image("2", &ImageOpts::default());
+    let config = env.config(&ServiceOpts {
+        extra: ramp("[50, 100]", "20", "0"),
+        ..Default::default()
+    });
+    let mut daemon = Daemon::start(env.dir.path(), &config);
+    daemon.deploy_ok(&v1);
+    let load = Load::start_with_rate(env.haproxy.frontend, 4, "/", Some(300));
+    let out = daemon.ctl(&["deploy", "web", "--image", &v2]);
+    assert!(out.status.success(), "{out:?}");
+    let started = std::time::Instant::now();
+    while daemon.status_json().unwrap()["services"][0]["swap"]["phase"]["phase"] != "ramping" {
+        assert!(started.elapsed() < Duration::from_secs(30), "never ramped");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // a crash mid-ramp: HAProxy keeps serving both releases at their weights meanwhile
+    daemon.kill();
+    let mark = load.mark();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let both = load.releases_since(&mark);
+    assert_eq!(both.keys().collect::<Vec<_>>(), ["1", "2"], "{both:?}");
+    let daemon = Daemon::start(env.dir.path(), &config);
+    let r = last_report(&daemon);
+    assert_eq!(r["result"], "failure", "{r}");
+    assert!(r["reason"].as_str().unwrap().contains("restarted"), "{r}");
+    let mark = load.mark();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(load.releases_since(&mark).keys().collect::<Vec<_>>(), ["1"]);
+    let stats = load.stop().await;
+    assert_eq!(stats.failed, 0, "{stats}");
+    let containers = env.containers();
+    assert_eq!(containers.len(), 1, "{containers:?}");
+    assert_eq!(containers[0].1, v1);
+    assert_eq!(env.haproxy.servers("web").len(), 1);
+}

@@ -76,6 +76,47 @@ impl Listener {
     }
 }
 
+/// Stands in for journald's native socket: every entry, as text.
+struct Journal {
+    path: std::path::PathBuf,
+    entries: Arc<Mutex<Vec<String>>>,
+}
+
+impl Journal {
+    fn start(path: &Path) -> Journal {
+        let sock = UnixDatagram::bind(path).unwrap();
+        let entries = Arc::new(Mutex::new(Vec::new()));
+        let e = entries.clone();
+        std::thread::spawn(move || {
+            let mut buf = vec![0u8; 65536];
+            while let Ok(n) = sock.recv(&mut buf) {
+                e.lock()
+                    .unwrap()
+                    .push(String::from_utf8_lossy(&buf[..n]).into_owned());
+            }
+        });
+        Journal {
+            path: path.to_owned(),
+            entries,
+        }
+    }
+
+    fn wait_for(&self, what: &str, limit: Duration) -> Vec<String> {
+        let started = Instant::now();
+        loop {
+            let all = self.entries.lock().unwrap().clone();
+            if all.iter().any(|e| e.contains(what)) {
+                return all;
+            }
+            assert!(
+                started.elapsed() < limit,
+                "no journal entry with {what:?}: {all:#?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
 #[test]
 fn ready_status_watchdog_reload_and_stop_follow_the_protocol() {
     let mut env = TestEnv::new("sdnotify");
@@ -101,10 +142,12 @@ fn ready_status_watchdog_reload_and_stop_follow_the_protocol() {
         let m = std::fs::metadata(&log_file).unwrap();
         format!("{}:{}", m.dev(), m.ino())
     };
+    let journal = Journal::start(&env.dir.path().join("journal.sock"));
     let vars = [
         ("NOTIFY_SOCKET", notify.display().to_string()),
         ("WATCHDOG_USEC", "1000000".to_string()),
         ("JOURNAL_STREAM", journal_stream),
+        ("HOTSWAP_JOURNAL_SOCKET", journal.path.display().to_string()),
     ];
     let mut daemon = Daemon::start_env(env.dir.path(), &config, &vars);
 
@@ -121,31 +164,22 @@ fn ready_status_watchdog_reload_and_stop_follow_the_protocol() {
     let swapping = l.wait_for("swapping", before, Duration::from_secs(5));
     l.wait_for("STATUS=web: idle 1", swapping, Duration::from_secs(5));
 
-    // logs made for the journal: a syslog priority first, no time (journald adds it), no colors,
-    // the structured fields in the line
-    let log = daemon.log();
-    assert!(!log.contains('\x1b'), "ANSI colors in the journal:\n{log}");
-    for line in log.lines().filter(|l| !l.trim().is_empty()) {
-        assert!(
-            [
-                "<3>ERROR ",
-                "<4>WARN ",
-                "<6>INFO ",
-                "<7>DEBUG ",
-                "<7>TRACE "
-            ]
-            .iter()
-            .any(|p| line.starts_with(p)),
-            "a log line without its priority prefix: {line:?}\n{log}"
-        );
+    // logs reach the journal as native entries: each tracing field a journal field
+    let entries = journal.wait_for("PHASE=", Duration::from_secs(5));
+    let phase = entries
+        .iter()
+        .find(|e| e.contains("PHASE=health_gate\n"))
+        .unwrap_or_else(|| panic!("no health_gate entry in {entries:#?}"));
+    for field in [
+        "PRIORITY=6\n",
+        "SYSLOG_IDENTIFIER=hotswapd\n",
+        "SERVICE=web\n",
+        "DEPLOY_ID=",
+        "RELEASE=",
+        "MESSAGE=phase ",
+    ] {
+        assert!(phase.contains(field), "no {field:?} in {phase:?}");
     }
-    assert!(
-        log.lines().any(|l| l.starts_with("<6>INFO ")
-            && l.contains("service=\"web\"")
-            && l.contains("deploy_id=")
-            && l.contains("phase=")),
-        "no phase line with its fields:\n{log}"
-    );
 
     // the watchdog at half of WatchdogSec (1 s): about two pings a second
     let count = || l.all().iter().filter(|m| m.contains("WATCHDOG=1")).count();
@@ -215,6 +249,12 @@ fn ready_status_watchdog_reload_and_stop_follow_the_protocol() {
     // the restart finds the swap in the journal: READY=1 once its recovery is decided, with the
     // socket answering, never while a service still shows "recovering"
     let before = l.all().len();
+    let mut vars = vars.to_vec();
+    vars.retain(|(k, _)| *k != "HOTSWAP_JOURNAL_SOCKET");
+    vars.push((
+        "HOTSWAP_JOURNAL_SOCKET",
+        env.dir.path().join("no-journal.sock").display().to_string(),
+    ));
     let daemon = Daemon::start_env(env.dir.path(), &config, &vars);
     let ready = l.wait_for("READY=1", before, Duration::from_secs(10));
     let (_, text, answering) = l.messages.lock().unwrap()[ready].clone();
@@ -231,6 +271,32 @@ fn ready_status_watchdog_reload_and_stop_follow_the_protocol() {
     let r = daemon.reports().pop().unwrap();
     assert_eq!(r["result"], "failure");
     assert!(r["reason"].as_str().unwrap().contains("restarted"), "{r}");
+
+    // without a journal socket answering, stderr (the journal's stream) gets lines made for
+    // the journal: a syslog priority first, no time (journald adds it), no colors, the fields
+    let log = daemon.log();
+    assert!(!log.contains('\x1b'), "ANSI colors in the journal:\n{log}");
+    for line in log.lines().filter(|l| !l.trim().is_empty()) {
+        assert!(
+            [
+                "<3>ERROR ",
+                "<4>WARN ",
+                "<6>INFO ",
+                "<7>DEBUG ",
+                "<7>TRACE "
+            ]
+            .iter()
+            .any(|p| line.starts_with(p)),
+            "a log line without its priority prefix: {line:?}\n{log}"
+        );
+    }
+    assert!(
+        log.lines().any(|l| l.starts_with("<6>INFO ")
+            && l.contains("service=\"web\"")
+            && l.contains("deploy_id=")
+            && l.contains("phase=")),
+        "no phase line with its fields:\n{log}"
+    );
 }
 
 #[test]

@@ -120,19 +120,10 @@ impl Client {
         &self,
         deploy_id: &str,
         timeout: Duration,
-        mut seen: impl FnMut(&DeployStatus),
+        seen: impl FnMut(&DeployStatus),
     ) -> Result<DeployStatus, ClientError> {
-        let until = tokio::time::Instant::now() + timeout;
-        loop {
-            let left = until.saturating_duration_since(tokio::time::Instant::now());
-            let status = self
-                .deploy_status(deploy_id, Some(left.min(Duration::from_secs(1))))
-                .await?;
-            seen(&status);
-            if status.finished || left.is_zero() {
-                return Ok(status);
-            }
-        }
+        self.poll(deploy_id, timeout, Duration::from_secs(1), seen)
+            .await
     }
 
     /// Follows a deploy until it finishes or `timeout` passes; returns the last status seen.
@@ -141,12 +132,23 @@ impl Client {
         deploy_id: &str,
         timeout: Duration,
     ) -> Result<DeployStatus, ClientError> {
+        self.poll(deploy_id, timeout, Duration::from_secs(60), |_| {})
+            .await
+    }
+
+    /// Long polls of at most `each` until the deploy finishes or `timeout` passes.
+    async fn poll(
+        &self,
+        deploy_id: &str,
+        timeout: Duration,
+        each: Duration,
+        mut seen: impl FnMut(&DeployStatus),
+    ) -> Result<DeployStatus, ClientError> {
         let until = tokio::time::Instant::now() + timeout;
         loop {
             let left = until.saturating_duration_since(tokio::time::Instant::now());
-            let status = self
-                .deploy_status(deploy_id, Some(left.min(Duration::from_secs(60))))
-                .await?;
+            let status = self.deploy_status(deploy_id, Some(left.min(each))).await?;
+            seen(&status);
             if status.finished || left.is_zero() {
                 return Ok(status);
             }
