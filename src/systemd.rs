@@ -160,7 +160,14 @@ pub fn summary(views: &[ServiceView]) -> String {
                 .swap
                 .as_ref()
                 .filter(|s| !s.phase.is_terminal())
-                .map(|s| s.phase.name());
+                .map(|s| match s.phase {
+                    // a canary step with its share: "ramping 25%"
+                    crate::engine::Phase::Ramping { step, .. } => format!(
+                        "ramping {}%",
+                        s.ramp.get(step).map(|r| r.share_pct).unwrap_or(0)
+                    ),
+                    _ => s.phase.name().to_string(),
+                });
             match phase {
                 Some(p) => format!(
                     "{}: swapping {} ({p})",
