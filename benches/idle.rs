@@ -83,5 +83,9 @@ fn main() {
     wakeups += before.keys().filter(|t| !after.contains_key(*t)).count() as u64;
     let rss = rss_kib(pid) as f64 / 1024.0;
     eprintln!("threads: {}", after.len());
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    for l in status.lines().filter(|l| l.starts_with("Rss")) {
+        eprintln!("{l}");
+    }
     println!("idle_rss_mib={rss:.1} wakeups={wakeups} secs={secs}");
 }

@@ -314,7 +314,8 @@ pub struct StepRecord {
 }
 
 /// A ramp step or watch window may overrun its hold by this much (reading figures, setting
-/// weights, starting replicas) before its deadline passes.
+/// weights) before its deadline passes; a step also gets the health deadline for the replicas it
+/// may start and gate.
 const STEP_SLACK_MS: u64 = 30_000;
 
 fn ms(d: Duration) -> u64 {
@@ -361,12 +362,17 @@ impl Swap {
         self
     }
 
+    /// How long ramp step `step` may take: its hold, starting and gating replicas, slack.
+    fn step_span(&self, step: usize) -> u64 {
+        self.ramp[step].hold_ms + self.health_deadline_ms + STEP_SLACK_MS
+    }
+
     /// The phase after the ramp step `step` passed.
     fn after_step(&self, step: usize, now: UnixMs) -> Phase {
         if step + 1 < self.ramp.len() {
             Phase::Ramping {
                 step: step + 1,
-                deadline: self.within_host(now, self.ramp[step + 1].hold_ms + STEP_SLACK_MS),
+                deadline: self.within_host(now, self.step_span(step + 1)),
             }
         } else if self.watch_ms > 0 {
             Phase::Watching {
@@ -400,7 +406,7 @@ impl Swap {
             },
             (Phase::Switching { .. }, Event::Switched) if !self.ramp.is_empty() => Phase::Ramping {
                 step: 0,
-                deadline: self.within_host(now, self.ramp[0].hold_ms + STEP_SLACK_MS),
+                deadline: self.within_host(now, self.step_span(0)),
             },
             (Phase::Switching { .. }, Event::Switched) => Phase::Draining {
                 deadline: self.within_host(now, self.drain_budget_ms),
@@ -600,7 +606,7 @@ mod tests {
             s.phase,
             Phase::Ramping {
                 step: 0,
-                deadline: 100 + 1_000 + STEP_SLACK_MS
+                deadline: 100 + 1_000 + 60_000 + STEP_SLACK_MS
             }
         );
         assert!(!s.phase.is_past_switch(), "a ramp can still turn back");
