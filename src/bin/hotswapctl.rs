@@ -108,7 +108,8 @@ enum Verb {
         /// Older stacks are refused: re-provision them instead.
         #[arg(long, default_value_t = 7 * 24 * 3600)]
         max_age_secs: u64,
-        /// How long to wait for the reports (default: host budget 180 s + 60 s margin).
+        /// How long to wait for the reports (default: host budget 180 s + 60 s margin). With a
+        /// canary ramp on the hosts, add its holds and watch window.
         #[arg(long, default_value_t = 240)]
         timeout_secs: u64,
         /// Run before UpdateStack (sh -c); non-zero aborts.
