@@ -53,13 +53,7 @@ fn print_steps(label: &str, report: &serde_json::Value) -> usize {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    let arg = |name: &str| {
-        args.iter()
-            .position(|a| a == name)
-            .and_then(|i| args.get(i + 1))
-            .cloned()
-    };
+    let arg = support::cli_arg;
     let rate: u32 = arg("--rate")
         .map(|v| v.parse().expect("--rate R"))
         .unwrap_or(1000);

@@ -29,13 +29,7 @@ fn wait_with_rusage(pid: i32) -> (i32, i64) {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    let arg = |name: &str| {
-        args.iter()
-            .position(|a| a == name)
-            .and_then(|i| args.get(i + 1))
-            .cloned()
-    };
+    let arg = support::cli_arg;
     let n: usize = arg("--instances")
         .map(|v| v.parse().expect("--instances N"))
         .unwrap_or(1000);

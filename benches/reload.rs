@@ -22,13 +22,7 @@ fn p50(mut v: Vec<u64>) -> u64 {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    let arg = |name: &str| {
-        args.iter()
-            .position(|a| a == name)
-            .and_then(|i| args.get(i + 1))
-            .cloned()
-    };
+    let arg = support::cli_arg;
     let n: usize = arg("--reloads")
         .map(|v| v.parse().expect("--reloads N"))
         .unwrap_or(100);
