@@ -395,3 +395,54 @@ async fn a_daemon_killed_mid_ramp_turns_back_when_it_starts_again() {
     assert_eq!(containers[0].1, v1);
     assert_eq!(env.haproxy.servers("web").len(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_daemon_killed_between_batches_finishes_the_swap_when_it_starts_again() {
+    let mut env = TestEnv::new("batchkill");
+    let v1 = env.image("1", &ImageOpts::default());
+    // each new container takes 1.5 s to get ready: time to kill the daemon between batches
+    let v2 = env.image(
+        "2",
+        &ImageOpts {
+            warmup_ms: 1500,
+            ..Default::default()
+        },
+    );
+    let config = env.config(&ServiceOpts {
+        top: "replicas = 3\nbatch = 1\n".into(),
+        ..Default::default()
+    });
+    let mut daemon = Daemon::start(env.dir.path(), &config);
+    daemon.deploy_ok(&v1);
+    let load = Load::start_with_rate(env.haproxy.frontend, 4, "/", Some(300));
+    let out = daemon.ctl(&["deploy", "web", "--image", &v2]);
+    assert!(out.status.success(), "{out:?}");
+    let started = std::time::Instant::now();
+    loop {
+        let s = daemon.status_json().unwrap();
+        let replicas = s["services"][0]["swap"]["new"]["replicas"]
+            .as_array()
+            .map(Vec::len)
+            .unwrap_or(0);
+        if replicas >= 1 {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "no second batch: {s}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    daemon.kill();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let daemon = Daemon::start(env.dir.path(), &config);
+    let r = last_report(&daemon);
+    assert_eq!(r["result"], "success", "{r}\n{}", daemon.log());
+    let stats = load.stop().await;
+    assert_eq!(stats.failed, 0, "{stats}");
+    let containers = env.containers();
+    assert_eq!(containers.len(), 3, "{containers:?}");
+    assert!(containers.iter().all(|c| c.1 == v2), "{containers:?}");
+    assert_eq!(env.haproxy.servers("web").len(), 3);
+    assert_eq!(serving(&env), 3);
+}

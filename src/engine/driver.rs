@@ -878,15 +878,23 @@ impl<R: Runtime, B: Balancer, P: Reporter> Driver<R, B, P> {
                     self.book.advance(swap, Event::Fail(why))
                 }
                 Phase::Switching { .. } => {
-                    // finish the switch only if the new release is still there and healthy
+                    // finish the switch only if every container of the new release still runs
+                    // and passes its gate (one started by the last batch may still be warming
+                    // up: it must not join HAProxy before it is ready)
                     let healthy = match &swap.new {
                         Some(n) => {
-                            let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, n.host_port));
-                            self.runtime
-                                .is_running(&n.container_id)
-                                .await
-                                .unwrap_or(false)
-                                && health::probe(addr, &self.settings.health, &swap.release.version)
+                            let mut running = true;
+                            for m in n.members() {
+                                running &= self
+                                    .runtime
+                                    .is_running(&m.container_id)
+                                    .await
+                                    .unwrap_or(false);
+                            }
+                            let deadline = now_ms() + swap.health_deadline_ms;
+                            running
+                                && self
+                                    .gate_members(&n.members(), &swap.release, deadline)
                                     .await
                                     .is_ok()
                         }
