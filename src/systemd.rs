@@ -89,12 +89,7 @@ where
         event: &tracing::Event<'_>,
     ) -> std::fmt::Result {
         let level = *event.metadata().level();
-        let priority = match level {
-            tracing::Level::ERROR => 3,
-            tracing::Level::WARN => 4,
-            tracing::Level::INFO => 6,
-            _ => 7,
-        };
+        let priority = crate::journald::priority(&level);
         write!(writer, "<{priority}>{level} ")?;
         self.0.format_event(ctx, writer, event)
     }

@@ -44,6 +44,15 @@ async fn deploy(daemon: &Arc<Daemon>, args: &[&str]) -> (i32, String) {
     .unwrap()
 }
 
+/// The releases that answered the load over the next `ms` milliseconds, and the requests that
+/// failed meanwhile.
+async fn answering_for(load: &Load, ms: u64) -> (Vec<String>, u64) {
+    let mark = load.mark();
+    tokio::time::sleep(Duration::from_millis(ms)).await;
+    let releases = load.releases_since(&mark).into_keys().collect();
+    (releases, load.failed_since(&mark))
+}
+
 fn last_report(daemon: &Daemon) -> serde_json::Value {
     daemon.reports().pop().expect("a report")
 }
@@ -110,10 +119,7 @@ async fn a_failing_canary_turns_back_at_its_first_step_and_a_good_one_ramps_to_a
     eprintln!("bad canary: {failed} of {requests} client requests failed ({pct:.2} %)");
 
     // the old release serves everything afterwards, alone
-    let mark = load.mark();
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(load.releases_since(&mark).keys().collect::<Vec<_>>(), ["1"]);
-    assert_eq!(load.failed_since(&mark), 0);
+    assert_eq!(answering_for(&load, 500).await, (vec!["1".to_string()], 0));
     let containers = env.containers();
     assert_eq!(containers.len(), 1, "{containers:?}");
     assert_eq!(containers[0].1, v1);
@@ -150,9 +156,7 @@ async fn a_failing_canary_turns_back_at_its_first_step_and_a_good_one_ramps_to_a
     assert!((0.04..0.2).contains(&share(&s[0])), "step 1: {s:?}");
     assert!((0.35..0.65).contains(&share(&s[1])), "step 2: {s:?}");
     assert_eq!(s[2]["old"]["requests"], 0, "at 100 % the old release rests");
-    let mark = load.mark();
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(load.releases_since(&mark).keys().collect::<Vec<_>>(), ["3"]);
+    assert_eq!(answering_for(&load, 300).await.0, ["3"]);
     let stats = load.stop().await;
     eprintln!("{stats}");
     assert_eq!(env.containers().len(), 1);
@@ -213,10 +217,7 @@ async fn a_release_that_turns_bad_in_the_watch_window_is_flipped_back() {
         "{r}"
     );
     // flipped back: the old release alone serves, with no failure
-    let mark = load.mark();
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(load.releases_since(&mark).keys().collect::<Vec<_>>(), ["1"]);
-    assert_eq!(load.failed_since(&mark), 0);
+    assert_eq!(answering_for(&load, 500).await, (vec!["1".to_string()], 0));
     let stats = load.stop().await;
     eprintln!("watch window: {stats}");
     let containers = env.containers();
@@ -377,17 +378,12 @@ async fn a_daemon_killed_mid_ramp_turns_back_when_it_starts_again() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     // a crash mid-ramp: HAProxy keeps serving both releases at their weights meanwhile
     daemon.kill();
-    let mark = load.mark();
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let both = load.releases_since(&mark);
-    assert_eq!(both.keys().collect::<Vec<_>>(), ["1", "2"], "{both:?}");
+    assert_eq!(answering_for(&load, 500).await.0, ["1", "2"]);
     let daemon = Daemon::start(env.dir.path(), &config);
     let r = last_report(&daemon);
     assert_eq!(r["result"], "failure", "{r}");
     assert!(r["reason"].as_str().unwrap().contains("restarted"), "{r}");
-    let mark = load.mark();
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(load.releases_since(&mark).keys().collect::<Vec<_>>(), ["1"]);
+    assert_eq!(answering_for(&load, 500).await.0, ["1"]);
     let stats = load.stop().await;
     assert_eq!(stats.failed, 0, "{stats}");
     let containers = env.containers();

@@ -108,18 +108,15 @@ impl Balancer for Haproxy {
         let be = self.backend();
         let name = &server.name;
         match self.find(name).await? {
-            Some(s) if s.addr == server.addr && s.port == server.port => {
-                if let Some(w) = server.weight {
-                    self.set_weights(&[(name.clone(), w)]).await?;
+            Some(s) => {
+                if s.addr != server.addr || s.port != server.port {
+                    self.api
+                        .command(&format!(
+                            "set server {be}/{name} addr {} port {}",
+                            server.addr, server.port
+                        ))
+                        .await?;
                 }
-            }
-            Some(_) => {
-                self.api
-                    .command(&format!(
-                        "set server {be}/{name} addr {} port {}",
-                        server.addr, server.port
-                    ))
-                    .await?;
                 if let Some(w) = server.weight {
                     self.set_weights(&[(name.clone(), w)]).await?;
                 }

@@ -87,7 +87,11 @@ pub async fn run(client: &Client, args: DeployArgs) -> u8 {
 /// phase marks and step records, so a phase shorter than the poll is still shown).
 #[derive(Default)]
 struct Progress {
+    /// Phase marks printed.
     marks_done: usize,
+    /// Ramp steps and watch windows begun (one per `ramping` or `watching` mark printed).
+    steps_begun: usize,
+    /// Step records printed (each once it has ended).
     steps_done: usize,
 }
 
@@ -103,39 +107,20 @@ impl Progress {
                 .unwrap_or_default()
         };
         let (marks, steps, plan) = (list("marks"), list("steps"), list("ramp"));
-        // the steps finished so far, each printed once, after the phase line that began it
-        let finished = |i: usize| {
-            steps
-                .get(i)
-                .and_then(|s| s.get("ended_ms"))
-                .and_then(|v| v.as_u64())
-                .unwrap_or(0)
-                > 0
-        };
-        let mut rampings = marks
-            .iter()
-            .take(self.marks_done)
-            .filter(|m| m.get("phase").and_then(|p| p.as_str()) == Some("ramping"))
-            .count();
         for m in marks.iter().skip(self.marks_done) {
-            // the step before this phase ends before the phase begins
-            while self.steps_done < self.marks_done_steps(&marks, self.marks_done)
-                && finished(self.steps_done)
-            {
-                eprintln!("    {}", describe_step(&steps[self.steps_done]));
-                self.steps_done += 1;
-            }
+            // the steps begun before this phase ended before it began
+            self.print_steps(&steps, self.steps_begun);
             let phase = m.get("phase").and_then(|p| p.as_str()).unwrap_or("?");
             let detail = match phase {
                 "ramping" => {
                     let share = plan
-                        .get(rampings)
+                        .get(self.steps_begun)
                         .and_then(|p| p.get("share_pct"))
                         .and_then(|v| v.as_u64())
                         .unwrap_or(0);
-                    rampings += 1;
                     format!(
-                        ": step {rampings} of {}, {share} % of traffic to the new release",
+                        ": step {} of {}, {share} % of traffic to the new release",
+                        self.steps_begun + 1,
                         plan.len()
                     )
                 }
@@ -144,29 +129,24 @@ impl Progress {
                 }
                 _ => String::new(),
             };
+            if matches!(phase, "ramping" | "watching") {
+                self.steps_begun += 1;
+            }
             if phase != "accepted" {
                 eprintln!("  {phase}{detail}");
             }
             self.marks_done += 1;
         }
-        while self.steps_done < steps.len() && finished(self.steps_done) {
+        self.print_steps(&steps, steps.len());
+    }
+
+    /// Prints the ended step records among the first `upto` not printed yet, in order.
+    fn print_steps(&mut self, steps: &[serde_json::Value], upto: usize) {
+        let ended = |s: &serde_json::Value| s.get("ended_ms").and_then(|v| v.as_u64()) > Some(0);
+        while self.steps_done < upto.min(steps.len()) && ended(&steps[self.steps_done]) {
             eprintln!("    {}", describe_step(&steps[self.steps_done]));
             self.steps_done += 1;
         }
-    }
-
-    /// How many steps began before mark `upto`: one per ramping or watching mark.
-    fn marks_done_steps(&self, marks: &[serde_json::Value], upto: usize) -> usize {
-        marks
-            .iter()
-            .take(upto)
-            .filter(|m| {
-                matches!(
-                    m.get("phase").and_then(|p| p.as_str()),
-                    Some("ramping" | "watching")
-                )
-            })
-            .count()
     }
 }
 

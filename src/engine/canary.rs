@@ -8,9 +8,9 @@ use super::phase::{Figures, StepRecord};
 use crate::balancer::ServerFigures;
 use crate::config::CanaryLimits;
 
-/// The weight a lone server of a release gets at full share; HAProxy's maximum is 256.
+/// The weight of a server at full share (HAProxy's maximum is 256): the heavier release's servers
+/// get it, the lighter one's a fraction of it.
 pub const FULL_WEIGHT: u16 = 100;
-const MAX_WEIGHT: u64 = 256;
 
 /// Per-server weights (new, old) giving the new release `share_pct` of the traffic when it has
 /// `n_new` servers and the old release `n_old`: `n_new * w_new / (n_new * w_new + n_old * w_old)`
@@ -32,11 +32,9 @@ pub fn weights(share_pct: u8, n_new: usize, n_old: usize) -> (u16, u16) {
         let w_new = (full * num + den / 2) / den;
         (w_new.max(1) as u16, FULL_WEIGHT)
     } else {
+        // the old release's servers are the lighter ones: new at full weight
         let w_old = (full * den + num / 2) / num;
-        let w_new = full;
-        // keep both within HAProxy's range (full is far below it)
-        debug_assert!(w_new <= MAX_WEIGHT);
-        (w_new as u16, w_old.max(1) as u16)
+        (FULL_WEIGHT, w_old.max(1) as u16)
     }
 }
 

@@ -686,16 +686,16 @@ impl<R: Runtime, B: Balancer, P: Reporter> Driver<R, B, P> {
             .filter(|s| !new.contains(s))
             .collect();
         // after a ramp the old servers are ready at weight 0: drain them now (idempotent)
-        for s in &old {
+        self.drain_servers(swap, &old, deadline).await;
+    }
+
+    /// Sets `servers` to drain, then waits until none has a request in flight, or the deadline.
+    async fn drain_servers(&self, swap: &mut Swap, servers: &[String], deadline: UnixMs) {
+        for s in servers {
             if let Err(e) = self.balancer.drain(s).await {
                 swap.warnings.push(format!("draining {s}: {e}"));
             }
         }
-        self.wait_drained(swap, &old, deadline).await;
-    }
-
-    /// Waits until none of `servers` has a request in flight, or the deadline.
-    async fn wait_drained(&self, swap: &mut Swap, servers: &[String], deadline: UnixMs) {
         loop {
             let mut busy = Vec::new();
             let mut failed = None;
@@ -778,12 +778,7 @@ impl<R: Runtime, B: Balancer, P: Reporter> Driver<R, B, P> {
                 swap.warnings.push(e);
             }
             let deadline = now_ms() + u64::try_from(CANARY_DRAIN.as_millis()).unwrap_or(0);
-            for s in &new_servers {
-                if let Err(e) = self.balancer.drain(s).await {
-                    swap.warnings.push(format!("draining {s}: {e}"));
-                }
-            }
-            self.wait_drained(swap, &new_servers, deadline).await;
+            self.drain_servers(swap, &new_servers, deadline).await;
         }
         for s in &new_servers {
             if let Err(e) = self.balancer.take_out(s).await {
@@ -949,11 +944,7 @@ impl<R: Runtime, B: Balancer, P: Reporter> Driver<R, B, P> {
                             );
                             m.host_port = port;
                             moved = true;
-                            if i == 0 {
-                                cur.host_port = port;
-                            } else {
-                                cur.replicas[i - 1].host_port = port;
-                            }
+                            cur.set_host_port(i, port);
                         }
                         self.balancer
                             .put_in(&member_spec(&m, None))

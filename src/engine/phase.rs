@@ -79,6 +79,18 @@ impl Instance {
     pub fn count(&self) -> usize {
         1 + self.replicas.len()
     }
+
+    /// Sets the host port of member `index` (in `members()` order).
+    pub fn set_host_port(&mut self, index: usize, port: u16) {
+        match index {
+            0 => self.host_port = port,
+            i => {
+                if let Some(r) = self.replicas.get_mut(i - 1) {
+                    r.host_port = port;
+                }
+            }
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
