@@ -14,9 +14,12 @@ use tokio::task::JoinHandle;
 use crate::balancer::Haproxy;
 use crate::config::{AccessSettings, ProcessSettings, ServiceSettings, Settings};
 use crate::control::api::ReloadOutcome;
+use crate::engine::book::Book;
 use crate::engine::journal::Journal;
-use crate::engine::reload::ProcessDriver;
-use crate::engine::{Driver, ServiceHandle};
+use crate::engine::steps::containers::{Containers, Parts};
+use crate::engine::steps::process::Processes;
+use crate::engine::{ServiceHandle, Walker};
+use crate::health::Http;
 use crate::report::outbox::Outbox;
 use crate::report::sqs::SqsSender;
 use crate::report::{FileReporter, Identity, Reporters};
@@ -115,6 +118,17 @@ impl Shared {
         ))
     }
 
+    /// The record a service's walker keeps: journal, view, reports.
+    fn book(&self, name: &str, handle: &Arc<ServiceHandle>) -> Book<Reporters> {
+        Book::new(
+            name,
+            self.journal.clone(),
+            handle.clone(),
+            self.reporter.clone(),
+            self.identity.clone(),
+        )
+    }
+
     fn spawn(&self, service: &ServiceSettings) -> anyhow::Result<Slot> {
         let handle = self.open_handle(&service.name)?;
         let instance_id = self
@@ -125,38 +139,32 @@ impl Shared {
             .instance_id
             .clone();
         let (tx, rx) = watch::channel(service.clone());
-        let driver = Driver::new(
+        let steps = Containers::new(
             rx,
-            Haproxy::new,
-            instance_id,
-            self.identity.clone(),
-            self.docker.clone(),
-            self.archives.clone(),
-            self.reporter.clone(),
-            self.journal.clone(),
-            handle.clone(),
+            Arc::new(Haproxy::new),
+            Parts {
+                instance_id,
+                runtime: self.docker.clone(),
+                archives: self.archives.clone(),
+                prober: Http,
+            },
         );
+        let walker = Walker::new(steps, self.book(&service.name, &handle));
         Ok(Slot {
             handle,
             settings: Updates::Container(tx),
-            task: tokio::spawn(driver.run()),
+            task: tokio::spawn(walker.run()),
         })
     }
 
     fn spawn_process(&self, process: &ProcessSettings) -> anyhow::Result<Slot> {
         let handle = self.open_handle(&process.name)?;
         let (tx, rx) = watch::channel(process.clone());
-        let driver = ProcessDriver::new(
-            rx,
-            self.identity.clone(),
-            self.reporter.clone(),
-            self.journal.clone(),
-            handle.clone(),
-        );
+        let walker = Walker::new(Processes::new(rx, Http), self.book(&process.name, &handle));
         Ok(Slot {
             handle,
             settings: Updates::Process(tx),
-            task: tokio::spawn(driver.run()),
+            task: tokio::spawn(walker.run()),
         })
     }
 

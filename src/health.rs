@@ -128,6 +128,33 @@ fn next_interval(current: Duration, passed: bool, min: Duration, max: Duration) 
     }
 }
 
+/// The health gate as the engine sees it; `Http` is the real one.
+pub trait Prober: Send + Sync + 'static {
+    fn gate(
+        &self,
+        addr: SocketAddr,
+        settings: &HealthSettings,
+        version: &str,
+        deadline: Instant,
+    ) -> impl std::future::Future<Output = Result<Passed, GateFailed>> + Send;
+}
+
+/// End-to-end HTTP checks (`gate` below).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Http;
+
+impl Prober for Http {
+    async fn gate(
+        &self,
+        addr: SocketAddr,
+        settings: &HealthSettings,
+        version: &str,
+        deadline: Instant,
+    ) -> Result<Passed, GateFailed> {
+        gate(addr, settings, version, deadline).await
+    }
+}
+
 /// Polls until `consecutive_passes` attempts in a row pass, or `deadline`.
 pub async fn gate(
     addr: SocketAddr,

@@ -2,6 +2,7 @@
 
 pub mod balancer;
 pub mod cli;
+pub mod clock;
 pub mod code;
 pub mod config;
 pub mod control;

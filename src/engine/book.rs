@@ -1,15 +1,16 @@
-//! The record of one service's swaps, shared by both drivers (containers and local processes):
+//! The record of one service's swaps, kept by its walker whatever the kind of service:
 //! the journal, the view status queries see, and the report at the end. A phase change is
-//! journaled (`advance`) before the driver acts on it; a swap's end is published only once it is
+//! journaled (`advance`) before the walker acts on it; a swap's end is published only once it is
 //! reported (`settle`).
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::driver::now_ms;
 use super::handle::ServiceHandle;
 use super::journal::{Journal, ServiceRecord};
 use super::phase::{Budgets, Event, Phase, Swap};
+use super::steps::Ledger;
+use crate::clock::now_ms;
 use crate::report::{Identity, Report, Reporter};
 
 pub struct Book<P> {
@@ -177,5 +178,20 @@ impl<P: Reporter> Book<P> {
         self.record.finish();
         self.store();
         self.publish("idle");
+    }
+}
+
+impl<P: Reporter> Ledger for Book<P> {
+    fn note(&mut self, swap: &Swap) {
+        Book::note(self, swap)
+    }
+    fn show(&mut self, swap: &Swap) {
+        Book::show(self, swap)
+    }
+    fn record(&mut self) -> &mut ServiceRecord {
+        &mut self.record
+    }
+    fn store(&mut self) {
+        Book::store(self)
     }
 }

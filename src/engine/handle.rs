@@ -13,8 +13,8 @@ use std::sync::Mutex;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{watch, Notify};
 
-use super::driver::now_ms;
 use super::phase::{Instance, Release, Swap};
+use crate::clock::now_ms;
 use crate::fsutil::write_atomic;
 
 /// Superseded deploys remembered for status queries.

@@ -1,14 +1,25 @@
-//! The swap engine: the pure state machine (`phase`), its journal, the per-service driver and the
-//! handle the control API talks to.
+//! The swap engine. `phase` is the pure state machine; `walker` the one loop that walks a swap
+//! through it, journaling (`book`, `journal`) before each phase acts; `steps` the work of each
+//! phase per kind of service, one file per phase; `recover` what a restart does; `handle` the
+//! per-service queue and view the control API talks to.
 
 pub mod book;
 pub mod canary;
-pub mod driver;
+pub mod error;
 pub mod handle;
 pub mod journal;
 pub mod phase;
-pub mod reload;
+pub mod recover;
+pub mod steps;
+pub mod walker;
 
-pub use driver::{now_ms, Driver};
+#[cfg(test)]
+mod fakes;
+#[cfg(test)]
+mod tests;
+
+pub use crate::clock::now_ms;
+pub use error::StepError;
 pub use handle::{DeployState, ServiceHandle, ServiceView, Submitted};
 pub use phase::{Instance, Phase, Release, Swap};
+pub use walker::Walker;

@@ -7,8 +7,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-/// Milliseconds since the Unix epoch: journaled, so a restarted daemon sees the same deadlines.
-pub type UnixMs = u64;
+pub use crate::clock::UnixMs;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Release {
@@ -330,9 +329,7 @@ pub struct StepRecord {
 /// may start and gate.
 const STEP_SLACK_MS: u64 = 30_000;
 
-fn ms(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
-}
+use crate::clock::ms;
 
 impl Swap {
     pub fn new(release: Release, old: Option<Instance>, budgets: Budgets, now: UnixMs) -> Swap {

@@ -179,7 +179,7 @@ fn move_into(dir: &Path, path: &Path, sub: &str) -> PathBuf {
     if to.exists() {
         to = dir
             .join(sub)
-            .join(format!("{}.{name}", crate::engine::now_ms()));
+            .join(format!("{}.{name}", crate::clock::now_ms()));
     }
     if let Err(e) = std::fs::rename(path, &to) {
         tracing::error!(file = %path.display(), error = %e, "cannot move inbox file");

@@ -37,7 +37,7 @@ pub fn new_deploy_id() -> String {
     let salt = std::collections::hash_map::RandomState::new()
         .build_hasher()
         .finish();
-    format!("d{:x}-{:06x}", crate::engine::now_ms(), salt & 0xff_ffff)
+    format!("d{:x}-{:06x}", crate::clock::now_ms(), salt & 0xff_ffff)
 }
 
 /// Validates a deploy request and queues its release.

@@ -3,16 +3,41 @@
 
 use std::path::Path;
 
+use std::path::PathBuf;
+
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
-pub fn read_pid(pidfile: &Path) -> Result<i32, String> {
-    let text = std::fs::read_to_string(pidfile)
-        .map_err(|e| format!("reading pidfile {}: {e}", pidfile.display()))?;
+#[derive(Debug, thiserror::Error)]
+pub enum ProcessError {
+    #[error("reading pidfile {}: {source}", path.display())]
+    Pidfile {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("pidfile {} holds no pid", path.display())]
+    NoPid { path: PathBuf },
+    #[error("master pid {pid} from {} is not running", pidfile.display())]
+    NotRunning { pid: i32, pidfile: PathBuf },
+    #[error("sending {signal} to pid {pid}: {source}")]
+    Signal {
+        signal: Signal,
+        pid: i32,
+        source: nix::errno::Errno,
+    },
+}
+
+pub fn read_pid(pidfile: &Path) -> Result<i32, ProcessError> {
+    let text = std::fs::read_to_string(pidfile).map_err(|source| ProcessError::Pidfile {
+        path: pidfile.to_owned(),
+        source,
+    })?;
     text.split_whitespace()
         .next()
         .and_then(|p| p.parse().ok())
-        .ok_or_else(|| format!("pidfile {} holds no pid", pidfile.display()))
+        .ok_or_else(|| ProcessError::NoPid {
+            path: pidfile.to_owned(),
+        })
 }
 
 /// Running and not a zombie.
@@ -31,8 +56,12 @@ pub fn alive(pid: i32) -> bool {
     }
 }
 
-pub fn signal(pid: i32, sig: Signal) -> Result<(), String> {
-    kill(Pid::from_raw(pid), sig).map_err(|e| format!("sending {sig} to pid {pid}: {e}"))
+pub fn signal(pid: i32, signal: Signal) -> Result<(), ProcessError> {
+    kill(Pid::from_raw(pid), signal).map_err(|source| ProcessError::Signal {
+        signal,
+        pid,
+        source,
+    })
 }
 
 /// Direct children of `pid` (the workers of a pre-fork master).
@@ -60,7 +89,7 @@ pub fn children(pid: i32) -> Vec<i32> {
 pub async fn wait_gone(pids: &[i32], until: u64) -> Vec<i32> {
     loop {
         let left: Vec<i32> = pids.iter().copied().filter(|p| alive(*p)).collect();
-        if left.is_empty() || crate::engine::now_ms() >= until {
+        if left.is_empty() || crate::clock::now_ms() >= until {
             return left;
         }
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;

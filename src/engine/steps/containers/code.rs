@@ -1,65 +1,58 @@
 //! Containers with code mounted from the host (the Docker variant of a hot code reload): a
 //! code-only release is unpacked under the mounted `app_root`, `current` switched, and the
 //! container told to reload through the Docker API; the same health gate proves the new code.
-//! An image change still swaps containers.
+//! Rolling back points `current` back and signals again. An image change still swaps containers.
 
 use std::path::PathBuf;
 
-use super::Driver;
+use super::Containers;
 use crate::balancer::Balancer;
-use crate::code::bundle;
+use crate::clock::{now_ms, UnixMs};
 use crate::code::layout::Layout;
-use crate::engine::driver::now_ms;
-use crate::engine::phase::{Instance, Swap, UnixMs};
-use crate::report::Reporter;
+use crate::engine::error::StepError;
+use crate::engine::phase::{Instance, Swap};
+use crate::engine::steps::code;
+use crate::health::Prober;
 use crate::runtime::{process, Runtime};
 
-impl<R: Runtime, B: Balancer, P: Reporter> Driver<R, B, P> {
-    fn code_layout(&self) -> Result<(Layout, String), String> {
-        let code = self.settings.code.as_ref().ok_or_else(|| {
-            format!(
-                "service {:?} has no [code] section: code releases need code mounted from the host",
-                self.settings.name
-            )
-        })?;
+impl<R: Runtime, B: Balancer, H: Prober> Containers<R, B, H> {
+    fn code_layout(&self) -> Result<(Layout, String), StepError> {
+        let code = self
+            .settings
+            .code
+            .as_ref()
+            .ok_or_else(|| StepError::NoCodeMount {
+                service: self.settings.name.clone(),
+            })?;
         Ok((Layout::new(&code.app_root), code.reload_signal.clone()))
     }
 
-    pub(super) async fn code_start(&self, swap: &mut Swap) -> Result<Instance, String> {
+    pub(super) async fn code_start(&self, swap: &mut Swap) -> Result<Instance, StepError> {
         let (layout, signal) = self.code_layout()?;
-        let cur = swap
-            .old
+        let cur = swap.old.clone().ok_or(StepError::NothingToReload)?;
+        let bundle = swap
+            .release
+            .code
             .clone()
-            .ok_or("no running container to reload: deploy an image first")?;
-        let bundle_path = swap.release.code.clone().ok_or("no code bundle")?;
-        let dir = layout.release(&swap.release.deploy_id);
-        let _ = std::fs::remove_dir_all(&dir);
-        let dest = dir.clone();
-        tokio::task::spawn_blocking(move || bundle::unpack(&bundle_path, &dest))
-            .await
-            .expect("unpack task")
-            .map_err(|e| e.to_string())?;
+            .ok_or(StepError::Missing("no code bundle"))?;
+        let dir = code::unpack(&layout, &bundle, &swap.release.deploy_id).await?;
         let main_pid = self
             .runtime
             .main_pid(&cur.container_id)
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(StepError::docker("finding the container's main process"))?;
         if let Some(old) = swap.old.as_mut() {
             old.code_dir = layout.current();
             old.pids = main_pid.map(process::children).unwrap_or_default();
         }
-        layout.switch(&dir).map_err(|e| {
-            format!(
-                "switching {} to {}: {e}",
-                layout.current_link().display(),
-                dir.display()
-            )
-        })?;
+        code::point_current(&layout, &dir)?;
         swap.signalled_ms = Some(now_ms());
         self.runtime
             .signal(&cur.container_id, &signal)
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(StepError::docker(format!(
+                "sending {signal} to reload the code"
+            )))?;
         let mut release = swap.release.clone();
         release.image = cur.release.image.clone();
         Ok(Instance {
@@ -88,7 +81,7 @@ impl<R: Runtime, B: Balancer, P: Reporter> Driver<R, B, P> {
         }
     }
 
-    pub(super) fn code_retire(&mut self, swap: &mut Swap) {
+    pub(super) fn code_retire(&self, swap: &mut Swap) {
         let Ok((layout, _)) = self.code_layout() else {
             return;
         };
@@ -111,9 +104,8 @@ impl<R: Runtime, B: Balancer, P: Reporter> Driver<R, B, P> {
         };
         let Some(old) = swap.old.clone() else { return };
         if let Some(dir) = &old.code_dir {
-            if let Err(e) = layout.switch(dir) {
-                swap.warnings
-                    .push(format!("switching current back to {}: {e}", dir.display()));
+            if let Err(e) = code::point_current(&layout, dir) {
+                swap.warnings.push(e.to_string());
             }
         }
         if swap.new.is_some() {
@@ -130,9 +122,6 @@ impl<R: Runtime, B: Balancer, P: Reporter> Driver<R, B, P> {
                     .push(format!("workers {left:?} of the failed code still run"));
             }
         }
-        let dir = layout.release(&swap.release.deploy_id);
-        if layout.current().as_deref() != Some(dir.as_path()) {
-            let _ = std::fs::remove_dir_all(&dir);
-        }
+        code::remove_failed(&layout, &swap.release.deploy_id);
     }
 }

@@ -1,0 +1,123 @@
+//! Start-up recovery, the same for every kind of service: read the journal, finish or undo the
+//! swap a previous run left in flight, then let the steps make what runs match the record.
+
+use super::error::StepError;
+use super::journal::JournalError;
+use super::phase::{Event, Phase, Swap};
+use super::steps::Steps;
+use super::walker::Walker;
+use crate::report::Reporter;
+
+/// What a restart does with a swap it finds in a phase.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resume {
+    /// Walk on from where it is (nothing acted yet, or the phase is idempotent).
+    Continue,
+    /// Finish the switch if the new release is still whole and healthy, else roll back.
+    CheckSwitch,
+    /// The new release never took (all the) traffic: undo it.
+    RollBack,
+}
+
+/// The one decision table of recovery.
+pub fn resume(phase: &Phase) -> Resume {
+    match phase {
+        Phase::Accepted => Resume::Continue,
+        Phase::Starting { .. }
+        | Phase::HealthGate { .. }
+        | Phase::Ramping { .. }
+        | Phase::Watching { .. } => Resume::RollBack,
+        Phase::Switching { .. } => Resume::CheckSwitch,
+        Phase::Draining { .. }
+        | Phase::Retiring { .. }
+        | Phase::RollingBack { .. }
+        | Phase::Succeeded
+        | Phase::Failed => Resume::Continue,
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RecoverError {
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+    #[error(transparent)]
+    Step(#[from] StepError),
+}
+
+impl<S: Steps, P: Reporter> Walker<S, P> {
+    /// Brings the service to one consistent state after a start. Returns the state to show.
+    pub(super) async fn recover(&mut self) -> Result<String, RecoverError> {
+        let name = self.steps.service().to_string();
+        self.book.record = self.book.journal.load(&name)?;
+        self.book.publish("recovering");
+        // fail fast when Docker or HAProxy are not there; `run` retries
+        self.steps.reachable().await?;
+        if let Some(swap) = self.book.record.swap.clone() {
+            tracing::warn!(service = %name, deploy_id = %swap.release.deploy_id, phase = swap.phase.name(), "resuming swap left by a previous run");
+            let swap = self.resumed(swap).await;
+            self.walk(swap).await;
+        }
+        let reconciled = self.steps.reconcile(&mut self.book).await?;
+        Ok(match reconciled.degraded {
+            Some(why) => {
+                tracing::error!(service = %name, "{why}");
+                why
+            }
+            None => "idle".into(),
+        })
+    }
+
+    async fn resumed(&mut self, swap: Swap) -> Swap {
+        let roll_back = |book: &mut super::book::Book<P>, swap: Swap, why: String| {
+            book.advance(swap, Event::Fail(why))
+        };
+        match resume(&swap.phase) {
+            Resume::Continue => swap,
+            Resume::RollBack => {
+                let why = format!(
+                    "hotswapd restarted during phase {}; rolled back",
+                    swap.phase
+                );
+                roll_back(&mut self.book, swap, why)
+            }
+            Resume::CheckSwitch => {
+                if self.steps.may_finish_switch(&swap).await {
+                    swap
+                } else {
+                    let why = "hotswapd restarted while switching and the new release is not healthy; rolled back".to_string();
+                    roll_back(&mut self.book, swap, why)
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_phases_before_traffic_moved_roll_back() {
+        assert_eq!(resume(&Phase::Accepted), Resume::Continue);
+        assert_eq!(resume(&Phase::Starting { deadline: 1 }), Resume::RollBack);
+        assert_eq!(resume(&Phase::HealthGate { deadline: 1 }), Resume::RollBack);
+        assert_eq!(
+            resume(&Phase::Switching { deadline: 1 }),
+            Resume::CheckSwitch
+        );
+        assert_eq!(
+            resume(&Phase::Ramping {
+                step: 1,
+                deadline: 1
+            }),
+            Resume::RollBack
+        );
+        assert_eq!(resume(&Phase::Watching { deadline: 1 }), Resume::RollBack);
+        assert_eq!(resume(&Phase::Draining { deadline: 1 }), Resume::Continue);
+        assert_eq!(resume(&Phase::Retiring { deadline: 1 }), Resume::Continue);
+        assert_eq!(
+            resume(&Phase::RollingBack { deadline: 1 }),
+            Resume::Continue
+        );
+    }
+}

@@ -1,0 +1,100 @@
+//! Recovery, once no swap is in flight: containers of ours that are not the current release are
+//! orphans and go; the current release's containers are put back in HAProxy (with a new host
+//! port if Docker restarted them) and in the config file; stray `hs-*` servers are deleted. A
+//! current container that does not run leaves the service degraded, with the reason.
+
+use super::{member_spec, specs_of, Containers};
+use crate::balancer::Balancer;
+use crate::engine::error::StepError;
+use crate::engine::phase::Instance;
+use crate::engine::steps::{Ledger, Reconciled};
+use crate::health::Prober;
+use crate::runtime::Runtime;
+
+impl<R: Runtime, B: Balancer, H: Prober> Containers<R, B, H> {
+    pub(super) async fn reconcile_current(
+        &self,
+        ledger: &mut dyn Ledger,
+    ) -> Result<Reconciled, StepError> {
+        let listing = format!("listing the containers of service {:?}", self.name());
+        let found = self
+            .runtime
+            .list(&self.ours())
+            .await
+            .map_err(StepError::docker(listing))?;
+        let current = ledger.record().current.clone();
+        let members = current.as_ref().map(Instance::members).unwrap_or_default();
+        for f in &found {
+            if !members.iter().any(|m| m.container_id == f.id) {
+                tracing::warn!(service = self.name(), container = %f.name, "removing orphan container");
+                self.runtime
+                    .stop_and_remove(&f.id, self.settings.container.stop_grace)
+                    .await
+                    .map_err(StepError::docker(format!(
+                        "removing orphan container {}",
+                        f.name
+                    )))?;
+            }
+        }
+        let servers = self
+            .balancer
+            .servers()
+            .await
+            .map_err(StepError::haproxy(format!(
+                "reading the servers of service {:?}",
+                self.name()
+            )))?;
+        let mut degraded = None;
+        if let Some(mut cur) = current {
+            let mut down = Vec::new();
+            let mut moved = false;
+            for (i, m) in cur.members().into_iter().enumerate() {
+                match found.iter().find(|f| f.id == m.container_id) {
+                    Some(f) if f.running => {
+                        let mut m = m;
+                        if let Some(port) = f.host_port.filter(|p| *p != m.host_port) {
+                            tracing::warn!(service = self.name(), server = %m.server, port, "current container has a new host port");
+                            m.host_port = port;
+                            moved = true;
+                            cur.set_host_port(i, port);
+                        }
+                        self.balancer.put_in(&member_spec(&m, None)).await.map_err(
+                            StepError::haproxy(format!("putting {} back in HAProxy", m.server)),
+                        )?;
+                    }
+                    _ => down.push(m.container_id.clone()),
+                }
+            }
+            if moved {
+                ledger.record().current = Some(cur.clone());
+                ledger.store();
+            }
+            self.balancer
+                .persist(&specs_of(&cur))
+                .await
+                .map_err(StepError::haproxy(
+                    "writing the current servers into HAProxy's config file",
+                ))?;
+            if !down.is_empty() {
+                degraded = Some(format!(
+                    "degraded: current container(s) {} not running",
+                    down.join(", ")
+                ));
+            }
+        }
+        for s in servers {
+            let is_current = members.iter().any(|m| m.server == s.name);
+            if s.name.starts_with("hs-") && !is_current {
+                tracing::warn!(service = self.name(), server = %s.name, "removing stray HAProxy server");
+                self.balancer
+                    .take_out(&s.name)
+                    .await
+                    .map_err(StepError::haproxy(format!(
+                        "removing stray server {}",
+                        s.name
+                    )))?;
+            }
+        }
+        Ok(Reconciled { degraded })
+    }
+}

@@ -1,0 +1,51 @@
+//! retiring: the old release leaves HAProxy (maint, delete), its containers are stopped with the
+//! configured signal and grace and removed, and images no longer needed are removed, keeping
+//! `keep_images` previous ones for rollback (newest first). Problems are warnings: the new
+//! release already serves.
+
+use super::{servers_of, Containers};
+use crate::balancer::Balancer;
+use crate::engine::phase::Swap;
+use crate::engine::steps::Ledger;
+use crate::health::Prober;
+use crate::runtime::Runtime;
+
+impl<R: Runtime, B: Balancer, H: Prober> Containers<R, B, H> {
+    pub(super) async fn retire_old(&self, ledger: &mut dyn Ledger, swap: &mut Swap) {
+        if let Some(old) = swap.old.clone() {
+            let new = servers_of(swap.new.as_ref());
+            for m in old.members() {
+                if new.contains(&m.server) {
+                    continue;
+                }
+                if let Err(e) = self.balancer.take_out(&m.server).await {
+                    swap.warnings
+                        .push(format!("taking {} out of HAProxy: {e}", m.server));
+                }
+                if let Err(e) = self
+                    .runtime
+                    .stop_and_remove(&m.container_id, self.settings.container.stop_grace)
+                    .await
+                {
+                    swap.warnings.push(format!("removing old container: {e}"));
+                }
+            }
+        }
+        let record = ledger.record();
+        let mut candidates: Vec<String> =
+            swap.old.iter().map(|o| o.release.image.clone()).collect();
+        candidates.extend(record.kept_images.iter().cloned());
+        let mut kept: Vec<String> = Vec::new();
+        for image in candidates {
+            if image == swap.release.image || kept.contains(&image) {
+                continue;
+            }
+            if kept.len() < self.settings.keep_images {
+                kept.push(image);
+            } else if let Err(e) = self.runtime.remove_image(&image).await {
+                swap.warnings.push(e.to_string());
+            }
+        }
+        ledger.record().kept_images = kept;
+    }
+}

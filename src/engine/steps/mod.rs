@@ -1,0 +1,100 @@
+//! The work of each phase, per kind of service, behind one trait the walker drives. Containers
+//! (with or without code mounted from the host) and local pre-fork processes differ only here;
+//! a phase a kind does not have defaults to nothing.
+
+pub mod code;
+pub mod containers;
+pub mod process;
+
+use super::error::StepError;
+use super::journal::ServiceRecord;
+use super::phase::{Budgets, Instance, Swap};
+use crate::clock::UnixMs;
+use crate::health::Passed;
+
+/// What a step may do with the service's record while its phase runs: the walker journals every
+/// phase change itself, a step only adds to it mid-phase.
+pub trait Ledger: Send {
+    /// Journals and shows the swap mid-phase (e.g. a replica just started), so a restart knows it.
+    fn note(&mut self, swap: &Swap);
+    /// Shows the swap as it is now (live canary figures) without journaling it.
+    fn show(&mut self, swap: &Swap);
+    /// The service's journaled record (kept images, history); `store` journals a change to it.
+    fn record(&mut self) -> &mut ServiceRecord;
+    fn store(&mut self);
+}
+
+/// How the old release is left after a failed swap is undone, and what a restart finds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reconciled {
+    /// Set when the current release is not (fully) serving: the reason, for `status`.
+    pub degraded: Option<String>,
+}
+
+/// The steps of one kind of service. Every step is idempotent enough to be run again after a
+/// restart in its phase (the walker resumes draining, retiring and rolling back).
+#[allow(async_fn_in_trait)] // only driven with concrete types, whose futures are Send
+pub trait Steps: Send {
+    /// The service's name, for logs.
+    fn service(&self) -> &str;
+    /// Takes settings from a config reload (between swaps only).
+    fn refresh(&mut self) {}
+    /// The time limits of a swap taken now.
+    fn budgets(&self) -> Budgets;
+    /// Fixes what the swap follows before it begins (the canary plan, counters to compare with).
+    async fn plan(&mut self, swap: Swap) -> Swap {
+        swap
+    }
+    /// starting: the new release runs, out of traffic.
+    async fn start(
+        &mut self,
+        ledger: &mut dyn Ledger,
+        swap: &mut Swap,
+    ) -> Result<Instance, StepError>;
+    /// health_gate: the new release answers as it should, end to end.
+    async fn gate(&mut self, swap: &Swap, deadline: UnixMs) -> Result<Passed, StepError>;
+    /// switching: traffic moves to the new release (the old one keeps serving until it has).
+    async fn switch(
+        &mut self,
+        _ledger: &mut dyn Ledger,
+        _swap: &mut Swap,
+    ) -> Result<(), StepError> {
+        Ok(())
+    }
+    /// ramping: one canary step.
+    async fn ramp(
+        &mut self,
+        _ledger: &mut dyn Ledger,
+        _swap: &mut Swap,
+        _step: usize,
+    ) -> Result<(), StepError> {
+        Err(StepError::NoRamp)
+    }
+    /// watching: the window after the last canary step.
+    async fn watch(&mut self, _ledger: &mut dyn Ledger, _swap: &mut Swap) -> Result<(), StepError> {
+        Err(StepError::NoRamp)
+    }
+    /// draining: the old release finishes its requests, within the budget. Problems are warnings.
+    async fn drain(&mut self, _swap: &mut Swap, _deadline: UnixMs) {}
+    /// retiring: the old release goes (what rollback needs is kept). Problems are warnings.
+    async fn retire(&mut self, _ledger: &mut dyn Ledger, _swap: &mut Swap) {}
+    /// rolling_back: the new release goes, the old one serves as before. Problems are warnings.
+    async fn roll_back(&mut self, ledger: &mut dyn Ledger, swap: &mut Swap);
+    /// After the last phase, before the report (e.g. the failed requests HAProxy counted).
+    async fn finish(&mut self, _swap: &mut Swap) {}
+
+    /// Recovery: fails when what the service needs (Docker, HAProxy) does not answer yet.
+    async fn reachable(&mut self) -> Result<(), StepError> {
+        Ok(())
+    }
+    /// Recovery in `switching`: whether the new release may still be switched to (every part of
+    /// it runs and passes its gate); else the swap rolls back.
+    async fn may_finish_switch(&mut self, _swap: &Swap) -> bool {
+        false
+    }
+    /// Recovery, once no swap is in flight: makes what runs match the record (orphans removed,
+    /// the current release back in the load balancer).
+    async fn reconcile(&mut self, _ledger: &mut dyn Ledger) -> Result<Reconciled, StepError> {
+        Ok(Reconciled { degraded: None })
+    }
+}

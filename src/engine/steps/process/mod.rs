@@ -1,0 +1,170 @@
+//! Steps of a local pre-fork server (gunicorn-style) whose code reloads on a signal: starting =
+//! unpack the bundle, switch `current`, signal the master (hup) or start a new one (usr2);
+//! switching = (usr2) tell the old master to stop; draining = wait for the old workers or the old
+//! master, and the pidfile handover; retiring = prune old releases; rolling back = `current`
+//! back, reload again or stop the new master, wait for the failed code's workers.
+
+mod drain;
+mod rollback;
+mod start;
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use super::{Ledger, Steps};
+use crate::clock::{instant_of, UnixMs};
+use crate::code::layout::Layout;
+use crate::config::{ProcessSettings, ReloadStrategy};
+use crate::engine::error::StepError;
+use crate::engine::phase::{Budgets, Instance, Swap};
+use crate::health::{Passed, Prober};
+use crate::runtime::process;
+
+use super::containers::ROLLBACK_BUDGET;
+
+/// How often process states are read while waiting on them.
+const POLL: Duration = Duration::from_millis(10);
+
+pub struct Processes<H> {
+    settings: ProcessSettings,
+    updates: watch::Receiver<ProcessSettings>,
+    prober: H,
+}
+
+fn budgets_of(s: &ProcessSettings) -> Budgets {
+    Budgets {
+        health_deadline: s.health.deadline,
+        drain_budget: s.drain_budget,
+        host_budget: s.host_budget,
+        rollback: ROLLBACK_BUDGET,
+    }
+}
+
+/// `<pidfile>.2`: where gunicorn's new master writes its pid during a USR2 handover.
+fn handover_pidfile(pidfile: &Path) -> PathBuf {
+    let mut name = pidfile.as_os_str().to_owned();
+    name.push(".2");
+    PathBuf::from(name)
+}
+
+impl<H: Prober> Processes<H> {
+    pub fn new(updates: watch::Receiver<ProcessSettings>, prober: H) -> Self {
+        let settings = updates.borrow().clone();
+        Processes {
+            settings,
+            updates,
+            prober,
+        }
+    }
+
+    fn layout(&self) -> Layout {
+        Layout::new(&self.settings.app_root)
+    }
+
+    fn addr(&self) -> SocketAddr {
+        SocketAddr::from((Ipv4Addr::LOCALHOST, self.settings.port))
+    }
+}
+
+impl<H: Prober> Steps for Processes<H> {
+    fn service(&self) -> &str {
+        &self.settings.name
+    }
+
+    fn refresh(&mut self) {
+        if self.updates.has_changed().unwrap_or(false) {
+            self.settings = self.updates.borrow_and_update().clone();
+        }
+    }
+
+    fn budgets(&self) -> Budgets {
+        budgets_of(&self.updates.borrow())
+    }
+
+    async fn start(
+        &mut self,
+        _ledger: &mut dyn Ledger,
+        swap: &mut Swap,
+    ) -> Result<Instance, StepError> {
+        self.start_new(swap).await
+    }
+
+    async fn gate(&mut self, swap: &Swap, deadline: UnixMs) -> Result<Passed, StepError> {
+        let new = swap
+            .new
+            .as_ref()
+            .ok_or(StepError::Missing("no new code to check"))?;
+        let master: i32 = new
+            .container_id
+            .parse()
+            .map_err(|_| StepError::Missing("no master pid"))?;
+        let gate = self.prober.gate(
+            self.addr(),
+            &self.settings.health,
+            &swap.release.version,
+            instant_of(deadline),
+        );
+        let died = async {
+            loop {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                if !process::alive(master) {
+                    return;
+                }
+            }
+        };
+        tokio::select! {
+            r = gate => r.map_err(StepError::from),
+            () = died => Err(StepError::MasterDied { pid: master }),
+        }
+    }
+
+    /// usr2: the old master is told to stop gracefully (its workers finish their requests).
+    async fn switch(&mut self, _ledger: &mut dyn Ledger, swap: &mut Swap) -> Result<(), StepError> {
+        if self.settings.strategy == ReloadStrategy::Usr2 {
+            if let Some(old) = &swap.old {
+                let pid: i32 = old
+                    .container_id
+                    .parse()
+                    .map_err(|_| StepError::Missing("no old master pid"))?;
+                process::signal(pid, self.settings.stop_old_signal)?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn drain(&mut self, swap: &mut Swap, deadline: UnixMs) {
+        self.drain_old(swap, deadline).await
+    }
+
+    /// Old releases are pruned: the new one, the old one and `keep_releases` stay.
+    async fn retire(&mut self, ledger: &mut dyn Ledger, swap: &mut Swap) {
+        let mut keep: Vec<PathBuf> = swap.new.iter().map(|n| PathBuf::from(&n.server)).collect();
+        keep.extend(
+            swap.old
+                .iter()
+                .filter(|o| !o.server.is_empty())
+                .map(|o| PathBuf::from(&o.server)),
+        );
+        for h in ledger.record().history.iter().rev() {
+            if keep.len() >= 1 + self.settings.keep_releases {
+                break;
+            }
+            if let Some(n) = &h.new {
+                let p = PathBuf::from(&n.server);
+                if !keep.contains(&p) {
+                    keep.push(p);
+                }
+            }
+        }
+        keep.truncate(1 + self.settings.keep_releases);
+        let keep: Vec<&Path> = keep.iter().map(|p| p.as_path()).collect();
+        swap.warnings.extend(self.layout().prune(&keep));
+    }
+
+    async fn roll_back(&mut self, _ledger: &mut dyn Ledger, swap: &mut Swap) {
+        self.roll_back_new(swap).await
+    }
+}
