@@ -416,11 +416,11 @@ async fn a_daemon_killed_between_batches_finishes_the_swap_when_it_starts_again(
     let started = std::time::Instant::now();
     loop {
         let s = daemon.status_json().unwrap();
-        let replicas = s["services"][0]["swap"]["new"]["replicas"]
+        let containers = s["services"][0]["swap"]["new"]["runs"]["members"]
             .as_array()
             .map(Vec::len)
             .unwrap_or(0);
-        if replicas >= 1 {
+        if containers >= 2 {
             break;
         }
         assert!(

@@ -29,10 +29,23 @@ pub enum JournalError {
         path: PathBuf,
         source: serde_json::Error,
     },
+    #[error("journal {path} has schema {found}, newer than this hotswapd reads ({JOURNAL_SCHEMA}): run the hotswapd that wrote it")]
+    Newer { path: PathBuf, found: u32 },
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+/// The journal's format. 1: hotswap 0.1 (no `schema` key, instances flat); 2: instances say what
+/// runs them (`runs`: containers or a process). Older forms are read and rewritten as the current
+/// one at the next store; a newer one is refused, naming the file.
+pub const JOURNAL_SCHEMA: u32 = 2;
+
+fn schema_v1() -> u32 {
+    1
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ServiceRecord {
+    #[serde(default = "schema_v1")]
+    pub schema: u32,
     pub current: Option<Instance>,
     /// The release that served before `current`: what a rollback goes back to.
     pub previous: Option<Release>,
@@ -42,6 +55,19 @@ pub struct ServiceRecord {
     pub swap: Option<Swap>,
     /// Finished swaps, newest last.
     pub history: Vec<Swap>,
+}
+
+impl Default for ServiceRecord {
+    fn default() -> Self {
+        ServiceRecord {
+            schema: JOURNAL_SCHEMA,
+            current: None,
+            previous: None,
+            kept_images: Vec::new(),
+            swap: None,
+            history: Vec::new(),
+        }
+    }
 }
 
 impl ServiceRecord {
@@ -84,8 +110,21 @@ impl Journal {
     pub fn load(&self, service: &str) -> Result<ServiceRecord, JournalError> {
         let path = self.path(service);
         match std::fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes)
-                .map_err(|source| JournalError::Corrupt { path, source }),
+            Ok(bytes) => {
+                let mut record: ServiceRecord =
+                    serde_json::from_slice(&bytes).map_err(|source| JournalError::Corrupt {
+                        path: path.clone(),
+                        source,
+                    })?;
+                if record.schema > JOURNAL_SCHEMA {
+                    return Err(JournalError::Newer {
+                        path,
+                        found: record.schema,
+                    });
+                }
+                record.schema = JOURNAL_SCHEMA;
+                Ok(record)
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(ServiceRecord::default()),
             Err(source) => Err(JournalError::Read { path, source }),
         }
@@ -111,6 +150,57 @@ mod tests {
         r.kept_images.push("web:1".into());
         j.store("web", &r).unwrap();
         assert_eq!(j.load("web").unwrap(), r);
+    }
+
+    #[test]
+    fn a_journal_of_schema_1_is_read_with_what_runs_each_release() {
+        let dir = tempfile::tempdir().unwrap();
+        let j = Journal::open(dir.path()).unwrap();
+        std::fs::write(
+            dir.path().join("web.json"),
+            include_str!("../../tests/fixtures/journal-v1-web.json"),
+        )
+        .unwrap();
+        let r = j.load("web").unwrap();
+        assert_eq!(r.schema, JOURNAL_SCHEMA);
+        let current = r.current.as_ref().unwrap();
+        let ids: Vec<String> = current.members().into_iter().map(|m| m.server).collect();
+        assert_eq!(ids, ["hs-d1", "hs-d1-2"]);
+        let swap = r.swap.as_ref().unwrap();
+        assert_eq!(swap.phase.name(), "health_gate");
+        assert_eq!(swap.new.as_ref().unwrap().members()[0].server, "hs-d2");
+        assert_eq!(r.kept_images, ["web:0"]);
+        // stored again, it is schema 2 and reads back the same
+        j.store("web", &r).unwrap();
+        let text = std::fs::read_to_string(dir.path().join("web.json")).unwrap();
+        assert!(
+            text.contains("\"schema\": 2") && text.contains("\"runs\""),
+            "{text}"
+        );
+        assert_eq!(j.load("web").unwrap(), r);
+    }
+
+    #[test]
+    fn a_process_instance_of_schema_1_becomes_a_process() {
+        let v1 = r#"{"release": {"service": "app", "image": "", "version": "3", "deploy_id": "d3"},
+            "container_id": "4242", "server": "/srv/app/releases/d3", "host_port": 8000, "pids": [4243, 4244]}"#;
+        let i: Instance = serde_json::from_str(v1).unwrap();
+        assert_eq!(i.master(), Some(4242));
+        assert_eq!(i.code_dir(), Some(Path::new("/srv/app/releases/d3")));
+        assert_eq!(i.workers(), [4243, 4244]);
+        assert!(i.members().is_empty());
+    }
+
+    #[test]
+    fn a_journal_from_a_newer_hotswapd_is_refused_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let j = Journal::open(dir.path()).unwrap();
+        std::fs::write(dir.path().join("web.json"), r#"{"schema": 99, "current": null, "previous": null, "kept_images": [], "swap": null, "history": []}"#).unwrap();
+        let err = j.load("web").unwrap_err().to_string();
+        assert!(
+            err.contains("web.json") && err.contains("schema 99"),
+            "{err}"
+        );
     }
 
     #[test]

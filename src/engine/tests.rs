@@ -603,7 +603,7 @@ async fn killed_while_switching_with_a_dead_replica_rolls_back() {
     r.deploy(&mut w, "1").await;
     let swap = r.until(&mut w, "2", "switching").await;
     drop(w);
-    let dead = swap.new.as_ref().unwrap().replicas[0].container_id.clone();
+    let dead = swap.new.as_ref().unwrap().members()[1].container_id.clone();
     r.docker.kill(&dead);
     let mut w = r.walker();
     w.recover().await.unwrap();
@@ -730,7 +730,9 @@ async fn recovery_follows_a_current_container_to_its_new_host_port() {
     let r = Rig::new();
     let mut w = r.started().await;
     r.deploy(&mut w, "1").await;
-    let id = r.journal().current.unwrap().container_id;
+    let id = r.journal().current.unwrap().members()[0]
+        .container_id
+        .clone();
     r.docker
         .state
         .lock()
@@ -743,7 +745,7 @@ async fn recovery_follows_a_current_container_to_its_new_host_port() {
     let mut w = r.walker();
     w.recover().await.unwrap();
     assert_eq!(r.haproxy.server("hs-d1").unwrap().port, 31_000);
-    assert_eq!(r.journal().current.unwrap().host_port, 31_000, "journaled");
+    assert_eq!(r.journal().current.unwrap().members()[0].host_port, 31_000);
 }
 
 #[tokio::test]
@@ -751,7 +753,9 @@ async fn recovery_says_degraded_when_the_current_container_is_not_running() {
     let r = Rig::new();
     let mut w = r.started().await;
     r.deploy(&mut w, "1").await;
-    let id = r.journal().current.unwrap().container_id;
+    let id = r.journal().current.unwrap().members()[0]
+        .container_id
+        .clone();
     r.docker.kill(&id);
     drop(w);
     let mut w = r.walker();
@@ -825,4 +829,54 @@ async fn the_walker_loop_shows_idle_after_a_release_that_recovery_already_ran() 
             .count(),
         1
     );
+}
+
+#[tokio::test]
+async fn a_journal_written_by_hotswap_0_1_is_recovered() {
+    // tests/fixtures/journal-v1-web.json: two replicas of d1 serving, d2 in its health gate
+    let r = Rig::with("replicas = 2\nbatch = 2\n");
+    let dir = r.dir.path().join("journal");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("web.json"),
+        include_str!("../../tests/fixtures/journal-v1-web.json"),
+    )
+    .unwrap();
+    let container = |id: &str, image: &str, deploy: &str, port: u16| {
+        let labels = [
+            ("hotswap.instance", "host-1"),
+            ("hotswap.service", "web"),
+            ("hotswap.deploy_id", deploy),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let c = super::fakes::FakeContainer {
+            name: format!("hotswap-host-1-web-{deploy}-{port}"),
+            image: image.into(),
+            labels,
+            running: true,
+            host_port: port,
+        };
+        r.docker
+            .state
+            .lock()
+            .unwrap()
+            .containers
+            .insert(id.repeat(32), c);
+    };
+    container("a1", "web:1", "d1", 32768);
+    container("b1", "web:1", "d1", 32769);
+    container("c2", "web:2", "d2", 32770);
+    container("d2", "web:2", "d2", 32771);
+    let mut w = r.walker();
+    assert_eq!(w.recover().await.unwrap(), "idle");
+    assert_eq!(r.running_images(), vec!["web:1", "web:1"]);
+    assert_eq!(r.haproxy.serving(), vec!["hs-d1", "hs-d1-2"]);
+    let last = r.reporter.all().pop().unwrap();
+    assert_eq!((last.deploy_id.as_str(), last.result), ("d2", "failure"));
+    let journal = r.journal();
+    assert_eq!(journal.schema, super::journal::JOURNAL_SCHEMA);
+    assert_eq!(journal.current.unwrap().members().len(), 2);
+    assert_eq!(journal.history.len(), 2);
 }

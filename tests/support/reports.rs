@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use hotswap::engine::phase::{Budgets, Event, Instance, Release, Swap};
+use hotswap::engine::phase::{Budgets, Event, Instance, Release, Replica, Swap};
 use hotswap::report::Report;
 
 /// A host's report, built the way hotswapd builds it.
@@ -27,15 +27,14 @@ pub fn host_report(deploy_id: &str, instance: &str, ok: bool) -> String {
         .apply(Event::Begin, 2)
         .unwrap();
     if ok {
-        let inst = Instance {
+        let inst = Instance::containers(
             release,
-            container_id: "c".into(),
-            server: "hs-x".into(),
-            host_port: 1,
-            pids: vec![],
-            code_dir: None,
-            replicas: vec![],
-        };
+            vec![Replica {
+                container_id: "c".into(),
+                server: "hs-x".into(),
+                host_port: 1,
+            }],
+        );
         for e in [
             Event::Started(inst),
             Event::GatePassed,

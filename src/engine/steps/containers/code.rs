@@ -10,7 +10,7 @@ use crate::balancer::Balancer;
 use crate::clock::{now_ms, UnixMs};
 use crate::code::layout::Layout;
 use crate::engine::error::StepError;
-use crate::engine::phase::{Instance, Swap};
+use crate::engine::phase::{Instance, Runs, Swap};
 use crate::engine::steps::code;
 use crate::health::Prober;
 use crate::runtime::{process, Runtime};
@@ -30,6 +30,11 @@ impl<R: Runtime, B: Balancer, H: Prober> Containers<R, B, H> {
     pub(super) async fn code_start(&self, swap: &mut Swap) -> Result<Instance, StepError> {
         let (layout, signal) = self.code_layout()?;
         let cur = swap.old.clone().ok_or(StepError::NothingToReload)?;
+        let container = cur
+            .primary()
+            .ok_or(StepError::NothingToReload)?
+            .container_id
+            .clone();
         let bundle = swap
             .release
             .code
@@ -38,17 +43,20 @@ impl<R: Runtime, B: Balancer, H: Prober> Containers<R, B, H> {
         let dir = code::unpack(&layout, &bundle, &swap.release.deploy_id).await?;
         let main_pid = self
             .runtime
-            .main_pid(&cur.container_id)
+            .main_pid(&container)
             .await
             .map_err(StepError::docker("finding the container's main process"))?;
-        if let Some(old) = swap.old.as_mut() {
-            old.code_dir = layout.current();
-            old.pids = main_pid.map(process::children).unwrap_or_default();
+        if let Some(Runs::Containers {
+            code_dir, workers, ..
+        }) = swap.old.as_mut().map(|o| &mut o.runs)
+        {
+            *code_dir = layout.current();
+            *workers = main_pid.map(process::children).unwrap_or_default();
         }
         code::point_current(&layout, &dir)?;
         swap.signalled_ms = Some(now_ms());
         self.runtime
-            .signal(&cur.container_id, &signal)
+            .signal(&container, &signal)
             .await
             .map_err(StepError::docker(format!(
                 "sending {signal} to reload the code"
@@ -57,12 +65,11 @@ impl<R: Runtime, B: Balancer, H: Prober> Containers<R, B, H> {
         release.image = cur.release.image.clone();
         Ok(Instance {
             release,
-            container_id: cur.container_id,
-            server: cur.server,
-            host_port: cur.host_port,
-            pids: vec![],
-            code_dir: Some(dir),
-            replicas: vec![],
+            runs: Runs::Containers {
+                members: cur.members(),
+                code_dir: Some(dir),
+                workers: vec![],
+            },
         })
     }
 
@@ -71,7 +78,7 @@ impl<R: Runtime, B: Balancer, H: Prober> Containers<R, B, H> {
         let pids = swap
             .old
             .as_ref()
-            .map(|o| o.pids.clone())
+            .map(|o| o.workers().to_vec())
             .unwrap_or_default();
         let left = process::wait_gone(&pids, deadline).await;
         if !left.is_empty() {
@@ -91,8 +98,13 @@ impl<R: Runtime, B: Balancer, H: Prober> Containers<R, B, H> {
             .as_ref()
             .map(|c| c.keep_releases)
             .unwrap_or(1);
-        let mut keep: Vec<PathBuf> = swap.new.iter().filter_map(|n| n.code_dir.clone()).collect();
-        keep.extend(swap.old.iter().filter_map(|o| o.code_dir.clone()));
+        let mut keep: Vec<PathBuf> = swap
+            .new
+            .iter()
+            .chain(swap.old.iter())
+            .filter_map(|i| i.code_dir().map(PathBuf::from))
+            .collect();
+        keep.dedup();
         keep.truncate(1 + keep_n);
         let keep: Vec<&std::path::Path> = keep.iter().map(|p| p.as_path()).collect();
         swap.warnings.extend(layout.prune(&keep));
@@ -103,17 +115,20 @@ impl<R: Runtime, B: Balancer, H: Prober> Containers<R, B, H> {
             return;
         };
         let Some(old) = swap.old.clone() else { return };
-        if let Some(dir) = &old.code_dir {
+        if let Some(dir) = old.code_dir() {
             if let Err(e) = code::point_current(&layout, dir) {
                 swap.warnings.push(e.to_string());
             }
         }
+        let Some(container) = old.primary().map(|m| m.container_id.clone()) else {
+            return;
+        };
         if swap.new.is_some() {
-            let doomed = match self.runtime.main_pid(&old.container_id).await {
+            let doomed = match self.runtime.main_pid(&container).await {
                 Ok(Some(pid)) => process::children(pid),
                 _ => vec![],
             };
-            if let Err(e) = self.runtime.signal(&old.container_id, &signal).await {
+            if let Err(e) = self.runtime.signal(&container, &signal).await {
                 swap.warnings.push(e.to_string());
             }
             let left = process::wait_gone(&doomed, now_ms() + 30_000).await;

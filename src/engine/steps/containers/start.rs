@@ -55,16 +55,7 @@ impl<R: Runtime, B: Balancer, H: Prober> Containers<R, B, H> {
         for index in 0..first {
             members.push(self.start_member(release, index).await?);
         }
-        let primary = members.remove(0);
-        Ok(Instance {
-            release: release.clone(),
-            container_id: primary.container_id,
-            server: primary.server,
-            host_port: primary.host_port,
-            pids: vec![],
-            code_dir: None,
-            replicas: members,
-        })
+        Ok(Instance::containers(release.clone(), members))
     }
 
     /// The release's image archive, if it has one: fetched (S3), digest-checked, loaded, deleted
@@ -161,7 +152,7 @@ impl<R: Runtime, B: Balancer, H: Prober> Containers<R, B, H> {
                 .ok_or(StepError::Missing("no new release to add containers to"))?;
             let index = new.count();
             let member = self.start_member(&swap.release, index).await?;
-            new.replicas.push(member.clone());
+            new.push(member.clone());
             added.push(member);
             // journaled before it serves: a restart removes it with the rest of the release
             ledger.note(swap);

@@ -76,12 +76,15 @@ impl<R: Runtime, B: Balancer, H: Prober> Containers<R, B, H> {
             .map_err(StepError::haproxy(
                 "writing the new servers into HAProxy's config file",
             ))?;
+        let first = new
+            .primary()
+            .ok_or(StepError::Missing("no new container to switch to"))?;
         self.balancer
-            .reload(&new.server)
+            .reload(&first.server)
             .await
             .map_err(StepError::haproxy(format!(
                 "reloading HAProxy to serve {}",
-                new.server
+                first.server
             )))
     }
 

@@ -5,7 +5,7 @@
 use super::{Processes, POLL};
 use crate::clock::{now_ms, UnixMs};
 use crate::config::ReloadStrategy;
-use crate::engine::phase::Swap;
+use crate::engine::phase::{Instance, Swap};
 use crate::health::Prober;
 use crate::runtime::process;
 
@@ -13,8 +13,8 @@ impl<H: Prober> Processes<H> {
     pub(super) async fn drain_old(&self, swap: &mut Swap, deadline: UnixMs) {
         let Some(old) = swap.old.clone() else { return };
         let waiting: Vec<i32> = match self.settings.strategy {
-            ReloadStrategy::Hup => old.pids.clone(),
-            ReloadStrategy::Usr2 => old.container_id.parse().into_iter().collect(),
+            ReloadStrategy::Hup => old.workers().to_vec(),
+            ReloadStrategy::Usr2 => old.master().into_iter().collect(),
         };
         let left = process::wait_gone(&waiting, deadline).await;
         if !left.is_empty() {
@@ -25,8 +25,7 @@ impl<H: Prober> Processes<H> {
         // usr2: the old master removes the pidfile as it exits; the new one renames <pidfile>.2
         // in its place a moment later.
         if self.settings.strategy == ReloadStrategy::Usr2 {
-            let new_master: Option<i32> =
-                swap.new.as_ref().and_then(|n| n.container_id.parse().ok());
+            let new_master: Option<i32> = swap.new.as_ref().and_then(Instance::master);
             while process::read_pid(&self.settings.pidfile).ok() != new_master {
                 if now_ms() >= deadline {
                     swap.warnings.push(format!(

@@ -97,10 +97,7 @@ impl<H: Prober> Steps for Processes<H> {
             .new
             .as_ref()
             .ok_or(StepError::Missing("no new code to check"))?;
-        let master: i32 = new
-            .container_id
-            .parse()
-            .map_err(|_| StepError::Missing("no master pid"))?;
+        let master = new.master().ok_or(StepError::Missing("no master pid"))?;
         let gate = self.prober.gate(
             self.addr(),
             &self.settings.health,
@@ -125,10 +122,9 @@ impl<H: Prober> Steps for Processes<H> {
     async fn switch(&mut self, _ledger: &mut dyn Ledger, swap: &mut Swap) -> Result<(), StepError> {
         if self.settings.strategy == ReloadStrategy::Usr2 {
             if let Some(old) = &swap.old {
-                let pid: i32 = old
-                    .container_id
-                    .parse()
-                    .map_err(|_| StepError::Missing("no old master pid"))?;
+                let pid = old
+                    .master()
+                    .ok_or(StepError::Missing("no old master pid"))?;
                 process::signal(pid, self.settings.stop_old_signal)?;
             }
         }
@@ -141,21 +137,19 @@ impl<H: Prober> Steps for Processes<H> {
 
     /// Old releases are pruned: the new one, the old one and `keep_releases` stay.
     async fn retire(&mut self, ledger: &mut dyn Ledger, swap: &mut Swap) {
-        let mut keep: Vec<PathBuf> = swap.new.iter().map(|n| PathBuf::from(&n.server)).collect();
-        keep.extend(
-            swap.old
-                .iter()
-                .filter(|o| !o.server.is_empty())
-                .map(|o| PathBuf::from(&o.server)),
-        );
+        let mut keep: Vec<PathBuf> = swap
+            .new
+            .iter()
+            .chain(swap.old.iter())
+            .filter_map(|i| i.code_dir().map(PathBuf::from))
+            .collect();
         for h in ledger.record().history.iter().rev() {
             if keep.len() >= 1 + self.settings.keep_releases {
                 break;
             }
-            if let Some(n) = &h.new {
-                let p = PathBuf::from(&n.server);
-                if !keep.contains(&p) {
-                    keep.push(p);
+            if let Some(p) = h.new.as_ref().and_then(|n| n.code_dir()) {
+                if !keep.iter().any(|k| k == p) {
+                    keep.push(p.to_owned());
                 }
             }
         }

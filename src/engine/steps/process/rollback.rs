@@ -2,12 +2,11 @@
 //! the failed code's workers to go; usr2: stop the new master. A master that died meanwhile (code
 //! that fails to import can halt gunicorn) is started again with `start_command`.
 
-use std::path::Path;
 use std::time::Duration;
 
 use super::{Processes, POLL};
 use crate::config::ReloadStrategy;
-use crate::engine::phase::Swap;
+use crate::engine::phase::{Instance, Swap};
 use crate::engine::steps::code;
 use crate::health::Prober;
 use crate::runtime::process;
@@ -15,13 +14,13 @@ use crate::runtime::process;
 impl<H: Prober> Processes<H> {
     pub(super) async fn roll_back_new(&self, swap: &mut Swap) {
         let layout = self.layout();
-        if let Some(old) = swap.old.as_ref().filter(|o| !o.server.is_empty()) {
-            if let Err(e) = code::point_current(&layout, Path::new(&old.server)) {
+        if let Some(dir) = swap.old.as_ref().and_then(Instance::code_dir) {
+            if let Err(e) = code::point_current(&layout, dir) {
                 swap.warnings.push(e.to_string());
             }
         }
-        let new_master: Option<i32> = swap.new.as_ref().and_then(|n| n.container_id.parse().ok());
-        let old_master: Option<i32> = swap.old.as_ref().and_then(|o| o.container_id.parse().ok());
+        let new_master = swap.new.as_ref().and_then(Instance::master);
+        let old_master = swap.old.as_ref().and_then(Instance::master);
         match (self.settings.strategy, new_master) {
             (ReloadStrategy::Hup, Some(m)) if process::alive(m) => {
                 // the workers running the failed code leave only after the reload: wait for them

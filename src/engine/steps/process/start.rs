@@ -6,7 +6,7 @@ use super::{handover_pidfile, Processes, POLL};
 use crate::clock::now_ms;
 use crate::config::ReloadStrategy;
 use crate::engine::error::StepError;
-use crate::engine::phase::{Instance, Release, Swap};
+use crate::engine::phase::{Instance, Release, Runs, Swap};
 use crate::engine::steps::code;
 use crate::health::Prober;
 use crate::runtime::process::{self, ProcessError};
@@ -40,20 +40,21 @@ impl<H: Prober> Processes<H> {
                     code: None,
                     no_ramp: false,
                 },
-                container_id: master.to_string(),
-                server: layout
-                    .current()
-                    .map(|d| d.display().to_string())
-                    .unwrap_or_default(),
-                host_port: s.port,
-                pids: vec![],
-                code_dir: None,
-                replicas: vec![],
+                runs: Runs::Process {
+                    master,
+                    release_dir: layout.current(),
+                    workers: vec![],
+                },
             });
         }
         if let Some(old) = swap.old.as_mut() {
-            old.container_id = master.to_string();
-            old.pids = process::children(master);
+            // what serves now, whatever the journal said when the swap began
+            let release_dir = old.code_dir().map(|p| p.to_owned());
+            old.runs = Runs::Process {
+                master,
+                release_dir,
+                workers: process::children(master),
+            };
         }
         let dir = code::unpack(&layout, &bundle, &release.deploy_id).await?;
         code::point_current(&layout, &dir)?;
@@ -72,12 +73,11 @@ impl<H: Prober> Processes<H> {
         };
         Ok(Instance {
             release,
-            container_id: new_master.to_string(),
-            server: dir.display().to_string(),
-            host_port: s.port,
-            pids: vec![],
-            code_dir: None,
-            replicas: vec![],
+            runs: Runs::Process {
+                master: new_master,
+                release_dir: Some(dir),
+                workers: vec![],
+            },
         })
     }
 
