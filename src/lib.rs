@@ -13,6 +13,7 @@ pub mod fsutil;
 pub mod health;
 pub mod intake;
 pub mod journald;
+pub mod registry;
 pub mod report;
 pub mod runtime;
 pub mod systemd;

@@ -17,8 +17,8 @@ use super::api::{
     DaemonStatus, DeployRequest, DeployStatus, ErrorBody, Health, RollbackRequest, ServiceSummary,
     MAX_BODY,
 };
-use crate::daemon::Shared;
 use crate::intake::{self, Refusal};
+use crate::registry::Registry;
 
 /// The longest a `wait` may hold a connection.
 const MAX_WAIT: Duration = Duration::from_secs(600);
@@ -30,7 +30,7 @@ type Reply = Response<Full<Bytes>>;
 /// Binds the socket (replacing a stale one), mode 0660 with the configured group, and serves
 /// until the task is dropped.
 pub async fn serve(
-    shared: Arc<Shared>,
+    shared: Arc<Registry>,
     socket: &Path,
 ) -> std::io::Result<tokio::task::JoinHandle<()>> {
     if let Some(dir) = socket.parent() {
@@ -71,7 +71,7 @@ pub async fn serve(
     }))
 }
 
-async fn connection(shared: Arc<Shared>, stream: UnixStream) {
+async fn connection(shared: Arc<Registry>, stream: UnixStream) {
     let verdict = match stream.peer_cred() {
         Ok(cred) => {
             let peer = Peer {
@@ -123,14 +123,18 @@ fn error(status: StatusCode, message: impl Into<String>) -> Reply {
     )
 }
 
+/// The one place a refusal becomes an HTTP status.
 fn refused(r: Refusal) -> Reply {
-    error(
-        StatusCode::from_u16(r.status).unwrap_or(StatusCode::BAD_REQUEST),
-        r.message,
-    )
+    let status = match &r {
+        Refusal::UnknownService { .. } => StatusCode::NOT_FOUND,
+        Refusal::Invalid(_) => StatusCode::BAD_REQUEST,
+        Refusal::NoPrevious(_) | Refusal::BundleGone(_) => StatusCode::CONFLICT,
+        Refusal::NotQueued(_) => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    error(status, r.to_string())
 }
 
-async fn handle(shared: &Shared, req: Request<Incoming>) -> Reply {
+async fn handle(shared: &Registry, req: Request<Incoming>) -> Reply {
     let path = req.uri().path().to_string();
     let query = req.uri().query().unwrap_or("").to_string();
     let method = req.method().clone();
@@ -256,7 +260,7 @@ pub fn summary(v: &crate::engine::ServiceView) -> ServiceSummary {
     }
 }
 
-fn health(shared: &Shared) -> Health {
+fn health(shared: &Registry) -> Health {
     Health {
         version: env!("CARGO_PKG_VERSION").to_string(),
         instance_id: shared.instance_id.clone(),
@@ -273,7 +277,7 @@ fn health(shared: &Shared) -> Health {
     }
 }
 
-async fn deploy_status(shared: &Shared, id: &str, query: &str) -> Reply {
+async fn deploy_status(shared: &Registry, id: &str, query: &str) -> Reply {
     let wait = query
         .split('&')
         .find_map(|kv| kv.strip_prefix("wait="))

@@ -12,8 +12,8 @@ use notify::{RecursiveMode, Watcher};
 use tokio::sync::mpsc;
 
 use crate::control::api::{DeployRequest, MAX_BODY};
-use crate::daemon::Shared;
 use crate::intake;
+use crate::registry::Registry;
 
 pub const ACCEPTED: &str = "accepted";
 pub const REJECTED: &str = "rejected";
@@ -44,7 +44,7 @@ enum Format {
     Toml,
 }
 
-pub fn watch(shared: Arc<Shared>, dir: &Path) -> anyhow::Result<Inbox> {
+pub fn watch(shared: Arc<Registry>, dir: &Path) -> anyhow::Result<Inbox> {
     for d in [dir.to_path_buf(), dir.join(ACCEPTED), dir.join(REJECTED)] {
         std::fs::create_dir_all(&d)?;
     }
@@ -145,7 +145,7 @@ fn parse(text: &str, format: Format) -> Result<DeployRequest, String> {
     }
 }
 
-fn process(shared: &Shared, dir: &Path, path: &Path) {
+fn process(shared: &Registry, dir: &Path, path: &Path) {
     let format = match judge(dir, path) {
         Verdict::Ignore => return,
         Verdict::Reject(why) => return reject(dir, path, &why),
@@ -165,7 +165,7 @@ fn process(shared: &Shared, dir: &Path, path: &Path) {
             let to = move_into(dir, path, ACCEPTED);
             tracing::info!(file = %path.display(), moved_to = %to.display(), deploy_id = %a.deploy_id, service = %a.service, new = a.accepted, "inbox release accepted");
         }
-        Err(refusal) => reject(dir, path, &refusal.message),
+        Err(refusal) => reject(dir, path, &refusal.to_string()),
     }
 }
 

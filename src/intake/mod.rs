@@ -2,34 +2,45 @@
 //! CLI) goes through `accept`, which validates it, names what is wrong, and queues it.
 
 pub mod inbox;
+pub mod validate;
 
-use crate::control::api::{
-    check_deploy_id, check_image, check_sha256, default_version, DeployAccepted, DeployRequest,
-};
-use crate::daemon::Shared;
+use crate::control::api::{DeployAccepted, DeployRequest};
 use crate::engine::phase::ImageArchive;
+use crate::engine::ServiceHandle;
 use crate::engine::{Release, Submitted};
+use crate::registry::Registry;
+use validate::{check_deploy_id, check_image, check_sha256, default_version};
 
-/// Why a release was refused, with the HTTP status that says so.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Refusal {
-    pub status: u16,
-    pub message: String,
+/// Why a release was refused. The control socket chooses the HTTP status for each kind.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    #[error("unknown service {service:?} (configured: {configured})")]
+    UnknownService { service: String, configured: String },
+    /// The request names something wrong (an image reference, a path, a digest ...).
+    #[error("{0}")]
+    Invalid(String),
+    #[error("service {0:?} has no previous release to roll back to")]
+    NoPrevious(String),
+    #[error("the previous release's bundle {0} is gone")]
+    BundleGone(String),
+    /// The queue could not be journaled: nothing was accepted.
+    #[error("{0}")]
+    NotQueued(String),
 }
 
 impl Refusal {
     fn bad(message: impl Into<String>) -> Refusal {
-        Refusal {
-            status: 400,
-            message: message.into(),
-        }
+        Refusal::Invalid(message.into())
     }
 }
 
-impl std::fmt::Display for Refusal {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.message)
-    }
+fn handle_of(registry: &Registry, service: &str) -> Result<std::sync::Arc<ServiceHandle>, Refusal> {
+    registry
+        .handle(service)
+        .ok_or_else(|| Refusal::UnknownService {
+            service: service.to_string(),
+            configured: registry.service_names().join(", "),
+        })
 }
 
 pub fn new_deploy_id() -> String {
@@ -41,17 +52,8 @@ pub fn new_deploy_id() -> String {
 }
 
 /// Validates a deploy request and queues its release.
-pub fn accept(shared: &Shared, req: DeployRequest) -> Result<DeployAccepted, Refusal> {
-    let Some(handle) = shared.handle(&req.service) else {
-        return Err(Refusal {
-            status: 404,
-            message: format!(
-                "unknown service {:?} (configured: {})",
-                req.service,
-                shared.service_names().join(", ")
-            ),
-        });
-    };
+pub fn accept(shared: &Registry, req: DeployRequest) -> Result<DeployAccepted, Refusal> {
+    let handle = handle_of(shared, &req.service)?;
     let deploy_id = req.deploy_id.clone().unwrap_or_else(new_deploy_id);
     check_deploy_id(&deploy_id).map_err(Refusal::bad)?;
     if shared.is_process(&req.service)
@@ -173,24 +175,13 @@ fn code_release(req: DeployRequest, deploy_id: String) -> Result<Release, Refusa
 
 /// Queues the service's previous release again (its image was kept, so nothing is pulled).
 pub fn rollback(
-    shared: &Shared,
+    shared: &Registry,
     service: &str,
     deploy_id: Option<String>,
 ) -> Result<DeployAccepted, Refusal> {
-    let Some(handle) = shared.handle(service) else {
-        return Err(Refusal {
-            status: 404,
-            message: format!(
-                "unknown service {service:?} (configured: {})",
-                shared.service_names().join(", ")
-            ),
-        });
-    };
+    let handle = handle_of(shared, service)?;
     let Some(previous) = handle.view().previous else {
-        return Err(Refusal {
-            status: 409,
-            message: format!("service {service:?} has no previous release to roll back to"),
-        });
+        return Err(Refusal::NoPrevious(service.to_string()));
     };
     let deploy_id = deploy_id.unwrap_or_else(|| format!("rollback-{}", new_deploy_id()));
     check_deploy_id(&deploy_id).map_err(Refusal::bad)?;
@@ -203,19 +194,13 @@ pub fn rollback(
     };
     if let Some(code) = &release.code {
         if !code.exists() {
-            return Err(Refusal {
-                status: 409,
-                message: format!("the previous release's bundle {} is gone", code.display()),
-            });
+            return Err(Refusal::BundleGone(code.display().to_string()));
         }
     }
     submit(&handle, release)
 }
 
-fn submit(
-    handle: &crate::engine::ServiceHandle,
-    release: Release,
-) -> Result<DeployAccepted, Refusal> {
+fn submit(handle: &ServiceHandle, release: Release) -> Result<DeployAccepted, Refusal> {
     let service = release.service.clone();
     tracing::info!(service = %service, release = %release.image, deploy_id = %release.deploy_id, "release submitted");
     match handle.submit(release) {
@@ -242,9 +227,6 @@ fn submit(
             queued_behind: None,
             superseded: vec![],
         }),
-        Err(e) => Err(Refusal {
-            status: 500,
-            message: e,
-        }),
+        Err(e) => Err(Refusal::NotQueued(e)),
     }
 }
