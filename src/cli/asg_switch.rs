@@ -5,13 +5,42 @@ use std::time::Duration;
 use crate::fleet::asg_switch;
 use crate::fleet::aws::Clients;
 
-pub async fn run(
+use super::{block_on, Exit, Globals};
+
+/// Attach a new Auto Scaling group to a load balancer's target group, wait until its
+/// instances are healthy, then detach every other group.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// The ELBv2 target group (name or ARN).
+    #[arg(long)]
+    pub load_balancer: String,
+    #[arg(long)]
+    pub new_group: String,
+    #[arg(long, default_value_t = 300)]
+    pub timeout_secs: u64,
+    #[arg(long)]
+    pub region: Option<String>,
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(args: Args, _globals: &Globals) -> Exit {
+    block_on(switch(
+        &args.load_balancer,
+        &args.new_group,
+        Duration::from_secs(args.timeout_secs),
+        args.region.as_deref(),
+        args.json,
+    ))
+}
+
+async fn switch(
     target_group: &str,
     new_group: &str,
     timeout: Duration,
     region: Option<&str>,
     json: bool,
-) -> u8 {
+) -> Exit {
     let clients = Clients::from_env(region).await;
     match asg_switch::run(&clients, target_group, new_group, timeout).await {
         Ok(s) => {
@@ -28,11 +57,11 @@ pub async fn run(
                     }
                 );
             }
-            super::exit::OK
+            Exit::Ok
         }
         Err(e) => {
             eprintln!("hotswapctl: asg-switch: {e}");
-            crate::fleet::stack_update::exit::REFUSED
+            Exit::Refused
         }
     }
 }

@@ -1,12 +1,24 @@
 //! `hotswapctl check-config [FILE]`: validates a config file locally, as hotswapd would.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::config::Settings;
 
-use super::exit;
+use super::{Exit, Globals};
 
-pub fn run(path: &Path, json: bool) -> u8 {
+/// Validate a config file locally, as hotswapd would (default: --config).
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    pub file: Option<PathBuf>,
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(args: Args, globals: &Globals) -> Exit {
+    check(args.file.as_deref().unwrap_or(&globals.config), args.json)
+}
+
+fn check(path: &Path, json: bool) -> Exit {
     match Settings::load(path) {
         Ok(s) => {
             let names: Vec<&String> = s.services.keys().collect();
@@ -27,7 +39,7 @@ pub fn run(path: &Path, json: bool) -> u8 {
                         .join(", ")
                 );
             }
-            exit::OK
+            Exit::Ok
         }
         Err(e) => {
             if json {
@@ -37,7 +49,7 @@ pub fn run(path: &Path, json: bool) -> u8 {
                 );
             }
             eprintln!("hotswapctl: {e}");
-            exit::INVALID_CONFIG
+            Exit::InvalidConfig
         }
     }
 }

@@ -1,5 +1,6 @@
 //! `hotswapctl deploy SERVICE --image REF [--wait]` and `hotswapctl deploy --from-metadata FILE`
-//! (what a cfn-hup hook runs with the output of `cfn-get-metadata`).
+//! (what a cfn-hup hook runs with the output of `cfn-get-metadata`). `deploy SERVICE --code
+//! BUNDLE` is the hot code reload of a service that reloads code.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -10,26 +11,65 @@ use serde::Deserialize;
 use crate::control::api::{DeployAccepted, DeployRequest, DeployStatus};
 use crate::control::client::Client;
 
-use super::{client_exit, exit};
+use super::{client_exit, Exit, Globals};
 
-pub struct DeployArgs {
-    pub service: String,
-    pub image: String,
-    pub version: Option<String>,
-    pub deploy_id: Option<String>,
-    pub archive: Option<PathBuf>,
-    pub archive_sha256: Option<String>,
+/// Swap a service to a new release (or every release of a CloudFormation metadata file).
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    #[arg(required_unless_present = "from_metadata")]
+    pub service: Option<String>,
+    /// Image reference of the release, e.g. web:2.
+    #[arg(long, required_unless_present_any = ["from_metadata", "code"])]
+    pub image: Option<String>,
+    /// A code bundle (directory or .tar.gz): a hot code reload ([processes] services, containers
+    /// with [services.NAME.code]).
+    #[arg(long, conflicts_with = "image")]
     pub code: Option<PathBuf>,
+    /// What the app reports for this release (default: the image tag).
+    #[arg(long)]
+    pub version: Option<String>,
+    /// Makes retries safe: the same id never swaps twice.
+    #[arg(long)]
+    pub deploy_id: Option<String>,
+    /// An image archive on this host (docker save output) to load first.
+    #[arg(long)]
+    pub archive: Option<PathBuf>,
+    /// The archive's sha256, checked before loading.
+    #[arg(long, requires = "archive")]
+    pub archive_sha256: Option<String>,
+    /// Read the releases from CloudFormation metadata (JSON as cfn-get-metadata prints it;
+    /// "-" for stdin); implies --wait. For cfn-hup hooks.
+    #[arg(long, conflicts_with_all = ["service", "image", "version", "deploy_id", "archive"])]
+    pub from_metadata: Option<PathBuf>,
+    /// Skip the service's canary ramp: all traffic moves once the health gate passes (the
+    /// report says so).
+    #[arg(long)]
     pub no_ramp: bool,
+    /// Wait until the swap ends, showing each ramp step; exit non-zero if it failed.
+    #[arg(long)]
     pub wait: bool,
-    pub timeout: Duration,
+    /// How long --wait waits, in seconds.
+    #[arg(long, default_value_t = 600)]
+    pub timeout_secs: u64,
+    #[arg(long)]
     pub json: bool,
 }
 
-pub async fn run(client: &Client, args: DeployArgs) -> u8 {
+pub fn run(args: Args, globals: &Globals) -> Exit {
+    globals.with_daemon(|client| async move {
+        let timeout = Duration::from_secs(args.timeout_secs);
+        match &args.from_metadata {
+            Some(file) => from_metadata(&client, file, timeout, args.json).await,
+            None => deploy(&client, args).await,
+        }
+    })
+}
+
+/// One release, named on the command line.
+async fn deploy(client: &Client, args: Args) -> Exit {
     let req = DeployRequest {
-        service: args.service.clone(),
-        image: args.image.clone(),
+        service: args.service.unwrap_or_default(),
+        image: args.image.unwrap_or_default(),
         version: args.version,
         deploy_id: args.deploy_id,
         archive: args.archive,
@@ -37,12 +77,13 @@ pub async fn run(client: &Client, args: DeployArgs) -> u8 {
         code: args.code.map(|c| std::fs::canonicalize(&c).unwrap_or(c)),
         no_ramp: args.no_ramp,
     };
+    let timeout = Duration::from_secs(args.timeout_secs);
     let accepted = match client.deploy(&req).await {
         Ok(a) => a,
         Err(e) => {
             eprintln!(
                 "hotswapctl: deploying {} to service {:?}: {e}",
-                args.image, args.service
+                req.image, req.service
             );
             return client_exit(&e);
         }
@@ -57,14 +98,14 @@ pub async fn run(client: &Client, args: DeployArgs) -> u8 {
                 serde_json::to_string_pretty(&accepted).expect("serializes")
             );
         }
-        return exit::OK;
+        return Exit::Ok;
     }
     let followed = if args.json {
-        client.wait(&accepted.deploy_id, args.timeout).await
+        client.wait(&accepted.deploy_id, timeout).await
     } else {
         let mut progress = Progress::default();
         client
-            .follow(&accepted.deploy_id, args.timeout, |s| progress.show(s))
+            .follow(&accepted.deploy_id, timeout, |s| progress.show(s))
             .await
     };
     let status = match followed {
@@ -213,7 +254,7 @@ fn describe_accepted(a: &DeployAccepted, image: &str) {
 }
 
 /// Prints how a followed deploy ended and returns the exit code for it.
-pub fn outcome(status: &DeployStatus, json: bool) -> u8 {
+pub fn outcome(status: &DeployStatus, json: bool) -> Exit {
     match (status.finished, status.status(), status.phase()) {
         (true, _, Some("succeeded")) => {
             if !json {
@@ -234,7 +275,7 @@ pub fn outcome(status: &DeployStatus, json: bool) -> u8 {
                     took.map(|t| format!(" in {t} ms")).unwrap_or_default()
                 );
             }
-            exit::OK
+            Exit::Ok
         }
         (true, "superseded", _) => {
             eprintln!(
@@ -243,7 +284,7 @@ pub fn outcome(status: &DeployStatus, json: bool) -> u8 {
                 status.service,
                 status.superseded_by().unwrap_or("?")
             );
-            exit::SUPERSEDED
+            Exit::Superseded
         }
         (true, _, _) => {
             eprintln!(
@@ -252,7 +293,7 @@ pub fn outcome(status: &DeployStatus, json: bool) -> u8 {
                 status.service,
                 status.reason().unwrap_or("no reason recorded")
             );
-            exit::DEPLOY_FAILED
+            Exit::DeployFailed
         }
         (false, s, p) => {
             eprintln!(
@@ -261,7 +302,7 @@ pub fn outcome(status: &DeployStatus, json: bool) -> u8 {
                 status.service,
                 p.unwrap_or(s)
             );
-            exit::TIMEOUT
+            Exit::Timeout
         }
     }
 }
@@ -320,17 +361,17 @@ fn metadata_deploy_id(base: Option<&str>, service: &str, r: &MetadataRelease) ->
 
 /// Submits every release of the metadata, waits for all, and fails (non-zero, reasons on stderr)
 /// if any failed: what a cfn-hup hook needs.
-pub async fn from_metadata(
+async fn from_metadata(
     client: &Client,
     file: &std::path::Path,
     timeout: Duration,
     json: bool,
-) -> u8 {
+) -> Exit {
     let text = if file.as_os_str() == "-" {
         let mut s = String::new();
         if let Err(e) = std::io::Read::read_to_string(&mut std::io::stdin(), &mut s) {
             eprintln!("hotswapctl: reading metadata from stdin: {e}");
-            return exit::USAGE;
+            return Exit::Usage;
         }
         s
     } else {
@@ -338,7 +379,7 @@ pub async fn from_metadata(
             Ok(s) => s,
             Err(e) => {
                 eprintln!("hotswapctl: reading metadata {}: {e}", file.display());
-                return exit::USAGE;
+                return Exit::Usage;
             }
         }
     };
@@ -346,7 +387,7 @@ pub async fn from_metadata(
         Ok(m) => m,
         Err(e) => {
             eprintln!("hotswapctl: metadata {}: {e}", file.display());
-            return exit::REJECTED;
+            return Exit::Rejected;
         }
     };
     let mut followed = Vec::new();
@@ -379,7 +420,7 @@ pub async fn from_metadata(
     }
     let waits = followed.iter().map(|id| client.wait(id, timeout));
     let results = futures_util::future::join_all(waits).await;
-    let mut worst = exit::OK;
+    let mut worst = Exit::Ok;
     let mut statuses = Vec::new();
     for (id, r) in followed.iter().zip(results) {
         let code = match r {
@@ -393,7 +434,7 @@ pub async fn from_metadata(
                 client_exit(&e)
             }
         };
-        if worst == exit::OK {
+        if worst == Exit::Ok {
             worst = code;
         }
     }

@@ -15,16 +15,24 @@ use clap_complete::Shell;
 use clap_mangen::roff::{bold, roman, Roff};
 use clap_mangen::Man;
 
-use super::EXIT_CODES_HELP;
+use super::Exit;
 
-/// Writes the man pages and completions of `cmd` under `out`; prints each path. 0 on success.
+/// Write man pages and shell completions into DIR (for packaging).
+#[derive(clap::Args, Debug)]
+#[command(hide = true)]
+pub struct Args {
+    pub dir: PathBuf,
+}
+
+/// Writes the man pages and completions of `cmd` under `out`; prints each path. 0 on success, 1
+/// on an error (for both binaries: hotswapd's exit statuses are 0 and 1).
 pub fn run(cmd: Command, section: &str, out: &Path) -> u8 {
     match write_all(cmd, section, out) {
         Ok(paths) => {
             for p in paths {
                 println!("{}", p.display());
             }
-            super::exit::OK
+            0
         }
         Err(e) => {
             eprintln!("generating docs into {}: {e}", out.display());
@@ -153,8 +161,8 @@ fn extra_sections(program: &str, title: &str) -> Roff {
         (_, _) => {
             r.control("SH", ["EXIT STATUS"]);
             r.control("nf", []);
-            for line in EXIT_CODES_HELP.lines().skip(1) {
-                r.text([roman(line)]);
+            for e in Exit::ALL {
+                r.text([roman(e.line())]);
             }
             r.control("fi", []);
             r.control("SH", ["FILES"]);
@@ -183,7 +191,7 @@ mod tests {
         Command::new("hotswapctl")
             .version("1")
             .about("Command line for hotswapd")
-            .after_help(EXIT_CODES_HELP)
+            .after_help(Exit::help())
             .subcommand(
                 Command::new("status")
                     .about("Show it")
@@ -212,6 +220,10 @@ mod tests {
         );
         let page = std::fs::read_to_string(dir.path().join("man/hotswapctl.1")).unwrap();
         assert!(page.contains(".SH \"EXIT STATUS\""), "{page}");
+        for e in Exit::ALL {
+            let line = e.line().replace('-', "\\-");
+            assert!(page.contains(&line), "{e:?} not in EXIT STATUS: {page}");
+        }
         assert!(!page.contains(".SH EXTRA"), "{page}");
         assert!(
             page.find("EXIT STATUS") < page.find(".SH VERSION"),

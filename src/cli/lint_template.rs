@@ -1,13 +1,25 @@
 //! `hotswapctl lint-template FILE`: blue-green lessons as warnings, each with its template path.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::fleet::lint::lint;
 use crate::fleet::template::Template;
 
-pub const WARNINGS: u8 = 13;
+use super::{Exit, Globals};
 
-pub fn run(file: &Path, json: bool) -> u8 {
+/// Warn about blue-green pitfalls in a CloudFormation template.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    pub file: PathBuf,
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(args: Args, _globals: &Globals) -> Exit {
+    lint_file(&args.file, args.json)
+}
+
+fn lint_file(file: &Path, json: bool) -> Exit {
     let template = match std::fs::read_to_string(file)
         .map_err(|e| e.to_string())
         .and_then(|t| Template::parse(&t))
@@ -15,7 +27,7 @@ pub fn run(file: &Path, json: bool) -> u8 {
         Ok(t) => t,
         Err(e) => {
             eprintln!("hotswapctl: template {}: {e}", file.display());
-            return super::exit::USAGE;
+            return Exit::Usage;
         }
     };
     let warnings = lint(&template);
@@ -33,8 +45,8 @@ pub fn run(file: &Path, json: bool) -> u8 {
         }
     }
     if warnings.is_empty() {
-        super::exit::OK
+        Exit::Ok
     } else {
-        WARNINGS
+        Exit::LintWarnings
     }
 }

@@ -1,9 +1,12 @@
-//! hotswapctl's verbs, one file each, all thin clients of the daemon's socket.
+//! hotswapctl's verbs, one file each: its clap arguments (`Args`) and its `run`. The verbs that
+//! talk to hotswapd are thin clients of its control socket; the build-box verbs talk to AWS.
+//! `src/bin/hotswapctl.rs` only parses and dispatches.
 
 pub mod asg_switch;
 pub mod check_config;
 pub mod deploy;
 pub mod docs;
+pub mod exit;
 pub mod lint_template;
 pub mod reload;
 pub mod rollback;
@@ -11,27 +14,68 @@ pub mod services;
 pub mod stack_update;
 pub mod status;
 
-use crate::control::client::ClientError;
+use std::future::Future;
+use std::path::PathBuf;
 
-/// Exit codes, distinct per failure kind (listed in `hotswapctl --help` and the README).
-pub mod exit {
-    pub const OK: u8 = 0;
-    pub const USAGE: u8 = 2;
-    pub const UNREACHABLE: u8 = 3;
-    pub const REJECTED: u8 = 4;
-    pub const DEPLOY_FAILED: u8 = 5;
-    pub const TIMEOUT: u8 = 6;
-    pub const PROTOCOL: u8 = 7;
-    pub const SUPERSEDED: u8 = 8;
-    pub const INVALID_CONFIG: u8 = 9;
+use crate::config::{Settings, DEFAULT_PATH};
+use crate::control::client::{Client, ClientError};
+
+pub use exit::Exit;
+
+// The options every verb takes. (No doc comment: clap would make it the program's about.)
+#[derive(clap::Args, Debug)]
+pub struct Globals {
+    /// The daemon's control socket (default: the one named in --config).
+    #[arg(long, global = true)]
+    pub socket: Option<PathBuf>,
+    /// The daemon's config file, read for the socket path.
+    #[arg(long, global = true, default_value = DEFAULT_PATH)]
+    pub config: PathBuf,
 }
 
-pub const EXIT_CODES_HELP: &str = "Exit codes:\n  0  success\n  2  usage error\n  3  cannot reach hotswapd (socket missing or not answering)\n  4  request refused by hotswapd (bad input, unknown service)\n  5  deploy failed (rolled back; the old release serves)\n  6  timed out waiting for the deploy\n  7  unexpected answer from hotswapd\n  8  deploy superseded by a later release before it started\n  9  config file not valid (check-config)\n 10  refused by a safety check (stack-update, asg-switch)\n 11  AWS call failed\n 12  a hook failed\n 13  the template has lint warnings";
+impl Globals {
+    /// --socket, else the socket named in --config.
+    fn socket_path(&self) -> Result<PathBuf, String> {
+        if let Some(s) = &self.socket {
+            return Ok(s.clone());
+        }
+        match Settings::load(&self.config) {
+            Ok(s) => Ok(s.daemon.socket),
+            Err(e) => Err(format!("{e} (or pass --socket)")),
+        }
+    }
 
-pub fn client_exit(e: &ClientError) -> u8 {
+    /// Runs a verb that talks to hotswapd with a client of its socket; no socket path is a
+    /// usage error.
+    pub fn with_daemon<F, Fut>(&self, verb: F) -> Exit
+    where
+        F: FnOnce(Client) -> Fut,
+        Fut: Future<Output = Exit>,
+    {
+        let socket = match self.socket_path() {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("hotswapctl: {e}");
+                return Exit::Usage;
+            }
+        };
+        block_on(verb(Client::new(&socket)))
+    }
+}
+
+/// Runs a verb's future to its end on a single-threaded runtime.
+pub fn block_on<F: Future>(work: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+        .block_on(work)
+}
+
+pub fn client_exit(e: &ClientError) -> Exit {
     match e {
-        ClientError::Unreachable { .. } => exit::UNREACHABLE,
-        ClientError::Rejected { .. } => exit::REJECTED,
-        ClientError::Protocol(_) => exit::PROTOCOL,
+        ClientError::Unreachable { .. } => Exit::Unreachable,
+        ClientError::Rejected { .. } => Exit::Rejected,
+        ClientError::Protocol(_) => Exit::Protocol,
     }
 }

@@ -1,10 +1,27 @@
-//! `hotswapctl reload`: the daemon re-reads its config; a bad one changes nothing.
+//! `hotswapctl reload` (alias `reload-config`): a config reload, hotswapd re-reads its config
+//! file; a bad one changes nothing. Not the hot code reload (`deploy --code`), nor an HAProxy
+//! reload (hotswapd's own business, no verb).
 
 use crate::control::client::Client;
 
-use super::{client_exit, exit};
+use super::{client_exit, Exit, Globals};
 
-pub async fn run(client: &Client, json: bool) -> u8 {
+/// Config reload: make hotswapd re-read its config file (a bad one changes nothing).
+///
+/// Services added start, changed ones apply from their next swap. This is not a hot code
+/// reload (that is deploy --code) and not an HAProxy reload.
+#[derive(clap::Args, Debug)]
+#[command(visible_alias = "reload-config")]
+pub struct Args {
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(args: Args, globals: &Globals) -> Exit {
+    globals.with_daemon(|client| async move { reload(&client, args.json).await })
+}
+
+async fn reload(client: &Client, json: bool) -> Exit {
     match client.reload().await {
         Ok(o) => {
             if json {
@@ -18,7 +35,7 @@ pub async fn run(client: &Client, json: bool) -> u8 {
                     o.removed.join(", ")
                 );
             }
-            exit::OK
+            Exit::Ok
         }
         Err(e) => {
             eprintln!("hotswapctl: reload: {e}");

@@ -4,9 +4,34 @@ use std::time::Duration;
 
 use crate::control::client::Client;
 
-use super::{client_exit, deploy::outcome, exit};
+use super::{client_exit, deploy::outcome, Exit, Globals};
 
-pub async fn run(client: &Client, service: &str, wait: bool, timeout: Duration, json: bool) -> u8 {
+/// Swap a service back to its previous release (kept locally: nothing is pulled).
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    pub service: String,
+    #[arg(long)]
+    pub wait: bool,
+    #[arg(long, default_value_t = 600)]
+    pub timeout_secs: u64,
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(args: Args, globals: &Globals) -> Exit {
+    globals.with_daemon(|client| async move {
+        let timeout = Duration::from_secs(args.timeout_secs);
+        rollback(&client, &args.service, args.wait, timeout, args.json).await
+    })
+}
+
+async fn rollback(
+    client: &Client,
+    service: &str,
+    wait: bool,
+    timeout: Duration,
+    json: bool,
+) -> Exit {
     let accepted = match client.rollback(service).await {
         Ok(a) => a,
         Err(e) => {
@@ -26,7 +51,7 @@ pub async fn run(client: &Client, service: &str, wait: bool, timeout: Duration, 
                 accepted.deploy_id
             );
         }
-        return exit::OK;
+        return Exit::Ok;
     }
     match client.wait(&accepted.deploy_id, timeout).await {
         Ok(s) => {

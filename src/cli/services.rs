@@ -2,9 +2,20 @@
 
 use crate::control::client::Client;
 
-use super::{client_exit, exit};
+use super::{client_exit, Exit, Globals};
 
-pub async fn run(client: &Client, json: bool) -> u8 {
+/// List services with their current and previous release and phase.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(args: Args, globals: &Globals) -> Exit {
+    globals.with_daemon(|client| async move { list(&client, args.json).await })
+}
+
+async fn list(client: &Client, json: bool) -> Exit {
     let services = match client.services().await {
         Ok(s) => s,
         Err(e) => {
@@ -17,7 +28,7 @@ pub async fn run(client: &Client, json: bool) -> u8 {
             "{}",
             serde_json::to_string_pretty(&services).expect("serializes")
         );
-        return exit::OK;
+        return Exit::Ok;
     }
     println!(
         "{:<16} {:<14} {:<30} {:<30} {}",
@@ -41,5 +52,5 @@ pub async fn run(client: &Client, json: bool) -> u8 {
             }
         );
     }
-    exit::OK
+    Exit::Ok
 }

@@ -5,37 +5,68 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::fleet::aws::Clients;
-use crate::fleet::stack_update::{self, exit, new_deploy_id, Options};
+use crate::fleet::stack_update::{self, new_deploy_id, Options};
 use crate::fleet::template::Template;
 
+use super::{block_on, Exit, Globals};
+
+/// Hot swap a whole stack from the build box: check it, UpdateStack, wait for one success
+/// report per instance on SQS.
+#[derive(clap::Args, Debug)]
 pub struct Args {
+    #[arg(long)]
     pub stack: String,
+    /// The CloudFormation template (JSON or YAML).
+    #[arg(long)]
     pub template: PathBuf,
+    /// Template parameter, repeatable.
+    #[arg(long = "parameter", value_name = "KEY=VALUE")]
     pub parameters: Vec<String>,
+    /// The SQS queue hosts report to (default: the stack's HotswapQueueUrl output).
+    #[arg(long)]
     pub queue_url: Option<String>,
+    /// Default: a fresh one; passed as the DeployId parameter, echoed by the hosts.
+    #[arg(long)]
     pub deploy_id: Option<String>,
-    pub max_age: Duration,
-    pub timeout: Duration,
+    /// Older stacks are refused: re-provision them instead.
+    #[arg(long, default_value_t = 7 * 24 * 3600)]
+    pub max_age_secs: u64,
+    /// How long to wait for the reports (default: host budget 180 s + 60 s margin). With a
+    /// canary ramp on the hosts, add its holds and watch window.
+    #[arg(long, default_value_t = 240)]
+    pub timeout_secs: u64,
+    /// Run before UpdateStack (sh -c); non-zero aborts.
+    #[arg(long)]
     pub pre_hook: Option<String>,
+    /// Run at the end whatever happened, with HOTSWAP_OUTCOME in its environment.
+    #[arg(long)]
     pub post_hook: Option<String>,
+    /// Print the plan (checks, parameters, instance count) and change nothing.
+    #[arg(long)]
     pub dry_run: bool,
+    #[arg(long)]
     pub region: Option<String>,
+    #[arg(long)]
     pub json: bool,
 }
 
-pub async fn run(a: Args) -> u8 {
+pub fn run(args: Args, _globals: &Globals) -> Exit {
+    block_on(update(args))
+}
+
+async fn update(a: Args) -> Exit {
     let text = match std::fs::read_to_string(&a.template) {
         Ok(t) => t,
         Err(e) => {
             eprintln!("hotswapctl: reading template {}: {e}", a.template.display());
-            return super::exit::USAGE;
+            return Exit::Usage;
         }
     };
     let template = match Template::parse(&text) {
         Ok(t) => t,
         Err(e) => {
             eprintln!("hotswapctl: template {}: {e}", a.template.display());
-            return exit::REFUSED;
+            return Exit::Refused;
         }
     };
     let mut parameters = BTreeMap::new();
@@ -46,7 +77,7 @@ pub async fn run(a: Args) -> u8 {
             }
             _ => {
                 eprintln!("hotswapctl: --parameter {p:?}: expected KEY=VALUE");
-                return super::exit::USAGE;
+                return Exit::Usage;
             }
         }
     }
@@ -57,8 +88,8 @@ pub async fn run(a: Args) -> u8 {
         parameters,
         queue_url: a.queue_url,
         deploy_id: a.deploy_id.unwrap_or_else(new_deploy_id),
-        max_age: a.max_age,
-        timeout: a.timeout,
+        max_age: Duration::from_secs(a.max_age_secs),
+        timeout: Duration::from_secs(a.timeout_secs),
         pre_hook: a.pre_hook,
         post_hook: a.post_hook,
         dry_run: a.dry_run,
@@ -97,7 +128,7 @@ pub async fn run(a: Args) -> u8 {
                 .map(|m| format!(": {m}"))
                 .unwrap_or_default()
         );
-        if code == exit::OK {
+        if code == Exit::Ok {
             println!("{line}");
         } else {
             eprintln!("hotswapctl: {line}");

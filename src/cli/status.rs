@@ -2,9 +2,20 @@
 
 use crate::control::client::Client;
 
-use super::{client_exit, exit};
+use super::{client_exit, Exit, Globals};
 
-pub async fn run(client: &Client, json: bool) -> u8 {
+/// Show the daemon and each service.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(args: Args, globals: &Globals) -> Exit {
+    globals.with_daemon(|client| async move { show(&client, args.json).await })
+}
+
+async fn show(client: &Client, json: bool) -> Exit {
     let status = match client.status().await {
         Ok(s) => s,
         Err(e) => {
@@ -17,7 +28,7 @@ pub async fn run(client: &Client, json: bool) -> u8 {
             "{}",
             serde_json::to_string_pretty(&status).expect("serializes")
         );
-        return exit::OK;
+        return Exit::Ok;
     }
     println!(
         "hotswapd {} on {} (up {} s)",
@@ -76,5 +87,5 @@ pub async fn run(client: &Client, json: bool) -> u8 {
             last.trim_end()
         );
     }
-    exit::OK
+    Exit::Ok
 }

@@ -9,6 +9,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
+use crate::cli::Exit;
+
 use super::aws::{describe, Clients};
 use super::checks::{self, Plan, Refusal};
 use super::tally::{Outcome, Tally};
@@ -44,15 +46,6 @@ pub struct Summary {
     pub elapsed_ms: u64,
     /// From the last report read to the decision (the CLI's own delay).
     pub detect_ms: Option<u64>,
-}
-
-pub mod exit {
-    pub const OK: u8 = 0;
-    pub const FAILED: u8 = 5;
-    pub const TIMEOUT: u8 = 6;
-    pub const REFUSED: u8 = 10;
-    pub const AWS: u8 = 11;
-    pub const HOOK: u8 = 12;
 }
 
 pub fn new_deploy_id() -> String {
@@ -280,7 +273,7 @@ pub async fn wait_for_reports(
     result
 }
 
-pub async fn run(c: &Clients, mut o: Options, quiet: bool) -> (u8, Summary) {
+pub async fn run(c: &Clients, mut o: Options, quiet: bool) -> (Exit, Summary) {
     let started = Instant::now();
     let mut s = Summary {
         stack: o.stack.clone(),
@@ -297,7 +290,7 @@ pub async fn run(c: &Clients, mut o: Options, quiet: bool) -> (u8, Summary) {
         elapsed_ms: 0,
         detect_ms: None,
     };
-    let finish = |mut s: Summary, code: u8, outcome: &str, message: Option<String>| {
+    let finish = |mut s: Summary, code: Exit, outcome: &str, message: Option<String>| {
         s.outcome = outcome.to_string();
         s.message = message;
         s.elapsed_ms = started.elapsed().as_millis() as u64;
@@ -307,9 +300,9 @@ pub async fn run(c: &Clients, mut o: Options, quiet: bool) -> (u8, Summary) {
     // checks, before anything changes
     let live = match describe_stack(c, &o.stack).await {
         Ok(l) => l,
-        Err(e) => return finish(s, exit::AWS, "error", Some(e)),
+        Err(e) => return finish(s, Exit::Aws, "error", Some(e)),
     };
-    let refused = |s: Summary, r: Refusal| finish(s, exit::REFUSED, "refused", Some(r.to_string()));
+    let refused = |s: Summary, r: Refusal| finish(s, Exit::Refused, "refused", Some(r.to_string()));
     if let Err(r) = checks::check_status(&o.stack, &live.status) {
         return refused(s, r);
     }
@@ -326,11 +319,11 @@ pub async fn run(c: &Clients, mut o: Options, quiet: bool) -> (u8, Summary) {
     };
     let physical = match group_name(c, &o.stack, &logical).await {
         Ok(p) => p,
-        Err(e) => return finish(s, exit::AWS, "error", Some(e)),
+        Err(e) => return finish(s, Exit::Aws, "error", Some(e)),
     };
     let (live_desired, _) = match group_state(c, &physical).await {
         Ok(g) => g,
-        Err(e) => return finish(s, exit::AWS, "error", Some(e)),
+        Err(e) => return finish(s, Exit::Aws, "error", Some(e)),
     };
     s.group = Some(physical.clone());
     s.live_desired = Some(live_desired);
@@ -353,7 +346,7 @@ pub async fn run(c: &Clients, mut o: Options, quiet: bool) -> (u8, Summary) {
         s.instances_expected = live_desired as usize;
         return finish(
             s,
-            exit::OK,
+            Exit::Ok,
             "dry-run",
             Some(format!(
                 "checks passed; UpdateStack would run with deploy id {}",
@@ -374,7 +367,7 @@ pub async fn run(c: &Clients, mut o: Options, quiet: bool) -> (u8, Summary) {
             if let Some(post) = &o.post_hook {
                 let _ = run_hook("post_hotswap", post, &hook_env("aborted"));
             }
-            return finish(s, exit::HOOK, "hook-failed", Some(e));
+            return finish(s, Exit::Hook, "hook-failed", Some(e));
         }
     }
     let (code, outcome, message) =
@@ -384,7 +377,7 @@ pub async fn run(c: &Clients, mut o: Options, quiet: bool) -> (u8, Summary) {
             let msg = format!("{}; {e}", message.unwrap_or_default());
             return finish(
                 s,
-                if code == exit::OK { exit::HOOK } else { code },
+                if code == Exit::Ok { Exit::Hook } else { code },
                 &outcome,
                 Some(msg),
             );
@@ -401,7 +394,7 @@ async fn update_and_wait(
     queue_url: &str,
     s: &mut Summary,
     quiet: bool,
-) -> (u8, String, Option<String>) {
+) -> (Exit, String, Option<String>) {
     let params: Vec<aws_sdk_cloudformation::types::Parameter> = plan
         .parameters
         .iter()
@@ -424,7 +417,7 @@ async fn update_and_wait(
         .await;
     if let Err(e) = update {
         return (
-            exit::AWS,
+            Exit::Aws,
             "error".into(),
             Some(format!("UpdateStack {}: {}", o.stack, describe(e))),
         );
@@ -442,20 +435,20 @@ async fn update_and_wait(
                 s.group = Some(name);
                 i
             }
-            Err(e) => return (exit::AWS, "error".into(), Some(e)),
+            Err(e) => return (Exit::Aws, "error".into(), Some(e)),
         },
-        Err(e) => return (exit::AWS, "error".into(), Some(e)),
+        Err(e) => return (Exit::Aws, "error".into(), Some(e)),
     };
     s.instances_expected = instances.len();
     let mut tally = Tally::new(&o.deploy_id, instances.len());
     let result = wait_for_reports(c, queue_url, &mut tally, o.timeout, quiet).await;
     s.instances_succeeded = tally.succeeded.keys().cloned().collect();
     match result {
-        Err(e) => (exit::AWS, "error".into(), Some(e)),
+        Err(e) => (Exit::Aws, "error".into(), Some(e)),
         Ok((Outcome::AllSucceeded, detect)) => {
             s.detect_ms = detect;
             (
-                exit::OK,
+                Exit::Ok,
                 "success".into(),
                 Some(format!(
                     "{} of {} instances reported success",
@@ -475,7 +468,7 @@ async fn update_and_wait(
             s.detect_ms = detect;
             s.failed_instance = Some(instance.clone());
             (
-                exit::FAILED,
+                Exit::DeployFailed,
                 "failure".into(),
                 Some(format!(
                     "instance {instance} reported failure of service {service}: {reason}"
@@ -483,7 +476,7 @@ async fn update_and_wait(
             )
         }
         Ok((Outcome::Waiting, _)) => (
-            exit::TIMEOUT,
+            Exit::Timeout,
             "timeout".into(),
             Some(format!(
                 "{} of {} instances reported success within {} s",
