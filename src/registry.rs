@@ -22,7 +22,7 @@ use crate::report::{Identity, Reporters};
 use crate::runtime::archive::ArchiveFetcher;
 use crate::runtime::Docker;
 
-/// Settings updates reach a running driver through its watch channel.
+/// Settings updates reach a running walker through its watch channel.
 enum Updates {
     Container(watch::Sender<ServiceSettings>),
     Process(watch::Sender<ProcessSettings>),

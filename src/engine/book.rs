@@ -113,7 +113,7 @@ impl<P: Reporter> Book<P> {
         let swap = match swap.apply(event, now_ms()) {
             Ok(s) => s,
             Err(e) => {
-                // A bug in the driver, not in the input: end the swap rather than loop.
+                // A bug in the walker or a step, not in the input: end the swap rather than loop.
                 tracing::error!(service = self.service(), error = %e, "illegal move");
                 let mut s = fallback;
                 s.warnings.push(e.to_string());

@@ -64,7 +64,7 @@ pub enum StepError {
     NoCodeMount { service: String },
     #[error("no running container to reload: deploy an image first")]
     NothingToReload,
-    /// The swap lacks what this phase works on (a journal edited by hand, or a driver bug).
+    /// The swap lacks what this phase works on (a journal edited by hand, or an engine bug).
     #[error("{0}")]
     Missing(&'static str),
     #[error("a code reload has no canary ramp")]

@@ -202,6 +202,8 @@ pub struct HaproxyState {
     pub in_flight: BTreeMap<String, u64>,
     /// Cumulative figures per server (for canary steps).
     pub figures: BTreeMap<String, ServerFigures>,
+    /// What each reading of the figures adds per server (responses, errors): traffic going on.
+    pub growth: BTreeMap<String, (u64, u64)>,
     pub backend_failures: u64,
 }
 
@@ -306,7 +308,13 @@ impl Balancer for FakeHaproxy {
     }
     async fn figures(&self) -> Result<Vec<ServerFigures>, BalancerError> {
         self.fail("figures")?;
-        let s = self.state.lock().unwrap();
+        let mut s = self.state.lock().unwrap();
+        let growth = s.growth.clone();
+        for (name, (responses, errors)) in growth {
+            let f = s.figures.entry(name).or_default();
+            f.responses += responses;
+            f.errors += errors;
+        }
         Ok(s.servers
             .iter()
             .map(|(name, v)| {

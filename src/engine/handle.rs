@@ -1,5 +1,5 @@
 //! The shared face of one service: the queue of releases waiting to swap and a view of its state
-//! for status queries. The service's driver task is the only writer of the view's swap fields;
+//! for status queries. The service's walker task is the only writer of the view's swap fields;
 //! the queue is written by intake and journaled to disk before a release counts as accepted.
 //!
 //! Queue policy: one swap at a time per service. A release that arrives while another swaps is
@@ -215,7 +215,7 @@ impl ServiceHandle {
     }
 
     /// Waits for the next release; `on_take` runs under the queue lock so no status query sees
-    /// the release in neither the queue nor the swap. The driver journals the swap right after.
+    /// the release in neither the queue nor the swap. The walker journals the swap right after.
     pub(super) async fn next<T>(&self, on_take: impl FnOnce(&Release, &mut ServiceView) -> T) -> T {
         let mut on_take = Some(on_take);
         loop {
@@ -223,7 +223,7 @@ impl ServiceHandle {
                 let mut queue = self.queue.lock().expect("queue lock");
                 if let Some(release) = queue.pop_front() {
                     // The queue file still holds the release until `taken`: a crash before the
-                    // driver journals the swap runs it again on restart.
+                    // walker journals the swap runs it again on restart.
                     let queued: Vec<Release> = queue.iter().cloned().collect();
                     let mut taken = None;
                     self.view.send_modify(|v| {
@@ -238,7 +238,7 @@ impl ServiceHandle {
         }
     }
 
-    /// Drops the release the driver took from the queue file, once its swap is journaled.
+    /// Drops the release the walker took from the queue file, once its swap is journaled.
     pub(super) fn taken(&self, deploy_id: &str) {
         let queue = self.queue.lock().expect("queue lock");
         let superseded = self.view.borrow().superseded.clone();

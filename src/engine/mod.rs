@@ -7,6 +7,7 @@ pub mod book;
 pub mod canary;
 pub mod error;
 pub mod handle;
+pub mod instance;
 pub mod journal;
 pub mod phase;
 pub mod recover;

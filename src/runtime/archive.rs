@@ -1,5 +1,5 @@
 //! Image archives from S3 (porter's payload path): downloaded to the state directory, checked
-//! against their sha256 by the driver, loaded into Docker, then deleted.
+//! against their sha256 by the starting step, loaded into Docker, then deleted.
 
 use std::path::{Path, PathBuf};
 

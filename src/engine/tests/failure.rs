@@ -1,0 +1,156 @@
+//! The walker on fakes: failures before the switch: the old release keeps serving.
+
+use super::{results, Rig};
+use crate::engine::phase::{Phase, Release};
+use crate::engine::steps::Steps;
+
+#[tokio::test]
+async fn a_failed_gate_never_puts_the_new_server_in_and_removes_its_container() {
+    let r = Rig::new();
+    let mut w = r.started().await;
+    r.deploy(&mut w, "1").await;
+    r.fail_gate("2");
+    let s = r.deploy(&mut w, "2").await;
+    assert_eq!(s.phase, Phase::Failed);
+    assert!(
+        s.reason.as_deref().unwrap().contains("health gate"),
+        "{s:?}"
+    );
+    assert!(!r.calls.any("haproxy put_in hs-d2"));
+    assert_eq!(r.running_images(), vec!["web:1"]);
+    assert_eq!(r.haproxy.serving(), vec!["hs-d1"]);
+    assert!(r.calls.any("docker remove_image web:2"));
+    assert_eq!(results(&r).last().unwrap(), &("d2".into(), "failure"));
+    assert_eq!(r.journal().current.unwrap().release.version, "1");
+}
+
+#[tokio::test]
+async fn a_pull_that_fails_starts_nothing_and_names_the_service() {
+    let r = Rig::new();
+    let mut w = r.started().await;
+    r.deploy(&mut w, "1").await;
+    r.docker
+        .state
+        .lock()
+        .unwrap()
+        .failing
+        .insert("ensure_image");
+    let s = r.deploy(&mut w, "2").await;
+    assert_eq!(s.phase, Phase::Failed);
+    let reason = s.reason.unwrap();
+    assert!(
+        reason.contains("preparing image for service \"web\""),
+        "{reason}"
+    );
+    assert_eq!(r.calls.count("docker start"), 1);
+    assert_eq!(r.haproxy.serving(), vec!["hs-d1"]);
+}
+
+#[tokio::test]
+async fn a_container_that_cannot_start_fails_the_swap_naming_it() {
+    let r = Rig::new();
+    let mut w = r.started().await;
+    r.deploy(&mut w, "1").await;
+    r.docker.state.lock().unwrap().starts_left = Some(0);
+    let s = r.deploy(&mut w, "2").await;
+    let reason = s.reason.unwrap();
+    assert!(
+        reason.contains("starting container 1 of service \"web\" (image web:2)"),
+        "{reason}"
+    );
+    assert_eq!(r.running_images(), vec!["web:1"]);
+}
+
+#[tokio::test]
+async fn a_container_that_exits_during_its_gate_fails_it() {
+    let r = Rig::new();
+    let mut w = r.started().await;
+    r.deploy(&mut w, "1").await;
+    r.docker.state.lock().unwrap().dies.insert("web:2".into());
+    // the fake gate passes at once; a dead container is seen by its liveness check only when the
+    // gate is slower, so make the gate wait for its deadline
+    r.fail_gate("2");
+    let s = r.deploy(&mut w, "2").await;
+    assert_eq!(s.phase, Phase::Failed);
+    assert_eq!(r.running_images(), vec!["web:1"]);
+    assert!(r
+        .docker
+        .state
+        .lock()
+        .unwrap()
+        .containers
+        .values()
+        .all(|c| c.image == "web:1"));
+}
+
+#[tokio::test]
+async fn a_switch_haproxy_refuses_rolls_back_and_puts_the_old_server_back() {
+    let r = Rig::new();
+    let mut w = r.started().await;
+    r.deploy(&mut w, "1").await;
+    r.haproxy.state.lock().unwrap().failing.insert("put_in");
+    let swap = r.until(&mut w, "2", "switching").await;
+    let swap = w.step(swap).await;
+    assert_eq!(swap.phase.name(), "rolling_back");
+    assert!(
+        swap.reason
+            .as_deref()
+            .unwrap()
+            .contains("putting hs-d2 in HAProxy"),
+        "{swap:?}"
+    );
+    r.haproxy.state.lock().unwrap().failing.clear();
+    w.walk(swap).await;
+    assert_eq!(r.haproxy.serving(), vec!["hs-d1"]);
+    assert_eq!(r.running_images(), vec!["web:1"]);
+    assert_eq!(results(&r).last().unwrap().1, "failure");
+}
+
+#[tokio::test]
+async fn a_first_deploy_that_fails_leaves_nothing_behind() {
+    let r = Rig::new();
+    let mut w = r.started().await;
+    r.fail_gate("1");
+    let s = r.deploy(&mut w, "1").await;
+    assert_eq!(s.phase, Phase::Failed);
+    assert!(r.docker.state.lock().unwrap().containers.is_empty());
+    assert!(r.haproxy.state.lock().unwrap().servers.is_empty());
+    assert!(r.journal().current.is_none());
+}
+
+#[tokio::test]
+async fn a_rollback_keeps_an_image_kept_for_rollback() {
+    let r = Rig::new();
+    let mut w = r.started().await;
+    r.deploy(&mut w, "1").await;
+    r.deploy(&mut w, "2").await;
+    // going back to 1 (kept) fails: its image must stay
+    r.fail_gate("1");
+    r.handle
+        .submit(Release {
+            deploy_id: "back".into(),
+            ..Rig::release("1")
+        })
+        .unwrap();
+    let budgets = w.steps.budgets();
+    let swap = w.book.next_swap(|| budgets).await.unwrap();
+    let swap = w.accept(swap).await;
+    w.walk(swap).await;
+    assert!(!r.calls.any("docker remove_image web:1"));
+    assert_eq!(w.book.record.kept_images, vec!["web:1"]);
+}
+
+#[tokio::test]
+async fn removing_the_new_container_also_finds_one_never_journaled() {
+    let r = Rig::new();
+    let mut w = r.started().await;
+    r.deploy(&mut w, "1").await;
+    let swap = r.until(&mut w, "2", "starting").await;
+    // a container of the deploy started, then the daemon died before journaling it
+    w.steps.start(&mut w.book, &mut swap.clone()).await.unwrap();
+    assert_eq!(r.running_images(), vec!["web:1", "web:2"]);
+    drop(w);
+    let mut w = r.walker();
+    w.recover().await.unwrap();
+    assert_eq!(r.running_images(), vec!["web:1"]);
+}

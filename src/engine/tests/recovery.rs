@@ -1,0 +1,215 @@
+//! The walker on fakes: recovery of what runs.
+
+use std::sync::Arc;
+
+use super::Rig;
+use crate::balancer::AdminState;
+use crate::engine::handle::ServiceHandle;
+use crate::engine::steps::Steps;
+
+#[tokio::test]
+async fn recovery_removes_orphans_and_stray_servers() {
+    let r = Rig::new();
+    let mut w = r.started().await;
+    r.deploy(&mut w, "1").await;
+    // a container and a server of ours that nothing refers to
+    let spec = crate::runtime::ContainerSpec {
+        name: "hotswap-host-1-web-old".into(),
+        image: "web:0".into(),
+        env: vec![],
+        command: vec![],
+        volumes: vec![],
+        labels: [
+            ("hotswap.instance".to_string(), "host-1".to_string()),
+            ("hotswap.service".to_string(), "web".to_string()),
+        ]
+        .into(),
+        container_port: 8080,
+        stop_signal: "SIGTERM".into(),
+        stop_grace: std::time::Duration::from_secs(1),
+    };
+    crate::runtime::Runtime::start(&r.docker, &spec)
+        .await
+        .unwrap();
+    r.haproxy.state.lock().unwrap().servers.insert(
+        "hs-stray".into(),
+        crate::engine::fakes::FakeServer {
+            port: 1,
+            admin: AdminState::Ready,
+            weight: 1,
+        },
+    );
+    drop(w);
+    let mut w = r.walker();
+    assert_eq!(w.recover().await.unwrap(), "idle");
+    assert_eq!(r.running_images(), vec!["web:1"]);
+    assert_eq!(r.haproxy.serving(), vec!["hs-d1"]);
+}
+
+#[tokio::test]
+async fn recovery_puts_the_current_release_back_after_haproxy_lost_it() {
+    let r = Rig::new();
+    let mut w = r.started().await;
+    r.deploy(&mut w, "1").await;
+    r.haproxy.state.lock().unwrap().servers.clear();
+    drop(w);
+    let mut w = r.walker();
+    w.recover().await.unwrap();
+    assert_eq!(r.haproxy.serving(), vec!["hs-d1"]);
+}
+
+#[tokio::test]
+async fn recovery_follows_a_current_container_to_its_new_host_port() {
+    let r = Rig::new();
+    let mut w = r.started().await;
+    r.deploy(&mut w, "1").await;
+    let id = r.journal().current.unwrap().members()[0]
+        .container_id
+        .clone();
+    r.docker
+        .state
+        .lock()
+        .unwrap()
+        .containers
+        .get_mut(&id)
+        .unwrap()
+        .host_port = 31_000;
+    drop(w);
+    let mut w = r.walker();
+    w.recover().await.unwrap();
+    assert_eq!(r.haproxy.server("hs-d1").unwrap().port, 31_000);
+    assert_eq!(r.journal().current.unwrap().members()[0].host_port, 31_000);
+}
+
+#[tokio::test]
+async fn recovery_says_degraded_when_the_current_container_is_not_running() {
+    let r = Rig::new();
+    let mut w = r.started().await;
+    r.deploy(&mut w, "1").await;
+    let id = r.journal().current.unwrap().members()[0]
+        .container_id
+        .clone();
+    r.docker.kill(&id);
+    drop(w);
+    let mut w = r.walker();
+    let state = w.recover().await.unwrap();
+    assert!(
+        state.starts_with("degraded:") && state.contains(&id),
+        "{state}"
+    );
+}
+
+#[tokio::test]
+async fn recovery_fails_while_docker_does_not_answer_and_changes_nothing() {
+    let r = Rig::new();
+    let mut w = r.started().await;
+    r.deploy(&mut w, "1").await;
+    r.until(&mut w, "2", "health_gate").await;
+    drop(w);
+    r.docker.state.lock().unwrap().failing.insert("list");
+    let mut w = r.walker();
+    let err = w.recover().await.unwrap_err().to_string();
+    assert!(
+        err.contains("listing the containers of service \"web\""),
+        "{err}"
+    );
+    assert_eq!(r.journal().swap.unwrap().phase.name(), "health_gate");
+    r.docker.state.lock().unwrap().failing.clear();
+    w.recover().await.unwrap();
+    assert_eq!(r.running_images(), vec!["web:1"]);
+}
+
+#[tokio::test]
+async fn the_walker_loop_shows_idle_after_a_release_that_recovery_already_ran() {
+    // killed right after the swap was journaled as accepted, before the queue file dropped it:
+    // recovery runs the swap, then the loop finds the same release queued again
+    let r = Rig::new();
+    let mut w = r.started().await;
+    r.deploy(&mut w, "1").await;
+    r.handle.submit(Rig::release("2")).unwrap();
+    let budgets = w.steps.budgets();
+    let swap = w.book.next_swap(|| budgets).await.unwrap();
+    w.book.record.swap = Some(swap);
+    w.book.store();
+    drop(w);
+    let handle = Arc::new(ServiceHandle::open("web", None).unwrap());
+    handle.submit(Rig::release("2")).unwrap();
+    let r2 = Rig {
+        handle: handle.clone(),
+        ..r
+    };
+    let task = tokio::spawn(r2.walker().run());
+    let idle = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+        loop {
+            let v = handle.view();
+            if v.state == "idle"
+                && v.queued.is_empty()
+                && v.current.as_ref().map(|c| c.release.version.as_str()) == Some("2")
+            {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+    task.abort();
+    assert!(idle.is_ok(), "status stuck at {:?}", handle.view().state);
+    assert_eq!(
+        r2.reporter
+            .all()
+            .iter()
+            .filter(|x| x.deploy_id == "d2")
+            .count(),
+        1
+    );
+}
+
+#[tokio::test]
+async fn a_journal_written_by_hotswap_0_1_is_recovered() {
+    // tests/fixtures/journal-v1-web.json: two replicas of d1 serving, d2 in its health gate
+    let r = Rig::with("replicas = 2\nbatch = 2\n");
+    let dir = r.dir.path().join("journal");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("web.json"),
+        include_str!("../../../tests/fixtures/journal-v1-web.json"),
+    )
+    .unwrap();
+    let container = |id: &str, image: &str, deploy: &str, port: u16| {
+        let labels = [
+            ("hotswap.instance", "host-1"),
+            ("hotswap.service", "web"),
+            ("hotswap.deploy_id", deploy),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let c = crate::engine::fakes::FakeContainer {
+            name: format!("hotswap-host-1-web-{deploy}-{port}"),
+            image: image.into(),
+            labels,
+            running: true,
+            host_port: port,
+        };
+        r.docker
+            .state
+            .lock()
+            .unwrap()
+            .containers
+            .insert(id.repeat(32), c);
+    };
+    container("a1", "web:1", "d1", 32768);
+    container("b1", "web:1", "d1", 32769);
+    container("c2", "web:2", "d2", 32770);
+    container("d2", "web:2", "d2", 32771);
+    let mut w = r.walker();
+    assert_eq!(w.recover().await.unwrap(), "idle");
+    assert_eq!(r.running_images(), vec!["web:1", "web:1"]);
+    assert_eq!(r.haproxy.serving(), vec!["hs-d1", "hs-d1-2"]);
+    let last = r.reporter.all().pop().unwrap();
+    assert_eq!((last.deploy_id.as_str(), last.result), ("d2", "failure"));
+    let journal = r.journal();
+    assert_eq!(journal.schema, crate::engine::journal::JOURNAL_SCHEMA);
+    assert_eq!(journal.current.unwrap().members().len(), 2);
+    assert_eq!(journal.history.len(), 2);
+}
