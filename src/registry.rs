@@ -110,7 +110,7 @@ impl Registry {
         let d = &self.settings.lock().expect("settings lock").daemon;
         let queue_file = d.state_dir.join("queue").join(format!("{name}.json"));
         Ok(Arc::new(
-            ServiceHandle::open(name, Some(queue_file)).map_err(anyhow::Error::msg)?,
+            ServiceHandle::open(name, Some(queue_file))?,
         ))
     }
 

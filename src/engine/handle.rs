@@ -17,6 +17,26 @@ use super::phase::{Instance, Release, Swap};
 use crate::clock::now_ms;
 use crate::fsutil::write_atomic;
 
+/// The queue file could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    #[error("reading queue file {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("queue file {} is not valid: {source}", path.display())]
+    Corrupt {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
+    #[error("journaling the queue to {}: {source}", path.display())]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
 /// Superseded deploys remembered for status queries.
 const SUPERSEDED_KEPT: usize = 50;
 
@@ -130,13 +150,22 @@ pub struct ServiceHandle {
 
 impl ServiceHandle {
     /// A handle whose queue is journaled in `queue_file` (and read back from it).
-    pub fn open(name: &str, queue_file: Option<PathBuf>) -> Result<ServiceHandle, String> {
+    pub fn open(name: &str, queue_file: Option<PathBuf>) -> Result<ServiceHandle, QueueError> {
         let saved: QueueFile = match &queue_file {
             Some(path) => match std::fs::read(path) {
-                Ok(bytes) => serde_json::from_slice(&bytes)
-                    .map_err(|e| format!("queue file {} is not valid: {e}", path.display()))?,
+                Ok(bytes) => {
+                    serde_json::from_slice(&bytes).map_err(|source| QueueError::Corrupt {
+                        path: path.clone(),
+                        source,
+                    })?
+                }
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => QueueFile::default(),
-                Err(e) => return Err(format!("reading queue file {}: {e}", path.display())),
+                Err(source) => {
+                    return Err(QueueError::Read {
+                        path: path.clone(),
+                        source,
+                    })
+                }
             },
             None => QueueFile::default(),
         };
@@ -160,7 +189,7 @@ impl ServiceHandle {
         ServiceHandle::open(name, None).expect("no file to read")
     }
 
-    fn save(&self, queue: &VecDeque<Release>, superseded: &[Superseded]) -> Result<(), String> {
+    fn save(&self, queue: &VecDeque<Release>, superseded: &[Superseded]) -> Result<(), QueueError> {
         let Some(path) = &self.queue_file else {
             return Ok(());
         };
@@ -169,12 +198,14 @@ impl ServiceHandle {
             superseded: superseded.to_vec(),
         };
         let bytes = serde_json::to_vec_pretty(&file).expect("queue serializes");
-        write_atomic(path, &bytes)
-            .map_err(|e| format!("journaling the queue to {}: {e}", path.display()))
+        write_atomic(path, &bytes).map_err(|source| QueueError::Write {
+            path: path.clone(),
+            source,
+        })
     }
 
     /// Queues a release under the policy above. The release is journaled before this returns Ok.
-    pub fn submit(&self, release: Release) -> Result<Submitted, String> {
+    pub fn submit(&self, release: Release) -> Result<Submitted, QueueError> {
         let mut queue = self.queue.lock().expect("queue lock");
         let deploy_id = release.deploy_id.clone();
         let view = self.view.borrow().clone();
@@ -340,7 +371,7 @@ mod tests {
     fn a_queue_that_cannot_be_journaled_refuses_the_release() {
         let dir = tempfile::tempdir().unwrap();
         let h = ServiceHandle::open("web", Some(dir.path().join("missing-dir/web.json"))).unwrap();
-        let err = h.submit(release("a")).unwrap_err();
+        let err = h.submit(release("a")).unwrap_err().to_string();
         assert!(err.contains("missing-dir"), "{err}");
         assert!(h.view().queued.is_empty());
     }

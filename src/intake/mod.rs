@@ -227,6 +227,6 @@ fn submit(handle: &ServiceHandle, release: Release) -> Result<DeployAccepted, Re
             queued_behind: None,
             superseded: vec![],
         }),
-        Err(e) => Err(Refusal::NotQueued(e)),
+        Err(e) => Err(Refusal::NotQueued(e.to_string())),
     }
 }
