@@ -20,17 +20,53 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     std::fs::File::open(dir)?.sync_all()
 }
 
-/// Appends one line and fsyncs it: for the reports file, where a line once written must stay.
+/// Appends one whole line and fsyncs it: for the reports file, where a line once written must
+/// stay and a reader must never see two lines run together. One writer at a time; a write that
+/// fails part way (a full disk) is taken back, and a line left unterminated by an older writer is
+/// ended before the new one.
 pub fn append_line(path: &Path, line: &str) -> std::io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let mut f = std::fs::OpenOptions::new()
         .create(true)
+        .read(true)
         .append(true)
         .open(path)?;
-    let mut buf = Vec::with_capacity(line.len() + 1);
+    let before = f.metadata()?.len();
+    let mut buf = Vec::with_capacity(line.len() + 2);
+    if before > 0 {
+        let mut last = [0u8; 1];
+        f.read_exact_at(&mut last, before - 1)?;
+        if last[0] != b'\n' {
+            buf.push(b'\n');
+        }
+    }
     buf.extend_from_slice(line.as_bytes());
     buf.push(b'\n');
-    f.write_all(&buf)?;
-    f.sync_data()
+    if let Err(e) = f.write_all(&buf).and_then(|()| f.sync_data()) {
+        let _ = f.set_len(before);
+        return Err(e);
+    }
+    Ok(())
+}
+
+/// Opens a file for reading only if it is a regular file, without ever blocking on a FIFO (it is
+/// opened non-blocking, then checked by descriptor, so a swap after a check cannot fool it).
+pub fn open_regular(path: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)?;
+    let kind = f.metadata()?.file_type();
+    if !kind.is_file() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("{} is not a regular file", path.display()),
+        ));
+    }
+    Ok(f)
 }
 
 /// Hex sha256 of a file, read in chunks off the async runtime.
@@ -39,7 +75,7 @@ pub async fn sha256_file(path: &Path) -> std::io::Result<String> {
     use std::io::Read;
     let path = path.to_owned();
     tokio::task::spawn_blocking(move || {
-        let mut f = std::fs::File::open(&path)?;
+        let mut f = open_regular(&path)?;
         let mut hasher = sha2::Sha256::new();
         let mut buf = vec![0u8; 256 * 1024];
         loop {
@@ -62,6 +98,37 @@ pub async fn sha256_file(path: &Path) -> std::io::Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn open_regular_refuses_a_fifo_without_blocking() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("bundle.tar");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let err = open_regular(&fifo).unwrap_err().to_string();
+        assert!(err.contains("not a regular file"), "{err}");
+        assert!(open_regular(dir.path()).is_err());
+        let file = dir.path().join("ok");
+        std::fs::write(&file, b"x").unwrap();
+        assert!(open_regular(&file).is_ok());
+    }
+
+    #[test]
+    fn append_line_ends_a_torn_line_before_its_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("reports.jsonl");
+        append_line(&p, "{\"a\":1}").unwrap();
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&p)
+            .unwrap()
+            .write_all(b"{\"torn\":")
+            .unwrap();
+        append_line(&p, "{\"b\":2}").unwrap();
+        let text = std::fs::read_to_string(&p).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines, ["{\"a\":1}", "{\"torn\":", "{\"b\":2}"]);
+        assert!(text.ends_with('\n'));
+    }
 
     #[test]
     fn write_atomic_replaces_content_and_leaves_no_temp_file() {

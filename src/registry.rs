@@ -109,9 +109,7 @@ impl Registry {
     fn open_handle(&self, name: &str) -> anyhow::Result<Arc<ServiceHandle>> {
         let d = &self.settings.lock().expect("settings lock").daemon;
         let queue_file = d.state_dir.join("queue").join(format!("{name}.json"));
-        Ok(Arc::new(
-            ServiceHandle::open(name, Some(queue_file))?,
-        ))
+        Ok(Arc::new(ServiceHandle::open(name, Some(queue_file))?))
     }
 
     /// The record a service's walker keeps: journal, view, reports.

@@ -150,3 +150,59 @@ async fn bad_requests_are_refused_with_the_reason_and_the_release_keeps_serving(
     );
     assert_eq!(env.containers().len(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn code_releases_that_could_block_or_lie_are_refused_and_status_keeps_answering() {
+    let env = TestEnv::new("badcode");
+    let root = env.dir.path().join("code");
+    std::fs::create_dir_all(&root).unwrap();
+    let config = env.config(&ServiceOpts::default());
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        format!(
+            "{text}\n[services.web.code]\napp_root = \"{}\"\n",
+            root.display()
+        ),
+    )
+    .unwrap();
+    let daemon = Daemon::start(env.dir.path(), &config);
+    // a FIFO as the bundle: reading it would block whoever opens it
+    let fifo = env.dir.path().join("bundle.tar.gz");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let bad_version = env.dir.path().join("c2");
+    std::fs::create_dir_all(&bad_version).unwrap();
+    std::fs::write(bad_version.join("VERSION"), "c2\u{1b}[31m\n").unwrap();
+    let fifo = fifo.display().to_string();
+    let bad_version = bad_version.display().to_string();
+    let cases: [(&[&str], &str); 4] = [
+        (&["deploy", "web", "--code", &fifo], "not a regular file"),
+        (
+            &["deploy", "web", "--code", &fifo, "--version", "c1"],
+            "not a regular file",
+        ),
+        (&["deploy", "web", "--code", &bad_version], "printable"),
+        (
+            &[
+                "deploy",
+                "web",
+                "--code",
+                &bad_version,
+                "--version",
+                "c\u{7}",
+            ],
+            "printable",
+        ),
+    ];
+    for (args, want) in cases {
+        let out = daemon.ctl(args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(4), "{args:?}: {err}");
+        assert!(err.contains(want), "{args:?}: {err}");
+    }
+    let status = daemon.status_json().expect("status answers");
+    assert!(status["services"][0]["queued"]
+        .as_array()
+        .unwrap()
+        .is_empty());
+}

@@ -71,7 +71,7 @@ pub fn unpack(bundle: &Path, dest: &Path) -> Result<(), BundleError> {
     } else {
         let lower = name.to_ascii_lowercase();
         if lower.ends_with(".tar.gz") || lower.ends_with(".tgz") {
-            let f = fs::File::open(bundle).map_err(io_err)?;
+            let f = crate::fsutil::open_regular(bundle).map_err(io_err)?;
             unpack_tar(
                 tar::Archive::new(flate2::read::GzDecoder::new(f)),
                 dest,
@@ -79,7 +79,7 @@ pub fn unpack(bundle: &Path, dest: &Path) -> Result<(), BundleError> {
             )
         } else if lower.ends_with(".tar") {
             unpack_tar(
-                tar::Archive::new(fs::File::open(bundle).map_err(io_err)?),
+                tar::Archive::new(crate::fsutil::open_regular(bundle).map_err(io_err)?),
                 dest,
                 &name,
             )
@@ -196,9 +196,11 @@ pub fn read_version(bundle: &Path) -> Option<String> {
         Some(s.trim().to_string()).filter(|s| !s.is_empty())
     };
     if bundle.is_dir() {
-        return read(Box::new(fs::File::open(bundle.join("VERSION")).ok()?));
+        return read(Box::new(
+            crate::fsutil::open_regular(&bundle.join("VERSION")).ok()?,
+        ));
     }
-    let f = fs::File::open(bundle).ok()?;
+    let f = crate::fsutil::open_regular(bundle).ok()?;
     let lower = bundle.to_string_lossy().to_ascii_lowercase();
     let reader: Box<dyn io::Read> = if lower.ends_with(".tar") {
         Box::new(f)

@@ -7,11 +7,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::handle::ServiceHandle;
-use super::journal::{Journal, ServiceRecord};
+use super::journal::{Journal, JournalError, ServiceRecord};
 use super::phase::{Budgets, Event, Phase, Swap};
 use super::steps::Ledger;
 use crate::clock::now_ms;
 use crate::report::{Identity, Report, Reporter};
+
+/// Retrying a journal or report write: the first wait, doubling up to the last.
+const STORE_RETRY_FIRST: Duration = Duration::from_millis(100);
+const STORE_RETRY_MAX: Duration = Duration::from_secs(5);
 
 pub struct Book<P> {
     pub service: String,
@@ -66,9 +70,9 @@ impl<P: Reporter> Book<P> {
     }
 
     /// Journals a swap that was just taken from the queue, and drops it from the queue file.
-    pub fn begin(&mut self, swap: &Swap) {
+    pub async fn begin(&mut self, swap: &Swap) {
         self.record.swap = Some(swap.clone());
-        self.store();
+        self.store_until_written().await;
         self.handle.taken(&swap.release.deploy_id);
     }
 
@@ -85,12 +89,37 @@ impl<P: Reporter> Book<P> {
             v.history = history;
         });
     }
-    pub fn store(&mut self) {
-        if let Err(e) = self.journal.store(&self.service, &self.record) {
-            tracing::error!(service = self.service(), error = %e, "journal write failed");
-            if let Some(s) = self.record.swap.as_mut() {
-                s.warnings.push(e.to_string());
+    /// Journals the record as it is now.
+    pub fn store(&mut self) -> Result<(), JournalError> {
+        self.journal.store(&self.service, &self.record)
+    }
+
+    /// Journals the record, waiting (and retrying, with backoff) while it cannot be written: the
+    /// journal is the truth, so nothing acts on a phase it does not hold. Meanwhile the service
+    /// shows degraded, naming the journal and why; the phase before still holds (the old release
+    /// serves until the switch is journaled).
+    pub async fn store_until_written(&mut self) {
+        let mut wait = STORE_RETRY_FIRST;
+        let mut failed = false;
+        loop {
+            match self.store() {
+                Ok(()) => break,
+                Err(e) => {
+                    tracing::error!(service = self.service(), error = %e, "journal not written; waiting before acting");
+                    self.publish(&format!(
+                        "degraded: {e}; the swap waits where it is until the journal can be written"
+                    ));
+                    failed = true;
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(STORE_RETRY_MAX);
+                }
             }
+        }
+        if failed {
+            tracing::info!(
+                service = self.service(),
+                "journal written again; the swap goes on"
+            );
         }
     }
     /// Shows the swap as it is now (live ramp figures) without journaling it.
@@ -100,14 +129,15 @@ impl<P: Reporter> Book<P> {
     }
 
     /// Journals and shows the swap mid-phase (e.g. new replicas started), so a restart knows them.
-    pub fn note(&mut self, swap: &Swap) {
+    pub fn note(&mut self, swap: &Swap) -> Result<(), JournalError> {
         self.record.swap = Some(swap.clone());
-        self.store();
+        self.store()?;
         self.publish("swapping");
+        Ok(())
     }
 
     /// Applies an event, journals the new phase, publishes it. Called before the phase acts.
-    pub fn advance(&mut self, swap: Swap, event: Event) -> Swap {
+    pub async fn advance(&mut self, swap: Swap, event: Event) -> Swap {
         let before = swap.phase.name();
         let fallback = swap.clone();
         let swap = match swap.apply(event, now_ms()) {
@@ -136,7 +166,7 @@ impl<P: Reporter> Book<P> {
             self.record.current = swap.new.clone();
         }
         self.record.swap = Some(swap.clone());
-        self.store();
+        self.store_until_written().await;
         // the end of a swap becomes visible only once it is reported (see `settle`)
         if !swap.phase.is_terminal() {
             self.publish("swapping");
@@ -150,20 +180,19 @@ impl<P: Reporter> Book<P> {
             self.identity.stack.as_deref(),
             &swap,
         );
-        let mut wait = Duration::from_millis(100);
-        for attempt in 1.. {
+        // A report is never dropped: it is retried until written (the journal holds the swap
+        // meanwhile, so a restart reports it again), the service showing why it waits.
+        let mut wait = STORE_RETRY_FIRST;
+        for attempt in 1u32.. {
             match self.reporter.report(&report).await {
                 Ok(()) => break,
-                Err(e) if attempt < 5 => {
-                    tracing::warn!(service = self.service(), error = %e, attempt, "report failed, retrying");
-                    tokio::time::sleep(wait).await;
-                    wait *= 2;
-                }
                 Err(e) => {
-                    // The journal still holds the swap; the next start reports it again.
-                    tracing::error!(service = self.service(), error = %e, "report failed; kept in the journal");
-                    self.publish("degraded: report not written");
-                    return;
+                    tracing::error!(service = self.service(), error = %e, attempt, "report not written; retrying");
+                    if attempt >= 3 {
+                        self.publish(&format!("degraded: report not written: {e}; retrying"));
+                    }
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(STORE_RETRY_MAX);
                 }
             }
         }
@@ -176,13 +205,13 @@ impl<P: Reporter> Book<P> {
             "swap finished"
         );
         self.record.finish();
-        self.store();
+        self.store_until_written().await;
         self.publish("idle");
     }
 }
 
 impl<P: Reporter> Ledger for Book<P> {
-    fn note(&mut self, swap: &Swap) {
+    fn note(&mut self, swap: &Swap) -> Result<(), JournalError> {
         Book::note(self, swap)
     }
     fn show(&mut self, swap: &Swap) {
@@ -191,7 +220,7 @@ impl<P: Reporter> Ledger for Book<P> {
     fn record(&mut self) -> &mut ServiceRecord {
         &mut self.record
     }
-    fn store(&mut self) {
+    fn store(&mut self) -> Result<(), JournalError> {
         Book::store(self)
     }
 }

@@ -69,6 +69,9 @@ pub enum StepError {
     Missing(&'static str),
     #[error("a code reload has no canary ramp")]
     NoRamp,
+    /// What a step must journal before it acts could not be written.
+    #[error(transparent)]
+    Journal(#[from] crate::engine::journal::JournalError),
 }
 
 impl StepError {

@@ -68,27 +68,21 @@ impl<S: Steps, P: Reporter> Walker<S, P> {
     }
 
     async fn resumed(&mut self, swap: Swap) -> Swap {
-        let roll_back = |book: &mut super::book::Book<P>, swap: Swap, why: String| {
-            book.advance(swap, Event::Fail(why))
-        };
-        match resume(&swap.phase) {
-            Resume::Continue => swap,
+        let why = match resume(&swap.phase) {
+            Resume::Continue => return swap,
             Resume::RollBack => {
-                let why = format!(
+                format!(
                     "hotswapd restarted during phase {}; rolled back",
                     swap.phase
-                );
-                roll_back(&mut self.book, swap, why)
+                )
             }
+            Resume::CheckSwitch if self.steps.may_finish_switch(&swap).await => return swap,
             Resume::CheckSwitch => {
-                if self.steps.may_finish_switch(&swap).await {
-                    swap
-                } else {
-                    let why = "hotswapd restarted while switching and the new release is not healthy; rolled back".to_string();
-                    roll_back(&mut self.book, swap, why)
-                }
+                "hotswapd restarted while switching and the new release is not healthy; rolled back"
+                    .to_string()
             }
-        }
+        };
+        self.book.advance(swap, Event::Fail(why)).await
     }
 }
 

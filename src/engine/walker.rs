@@ -62,7 +62,7 @@ impl<S: Steps, P: Reporter> Walker<S, P> {
     /// (a restart from here on runs it as planned).
     pub async fn accept(&mut self, swap: Swap) -> Swap {
         let swap = self.steps.plan(swap).await;
-        self.book.begin(&swap);
+        self.book.begin(&swap).await;
         swap
     }
 
@@ -139,6 +139,6 @@ impl<S: Steps, P: Reporter> Walker<S, P> {
             Phase::Succeeded | Phase::Failed => return swap,
         };
         let event = event.unwrap_or_else(|e| Event::Fail(e.to_string()));
-        self.book.advance(swap, event)
+        self.book.advance(swap, event).await
     }
 }

@@ -9,7 +9,7 @@ use crate::engine::phase::ImageArchive;
 use crate::engine::ServiceHandle;
 use crate::engine::{Release, Submitted};
 use crate::registry::Registry;
-use validate::{check_deploy_id, check_image, check_sha256, default_version};
+use validate::{check_deploy_id, check_image, check_sha256, check_version, default_version};
 
 /// Why a release was refused. The control socket chooses the HTTP status for each kind.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -108,11 +108,7 @@ pub fn accept(shared: &Registry, req: DeployRequest) -> Result<DeployAccepted, R
         }
     };
     if let Some(v) = &req.version {
-        if v.is_empty() || v.len() > 128 || v.contains(char::is_control) {
-            return Err(Refusal::bad(format!(
-                "version {v:?} must be 1-128 printable characters"
-            )));
-        }
+        check_version(v).map_err(Refusal::bad)?;
     }
     let release = Release {
         service: req.service.clone(),
@@ -147,11 +143,20 @@ fn code_release(req: DeployRequest, deploy_id: String) -> Result<Release, Refusa
             code.display()
         )));
     }
-    if !code.exists() {
-        return Err(Refusal::bad(format!(
-            "code bundle {} does not exist",
-            code.display()
-        )));
+    match std::fs::metadata(&code) {
+        Ok(m) if m.is_file() || m.is_dir() => {}
+        Ok(_) => {
+            return Err(Refusal::bad(format!(
+                "code bundle {} is not a regular file or a directory",
+                code.display()
+            )))
+        }
+        Err(_) => {
+            return Err(Refusal::bad(format!(
+                "code bundle {} does not exist",
+                code.display()
+            )))
+        }
     }
     let version = match req.version {
         Some(v) => v,
@@ -162,6 +167,7 @@ fn code_release(req: DeployRequest, deploy_id: String) -> Result<Release, Refusa
             ))
         })?,
     };
+    check_version(&version).map_err(Refusal::bad)?;
     Ok(Release {
         service: req.service,
         image: code.display().to_string(),

@@ -42,6 +42,15 @@ pub fn default_version(image: &str) -> String {
     }
 }
 
+/// What a release reports on its health route: printable, 1-128 characters, for every kind of
+/// service (it ends up in labels, logs and reports).
+pub fn check_version(v: &str) -> Result<(), String> {
+    if v.is_empty() || v.len() > 128 || v.contains(char::is_control) {
+        return Err(format!("version {v:?} must be 1-128 printable characters"));
+    }
+    Ok(())
+}
+
 /// A sha256 given for an archive must be 64 hex digits.
 pub fn check_sha256(s: &str) -> Result<(), String> {
     if s.len() == 64 && s.chars().all(|c| c.is_ascii_hexdigit()) {
@@ -69,5 +78,10 @@ mod tests {
         assert!(check_image("web:2").is_ok());
         assert!(check_image("web 2").unwrap_err().contains("web 2"));
         assert!(check_image("").is_err());
+        assert!(check_version("2.1-rc1").is_ok());
+        assert!(check_version("2\n\u{1b}[31m")
+            .unwrap_err()
+            .contains("printable"));
+        assert!(check_version("").is_err());
     }
 }

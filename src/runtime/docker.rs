@@ -16,6 +16,31 @@ use super::{ContainerSpec, Found, Runtime, RuntimeError, Started};
 #[derive(Debug, Clone)]
 pub struct Docker {
     client: bollard::Docker,
+    /// Where the engine is looked for, named in errors that never reached it.
+    endpoint: String,
+}
+
+/// Where bollard looks for the engine: the configured socket, else DOCKER_HOST, else its default.
+fn endpoint(socket: Option<&Path>) -> String {
+    match socket {
+        Some(p) => format!("unix://{}", p.display()),
+        None => std::env::var("DOCKER_HOST")
+            .unwrap_or_else(|_| "unix:///var/run/docker.sock".to_string()),
+    }
+}
+
+/// An error with its causes: bollard's own text ("client error (Connect)") says too little.
+fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let more = s.to_string();
+        if !text.contains(&more) {
+            text = format!("{text}: {more}");
+        }
+        source = s.source();
+    }
+    text
 }
 
 fn is_not_found(e: &bollard::errors::Error) -> bool {
@@ -49,19 +74,40 @@ impl Docker {
             ),
             None => bollard::Docker::connect_with_defaults(),
         }
-        .map_err(|e| RuntimeError::Connect(e.to_string()))?;
-        let client = client
+        .map_err(|e| {
+            RuntimeError::Connect(format!("Docker at {}: {}", endpoint(socket), chain(&e)))
+        })?;
+        let docker = Docker {
+            client,
+            endpoint: endpoint(socket),
+        };
+        let client = docker
+            .client
+            .clone()
             .negotiate_version()
             .await
-            .map_err(|e| RuntimeError::Connect(e.to_string()))?;
-        Ok(Docker { client })
+            .map_err(|e| RuntimeError::Connect(docker.said(&e)))?;
+        Ok(Docker { client, ..docker })
     }
 
-    fn container_err(id: &str, action: &'static str, e: impl ToString) -> RuntimeError {
+    /// An engine error as text; one that never reached the engine names where it was looked for.
+    fn said(&self, e: &bollard::errors::Error) -> String {
+        match e {
+            bollard::errors::Error::DockerResponseServerError { .. } => e.to_string(),
+            _ => format!("Docker at {}: {}", self.endpoint, chain(e)),
+        }
+    }
+
+    fn container_err(
+        &self,
+        id: &str,
+        action: &'static str,
+        e: &bollard::errors::Error,
+    ) -> RuntimeError {
         RuntimeError::Container {
             container: id.to_string(),
             action,
-            message: e.to_string(),
+            message: self.said(e),
         }
     }
 
@@ -74,7 +120,7 @@ impl Docker {
             .client
             .inspect_container(id, None::<InspectContainerOptions>)
             .await
-            .map_err(|e| Self::container_err(id, "inspecting", e))?;
+            .map_err(|e| self.container_err(id, "inspecting", &e))?;
         Ok(published_port(
             info.network_settings.and_then(|n| n.ports),
             container_port,
@@ -101,7 +147,7 @@ impl Runtime for Docker {
             Err(e) => {
                 return Err(RuntimeError::Image {
                     image: image.into(),
-                    message: e.to_string(),
+                    message: self.said(&e),
                 })
             }
         }
@@ -114,7 +160,10 @@ impl Runtime for Docker {
         while let Some(step) = pull.next().await {
             step.map_err(|e| RuntimeError::Image {
                 image: image.into(),
-                message: format!("not present locally and pulling it failed: {e}"),
+                message: format!(
+                    "not present locally and pulling it failed: {}",
+                    self.said(&e)
+                ),
             })?;
         }
         Ok(())
@@ -136,7 +185,7 @@ impl Runtime for Docker {
             .client
             .import_image(options, bollard::body_full(bytes.into()), None);
         while let Some(step) = load.next().await {
-            step.map_err(|e| err(format!("loading archive into Docker: {e}")))?;
+            step.map_err(|e| err(format!("loading archive into Docker: {}", self.said(&e))))?;
         }
         Ok(())
     }
@@ -172,7 +221,7 @@ impl Runtime for Docker {
             .client
             .create_container(Some(options), body)
             .await
-            .map_err(|e| Self::container_err(&spec.name, "creating", e))?;
+            .map_err(|e| self.container_err(&spec.name, "creating", &e))?;
         let id = created.id;
         let started = async {
             self.client
@@ -181,15 +230,13 @@ impl Runtime for Docker {
                     None::<bollard::query_parameters::StartContainerOptions>,
                 )
                 .await
-                .map_err(|e| Self::container_err(&spec.name, "starting", e))?;
+                .map_err(|e| self.container_err(&spec.name, "starting", &e))?;
             self.inspect_port(&id, spec.container_port)
                 .await?
-                .ok_or_else(|| {
-                    Self::container_err(
-                        &spec.name,
-                        "reading its published port",
-                        "Docker published no host port",
-                    )
+                .ok_or_else(|| RuntimeError::Container {
+                    container: spec.name.clone(),
+                    action: "reading its published port",
+                    message: "Docker published no host port".into(),
                 })
         };
         match started.await {
@@ -252,7 +299,7 @@ impl Runtime for Docker {
             Err(e) if is_not_found(&e) => Ok(()),
             // 409: removal already in progress
             Err(e) if is_conflict(&e) => Ok(()),
-            Err(e) => Err(Self::container_err(id, "removing", e)),
+            Err(e) => Err(self.container_err(id, "removing", &e)),
         }
     }
 
@@ -265,7 +312,7 @@ impl Runtime for Docker {
                 }),
             )
             .await
-            .map_err(|e| Self::container_err(id, "signalling", e))
+            .map_err(|e| self.container_err(id, "signalling", &e))
     }
 
     async fn main_pid(&self, id: &str) -> Result<Option<i32>, RuntimeError> {
@@ -280,7 +327,7 @@ impl Runtime for Docker {
                 .filter(|p| *p > 0)
                 .map(|p| p as i32)),
             Err(e) if is_not_found(&e) => Ok(None),
-            Err(e) => Err(Self::container_err(id, "inspecting", e)),
+            Err(e) => Err(self.container_err(id, "inspecting", &e)),
         }
     }
 
@@ -292,7 +339,7 @@ impl Runtime for Docker {
         {
             Ok(info) => Ok(info.state.and_then(|s| s.running).unwrap_or(false)),
             Err(e) if is_not_found(&e) => Ok(false),
-            Err(e) => Err(Self::container_err(id, "inspecting", e)),
+            Err(e) => Err(self.container_err(id, "inspecting", &e)),
         }
     }
 
@@ -313,7 +360,7 @@ impl Runtime for Docker {
             .client
             .list_containers(Some(options))
             .await
-            .map_err(|e| RuntimeError::List(e.to_string()))?;
+            .map_err(|e| RuntimeError::List(self.said(&e)))?;
         Ok(found
             .into_iter()
             .map(|c| Found {
@@ -355,7 +402,7 @@ impl Runtime for Docker {
             Err(e) if is_conflict(&e) => Ok(false),
             Err(e) => Err(RuntimeError::Image {
                 image: image.into(),
-                message: format!("removing: {e}"),
+                message: format!("removing: {}", self.said(&e)),
             }),
         }
     }

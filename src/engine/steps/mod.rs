@@ -7,7 +7,7 @@ pub mod containers;
 pub mod process;
 
 use super::error::StepError;
-use super::journal::ServiceRecord;
+use super::journal::{JournalError, ServiceRecord};
 use super::phase::{Budgets, Instance, Swap};
 use crate::clock::UnixMs;
 use crate::health::Passed;
@@ -16,12 +16,12 @@ use crate::health::Passed;
 /// phase change itself, a step only adds to it mid-phase.
 pub trait Ledger: Send {
     /// Journals and shows the swap mid-phase (e.g. a replica just started), so a restart knows it.
-    fn note(&mut self, swap: &Swap);
+    fn note(&mut self, swap: &Swap) -> Result<(), JournalError>;
     /// Shows the swap as it is now (live canary figures) without journaling it.
     fn show(&mut self, swap: &Swap);
     /// The service's journaled record (kept images, history); `store` journals a change to it.
     fn record(&mut self) -> &mut ServiceRecord;
-    fn store(&mut self);
+    fn store(&mut self) -> Result<(), JournalError>;
 }
 
 /// How the old release is left after a failed swap is undone, and what a restart finds.

@@ -154,3 +154,49 @@ async fn removing_the_new_container_also_finds_one_never_journaled() {
     w.recover().await.unwrap();
     assert_eq!(r.running_images(), vec!["web:1"]);
 }
+
+#[tokio::test]
+async fn a_phase_that_cannot_be_journaled_does_not_act_until_it_can() {
+    let r = Rig::new();
+    let mut w = r.started().await;
+    r.deploy(&mut w, "1").await;
+    let swap = r.take(&mut w, "2").await;
+    // the journal's directory becomes unwritable (here: a file in its place)
+    let journal = r.dir.path().join("journal");
+    let away = r.dir.path().join("journal.away");
+    std::fs::rename(&journal, &away).unwrap();
+    std::fs::write(&journal, "not a directory").unwrap();
+    let task = tokio::spawn(async move {
+        w.walk(swap).await;
+        w
+    });
+    let handle = r.handle.clone();
+    let shown = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+        while !handle.view().state.starts_with("degraded:") {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+    assert!(shown.is_ok(), "state: {}", handle.view().state);
+    assert!(
+        handle.view().state.contains("journal"),
+        "{}",
+        handle.view().state
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    // nothing acted on the phase the journal does not hold
+    assert_eq!(r.calls.count("docker start"), 1);
+    assert_eq!(r.haproxy.serving(), vec!["hs-d1"]);
+    std::fs::remove_file(&journal).unwrap();
+    std::fs::rename(&away, &journal).unwrap();
+    let w = tokio::time::timeout(std::time::Duration::from_secs(10), task)
+        .await
+        .expect("the swap goes on once the journal is written")
+        .unwrap();
+    assert_eq!(
+        w.book.record.history.last().unwrap().phase,
+        Phase::Succeeded
+    );
+    assert_eq!(r.haproxy.serving(), vec!["hs-d2"]);
+    assert_eq!(results(&r).last().unwrap(), &("d2".into(), "success"));
+}

@@ -130,7 +130,7 @@ async fn the_walker_loop_shows_idle_after_a_release_that_recovery_already_ran() 
     let budgets = w.steps.budgets();
     let swap = w.book.next_swap(|| budgets).await.unwrap();
     w.book.record.swap = Some(swap);
-    w.book.store();
+    w.book.store().unwrap();
     drop(w);
     let handle = Arc::new(ServiceHandle::open("web", None).unwrap());
     handle.submit(Rig::release("2")).unwrap();

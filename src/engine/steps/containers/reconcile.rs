@@ -67,7 +67,7 @@ impl<R: Runtime, B: Balancer, H: Prober> Containers<R, B, H> {
             }
             if moved {
                 ledger.record().current = Some(cur.clone());
-                ledger.store();
+                ledger.store()?;
             }
             self.balancer
                 .persist(&specs_of(&cur))

@@ -155,7 +155,7 @@ impl<R: Runtime, B: Balancer, H: Prober> Containers<R, B, H> {
             new.push(member.clone());
             added.push(member);
             // journaled before it serves: a restart removes it with the rest of the release
-            ledger.note(swap);
+            ledger.note(swap)?;
         }
         let deadline = now_ms() + swap.health_deadline_ms;
         self.gate_members(&added, &swap.release, deadline).await?;
