@@ -55,6 +55,17 @@ pub struct ServiceRecord {
     pub swap: Option<Swap>,
     /// Finished swaps, newest last.
     pub history: Vec<Swap>,
+    /// Containers a step could not remove (Docker did not answer): removed when it answers again.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub leftovers: Vec<Leftover>,
+}
+
+/// A container of ours that should be gone and is not yet.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Leftover {
+    pub container_id: String,
+    /// Why it is still there: the last error removing it.
+    pub why: String,
 }
 
 impl Default for ServiceRecord {
@@ -66,6 +77,7 @@ impl Default for ServiceRecord {
             kept_images: Vec::new(),
             swap: None,
             history: Vec::new(),
+            leftovers: Vec::new(),
         }
     }
 }

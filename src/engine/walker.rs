@@ -12,6 +12,9 @@ use super::steps::Steps;
 use crate::clock::{instant_of, within};
 use crate::report::Reporter;
 
+/// How often containers Docker could not remove are tried again, while any are left.
+const LEFTOVER_RETRY: Duration = Duration::from_secs(10);
+
 pub struct Walker<S, P> {
     pub(super) steps: S,
     pub(super) book: Book<P>,
@@ -40,21 +43,52 @@ impl<S: Steps, P: Reporter> Walker<S, P> {
         };
         self.book.publish(&state);
         loop {
+            let tidy_due = !self.book.record.leftovers.is_empty();
             let steps = &mut self.steps;
-            let next = self
-                .book
-                .next_swap(|| {
-                    steps.refresh();
-                    steps.budgets()
-                })
-                .await;
+            let next = self.book.next_swap(|| {
+                steps.refresh();
+                steps.budgets()
+            });
+            let next = if tidy_due {
+                // work Docker could not do is tried again while no release comes; the queue is
+                // read first on every turn, so a release is never lost to the timer
+                tokio::select! {
+                    next = next => Some(next),
+                    () = tokio::time::sleep(LEFTOVER_RETRY) => None,
+                }
+            } else {
+                Some(next.await)
+            };
+            let Some(next) = next else {
+                self.steps.tidy(&mut self.book).await;
+                self.publish_idle();
+                continue;
+            };
             if let Some(swap) = next {
                 let swap = self.accept(swap).await;
                 self.walk(swap).await;
             }
             // also when the release was already handled (journaled before a crash): `next_swap`
             // showed it as swapping
-            self.book.publish("idle");
+            self.publish_idle();
+        }
+    }
+
+    /// Idle, or degraded while containers that should be gone are still there.
+    fn publish_idle(&self) {
+        match self.book.record.leftovers.as_slice() {
+            [] => self.book.publish("idle"),
+            left => {
+                let ids: Vec<&str> = left
+                    .iter()
+                    .map(|l| &l.container_id[..12.min(l.container_id.len())])
+                    .collect();
+                self.book.publish(&format!(
+                    "degraded: container(s) {} not removed yet ({}); retrying",
+                    ids.join(", "),
+                    left[0].why
+                ));
+            }
         }
     }
 

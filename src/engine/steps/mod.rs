@@ -83,6 +83,11 @@ pub trait Steps: Send {
     /// After the last phase, before the report (e.g. the failed requests HAProxy counted).
     async fn finish(&mut self, _swap: &mut Swap) {}
 
+    /// Between swaps: finishes work Docker could not do before (the record's leftovers).
+    /// Returns true when nothing is left.
+    async fn tidy(&mut self, _ledger: &mut dyn Ledger) -> bool {
+        true
+    }
     /// Recovery: fails when what the service needs (Docker, HAProxy) does not answer yet.
     async fn reachable(&mut self) -> Result<(), StepError> {
         Ok(())

@@ -200,3 +200,29 @@ async fn a_phase_that_cannot_be_journaled_does_not_act_until_it_can() {
     assert_eq!(r.haproxy.serving(), vec!["hs-d2"]);
     assert_eq!(results(&r).last().unwrap(), &("d2".into(), "success"));
 }
+
+#[tokio::test]
+async fn an_old_container_docker_could_not_remove_is_removed_when_it_answers() {
+    let r = Rig::new();
+    let mut w = r.started().await;
+    r.deploy(&mut w, "1").await;
+    r.docker.state.lock().unwrap().failing.insert("remove");
+    let s = r.deploy(&mut w, "2").await;
+    assert_eq!(s.phase, Phase::Succeeded);
+    assert!(
+        s.warnings
+            .iter()
+            .any(|w| w.contains("removing old container")),
+        "{:?}",
+        s.warnings
+    );
+    assert_eq!(r.running_images(), vec!["web:1", "web:2"]);
+    // remembered in the journal: a restart would know it too
+    assert_eq!(r.journal().leftovers.len(), 1);
+    // Docker still failing: kept
+    assert!(!w.steps.tidy(&mut w.book).await);
+    r.docker.state.lock().unwrap().failing.clear();
+    assert!(w.steps.tidy(&mut w.book).await);
+    assert_eq!(r.running_images(), vec!["web:2"]);
+    assert!(r.journal().leftovers.is_empty());
+}

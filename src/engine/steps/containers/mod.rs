@@ -220,6 +220,10 @@ impl<R: Runtime, B: Balancer, H: Prober> Steps for Containers<R, B, H> {
         }
     }
 
+    async fn tidy(&mut self, ledger: &mut dyn Ledger) -> bool {
+        self.remove_leftovers(ledger).await
+    }
+
     async fn reachable(&mut self) -> Result<(), StepError> {
         let ours = self.ours();
         self.runtime

@@ -36,6 +36,11 @@ impl<R: Runtime, B: Balancer, H: Prober> Containers<R, B, H> {
                     )))?;
             }
         }
+        // every container of ours that is not current is gone now, leftovers included
+        if !ledger.record().leftovers.is_empty() {
+            ledger.record().leftovers.clear();
+            ledger.store()?;
+        }
         let servers = self
             .balancer
             .servers()

@@ -5,12 +5,53 @@
 
 use super::{servers_of, Containers};
 use crate::balancer::Balancer;
+use crate::engine::journal::Leftover;
 use crate::engine::phase::Swap;
 use crate::engine::steps::Ledger;
 use crate::health::Prober;
 use crate::runtime::Runtime;
 
+/// Notes a container that could not be removed, to be removed when Docker answers again.
+pub(super) fn remember(ledger: &mut dyn Ledger, container_id: &str, e: &impl std::fmt::Display) {
+    let record = ledger.record();
+    record.leftovers.retain(|l| l.container_id != container_id);
+    record.leftovers.push(Leftover {
+        container_id: container_id.to_string(),
+        why: e.to_string(),
+    });
+}
+
 impl<R: Runtime, B: Balancer, H: Prober> Containers<R, B, H> {
+    /// Tries again to remove what could not be removed; returns true when nothing is left.
+    pub(super) async fn remove_leftovers(&self, ledger: &mut dyn Ledger) -> bool {
+        let left = ledger.record().leftovers.clone();
+        if left.is_empty() {
+            return true;
+        }
+        let mut still = Vec::new();
+        for l in left {
+            match self
+                .runtime
+                .stop_and_remove(&l.container_id, self.settings.container.stop_grace)
+                .await
+            {
+                Ok(()) => {
+                    tracing::info!(service = self.name(), container = %l.container_id, "leftover container removed")
+                }
+                Err(e) => still.push(Leftover {
+                    container_id: l.container_id,
+                    why: e.to_string(),
+                }),
+            }
+        }
+        let done = still.is_empty();
+        ledger.record().leftovers = still;
+        if let Err(e) = ledger.store() {
+            tracing::error!(service = self.name(), error = %e, "journal not written after removing leftovers");
+        }
+        done
+    }
+
     pub(super) async fn retire_old(&self, ledger: &mut dyn Ledger, swap: &mut Swap) {
         if let Some(old) = swap.old.clone() {
             let new = servers_of(swap.new.as_ref());
@@ -27,7 +68,10 @@ impl<R: Runtime, B: Balancer, H: Prober> Containers<R, B, H> {
                     .stop_and_remove(&m.container_id, self.settings.container.stop_grace)
                     .await
                 {
-                    swap.warnings.push(format!("removing old container: {e}"));
+                    swap.warnings.push(format!(
+                        "removing old container: {e} (it is removed when Docker answers again)"
+                    ));
+                    remember(ledger, &m.container_id, &e);
                 }
             }
         }

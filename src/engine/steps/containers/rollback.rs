@@ -34,7 +34,7 @@ impl<R: Runtime, B: Balancer, H: Prober> Containers<R, B, H> {
                     .push(format!("taking {s} out of HAProxy: {e}"));
             }
         }
-        self.remove_new_containers(swap).await;
+        self.remove_new_containers(ledger, swap).await;
         if let Some(old) = &swap.old {
             for m in old.members() {
                 if let Err(e) = self
@@ -63,7 +63,7 @@ impl<R: Runtime, B: Balancer, H: Prober> Containers<R, B, H> {
     }
 
     /// Every container of the failed release: those journaled and those found by its labels.
-    async fn remove_new_containers(&self, swap: &mut Swap) {
+    async fn remove_new_containers(&self, ledger: &mut dyn Ledger, swap: &mut Swap) {
         let [instance, service] = self.ours();
         let deploy = (LABEL_DEPLOY_ID, swap.release.deploy_id.as_str());
         let leftovers = self.runtime.list(&[instance, service, deploy]).await;
@@ -84,7 +84,10 @@ impl<R: Runtime, B: Balancer, H: Prober> Containers<R, B, H> {
                 .stop_and_remove(&id, self.settings.container.stop_grace)
                 .await
             {
-                swap.warnings.push(format!("removing new container: {e}"));
+                swap.warnings.push(format!(
+                    "removing new container: {e} (it is removed when Docker answers again)"
+                ));
+                super::retire::remember(ledger, &id, &e);
             }
         }
     }
