@@ -122,9 +122,7 @@ async fn killed_mid_ramp_the_old_release_gets_all_traffic_back() {
             deadline: swap.phase.deadline().unwrap()
         }
     );
-    drop(w);
-    let mut w = r.walker();
-    w.recover().await.unwrap();
+    r.restart(w).await;
     assert_eq!(r.haproxy.serving(), vec!["hs-d1"]);
     assert_eq!(r.running_images(), vec!["web:1"]);
     let last = r.reporter.all().pop().unwrap();

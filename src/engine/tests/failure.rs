@@ -149,9 +149,7 @@ async fn removing_the_new_container_also_finds_one_never_journaled() {
     // a container of the deploy started, then the daemon died before journaling it
     w.steps.start(&mut w.book, &mut swap.clone()).await.unwrap();
     assert_eq!(r.running_images(), vec!["web:1", "web:2"]);
-    drop(w);
-    let mut w = r.walker();
-    w.recover().await.unwrap();
+    r.restart(w).await;
     assert_eq!(r.running_images(), vec!["web:1"]);
 }
 

@@ -167,6 +167,28 @@ impl Rig {
         swap
     }
 
+    /// The daemon killed and started again: `w` dropped, a new walker recovered. Returns it and
+    /// the state recovery showed.
+    pub(super) async fn restart(&self, w: W) -> (W, String) {
+        drop(w);
+        let mut w = self.walker();
+        let state = w.recover().await.expect("recovery on fakes");
+        (w, state)
+    }
+
+    /// Requests in flight on `server`, drained away one per reading.
+    pub(super) fn in_flight(&self, server: &str, n: u64) {
+        let mut s = self.haproxy.state.lock().unwrap();
+        s.in_flight.insert(server.into(), n);
+    }
+
+    /// The current release's first container, as journaled.
+    pub(super) fn current_container(&self) -> String {
+        self.journal().current.unwrap().members()[0]
+            .container_id
+            .clone()
+    }
+
     pub(super) fn fail_gate(&self, v: &str) {
         self.gate.failing_versions.lock().unwrap().insert(v.into());
     }

@@ -39,9 +39,8 @@ async fn recovery_removes_orphans_and_stray_servers() {
             weight: 1,
         },
     );
-    drop(w);
-    let mut w = r.walker();
-    assert_eq!(w.recover().await.unwrap(), "idle");
+    let (_, state) = r.restart(w).await;
+    assert_eq!(state, "idle");
     assert_eq!(r.running_images(), vec!["web:1"]);
     assert_eq!(r.haproxy.serving(), vec!["hs-d1"]);
 }
@@ -52,9 +51,7 @@ async fn recovery_puts_the_current_release_back_after_haproxy_lost_it() {
     let mut w = r.started().await;
     r.deploy(&mut w, "1").await;
     r.haproxy.state.lock().unwrap().servers.clear();
-    drop(w);
-    let mut w = r.walker();
-    w.recover().await.unwrap();
+    r.restart(w).await;
     assert_eq!(r.haproxy.serving(), vec!["hs-d1"]);
 }
 
@@ -63,9 +60,7 @@ async fn recovery_follows_a_current_container_to_its_new_host_port() {
     let r = Rig::new();
     let mut w = r.started().await;
     r.deploy(&mut w, "1").await;
-    let id = r.journal().current.unwrap().members()[0]
-        .container_id
-        .clone();
+    let id = r.current_container();
     r.docker
         .state
         .lock()
@@ -74,9 +69,7 @@ async fn recovery_follows_a_current_container_to_its_new_host_port() {
         .get_mut(&id)
         .unwrap()
         .host_port = 31_000;
-    drop(w);
-    let mut w = r.walker();
-    w.recover().await.unwrap();
+    r.restart(w).await;
     assert_eq!(r.haproxy.server("hs-d1").unwrap().port, 31_000);
     assert_eq!(r.journal().current.unwrap().members()[0].host_port, 31_000);
 }
@@ -86,13 +79,9 @@ async fn recovery_says_degraded_when_the_current_container_is_not_running() {
     let r = Rig::new();
     let mut w = r.started().await;
     r.deploy(&mut w, "1").await;
-    let id = r.journal().current.unwrap().members()[0]
-        .container_id
-        .clone();
+    let id = r.current_container();
     r.docker.kill(&id);
-    drop(w);
-    let mut w = r.walker();
-    let state = w.recover().await.unwrap();
+    let (_, state) = r.restart(w).await;
     assert!(
         state.starts_with("degraded:") && state.contains(&id),
         "{state}"

@@ -100,9 +100,7 @@ async fn killed_while_rolling_back_the_rollback_finishes() {
     r.deploy(&mut w, "1").await;
     r.fail_gate("2");
     r.until(&mut w, "2", "rolling_back").await;
-    drop(w);
-    let mut w = r.walker();
-    w.recover().await.unwrap();
+    r.restart(w).await;
     assert_eq!(r.running_images(), vec!["web:1"]);
     assert_eq!(r.haproxy.serving(), vec!["hs-d1"]);
     assert_eq!(results(&r).last().unwrap(), &("d2".into(), "failure"));

@@ -100,12 +100,7 @@ async fn draining_waits_for_requests_in_flight_on_the_old_server() {
     let r = Rig::new();
     let mut w = r.started().await;
     r.deploy(&mut w, "1").await;
-    r.haproxy
-        .state
-        .lock()
-        .unwrap()
-        .in_flight
-        .insert("hs-d1".into(), 3);
+    r.in_flight("hs-d1", 3);
     let s = r.deploy(&mut w, "2").await;
     assert!(s.warnings.is_empty(), "{:?}", s.warnings);
     assert_eq!(r.haproxy.state.lock().unwrap().in_flight["hs-d1"], 0);
@@ -116,12 +111,7 @@ async fn a_drain_budget_that_ends_is_a_warning_not_a_failure() {
     let r = Rig::with("drain_budget_secs = 0\n");
     let mut w = r.started().await;
     r.deploy(&mut w, "1").await;
-    r.haproxy
-        .state
-        .lock()
-        .unwrap()
-        .in_flight
-        .insert("hs-d1".into(), 1_000_000);
+    r.in_flight("hs-d1", 1_000_000);
     let s = r.deploy(&mut w, "2").await;
     assert_eq!(s.phase, Phase::Succeeded);
     assert!(

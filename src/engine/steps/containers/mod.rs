@@ -20,14 +20,14 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use super::{Ledger, Reconciled, Steps};
-use crate::balancer::{Balancer, ServerSpec};
+use crate::balancer::{Balancer, ServerSpec, ServerStatus};
 use crate::clock::UnixMs;
 use crate::config::{HaproxySettings, ServiceSettings};
 use crate::engine::error::StepError;
 use crate::engine::phase::{Budgets, Instance, Replica, Swap};
 use crate::health::{Passed, Prober};
 use crate::runtime::archive::ArchiveFetcher;
-use crate::runtime::{Runtime, LABEL_INSTANCE, LABEL_SERVICE};
+use crate::runtime::{Found, Runtime, LABEL_INSTANCE, LABEL_SERVICE};
 
 /// Time allowed to undo a failed swap.
 pub const ROLLBACK_BUDGET: Duration = Duration::from_secs(60);
@@ -76,6 +76,28 @@ impl<R: Runtime, B: Balancer, H: Prober> Containers<R, B, H> {
 
     fn name(&self) -> &str {
         &self.settings.name
+    }
+
+    /// Every container of this service, running or not, as Docker shows it now.
+    async fn containers(&self) -> Result<Vec<Found>, StepError> {
+        self.runtime
+            .list(&self.ours())
+            .await
+            .map_err(StepError::docker(format!(
+                "listing the containers of service {:?}",
+                self.name()
+            )))
+    }
+
+    /// The servers of this service's backend, as HAProxy shows them now.
+    async fn servers(&self) -> Result<Vec<ServerStatus>, StepError> {
+        self.balancer
+            .servers()
+            .await
+            .map_err(StepError::haproxy(format!(
+                "reading the servers of service {:?}",
+                self.name()
+            )))
     }
 
     /// The labels every container of this service carries.
@@ -225,21 +247,8 @@ impl<R: Runtime, B: Balancer, H: Prober> Steps for Containers<R, B, H> {
     }
 
     async fn reachable(&mut self) -> Result<(), StepError> {
-        let ours = self.ours();
-        self.runtime
-            .list(&ours)
-            .await
-            .map_err(StepError::docker(format!(
-                "listing the containers of service {:?}",
-                self.name()
-            )))?;
-        self.balancer
-            .servers()
-            .await
-            .map_err(StepError::haproxy(format!(
-                "reading the servers of service {:?}",
-                self.name()
-            )))?;
+        self.containers().await?;
+        self.servers().await?;
         Ok(())
     }
 

@@ -16,12 +16,7 @@ impl<R: Runtime, B: Balancer, H: Prober> Containers<R, B, H> {
         &self,
         ledger: &mut dyn Ledger,
     ) -> Result<Reconciled, StepError> {
-        let listing = format!("listing the containers of service {:?}", self.name());
-        let found = self
-            .runtime
-            .list(&self.ours())
-            .await
-            .map_err(StepError::docker(listing))?;
+        let found = self.containers().await?;
         let current = ledger.record().current.clone();
         let members = current.as_ref().map(Instance::members).unwrap_or_default();
         for f in &found {
@@ -41,14 +36,7 @@ impl<R: Runtime, B: Balancer, H: Prober> Containers<R, B, H> {
             ledger.record().leftovers.clear();
             ledger.store()?;
         }
-        let servers = self
-            .balancer
-            .servers()
-            .await
-            .map_err(StepError::haproxy(format!(
-                "reading the servers of service {:?}",
-                self.name()
-            )))?;
+        let servers = self.servers().await?;
         let mut degraded = None;
         if let Some(mut cur) = current {
             let mut down = Vec::new();
