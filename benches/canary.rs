@@ -21,9 +21,7 @@ use support::load::Load;
 async fn deploy(daemon: &Arc<Daemon>, image: &str) -> (bool, serde_json::Value) {
     let d = daemon.clone();
     let image = image.to_string();
-    let code = tokio::task::spawn_blocking(move || d.deploy(&image).0)
-        .await
-        .unwrap();
+    let code = support::blocking(move || d.deploy(&image).0).await;
     (code == 0, daemon.reports().pop().expect("a report"))
 }
 

@@ -16,16 +16,8 @@ use std::time::{Duration, Instant};
 
 use support::daemon::HOTSWAPCTL;
 use support::moto::Moto;
+use support::process::Guarded;
 use support::reports::host_report;
-
-/// Waits for the child and returns (exit code, peak RSS in KiB) from its own rusage.
-fn wait_with_rusage(pid: i32) -> (i32, i64) {
-    let mut status = 0;
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    let r = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
-    assert_eq!(r, pid, "wait4");
-    (libc::WEXITSTATUS(status), usage.ru_maxrss)
-}
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
@@ -40,14 +32,7 @@ async fn main() {
     );
     let dir = tempfile::tempdir().unwrap();
     let moto = Moto::start(dir.path());
-    let conf = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .endpoint_url(moto.url())
-        .region(aws_config::Region::new("us-east-1"))
-        .credentials_provider(aws_sdk_sqs::config::Credentials::new(
-            "test", "test", None, None, "test",
-        ))
-        .load()
-        .await;
+    let conf = moto.sdk_config().await;
     let cfn = aws_sdk_cloudformation::Client::new(&conf);
     let asg = aws_sdk_autoscaling::Client::new(&conf);
     let sqs = aws_sdk_sqs::Client::new(&conf);
@@ -85,26 +70,25 @@ async fn main() {
         t0.elapsed().as_secs_f64()
     );
 
-    let child = Command::new(HOTSWAPCTL)
-        .args([
-            "stack-update",
-            "--stack",
-            "bench",
-            "--template",
-            tpl.to_str().unwrap(),
-            "--deploy-id",
-            "sd-bench",
-            "--timeout-secs",
-            "900",
-            "--json",
-        ])
-        .envs(moto.env())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let pid = child.id() as i32;
+    let mut cmd = Command::new(HOTSWAPCTL);
+    cmd.args([
+        "stack-update",
+        "--stack",
+        "bench",
+        "--template",
+        tpl.to_str().unwrap(),
+        "--deploy-id",
+        "sd-bench",
+        "--timeout-secs",
+        "900",
+        "--json",
+    ])
+    .envs(moto.env())
+    .stdin(Stdio::null())
+    .stdout(Stdio::null())
+    .stderr(Stdio::null());
+    // killed if the bench fails before it finishes
+    let child = Guarded::spawn(cmd).unwrap();
     // the hosts see the update
     loop {
         let s = cfn
@@ -208,9 +192,9 @@ async fn main() {
         sent_start.elapsed().as_millis(),
         spread.as_secs_f64()
     );
-    let (code, maxrss_kib) = tokio::task::spawn_blocking(move || wait_with_rusage(pid))
-        .await
-        .unwrap();
+    // exit code and peak RSS (KiB) from the CLI's own rusage
+    let (status, usage) = support::blocking(move || child.wait_rusage()).await;
+    let (code, maxrss_kib) = (status.code().unwrap_or(-1), usage.ru_maxrss);
     let detect_ms = last_sent.elapsed().as_millis();
     assert_eq!(code, 0, "stack-update did not succeed");
     println!(

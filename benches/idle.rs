@@ -12,19 +12,6 @@ use support::daemon::{Daemon, ServiceOpts};
 use support::env::TestEnv;
 use support::images::ImageOpts;
 
-fn pid_of(d: &Daemon) -> u32 {
-    let out = std::process::Command::new("pgrep")
-        .args(["-f", &format!("hotswapd --config {}", d.config.display())])
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .next()
-        .expect("hotswapd pid")
-        .parse()
-        .unwrap()
-}
-
 fn rss_kib(pid: u32) -> u64 {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     s.lines()
@@ -69,7 +56,7 @@ fn main() {
     let config = env.config(&ServiceOpts::default());
     let daemon = Daemon::start(env.dir.path(), &config);
     daemon.deploy_ok(&v1);
-    let pid = pid_of(&daemon);
+    let pid = daemon.pid().expect("hotswapd runs");
     // tokio retires idle blocking-pool threads after 10 s: let that happen before measuring
     std::thread::sleep(Duration::from_secs(12));
     let before = switches(pid);

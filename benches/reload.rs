@@ -10,9 +10,8 @@ mod support;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use support::daemon::{write_config_services, Daemon};
-use support::gunicorn::{bundle, Gunicorn};
-use support::haproxy::Haproxy;
+use support::blocking;
+use support::gunicorn::{bundle, daemon_for, Gunicorn};
 use support::load::Load;
 
 fn p50(mut v: Vec<u64>) -> u64 {
@@ -20,8 +19,22 @@ fn p50(mut v: Vec<u64>) -> u64 {
     v.get(v.len() / 2).copied().unwrap_or(0)
 }
 
-#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
-async fn main() {
+fn main() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    // every helper (gunicorn, HAProxy, hotswapd, temp dir) is dropped inside `run`, before exit
+    let failed_reloads = rt.block_on(run());
+    drop(rt);
+    if failed_reloads > 0 {
+        std::process::exit(1);
+    }
+}
+
+/// The bench; the number of reloads that failed.
+async fn run() -> usize {
     let arg = support::cli_arg;
     let n: usize = arg("--reloads")
         .map(|v| v.parse().expect("--reloads N"))
@@ -33,16 +46,8 @@ async fn main() {
     );
     let dir = tempfile::tempdir().unwrap();
     let g = Gunicorn::start(dir.path(), strategy == "usr2");
-    let haproxy = Haproxy::start(dir.path(), "unused").unwrap();
-    let config = write_config_services(
-        dir.path(),
-        &format!("b-reload-{}", std::process::id()),
-        &haproxy,
-        &[],
-    );
-    let text = std::fs::read_to_string(&config).unwrap();
-    std::fs::write(&config, format!("{text}{}", g.config(&strategy, 30))).unwrap();
-    let daemon = Arc::new(Daemon::start(dir.path(), &config));
+    let instance = format!("b-reload-{}", std::process::id());
+    let daemon = Arc::new(daemon_for(dir.path(), &g, &instance, &strategy, 30));
     let load = Load::start_with(g.addr(), 4, "/", None, Duration::from_millis(100));
     tokio::time::sleep(Duration::from_millis(300)).await;
     let started = Instant::now();
@@ -52,11 +57,9 @@ async fn main() {
         let version = format!("{i}");
         let code = bundle(dir.path(), &version, true);
         let d = daemon.clone();
-        let out = tokio::task::spawn_blocking(move || {
-            d.ctl(&["deploy", "app", "--code", code.to_str().unwrap(), "--wait"])
-        })
-        .await
-        .unwrap();
+        let out =
+            blocking(move || d.ctl(&["deploy", "app", "--code", code.to_str().unwrap(), "--wait"]))
+                .await;
         if !out.status.success() {
             failed_reloads += 1;
             eprintln!(
@@ -98,8 +101,5 @@ async fn main() {
         stats.failed,
         p50(new_code_ms)
     );
-    std::mem::forget(haproxy);
-    if failed_reloads > 0 {
-        std::process::exit(1);
-    }
+    failed_reloads
 }

@@ -13,6 +13,7 @@ use support::daemon::{Daemon, ServiceOpts};
 use support::env::TestEnv;
 use support::images::ImageOpts;
 use support::load::Load;
+use support::{blocking, text};
 
 fn ramp(steps: &str, hold: &str, watch: &str) -> String {
     format!(
@@ -25,23 +26,15 @@ fn ramp(steps: &str, hold: &str, watch: &str) -> String {
 async fn deploy(daemon: &Arc<Daemon>, args: &[&str]) -> (i32, String) {
     let d = daemon.clone();
     let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-    tokio::task::spawn_blocking(move || {
+    blocking(move || {
         let mut all = vec!["deploy".to_string(), "web".into()];
         all.extend(args);
         all.extend(["--wait".into(), "--timeout-secs".into(), "120".into()]);
         let refs: Vec<&str> = all.iter().map(String::as_str).collect();
         let out = d.ctl(&refs);
-        (
-            out.status.code().unwrap_or(-1),
-            format!(
-                "{}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            ),
-        )
+        (out.status.code().unwrap_or(-1), text(&out))
     })
     .await
-    .unwrap()
 }
 
 /// The releases that answered the load over the next `ms` milliseconds, and the requests that

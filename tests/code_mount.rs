@@ -7,6 +7,7 @@ mod support;
 use std::sync::Arc;
 use std::time::Duration;
 
+use support::blocking;
 use support::daemon::{Daemon, ServiceOpts};
 use support::env::TestEnv;
 use support::gunicorn::bundle;
@@ -56,9 +57,7 @@ async fn code_only_releases_reload_the_container_and_an_image_change_swaps_it() 
     let load = Load::start(env.haproxy.frontend, 4, "/");
     let run = |args: Vec<String>| {
         let d = daemon.clone();
-        tokio::task::spawn_blocking(move || {
-            d.ctl(&args.iter().map(|s| s.as_str()).collect::<Vec<_>>())
-        })
+        blocking(move || d.ctl(&args.iter().map(|s| s.as_str()).collect::<Vec<_>>()))
     };
     let c1 = bundle(env.dir.path(), "c1", true);
     let out = run(vec![
@@ -68,8 +67,7 @@ async fn code_only_releases_reload_the_container_and_an_image_change_swaps_it() 
         c1.display().to_string(),
         "--wait".into(),
     ])
-    .await
-    .unwrap();
+    .await;
     assert!(
         out.status.success(),
         "{}",
@@ -101,8 +99,7 @@ async fn code_only_releases_reload_the_container_and_an_image_change_swaps_it() 
         "c2".into(),
         "--wait".into(),
     ])
-    .await
-    .unwrap();
+    .await;
     let err = String::from_utf8_lossy(&out.stderr).into_owned();
     assert_eq!(out.status.code(), Some(5), "{err}");
     assert!(err.contains("\"c2\""), "{err}");
@@ -127,8 +124,7 @@ async fn code_only_releases_reload_the_container_and_an_image_change_swaps_it() 
         "c1".into(),
         "--wait".into(),
     ])
-    .await
-    .unwrap();
+    .await;
     assert!(
         out.status.success(),
         "{}",

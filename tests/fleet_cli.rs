@@ -9,20 +9,14 @@ use std::time::{Duration, Instant};
 
 use support::daemon::HOTSWAPCTL;
 use support::moto::Moto;
+use support::process::{die_with_caller, Guarded};
 use support::reports::host_report as report;
+use support::text;
 
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures")
         .join(name)
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
 }
 
 struct Aws {
@@ -32,14 +26,7 @@ struct Aws {
 }
 
 async fn aws(moto: &Moto) -> Aws {
-    let conf = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .endpoint_url(moto.url())
-        .region(aws_config::Region::new("us-east-1"))
-        .credentials_provider(aws_sdk_sqs::config::Credentials::new(
-            "test", "test", None, None, "test",
-        ))
-        .load()
-        .await;
+    let conf = moto.sdk_config().await;
     Aws {
         cfn: aws_sdk_cloudformation::Client::new(&conf),
         asg: aws_sdk_autoscaling::Client::new(&conf),
@@ -48,23 +35,25 @@ async fn aws(moto: &Moto) -> Aws {
 }
 
 fn ctl(moto: &Moto, args: &[&str]) -> Output {
-    Command::new(HOTSWAPCTL)
-        .args(args)
-        .envs(moto.env())
-        .stdin(Stdio::null())
-        .output()
-        .unwrap()
+    die_with_caller(
+        Command::new(HOTSWAPCTL)
+            .args(args)
+            .envs(moto.env())
+            .stdin(Stdio::null()),
+    )
+    .output()
+    .unwrap()
 }
 
-fn ctl_spawn(moto: &Moto, args: &[&str]) -> std::process::Child {
-    Command::new(HOTSWAPCTL)
-        .args(args)
+/// A CLI left running while the test plays the hosts; killed if the test fails first.
+fn ctl_spawn(moto: &Moto, args: &[&str]) -> Guarded {
+    let mut cmd = Command::new(HOTSWAPCTL);
+    cmd.args(args)
         .envs(moto.env())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap()
+        .stderr(Stdio::piped());
+    Guarded::spawn(cmd).unwrap()
 }
 
 async fn param(a: &Aws, stack: &str, key: &str) -> Option<String> {
@@ -152,7 +141,7 @@ async fn wait_deploy_id(a: &Aws, stack: &str, id: &str) {
     }
 }
 
-fn finish(child: std::process::Child) -> Output {
+fn finish(child: Guarded) -> Output {
     child.wait_with_output().unwrap()
 }
 

@@ -3,12 +3,11 @@
 
 mod support;
 
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use support::daemon::{Daemon, ServiceOpts};
 use support::env::TestEnv;
-use support::images::ImageOpts;
+use support::images::{save_and_remove, ImageOpts};
 use support::moto::Moto;
 
 async fn sqs(moto: &Moto) -> aws_sdk_sqs::Client {
@@ -169,26 +168,7 @@ async fn an_image_archive_in_s3_is_checked_then_swapped_in() {
     let v1 = env.image("1", &ImageOpts::default());
     let arch = env.image("s3", &ImageOpts::default());
     let tar = env.dir.path().join("web-s3.tar");
-    assert!(Command::new("docker")
-        .arg("save")
-        .arg("-o")
-        .arg(&tar)
-        .arg(&arch)
-        .status()
-        .unwrap()
-        .success());
-    let sha =
-        String::from_utf8_lossy(&Command::new("sha256sum").arg(&tar).output().unwrap().stdout)
-            .split_whitespace()
-            .next()
-            .unwrap()
-            .to_string();
-    assert!(Command::new("docker")
-        .args(["rmi", &arch])
-        .stdout(Stdio::null())
-        .status()
-        .unwrap()
-        .success());
+    let sha = save_and_remove(&arch, &tar);
     let client = s3(&moto).await;
     client
         .create_bucket()

@@ -11,16 +11,9 @@ use std::time::{Duration, Instant};
 
 use support::daemon::{service_toml, write_config_services, Daemon, ServiceOpts, HOTSWAPCTL};
 use support::env::TestEnv;
-use support::images::ImageOpts;
+use support::images::{save_and_remove, ImageOpts};
 use support::load::Load;
-
-fn text(out: &std::process::Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
+use support::{blocking, text};
 
 fn services(d: &Daemon) -> Vec<serde_json::Value> {
     let out = d.ctl(&["services", "--json"]);
@@ -354,9 +347,7 @@ async fn fifty_inbox_files_at_once_are_each_accepted_or_rejected_with_a_reason()
 
     // every good release is accounted for: swapped or superseded by a later one, none lost
     let d = daemon.clone();
-    tokio::task::spawn_blocking(move || d.wait_idle(Duration::from_secs(90)))
-        .await
-        .unwrap();
+    blocking(move || d.wait_idle(Duration::from_secs(90))).await;
     for id in &good {
         let out = daemon.ctl(&[
             "deploy",
@@ -484,26 +475,7 @@ fn an_image_archive_is_loaded_after_its_digest_is_checked() {
     daemon.deploy_ok(&v1);
 
     let tar = env.dir.path().join("web-arch.tar");
-    let ok = Command::new("docker")
-        .arg("save")
-        .arg("-o")
-        .arg(&tar)
-        .arg(&arch)
-        .status()
-        .unwrap();
-    assert!(ok.success());
-    let sum = Command::new("sha256sum").arg(&tar).output().unwrap();
-    let sha = String::from_utf8_lossy(&sum.stdout)
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .to_string();
-    let ok = Command::new("docker")
-        .args(["rmi", &arch])
-        .stdout(Stdio::null())
-        .status()
-        .unwrap();
-    assert!(ok.success());
+    let sha = save_and_remove(&arch, &tar);
     assert!(!env.image_exists(&arch));
 
     let wrong = "0".repeat(64);

@@ -5,6 +5,7 @@ mod support;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use support::blocking;
 use support::daemon::{Daemon, ServiceOpts};
 use support::env::TestEnv;
 use support::images::ImageOpts;
@@ -181,9 +182,7 @@ async fn a_backend_that_takes_no_dynamic_servers_is_switched_by_a_hitless_reload
     tokio::time::sleep(Duration::from_millis(200)).await;
     let d = daemon.clone();
     let img = v2.clone();
-    tokio::task::spawn_blocking(move || d.deploy_ok(&img))
-        .await
-        .unwrap();
+    blocking(move || d.deploy_ok(&img)).await;
     let mark = load.mark();
     tokio::time::sleep(Duration::from_millis(300)).await;
     let since = load.releases_since(&mark);

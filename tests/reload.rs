@@ -4,36 +4,26 @@
 
 mod support;
 
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use support::daemon::{write_config_services, Daemon};
+use support::blocking;
+use support::daemon::Daemon;
 use support::gunicorn::{bundle, Gunicorn};
-use support::haproxy::Haproxy;
 use support::load::Load;
 
 /// One gunicorn test at a time: the 0.1 s client measures reload latency, which two gunicorns
 /// and two daemons reloading at once on a 2-core machine would measure instead.
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-fn daemon_for(dir: &Path, g: &Gunicorn, strategy: &str, health_deadline_secs: u64) -> Daemon {
-    // a daemon with no container service; HAProxy is not involved in a code reload
-    let haproxy = Haproxy::start(dir, "unused").unwrap_or_else(|e| panic!("{e}"));
-    let config = write_config_services(
-        dir,
-        &format!("t-reload-{}", std::process::id()),
-        &haproxy,
-        &[],
-    );
-    let text = std::fs::read_to_string(&config).unwrap();
-    std::fs::write(
-        &config,
-        format!("{text}{}", g.config(strategy, health_deadline_secs)),
-    )
-    .unwrap();
-    std::mem::forget(haproxy); // killed with the test process; keeps the socket path valid
-    Daemon::start(dir, &config)
+fn daemon_for(
+    dir: &std::path::Path,
+    g: &Gunicorn,
+    strategy: &str,
+    health_deadline_secs: u64,
+) -> Daemon {
+    let instance = format!("t-reload-{}", std::process::id());
+    support::gunicorn::daemon_for(dir, g, &instance, strategy, health_deadline_secs)
 }
 
 async fn reloads_under_load(strategy: &str, preload: bool, n: usize) {
@@ -48,11 +38,7 @@ async fn reloads_under_load(strategy: &str, preload: bool, n: usize) {
         let code = bundle(dir.path(), &version, i % 2 == 0);
         let d = daemon.clone();
         let code_s = code.display().to_string();
-        let out = tokio::task::spawn_blocking(move || {
-            d.ctl(&["deploy", "app", "--code", &code_s, "--wait"])
-        })
-        .await
-        .unwrap();
+        let out = blocking(move || d.ctl(&["deploy", "app", "--code", &code_s, "--wait"])).await;
         assert!(
             out.status.success(),
             "reload {i}: {}{}\n{}",
@@ -113,10 +99,7 @@ async fn broken_code_is_rolled_back_and_unsafe_bundles_are_refused() {
     let broken = bundle(dir.path(), "BROKEN-2", false);
     let d = daemon.clone();
     let b = broken.display().to_string();
-    let out =
-        tokio::task::spawn_blocking(move || d.ctl(&["deploy", "app", "--code", &b, "--wait"]))
-            .await
-            .unwrap();
+    let out = blocking(move || d.ctl(&["deploy", "app", "--code", &b, "--wait"])).await;
     let err = String::from_utf8_lossy(&out.stderr).into_owned();
     assert_eq!(out.status.code(), Some(5), "{err}");
     assert!(

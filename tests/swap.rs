@@ -4,15 +4,11 @@ mod support;
 
 use std::time::Duration;
 
+use support::blocking;
 use support::daemon::{Daemon, ServiceOpts};
 use support::env::TestEnv;
 use support::images::ImageOpts;
 use support::load::Load;
-
-/// Runs a blocking call (the CLI) without stalling the load client's tasks.
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
-    tokio::task::spawn_blocking(f).await.unwrap()
-}
 
 fn current_image(d: &Daemon) -> Option<String> {
     let s = d.status_json().ok()?;

@@ -6,6 +6,7 @@ mod support;
 use std::sync::Arc;
 use std::time::Duration;
 
+use support::blocking;
 use support::daemon::{Daemon, ServiceOpts};
 use support::env::TestEnv;
 use support::images::ImageOpts;
@@ -27,9 +28,7 @@ async fn ten_consecutive_swaps_under_load_fail_no_request() {
     for i in 1..=10 {
         let (image, release) = (images[i % 2].clone(), releases[i % 2]);
         let d = daemon.clone();
-        tokio::task::spawn_blocking(move || d.deploy_ok(&image))
-            .await
-            .unwrap();
+        blocking(move || d.deploy_ok(&image)).await;
         let mark = load.mark();
         tokio::time::sleep(Duration::from_millis(200)).await;
         let since = load.releases_since(&mark);

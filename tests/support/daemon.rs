@@ -1,11 +1,13 @@
-//! The real hotswapd binary, configured for one test, and the CLI beside it.
+//! The real hotswapd binary, configured for one test, and the CLI beside it. The daemon is
+//! killed when dropped or when the test process dies (`super::process::Guarded`).
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use super::haproxy::Haproxy;
+use super::process::{die_with_caller, Guarded};
 
 pub const HOTSWAPD: &str = env!("CARGO_BIN_EXE_hotswapd");
 pub const HOTSWAPCTL: &str = env!("CARGO_BIN_EXE_hotswapctl");
@@ -112,10 +114,13 @@ switch = "{switch}"
 }
 
 pub struct Daemon {
-    child: Option<Child>,
+    child: Option<Guarded>,
     pub config: PathBuf,
     pub dir: PathBuf,
     pub socket: PathBuf,
+    /// An HAProxy the config names that lives as long as the daemon (see `with_haproxy`);
+    /// dropped after the daemon is killed.
+    haproxy: Option<Haproxy>,
 }
 
 impl Daemon {
@@ -131,24 +136,35 @@ impl Daemon {
             .append(true)
             .open(dir.join("hotswapd.log"))
             .unwrap();
-        let child = Command::new(HOTSWAPD)
-            .arg("--config")
+        let mut cmd = Command::new(HOTSWAPD);
+        cmd.arg("--config")
             .arg(config)
             .env("RUST_LOG", "info")
             .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("starting hotswapd");
+            .stderr(log);
+        let child = Guarded::spawn(cmd).expect("starting hotswapd");
         let d = Daemon {
             child: Some(child),
             config: config.to_owned(),
             dir: dir.to_owned(),
             socket: dir.join("hotswapd.sock"),
+            haproxy: None,
         };
         d.wait_idle(Duration::from_secs(60));
         d
+    }
+
+    /// Keeps `haproxy` (whose sockets and files the config names) running as long as the daemon.
+    pub fn with_haproxy(mut self, haproxy: Haproxy) -> Daemon {
+        self.haproxy = Some(haproxy);
+        self
+    }
+
+    /// The daemon's pid, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Guarded::id)
     }
 
     /// Waits until every service is idle (recovered, nothing swapping).
@@ -171,13 +187,15 @@ impl Daemon {
     }
 
     pub fn ctl(&self, args: &[&str]) -> Output {
-        Command::new(HOTSWAPCTL)
-            .arg("--socket")
-            .arg(&self.socket)
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .expect("running hotswapctl")
+        die_with_caller(
+            Command::new(HOTSWAPCTL)
+                .arg("--socket")
+                .arg(&self.socket)
+                .args(args)
+                .stdin(Stdio::null()),
+        )
+        .output()
+        .expect("running hotswapctl")
     }
 
     pub fn status_json(&self) -> Result<serde_json::Value, String> {
@@ -238,28 +256,24 @@ impl Daemon {
 
     /// Sends a signal to the daemon (SIGHUP, SIGTERM, ...).
     pub fn signal(&self, sig: nix::sys::signal::Signal) {
-        let pid = self.child.as_ref().expect("daemon running").id() as i32;
-        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig).unwrap();
+        self.child
+            .as_ref()
+            .expect("daemon running")
+            .signal(sig)
+            .unwrap();
     }
 
     /// Waits up to `limit` for the daemon to exit; its exit status.
     pub fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
-        let started = Instant::now();
-        while started.elapsed() < limit {
-            if let Some(st) = self.child.as_mut()?.try_wait().ok().flatten() {
-                self.child = None;
-                return Some(st);
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        None
+        let st = self.child.as_mut()?.wait_timeout(limit)?;
+        self.child = None;
+        Some(st)
     }
 
     /// SIGKILL: no chance to tidy up, as in a crash.
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
+            c.kill();
         }
     }
 }

@@ -1,18 +1,30 @@
 //! One test's world: a temp dir, a real HAProxy, test images, and a guard that removes every
-//! container and image the test made, even when it fails.
+//! container and image the test made, even when it fails (and a `Watchdog` that does the same
+//! if the test process dies without unwinding).
 #![allow(dead_code)]
 
 use std::process::{Command, Stdio};
 
 use super::haproxy::Haproxy;
 use super::images::{build_image, remove_image, ImageOpts};
+use super::process::Watchdog;
 
 pub struct TestEnv {
     pub dir: tempfile::TempDir,
     pub instance: String,
     pub haproxy: Haproxy,
     images: Vec<String>,
+    watchdog: Watchdog,
 }
+
+/// What `Drop for TestEnv` does, for the watchdog: "$1" the instance, then the image tags.
+const CLEAN_UP: &str = r#"
+instance=$1
+shift
+ids=$(docker ps -aq --filter "label=hotswap.instance=$instance")
+[ -z "$ids" ] || docker rm -f $ids
+for tag in "$@"; do docker rmi "$tag"; done
+"#;
 
 impl TestEnv {
     pub fn new(name: &str) -> TestEnv {
@@ -32,8 +44,10 @@ impl TestEnv {
             .unwrap();
         let haproxy =
             Haproxy::start_backends(dir.path(), backends).unwrap_or_else(|e| panic!("{e}"));
+        let instance = format!("t-{name}-{}", std::process::id());
         TestEnv {
-            instance: format!("t-{name}-{}", std::process::id()),
+            watchdog: Watchdog::start(CLEAN_UP, &[&instance]),
+            instance,
             dir,
             haproxy,
             images: Vec::new(),
@@ -53,6 +67,7 @@ impl TestEnv {
     /// Builds `<instance>-<service>:<release>` and returns the reference.
     pub fn image_for(&mut self, service: &str, release: &str, opts: &ImageOpts) -> String {
         let tag = format!("{}-{service}:{release}", self.instance.to_lowercase());
+        self.watchdog.note(&tag);
         build_image(&tag, release, opts).unwrap_or_else(|e| panic!("{e}"));
         self.images.push(tag.clone());
         tag

@@ -1,10 +1,24 @@
 //! A real gunicorn (PyPI, in the venv scripts/install-deps makes), daemonized with a pidfile and
 //! running from `<app_root>/current`, plus code bundles of the test WSGI app.
+//!
+//! gunicorn daemonizes (fork, setsid, fork), so it is no child of the test and PDEATHSIG cannot
+//! reach it; neither can it reach a master hotswapd starts again with `start_command`. Dropping
+//! a `Gunicorn` stops every master its pidfiles name (SIGQUIT, then SIGKILL to its process group,
+//! which a daemonized master, its workers and a USR2 re-exec share), then SIGKILLs every process
+//! whose command line or working directory names its app root. A `Watchdog` does the latter if
+//! the test process dies first. A master's parent is init: it stays a zombie until init reaps it.
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use nix::sys::signal::{kill, killpg, Signal};
+use nix::unistd::{getpgid, Pid};
+
+use super::daemon::{write_config_services, Daemon};
+use super::haproxy::Haproxy;
+use super::process::{kill_mentioning, listening, mentions, wait_until, Watchdog};
 
 pub struct Gunicorn {
     /// How it was started: hotswapd's `start_command`.
@@ -13,7 +27,24 @@ pub struct Gunicorn {
     pub port: u16,
     pub app_root: PathBuf,
     log: PathBuf,
+    _watchdog: Watchdog,
 }
+
+/// Kills, until none is left, every process naming "$1" (an app root, with a trailing slash) in
+/// its command line or working directory, but itself.
+const SWEEP: &str = r#"
+for round in 1 2 3 4 5 6 7 8 9 10; do
+    found=
+    for p in $( { grep -lsaF -- "$1" /proc/[0-9]*/cmdline
+                  find /proc -mindepth 2 -maxdepth 2 -name cwd -lname "$1*"; } 2>/dev/null |
+                cut -d/ -f3 | sort -u); do
+        [ "$p" = "$$" ] && continue
+        kill -KILL "$p" 2>/dev/null && found=1
+    done
+    [ -n "$found" ] || exit 0
+    sleep 0.2
+done
+"#;
 
 fn gunicorn_binary() -> PathBuf {
     let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/pyenv/bin/gunicorn");
@@ -66,6 +97,7 @@ impl Gunicorn {
         .unwrap();
         std::fs::write(first.join("VERSION"), "0\n").unwrap();
         std::os::unix::fs::symlink("releases/initial", app_root.join("current")).unwrap();
+        let watchdog = Watchdog::start(SWEEP, &[&format!("{}/", app_root.display())]);
         let port = super::haproxy::free_port();
         let pidfile = dir.join("gunicorn.pid");
         let log = dir.join("gunicorn.log");
@@ -103,6 +135,7 @@ impl Gunicorn {
             port,
             app_root: app_root.clone(),
             log,
+            _watchdog: watchdog,
         };
         let mut cmd = Command::new(&argv[0]);
         cmd.args(&argv[1..]).stdin(Stdio::null());
@@ -111,15 +144,12 @@ impl Gunicorn {
             "gunicorn did not start: {}",
             std::fs::read_to_string(&g.log).unwrap_or_default()
         );
-        let started = Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() || !g.pidfile.exists() {
-            assert!(
-                started.elapsed() < Duration::from_secs(20),
-                "gunicorn not up in 20 s: {}",
-                std::fs::read_to_string(&g.log).unwrap_or_default()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        assert!(
+            wait_until(Duration::from_secs(20), || listening(g.addr())
+                && g.pidfile.exists()),
+            "gunicorn not up in 20 s: {}",
+            std::fs::read_to_string(&g.log).unwrap_or_default()
+        );
         g
     }
 
@@ -167,26 +197,46 @@ deadline_secs = {health_deadline_secs}
 
 impl Drop for Gunicorn {
     fn drop(&mut self) {
-        let mut pids: Vec<i32> = self.master().into_iter().collect();
+        let root = format!("{}/", self.app_root.display());
         let mut two = self.pidfile.clone().into_os_string();
         two.push(".2");
-        if let Some(p) = std::fs::read_to_string(PathBuf::from(two))
-            .ok()
-            .and_then(|s| s.trim().parse().ok())
-        {
-            pids.push(p);
+        for pidfile in [self.pidfile.clone(), PathBuf::from(two)] {
+            let pid = std::fs::read_to_string(pidfile)
+                .ok()
+                .and_then(|s| s.trim().parse::<i32>().ok());
+            // a pid from a stale pidfile may be anybody's by now
+            if let Some(pid) = pid.filter(|p| mentions(*p, &root)) {
+                let master = Pid::from_raw(pid);
+                if let Ok(group) = getpgid(Some(master)) {
+                    // quick shutdown: the master stops and reaps its workers then exits (its own
+                    // parent is init); SIGKILL to the group for whatever is left after 3 s
+                    let _ = kill(master, Signal::SIGQUIT);
+                    wait_until(Duration::from_secs(3), || !mentions(pid, &root));
+                    let _ = killpg(group, Signal::SIGKILL);
+                }
+            }
         }
-        for p in pids {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(p),
-                nix::sys::signal::Signal::SIGQUIT,
-            );
-        }
-        // anything left of this instance
-        let _ = Command::new("pkill")
-            .arg("-9")
-            .arg("-f")
-            .arg(self.app_root.display().to_string())
-            .status();
+        // and anything else of this instance
+        kill_mentioning(&root);
     }
+}
+
+/// hotswapd with no container service and `[processes.app]` on `g`. HAProxy is not involved in a
+/// code reload, but the config is written for one: it runs as long as the daemon.
+pub fn daemon_for(
+    dir: &Path,
+    g: &Gunicorn,
+    instance: &str,
+    strategy: &str,
+    health_deadline_secs: u64,
+) -> Daemon {
+    let haproxy = Haproxy::start(dir, "unused").unwrap_or_else(|e| panic!("{e}"));
+    let config = write_config_services(dir, instance, &haproxy, &[]);
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        format!("{text}{}", g.config(strategy, health_deadline_secs)),
+    )
+    .unwrap();
+    Daemon::start(dir, &config).with_haproxy(haproxy)
 }

@@ -1,13 +1,17 @@
-//! A real HAProxy (Debian package) per test, in master-worker mode, on a loopback port.
+//! A real HAProxy (Debian package) per test, in master-worker mode, on a loopback port; the
+//! master and its workers are killed when it is dropped or the test process dies
+//! (`super::process::Guarded`).
 #![allow(dead_code)]
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use super::process::{wait_until, Guarded};
 
 pub struct Haproxy {
-    child: Child,
+    child: Guarded,
     /// The first backend's frontend.
     pub frontend: SocketAddr,
     /// Backend name → its frontend.
@@ -76,8 +80,8 @@ impl Haproxy {
         let port = frontends[backends[0].0].port();
         std::fs::write(&config, text).map_err(|e| e.to_string())?;
         let log = std::fs::File::create(dir.join("haproxy.log")).map_err(|e| e.to_string())?;
-        let child = Command::new(bin)
-            .arg("-W")
+        let mut cmd = Command::new(bin);
+        cmd.arg("-W")
             .arg("-S")
             .arg(&master_socket)
             .arg("-f")
@@ -86,9 +90,8 @@ impl Haproxy {
             .arg(&pidfile)
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .map_err(|e| format!("starting haproxy: {e}"))?;
+            .stderr(log);
+        let child = Guarded::spawn(cmd).map_err(|e| format!("starting haproxy: {e}"))?;
         let h = Haproxy {
             child,
             frontend: SocketAddr::from(([127, 0, 0, 1], port)),
@@ -98,15 +101,11 @@ impl Haproxy {
             config,
             pidfile,
         };
-        let started = Instant::now();
-        while h.command("show info").is_err() {
-            if started.elapsed() > Duration::from_secs(10) {
-                let log = std::fs::read_to_string(dir.join("haproxy.log")).unwrap_or_default();
-                return Err(format!(
-                    "haproxy did not open its admin socket in 10 s: {log}"
-                ));
-            }
-            std::thread::sleep(Duration::from_millis(20));
+        if !wait_until(Duration::from_secs(10), || h.command("show info").is_ok()) {
+            let log = std::fs::read_to_string(dir.join("haproxy.log")).unwrap_or_default();
+            return Err(format!(
+                "haproxy did not open its admin socket in 10 s: {log}"
+            ));
         }
         Ok(h)
     }
@@ -145,21 +144,12 @@ impl Haproxy {
 
     /// Hitless reload: SIGUSR2 to the master.
     pub fn reload(&self) {
-        nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(self.child.id() as i32),
-            nix::sys::signal::Signal::SIGUSR2,
-        )
-        .unwrap();
+        self.child
+            .signal(nix::sys::signal::Signal::SIGUSR2)
+            .unwrap();
     }
 
     pub fn pid(&self) -> u32 {
         self.child.id()
-    }
-}
-
-impl Drop for Haproxy {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }

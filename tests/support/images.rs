@@ -146,3 +146,29 @@ pub fn remove_image(tag: &str) {
         .stderr(Stdio::null())
         .status();
 }
+
+/// `docker save`s image `tag` to `tar`, then removes the image (`docker rmi`): a release archive
+/// to load. Returns the archive's sha256 (hex).
+pub fn save_and_remove(tag: &str, tar: &Path) -> String {
+    assert!(Command::new("docker")
+        .arg("save")
+        .arg("-o")
+        .arg(tar)
+        .arg(tag)
+        .status()
+        .unwrap()
+        .success());
+    let sum = Command::new("sha256sum").arg(tar).output().unwrap();
+    let sha = String::from_utf8_lossy(&sum.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string();
+    assert!(Command::new("docker")
+        .args(["rmi", tag])
+        .stdout(Stdio::null())
+        .status()
+        .unwrap()
+        .success());
+    sha
+}

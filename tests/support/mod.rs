@@ -6,6 +6,7 @@ pub mod haproxy;
 pub mod images;
 pub mod load;
 pub mod moto;
+pub mod process;
 pub mod reports;
 
 /// The value after `name` on the command line (benches: `--rate 1000`).
@@ -15,4 +16,18 @@ pub fn cli_arg(name: &str) -> Option<String> {
         .position(|a| a == name)
         .and_then(|i| args.get(i + 1))
         .cloned()
+}
+
+/// A command's stdout then stderr, as text (for assertion messages).
+pub fn text(out: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// Runs a blocking call (the CLI) without stalling the tasks of the test's runtime (a load).
+pub async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    tokio::task::spawn_blocking(f).await.unwrap()
 }

@@ -1,14 +1,17 @@
 //! A real moto server (PyPI, in the venv scripts/install-deps makes) on a loopback port, as the
-//! AWS endpoint for SQS, CloudFormation, Auto Scaling, S3 and ELBv2.
+//! AWS endpoint for SQS, CloudFormation, Auto Scaling, S3 and ELBv2. Killed when dropped or when
+//! the test process dies (`super::process::Guarded`).
 #![allow(dead_code)]
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use super::process::{listening, wait_until, Guarded};
 
 pub struct Moto {
-    child: Option<Child>,
+    child: Option<Guarded>,
     pub addr: SocketAddr,
     log: PathBuf,
 }
@@ -44,27 +47,34 @@ impl Moto {
             .append(true)
             .open(&self.log)
             .unwrap();
-        let child = Command::new(bin)
-            .args(["-H", "127.0.0.1", "-p", &self.addr.port().to_string()])
+        let mut cmd = Command::new(bin);
+        cmd.args(["-H", "127.0.0.1", "-p", &self.addr.port().to_string()])
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("starting moto_server");
-        self.child = Some(child);
-        let started = Instant::now();
-        while std::net::TcpStream::connect(self.addr).is_err() {
-            assert!(
-                started.elapsed() < Duration::from_secs(20),
-                "moto did not listen in 20 s: {}",
-                std::fs::read_to_string(&self.log).unwrap_or_default()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+            .stderr(log);
+        self.child = Some(Guarded::spawn(cmd).expect("starting moto_server"));
+        let addr = self.addr;
+        assert!(
+            wait_until(Duration::from_secs(20), || listening(addr)),
+            "moto did not listen in 20 s: {}",
+            std::fs::read_to_string(&self.log).unwrap_or_default()
+        );
     }
 
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// SDK configuration for clients of this server (test credentials, us-east-1).
+    pub async fn sdk_config(&self) -> aws_config::SdkConfig {
+        aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .endpoint_url(self.url())
+            .region(aws_config::Region::new("us-east-1"))
+            .credentials_provider(aws_sdk_sqs::config::Credentials::new(
+                "test", "test", None, None, "test",
+            ))
+            .load()
+            .await
     }
 
     /// Environment for an AWS SDK client pointed at this server.
@@ -82,8 +92,7 @@ impl Moto {
     /// as with a real outage of a fresh endpoint).
     pub fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
+            c.kill();
         }
     }
 
