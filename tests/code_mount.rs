@@ -24,26 +24,10 @@ async fn code_only_releases_reload_the_container_and_an_image_change_swaps_it() 
     std::fs::write(root.join("releases/initial/VERSION"), "c0\n").unwrap();
     std::os::unix::fs::symlink("releases/initial", root.join("current")).unwrap();
     let opts = ServiceOpts {
-        env: vec![("CODE_DIR", "/code".into())],
         health_deadline_secs: 3,
         ..Default::default()
     };
-    let config = env.config(&opts);
-    let text = std::fs::read_to_string(&config).unwrap().replace(
-        "env = { CODE_DIR = \"/code\" }",
-        &format!(
-            "env = {{ CODE_DIR = \"/code\" }}\nvolumes = [\"{}:/code:ro\"]",
-            root.display()
-        ),
-    );
-    std::fs::write(
-        &config,
-        format!(
-            "{text}\n[services.web.code]\napp_root = \"{}\"\n",
-            root.display()
-        ),
-    )
-    .unwrap();
+    let config = env.config_with_code(&opts, &root);
     let daemon = Arc::new(Daemon::start(env.dir.path(), &config));
     let out = daemon.ctl(&["deploy", "web", "--image", &v1, "--version", "c0", "--wait"]);
     assert!(

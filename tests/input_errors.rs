@@ -156,16 +156,7 @@ async fn code_releases_that_could_block_or_lie_are_refused_and_status_keeps_answ
     let env = TestEnv::new("badcode");
     let root = env.dir.path().join("code");
     std::fs::create_dir_all(&root).unwrap();
-    let config = env.config(&ServiceOpts::default());
-    let text = std::fs::read_to_string(&config).unwrap();
-    std::fs::write(
-        &config,
-        format!(
-            "{text}\n[services.web.code]\napp_root = \"{}\"\n",
-            root.display()
-        ),
-    )
-    .unwrap();
+    let config = env.config_with_code(&ServiceOpts::default(), &root);
     let daemon = Daemon::start(env.dir.path(), &config);
     // a FIFO as the bundle: reading it would block whoever opens it
     let fifo = env.dir.path().join("bundle.tar.gz");

@@ -12,6 +12,7 @@ use super::process::{die_with_caller, Guarded};
 pub const HOTSWAPD: &str = env!("CARGO_BIN_EXE_hotswapd");
 pub const HOTSWAPCTL: &str = env!("CARGO_BIN_EXE_hotswapctl");
 
+#[derive(Clone)]
 pub struct ServiceOpts {
     pub health_deadline_secs: u64,
     pub drain_budget_secs: u64,

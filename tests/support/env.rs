@@ -59,6 +59,34 @@ impl TestEnv {
         super::daemon::write_config(self.dir.path(), &self.instance, &self.haproxy, opts)
     }
 
+    /// As `config`, with the service's code mounted from `root` on the host (at `/code` in the
+    /// container, named by the app's `CODE_DIR`): it takes code-only releases.
+    pub fn config_with_code(
+        &self,
+        opts: &super::daemon::ServiceOpts,
+        root: &std::path::Path,
+    ) -> std::path::PathBuf {
+        let mut opts = opts.clone();
+        opts.env.push(("CODE_DIR", "/code".into()));
+        let config = self.config(&opts);
+        let text = std::fs::read_to_string(&config).unwrap().replace(
+            "CODE_DIR = \"/code\" }",
+            &format!(
+                "CODE_DIR = \"/code\" }}\nvolumes = [\"{}:/code:ro\"]",
+                root.display()
+            ),
+        );
+        std::fs::write(
+            &config,
+            format!(
+                "{text}\n[services.web.code]\napp_root = \"{}\"\n",
+                root.display()
+            ),
+        )
+        .unwrap();
+        config
+    }
+
     /// Builds `<instance>-web:<release>` and returns the reference.
     pub fn image(&mut self, release: &str, opts: &ImageOpts) -> String {
         self.image_for("web", release, opts)

@@ -111,6 +111,9 @@ fn docker_build(ctx: &Path, tag: &str, release: &str, opts: &ImageOpts) -> Resul
     let out = Command::new("docker")
         .arg("build")
         .arg("-q")
+        // no layer cache: another test removing its image prunes the untagged layers it was
+        // built from, and a build reusing them as cache then fails with "No such image"
+        .arg("--no-cache")
         .args(["-t", tag])
         .args(["--build-arg", &format!("RELEASE={release}")])
         .args(["--build-arg", &format!("HEALTHY={healthy}")])
