@@ -87,10 +87,48 @@ pub fn unpack(bundle: &Path, dest: &Path) -> Result<(), BundleError> {
             Err(BundleError::Kind(name.clone()))
         }
     };
+    let result = result.and_then(|()| links_resolve_inside(dest, Path::new(""), &name));
     if result.is_err() {
         let _ = fs::remove_dir_all(dest);
     }
     result
+}
+
+/// Every link in the unpacked release, followed through every link of its chain, must land inside
+/// the release directory: each link's own target may look inside (`y -> x/..`, `z -> y/..`) while
+/// the chain leaves it. A link that leads nowhere is harmless (the release is not written again).
+fn links_resolve_inside(dest: &Path, rel: &Path, name: &str) -> Result<(), BundleError> {
+    let io_err = |source: io::Error| BundleError::Io {
+        bundle: name.to_string(),
+        source,
+    };
+    let root = fs::canonicalize(dest).map_err(io_err)?;
+    for e in fs::read_dir(dest.join(rel)).map_err(io_err)? {
+        let e = e.map_err(io_err)?;
+        let r = rel.join(e.file_name());
+        let ft = e.file_type().map_err(io_err)?;
+        if ft.is_dir() {
+            links_resolve_inside(dest, &r, name)?;
+        } else if ft.is_symlink() {
+            let outside = |why: String| BundleError::Unsafe {
+                bundle: name.to_string(),
+                entry: r.display().to_string(),
+                why,
+            };
+            match fs::canonicalize(e.path()) {
+                Ok(real) if real.starts_with(&root) => {}
+                Ok(real) => {
+                    return Err(outside(format!(
+                        "resolves through its links to {} outside the release directory",
+                        real.display()
+                    )))
+                }
+                Err(err) if err.kind() == io::ErrorKind::NotFound => {}
+                Err(err) => return Err(outside(format!("cannot be resolved: {err}"))),
+            }
+        }
+    }
+    Ok(())
 }
 
 fn unpack_tar<R: io::Read>(
@@ -255,6 +293,28 @@ mod tests {
         h.set_entry_type(tar::EntryType::Symlink);
         h.set_size(0);
         b.append_link(&mut h, path, target).unwrap();
+    }
+
+    #[test]
+    fn a_chain_of_links_that_each_look_inside_but_lead_outside_is_refused() {
+        let d = tempfile::tempdir().unwrap();
+        let b = tgz(d.path(), "chain.tar.gz", |b| {
+            file(b, "x/app.py", b"print(1)");
+            link(b, "y", "x/..");
+            link(b, "z", "y/..");
+        });
+        let dest = d.path().join("releases/r1");
+        let err = unpack(&b, &dest).unwrap_err().to_string();
+        assert!(err.contains("\"z\"") && err.contains("outside"), "{err}");
+        assert!(!dest.exists(), "nothing is left of a refused release");
+        // the same as a directory bundle
+        let src = d.path().join("dir");
+        fs::create_dir_all(src.join("x")).unwrap();
+        std::os::unix::fs::symlink("x/..", src.join("y")).unwrap();
+        std::os::unix::fs::symlink("y/..", src.join("z")).unwrap();
+        let dest = d.path().join("releases/r2");
+        assert!(unpack(&src, &dest).is_err());
+        assert!(!dest.exists());
     }
 
     #[test]
