@@ -580,3 +580,61 @@ fn a_config_reload_adds_a_service_and_a_broken_one_changes_nothing() {
         .unwrap();
     assert_eq!(out.status.code(), Some(9), "{}", text(&out));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn odd_entries_made_in_place_are_moved_aside_and_nothing_is_written_through_a_link() {
+    use std::os::unix::ffi::OsStrExt;
+    let env = TestEnv::new("inboxodd");
+    let config = env.config(&ServiceOpts::default());
+    let _daemon = Daemon::start(env.dir.path(), &config);
+    let inbox = env.dir.path().join("state/inbox");
+    let secret = env.dir.path().join("root-only.txt");
+    std::fs::write(&secret, "root only").unwrap();
+    // rejected/ replaced by a link to a directory elsewhere, a reason planted as a link
+    let outside = env.dir.path().join("outside");
+    std::fs::create_dir(&outside).unwrap();
+    std::fs::remove_dir_all(inbox.join("rejected")).unwrap();
+    std::os::unix::fs::symlink(&outside, inbox.join("rejected")).unwrap();
+    // made in place, never renamed in or closed after writing
+    std::os::unix::fs::symlink(&secret, inbox.join("evil.json")).unwrap();
+    nix::unistd::mkfifo(
+        &inbox.join("pipe.json"),
+        nix::sys::stat::Mode::from_bits_truncate(0o600),
+    )
+    .unwrap();
+    std::fs::create_dir(inbox.join("adir.json")).unwrap();
+    std::fs::write(
+        inbox.join(std::ffi::OsStr::from_bytes(b"bad\xffname.json")),
+        "{}",
+    )
+    .unwrap();
+    let started = std::time::Instant::now();
+    let left = || -> Vec<std::ffi::OsString> {
+        std::fs::read_dir(&inbox)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .filter(|n| n != "accepted" && n != "rejected" && !n.to_string_lossy().starts_with('.'))
+            .collect()
+    };
+    while !left().is_empty() {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "still in the inbox: {:?}",
+            left()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let rejected = inbox.join("rejected");
+    assert!(std::fs::symlink_metadata(&rejected).unwrap().is_dir());
+    assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 0);
+    for (name, why) in [
+        ("evil.json", "symlink"),
+        ("pipe.json", "not a regular file"),
+        ("adir.json", "a directory"),
+        ("bad\u{fffd}name.json", "not UTF-8"),
+    ] {
+        let reason = std::fs::read_to_string(rejected.join(format!("{name}.reason"))).unwrap();
+        assert!(reason.contains(why), "{name}: {reason}");
+    }
+    assert_eq!(std::fs::read_to_string(&secret).unwrap(), "root only");
+}

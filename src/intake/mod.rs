@@ -1,6 +1,7 @@
 //! Release intake: every way a release gets in (control socket, inbox files, cfn-hup through the
 //! CLI) goes through `accept`, which validates it, names what is wrong, and queues it.
 
+mod dirfd;
 pub mod inbox;
 pub mod validate;
 

@@ -174,9 +174,16 @@ impl Runtime for Docker {
             image: path.display().to_string(),
             message,
         };
-        let bytes = tokio::fs::read(path)
-            .await
-            .map_err(|e| err(format!("reading archive: {e}")))?;
+        // opened as a regular file only: a FIFO swapped in must not block the daemon
+        let file = path.to_owned();
+        let bytes = tokio::task::spawn_blocking(move || {
+            let mut bytes = Vec::new();
+            std::io::Read::read_to_end(&mut crate::fsutil::open_regular(&file)?, &mut bytes)
+                .map(|_| bytes)
+        })
+        .await
+        .expect("archive read task")
+        .map_err(|e| err(format!("reading archive: {e}")))?;
         let options = bollard::query_parameters::ImportImageOptions {
             quiet: true,
             platform: None,
