@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use crate::code::bundle;
 use crate::code::layout::Layout;
 use crate::engine::error::StepError;
+use crate::engine::phase::Swap;
 
 /// Unpacks `bundle` into a fresh `releases/<deploy id>` (anything left there by an earlier try
 /// is removed first). Returns the release directory.
@@ -31,6 +32,25 @@ pub fn point_current(layout: &Layout, dir: &Path) -> Result<(), StepError> {
         dir: dir.to_owned(),
         source,
     })
+}
+
+/// Retiring: old release directories are pruned. The new release's, the old one's and the newest
+/// of `history` stay, `1 + keep_releases` in all; problems become the swap's warnings.
+pub fn prune(layout: &Layout, swap: &mut Swap, history: &[Swap], keep_releases: usize) {
+    let candidates = swap
+        .new
+        .iter()
+        .chain(swap.old.iter())
+        .chain(history.iter().rev().filter_map(|h| h.new.as_ref()));
+    let mut keep: Vec<PathBuf> = Vec::new();
+    for dir in candidates.filter_map(|i| i.code_dir()) {
+        if !keep.iter().any(|k| k == dir) {
+            keep.push(dir.to_owned());
+        }
+    }
+    keep.truncate(1 + keep_releases);
+    let keep: Vec<&Path> = keep.iter().map(PathBuf::as_path).collect();
+    swap.warnings.extend(layout.prune(&keep));
 }
 
 /// After a rollback: the failed release's directory goes, unless `current` names it.

@@ -3,15 +3,13 @@
 //! container told to reload through the Docker API; the same health gate proves the new code.
 //! Rolling back points `current` back and signals again. An image change still swaps containers.
 
-use std::path::PathBuf;
-
 use super::Containers;
 use crate::balancer::Balancer;
 use crate::clock::{now_ms, UnixMs};
 use crate::code::layout::Layout;
 use crate::engine::error::StepError;
 use crate::engine::phase::{Instance, Runs, Swap};
-use crate::engine::steps::code;
+use crate::engine::steps::{code, Ledger};
 use crate::health::Prober;
 use crate::runtime::{process, Runtime};
 
@@ -88,26 +86,17 @@ impl<R: Runtime, B: Balancer, H: Prober> Containers<R, B, H> {
         }
     }
 
-    pub(super) fn code_retire(&self, swap: &mut Swap) {
+    pub(super) fn code_retire(&self, ledger: &mut dyn Ledger, swap: &mut Swap) {
         let Ok((layout, _)) = self.code_layout() else {
             return;
         };
-        let keep_n = self
+        let keep = self
             .settings
             .code
             .as_ref()
             .map(|c| c.keep_releases)
             .unwrap_or(1);
-        let mut keep: Vec<PathBuf> = swap
-            .new
-            .iter()
-            .chain(swap.old.iter())
-            .filter_map(|i| i.code_dir().map(PathBuf::from))
-            .collect();
-        keep.dedup();
-        keep.truncate(1 + keep_n);
-        let keep: Vec<&std::path::Path> = keep.iter().map(|p| p.as_path()).collect();
-        swap.warnings.extend(layout.prune(&keep));
+        code::prune(&layout, swap, &ledger.record().history, keep);
     }
 
     pub(super) async fn code_roll_back(&self, swap: &mut Swap) {

@@ -219,7 +219,7 @@ impl<R: Runtime, B: Balancer, H: Prober> Steps for Containers<R, B, H> {
 
     async fn retire(&mut self, ledger: &mut dyn Ledger, swap: &mut Swap) {
         if swap.release.code.is_some() {
-            return self.code_retire(swap);
+            return self.code_retire(ledger, swap);
         }
         self.retire_old(ledger, swap).await
     }

@@ -137,25 +137,8 @@ impl<H: Prober> Steps for Processes<H> {
 
     /// Old releases are pruned: the new one, the old one and `keep_releases` stay.
     async fn retire(&mut self, ledger: &mut dyn Ledger, swap: &mut Swap) {
-        let mut keep: Vec<PathBuf> = swap
-            .new
-            .iter()
-            .chain(swap.old.iter())
-            .filter_map(|i| i.code_dir().map(PathBuf::from))
-            .collect();
-        for h in ledger.record().history.iter().rev() {
-            if keep.len() >= 1 + self.settings.keep_releases {
-                break;
-            }
-            if let Some(p) = h.new.as_ref().and_then(|n| n.code_dir()) {
-                if !keep.iter().any(|k| k == p) {
-                    keep.push(p.to_owned());
-                }
-            }
-        }
-        keep.truncate(1 + self.settings.keep_releases);
-        let keep: Vec<&Path> = keep.iter().map(|p| p.as_path()).collect();
-        swap.warnings.extend(self.layout().prune(&keep));
+        let history = &ledger.record().history;
+        super::code::prune(&self.layout(), swap, history, self.settings.keep_releases);
     }
 
     async fn roll_back(&mut self, _ledger: &mut dyn Ledger, swap: &mut Swap) {
