@@ -1,0 +1,365 @@
+//! `[services.NAME]` and `[processes.NAME]` as written, validated into their settings.
+
+use std::time::Duration;
+
+use super::*;
+
+fn health_settings(ctx: &Ctx, key: &str, h: Health) -> Result<HealthSettings, ConfigError> {
+    let hk = format!("{key}.health");
+    let path = h.path.unwrap_or_else(|| "/health".to_string());
+    if !path.starts_with('/') {
+        return Err(ctx.invalid(
+            format!("{hk}.path"),
+            format!("{path:?}: must start with '/'"),
+        ));
+    }
+    let release_match = match (
+        h.release_body_contains,
+        h.release_json_field,
+        h.release_json_equals,
+    ) {
+        (None, None, None) => ReleaseMatch::None,
+        (Some(t), None, None) => ReleaseMatch::BodyContains(t),
+        (None, Some(field), equals) => ReleaseMatch::JsonField {
+            field,
+            equals: equals.unwrap_or_else(|| "{version}".to_string()),
+        },
+        (None, None, Some(_)) => {
+            return Err(ctx.invalid(
+                format!("{hk}.release_json_equals"),
+                "needs release_json_field to say which field to compare",
+            ))
+        }
+        (Some(_), _, _) => {
+            return Err(ctx.invalid(
+                format!("{hk}.release_body_contains"),
+                "use either release_body_contains or release_json_field, not both",
+            ))
+        }
+    };
+    let expect_status = h.expect_status.unwrap_or(200);
+    if !(100..=599).contains(&expect_status) {
+        return Err(ctx.invalid(
+            format!("{hk}.expect_status"),
+            "must be an HTTP status 100-599",
+        ));
+    }
+    let consecutive_passes = h.consecutive_passes.unwrap_or(2);
+    if consecutive_passes == 0 {
+        return Err(ctx.invalid(format!("{hk}.consecutive_passes"), "must be at least 1"));
+    }
+    let min_interval_ms = positive(
+        ctx,
+        format!("{hk}.min_interval_ms"),
+        h.min_interval_ms.unwrap_or(2),
+    )?;
+    let max_interval_ms = positive(
+        ctx,
+        format!("{hk}.max_interval_ms"),
+        h.max_interval_ms.unwrap_or(50),
+    )?;
+    if max_interval_ms < min_interval_ms {
+        return Err(ctx.invalid(
+            format!("{hk}.max_interval_ms"),
+            "must not be below min_interval_ms",
+        ));
+    }
+    Ok(HealthSettings {
+        path,
+        expect_status,
+        release_match,
+        attempt_timeout: Duration::from_millis(positive(
+            ctx,
+            format!("{hk}.attempt_timeout_ms"),
+            h.attempt_timeout_ms.unwrap_or(1000),
+        )?),
+        consecutive_passes,
+        deadline: Duration::from_secs(positive(
+            ctx,
+            format!("{hk}.deadline_secs"),
+            h.deadline_secs.unwrap_or(60),
+        )?),
+        min_interval: Duration::from_millis(min_interval_ms),
+        max_interval: Duration::from_millis(max_interval_ms),
+    })
+}
+
+impl Process {
+    pub(super) fn validate(
+        self,
+        ctx: &Ctx,
+        key: &str,
+        name: String,
+    ) -> Result<ProcessSettings, ConfigError> {
+        if self.port == 0 {
+            return Err(ctx.invalid(format!("{key}.port"), "must be 1-65535"));
+        }
+        if !self.app_root.is_absolute() {
+            return Err(ctx.invalid(
+                format!("{key}.app_root"),
+                format!("{}: must be an absolute path", self.app_root.display()),
+            ));
+        }
+        let strategy = match self.strategy.as_deref().unwrap_or("hup") {
+            "hup" => ReloadStrategy::Hup,
+            "usr2" => ReloadStrategy::Usr2,
+            other => {
+                return Err(ctx.invalid(
+                    format!("{key}.strategy"),
+                    format!("{other:?}: expected \"hup\" or \"usr2\""),
+                ))
+            }
+        };
+        let sig = |field: &str, v: Option<String>, default: &str| {
+            parse_signal(
+                ctx,
+                &format!("{key}.{field}"),
+                v.as_deref().unwrap_or(default),
+            )
+        };
+        let drain_budget = Duration::from_secs(self.drain_budget_secs.unwrap_or(60));
+        let host_budget = Duration::from_secs(positive(
+            ctx,
+            format!("{key}.host_budget_secs"),
+            self.host_budget_secs.unwrap_or(180),
+        )?);
+        if drain_budget >= host_budget {
+            return Err(ctx.invalid(
+                format!("{key}.drain_budget_secs"),
+                "must be shorter than host_budget_secs",
+            ));
+        }
+        Ok(ProcessSettings {
+            health: health_settings(ctx, key, self.health)?,
+            name,
+            pidfile: self.pidfile,
+            port: self.port,
+            app_root: self.app_root,
+            strategy,
+            reload_signal: sig("reload_signal", self.reload_signal, "SIGHUP")?,
+            upgrade_signal: sig("upgrade_signal", self.upgrade_signal, "SIGUSR2")?,
+            stop_old_signal: sig("stop_old_signal", self.stop_old_signal, "SIGTERM")?,
+            drain_budget,
+            host_budget,
+            keep_releases: self.keep_releases.unwrap_or(1),
+            start_command: self.start_command,
+        })
+    }
+}
+
+impl Service {
+    pub(super) fn validate(
+        self,
+        ctx: &Ctx,
+        key: &str,
+        name: String,
+    ) -> Result<ServiceSettings, ConfigError> {
+        if self.container_port == 0 {
+            return Err(ctx.invalid(format!("{key}.container_port"), "must be 1-65535"));
+        }
+        let c = self.container;
+        let stop_signal = c.stop_signal.unwrap_or_else(|| "SIGTERM".to_string());
+        parse_signal(ctx, &format!("{key}.container.stop_signal"), &stop_signal)?;
+        for (i, v) in c.volumes.iter().enumerate() {
+            if v.split(':').count() < 2 {
+                return Err(ctx.invalid(
+                    format!("{key}.container.volumes[{i}]"),
+                    format!("{v:?}: expected \"HOST_PATH:CONTAINER_PATH[:ro]\""),
+                ));
+            }
+        }
+        for l in c.labels.keys() {
+            if l.starts_with("hotswap.") {
+                return Err(ctx.invalid(
+                    format!("{key}.container.labels.{l}"),
+                    "labels starting with \"hotswap.\" are set by hotswapd itself",
+                ));
+            }
+        }
+        let container = ContainerSettings {
+            env: c.env,
+            command: c.command,
+            volumes: c.volumes,
+            labels: c.labels,
+            stop_signal,
+            stop_grace: Duration::from_secs(c.stop_grace_secs.unwrap_or(10)),
+        };
+
+        let health = health_settings(ctx, key, self.health)?;
+
+        let x = self.haproxy;
+        let xk = format!("{key}.haproxy");
+        let backend = x.backend.unwrap_or_else(|| name.clone());
+        if backend.is_empty() || backend.contains(char::is_whitespace) || backend.contains('/') {
+            return Err(ctx.invalid(
+                format!("{xk}.backend"),
+                format!("{backend:?} is not a backend name"),
+            ));
+        }
+        let reload = match x.reload.as_deref() {
+            None if x.master_socket.is_none() && x.pidfile.is_none() => None,
+            None | Some("master-socket") if x.master_socket.is_some() => {
+                Some(ReloadVia::MasterSocket(x.master_socket.clone().unwrap()))
+            }
+            None | Some("signal") if x.pidfile.is_some() => {
+                let sig = x.reload_signal.as_deref().unwrap_or("SIGUSR2");
+                Some(ReloadVia::Signal {
+                    pidfile: x.pidfile.clone().unwrap(),
+                    signal: parse_signal(ctx, &format!("{xk}.reload_signal"), sig)?,
+                })
+            }
+            Some("master-socket") => {
+                return Err(ctx.invalid(
+                    format!("{xk}.master_socket"),
+                    "reload = \"master-socket\" needs master_socket",
+                ))
+            }
+            Some("signal") => {
+                return Err(ctx.invalid(
+                    format!("{xk}.pidfile"),
+                    "reload = \"signal\" needs pidfile (HAProxy master's pid)",
+                ))
+            }
+            Some(other) => {
+                return Err(ctx.invalid(
+                    format!("{xk}.reload"),
+                    format!("{other:?}: expected \"master-socket\" or \"signal\""),
+                ))
+            }
+            None => unreachable!("handled by the first arm"),
+        };
+        let switch = match x.switch.as_deref().unwrap_or("runtime") {
+            "runtime" => SwitchMode::Runtime,
+            "reload" => SwitchMode::Reload,
+            other => {
+                return Err(ctx.invalid(
+                    format!("{xk}.switch"),
+                    format!("{other:?}: expected \"runtime\" or \"reload\""),
+                ))
+            }
+        };
+        if switch == SwitchMode::Reload && (x.config_file.is_none() || reload.is_none()) {
+            return Err(ctx.invalid(
+                format!("{xk}.switch"),
+                "switch = \"reload\" needs config_file and a way to reload (master_socket or pidfile)",
+            ));
+        }
+        let server_options = x
+            .server_options
+            .unwrap_or_else(|| "check inter 2s".to_string());
+        if server_options.contains('\n') || server_options.contains(';') {
+            return Err(ctx.invalid(
+                format!("{xk}.server_options"),
+                "must be one line without ';'",
+            ));
+        }
+        let haproxy = HaproxySettings {
+            runtime_socket: x.runtime_socket,
+            backend,
+            config_file: x.config_file,
+            reload,
+            server_options,
+            switch,
+            command_timeout: Duration::from_millis(positive(
+                ctx,
+                format!("{xk}.command_timeout_ms"),
+                x.command_timeout_ms.unwrap_or(2000),
+            )?),
+        };
+        let drain_budget = Duration::from_secs(self.drain_budget_secs.unwrap_or(60));
+        let host_budget = Duration::from_secs(positive(
+            ctx,
+            format!("{key}.host_budget_secs"),
+            self.host_budget_secs.unwrap_or(60 + 120),
+        )?);
+        if drain_budget >= host_budget {
+            return Err(ctx.invalid(
+                format!("{key}.drain_budget_secs"),
+                "must be shorter than host_budget_secs (the budget of the whole swap)",
+            ));
+        }
+        let code = match self.code {
+            None => None,
+            Some(c) => {
+                let ck = format!("{key}.code");
+                if !c.app_root.is_absolute() {
+                    return Err(ctx.invalid(
+                        format!("{ck}.app_root"),
+                        format!("{}: must be an absolute path", c.app_root.display()),
+                    ));
+                }
+                let mounted = container
+                    .volumes
+                    .iter()
+                    .any(|v| Path::new(v.split(':').next().unwrap_or("")) == c.app_root);
+                if !mounted {
+                    return Err(ctx.invalid(
+                        format!("{ck}.app_root"),
+                        format!("{} is not mounted into the container: add \"{}:/code\" (or another path) to {key}.container.volumes", c.app_root.display(), c.app_root.display()),
+                    ));
+                }
+                let reload_signal = c.reload_signal.unwrap_or_else(|| "SIGHUP".into());
+                parse_signal(ctx, &format!("{ck}.reload_signal"), &reload_signal)?;
+                Some(MountedCode {
+                    app_root: c.app_root,
+                    reload_signal,
+                    keep_releases: c.keep_releases.unwrap_or(1),
+                })
+            }
+        };
+        let ramp = match self.ramp {
+            Some(r) if code.is_none() => Some(r.validate(ctx, &format!("{key}.ramp"))?),
+            Some(_) => {
+                return Err(ctx.invalid(
+                    format!("{key}.ramp"),
+                    "a service with mounted code reloads its container in place: there is no second release to ramp traffic to",
+                ))
+            }
+            None => None,
+        };
+        let replicas = positive(
+            ctx,
+            format!("{key}.replicas"),
+            self.replicas.unwrap_or(1) as u64,
+        )? as usize;
+        let batch = positive(ctx, format!("{key}.batch"), self.batch.unwrap_or(1) as u64)? as usize;
+        if batch > replicas {
+            return Err(ctx.invalid(
+                format!("{key}.batch"),
+                format!("{batch} is more than replicas ({replicas})"),
+            ));
+        }
+        if replicas > 1 && code.is_some() {
+            return Err(ctx.invalid(
+                format!("{key}.replicas"),
+                "a service with mounted code runs one container",
+            ));
+        }
+        if replicas > 1 && switch == SwitchMode::Reload {
+            return Err(ctx.invalid(
+                format!("{key}.replicas"),
+                "replicas need switch = \"runtime\"",
+            ));
+        }
+        if ramp.is_some() && switch == SwitchMode::Reload {
+            return Err(ctx.invalid(
+                format!("{key}.ramp"),
+                "a ramp sets server weights through the runtime API: it needs switch = \"runtime\"",
+            ));
+        }
+        Ok(ServiceSettings {
+            ramp,
+            replicas,
+            batch,
+            code,
+            name,
+            container,
+            container_port: self.container_port,
+            health,
+            haproxy,
+            drain_budget,
+            host_budget,
+            keep_images: self.keep_images.unwrap_or(1),
+        })
+    }
+}
