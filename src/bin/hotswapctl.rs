@@ -144,7 +144,7 @@ mod tests {
             (Some("web"), Some("web:2"))
         );
         assert_eq!(
-            (d.wait, d.timeout_secs, d.from_metadata),
+            (d.waiting.wait, d.waiting.timeout_secs, d.from_metadata),
             (false, 600, None)
         );
         let cli = parse("rollback web --socket /s").unwrap();
@@ -155,7 +155,7 @@ mod tests {
         let Verb::Rollback(r) = cli.verb else {
             panic!("{cli:?}")
         };
-        assert_eq!((r.service.as_str(), r.timeout_secs), ("web", 600));
+        assert_eq!((r.service.as_str(), r.waiting.timeout_secs), ("web", 600));
         let Verb::StackUpdate(s) = parse("stack-update --stack s --template t").unwrap().verb
         else {
             panic!()

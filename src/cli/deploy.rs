@@ -8,7 +8,7 @@ use std::time::Duration;
 use crate::control::api::{DeployAccepted, DeployRequest, DeployStatus};
 use crate::control::client::Client;
 
-use super::{client_exit, Exit, Globals};
+use super::{client_exit, Exit, Globals, Waiting};
 
 mod metadata;
 use metadata::from_metadata;
@@ -45,21 +45,15 @@ pub struct Args {
     /// report says so).
     #[arg(long)]
     pub no_ramp: bool,
-    /// Wait until the swap ends, showing each ramp step; exit non-zero if it failed.
-    #[arg(long)]
-    pub wait: bool,
-    /// How long --wait waits, in seconds.
-    #[arg(long, default_value_t = 600)]
-    pub timeout_secs: u64,
-    #[arg(long)]
-    pub json: bool,
+    #[command(flatten)]
+    pub waiting: Waiting,
 }
 
 pub fn run(args: Args, globals: &Globals) -> Exit {
     globals.with_daemon(|client| async move {
-        let timeout = Duration::from_secs(args.timeout_secs);
+        let timeout = Duration::from_secs(args.waiting.timeout_secs);
         match &args.from_metadata {
-            Some(file) => from_metadata(&client, file, timeout, args.json).await,
+            Some(file) => from_metadata(&client, file, timeout, args.waiting.json).await,
             None => deploy(&client, args).await,
         }
     })
@@ -77,7 +71,7 @@ async fn deploy(client: &Client, args: Args) -> Exit {
         code: args.code.map(|c| std::fs::canonicalize(&c).unwrap_or(c)),
         no_ramp: args.no_ramp,
     };
-    let timeout = Duration::from_secs(args.timeout_secs);
+    let timeout = Duration::from_secs(args.waiting.timeout_secs);
     let accepted = match client.deploy(&req).await {
         Ok(a) => a,
         Err(e) => {
@@ -88,11 +82,11 @@ async fn deploy(client: &Client, args: Args) -> Exit {
             return client_exit(&e);
         }
     };
-    if !args.json {
+    if !args.waiting.json {
         describe_accepted(&accepted, &what(&req));
     }
-    if !args.wait {
-        if args.json {
+    if !args.waiting.wait {
+        if args.waiting.json {
             println!(
                 "{}",
                 serde_json::to_string_pretty(&accepted).expect("serializes")
@@ -100,7 +94,7 @@ async fn deploy(client: &Client, args: Args) -> Exit {
         }
         return Exit::Ok;
     }
-    let followed = if args.json {
+    let followed = if args.waiting.json {
         client.wait(&accepted.deploy_id, timeout).await
     } else {
         let mut progress = Progress::default();
@@ -115,13 +109,13 @@ async fn deploy(client: &Client, args: Args) -> Exit {
             return client_exit(&e);
         }
     };
-    if args.json {
+    if args.waiting.json {
         println!(
             "{}",
             serde_json::to_string_pretty(&status).expect("serializes")
         );
     }
-    outcome(&status, args.json)
+    outcome(&status, args.waiting.json)
 }
 
 /// Prints a followed deploy's phases and canary steps on stderr as they happen (from the swap's

@@ -72,6 +72,19 @@ pub fn block_on<F: Future>(work: F) -> F::Output {
         .block_on(work)
 }
 
+/// How a verb that starts a swap (deploy, rollback) waits for it.
+#[derive(clap::Args, Debug)]
+pub struct Waiting {
+    /// Wait until the swap ends, showing each ramp step; exit non-zero if it failed.
+    #[arg(long)]
+    pub wait: bool,
+    /// How long --wait waits, in seconds.
+    #[arg(long, default_value_t = 600)]
+    pub timeout_secs: u64,
+    #[arg(long)]
+    pub json: bool,
+}
+
 pub fn client_exit(e: &ClientError) -> Exit {
     match e {
         ClientError::Unreachable { .. } => Exit::Unreachable,

@@ -4,24 +4,21 @@ use std::time::Duration;
 
 use crate::control::client::Client;
 
-use super::{client_exit, deploy::outcome, Exit, Globals};
+use super::{client_exit, deploy::outcome, Exit, Globals, Waiting};
 
 /// Swap a service back to its previous release (kept locally: nothing is pulled).
 #[derive(clap::Args, Debug)]
 pub struct Args {
     pub service: String,
-    #[arg(long)]
-    pub wait: bool,
-    #[arg(long, default_value_t = 600)]
-    pub timeout_secs: u64,
-    #[arg(long)]
-    pub json: bool,
+    #[command(flatten)]
+    pub waiting: Waiting,
 }
 
 pub fn run(args: Args, globals: &Globals) -> Exit {
     globals.with_daemon(|client| async move {
-        let timeout = Duration::from_secs(args.timeout_secs);
-        rollback(&client, &args.service, args.wait, timeout, args.json).await
+        let w = &args.waiting;
+        let timeout = Duration::from_secs(w.timeout_secs);
+        rollback(&client, &args.service, w.wait, timeout, w.json).await
     })
 }
 

@@ -19,7 +19,6 @@ mod fakes;
 #[cfg(test)]
 mod tests;
 
-pub use crate::clock::now_ms;
 pub use error::StepError;
 pub use handle::{DeployState, ServiceHandle, ServiceView, Submitted};
 pub use phase::{Instance, Phase, Release, Swap};

@@ -57,8 +57,7 @@ impl<S: Steps, P: Reporter> Walker<S, P> {
             let swap = self.resumed(swap).await;
             self.walk(swap).await;
         }
-        let reconciled = self.steps.reconcile(&mut self.book).await?;
-        Ok(match reconciled.degraded {
+        Ok(match self.steps.reconcile(&mut self.book).await? {
             Some(why) => {
                 tracing::error!(service = %name, "{why}");
                 why

@@ -116,7 +116,7 @@ impl<S: Steps, P: Reporter> Walker<S, P> {
         let event = match swap.phase.clone() {
             Phase::Accepted => Ok(Event::Begin),
             Phase::Starting { deadline } => {
-                let work = steps.start(book, &mut swap);
+                let work = steps.start(&mut swap);
                 within(deadline, work, || StepError::Deadline {
                     what: "starting the new release",
                 })

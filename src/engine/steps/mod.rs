@@ -24,13 +24,6 @@ pub trait Ledger: Send {
     fn store(&mut self) -> Result<(), JournalError>;
 }
 
-/// How the old release is left after a failed swap is undone, and what a restart finds.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Reconciled {
-    /// Set when the current release is not (fully) serving: the reason, for `status`.
-    pub degraded: Option<String>,
-}
-
 /// The steps of one kind of service. Every step is idempotent enough to be run again after a
 /// restart in its phase (the walker resumes draining, retiring and rolling back).
 #[allow(async_fn_in_trait)] // only driven with concrete types, whose futures are Send
@@ -46,11 +39,7 @@ pub trait Steps: Send {
         swap
     }
     /// starting: the new release runs, out of traffic.
-    async fn start(
-        &mut self,
-        ledger: &mut dyn Ledger,
-        swap: &mut Swap,
-    ) -> Result<Instance, StepError>;
+    async fn start(&mut self, swap: &mut Swap) -> Result<Instance, StepError>;
     /// health_gate: the new release answers as it should, end to end.
     async fn gate(&mut self, swap: &Swap, deadline: UnixMs) -> Result<Passed, StepError>;
     /// switching: traffic moves to the new release (the old one keeps serving until it has).
@@ -98,8 +87,9 @@ pub trait Steps: Send {
         false
     }
     /// Recovery, once no swap is in flight: makes what runs match the record (orphans removed,
-    /// the current release back in the load balancer).
-    async fn reconcile(&mut self, _ledger: &mut dyn Ledger) -> Result<Reconciled, StepError> {
-        Ok(Reconciled { degraded: None })
+    /// the current release back in the load balancer). Returns why the service is degraded when
+    /// the current release is not (fully) serving.
+    async fn reconcile(&mut self, _ledger: &mut dyn Ledger) -> Result<Option<String>, StepError> {
+        Ok(None)
     }
 }

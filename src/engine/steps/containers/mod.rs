@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use super::{Ledger, Reconciled, Steps};
+use super::{Ledger, Steps};
 use crate::balancer::{Balancer, ServerSpec, ServerStatus};
 use crate::clock::UnixMs;
 use crate::config::{HaproxySettings, ServiceSettings};
@@ -168,12 +168,7 @@ impl<R: Runtime, B: Balancer, H: Prober> Steps for Containers<R, B, H> {
         swap
     }
 
-    async fn start(
-        &mut self,
-        ledger: &mut dyn Ledger,
-        swap: &mut Swap,
-    ) -> Result<Instance, StepError> {
-        let _ = ledger;
+    async fn start(&mut self, swap: &mut Swap) -> Result<Instance, StepError> {
         if swap.release.code.is_some() {
             return self.code_start(swap).await;
         }
@@ -256,7 +251,7 @@ impl<R: Runtime, B: Balancer, H: Prober> Steps for Containers<R, B, H> {
         self.new_release_whole(swap).await
     }
 
-    async fn reconcile(&mut self, ledger: &mut dyn Ledger) -> Result<Reconciled, StepError> {
+    async fn reconcile(&mut self, ledger: &mut dyn Ledger) -> Result<Option<String>, StepError> {
         self.reconcile_current(ledger).await
     }
 }

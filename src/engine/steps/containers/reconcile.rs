@@ -7,7 +7,7 @@ use super::{member_spec, specs_of, Containers};
 use crate::balancer::Balancer;
 use crate::engine::error::StepError;
 use crate::engine::phase::Instance;
-use crate::engine::steps::{Ledger, Reconciled};
+use crate::engine::steps::Ledger;
 use crate::health::Prober;
 use crate::runtime::Runtime;
 
@@ -15,7 +15,7 @@ impl<R: Runtime, B: Balancer, H: Prober> Containers<R, B, H> {
     pub(super) async fn reconcile_current(
         &self,
         ledger: &mut dyn Ledger,
-    ) -> Result<Reconciled, StepError> {
+    ) -> Result<Option<String>, StepError> {
         let found = self.containers().await?;
         let current = ledger.record().current.clone();
         let members = current.as_ref().map(Instance::members).unwrap_or_default();
@@ -88,6 +88,6 @@ impl<R: Runtime, B: Balancer, H: Prober> Containers<R, B, H> {
                     )))?;
             }
         }
-        Ok(Reconciled { degraded })
+        Ok(degraded)
     }
 }
