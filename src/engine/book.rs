@@ -103,7 +103,15 @@ impl<P: Reporter> Book<P> {
         let mut failed = false;
         loop {
             match self.store() {
-                Ok(()) => break,
+                Ok(()) => {
+                    let phase = self
+                        .record
+                        .swap
+                        .as_ref()
+                        .map_or("closed", |s| s.phase.name());
+                    super::crash::at("journaled", phase);
+                    break;
+                }
                 Err(e) => {
                     tracing::error!(service = self.service(), error = %e, "journal not written; waiting before acting");
                     self.publish(&format!(
@@ -185,7 +193,10 @@ impl<P: Reporter> Book<P> {
         let mut wait = STORE_RETRY_FIRST;
         for attempt in 1u32.. {
             match self.reporter.report(&report).await {
-                Ok(()) => break,
+                Ok(()) => {
+                    super::crash::at("reported", "");
+                    break;
+                }
                 Err(e) => {
                     tracing::error!(service = self.service(), error = %e, attempt, "report not written; retrying");
                     if attempt >= 3 {

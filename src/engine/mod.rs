@@ -5,6 +5,7 @@
 
 pub mod book;
 pub mod canary;
+pub mod crash;
 pub mod error;
 pub mod handle;
 pub mod instance;

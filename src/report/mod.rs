@@ -138,7 +138,9 @@ pub trait Reporter: Send + Sync + 'static {
     fn report(&self, report: &Report) -> impl Future<Output = Result<(), ReportError>> + Send;
 }
 
-/// Appends each report as one JSON line, fsynced.
+/// Appends each report as one JSON line, fsynced; once per deploy: a daemon killed between
+/// writing a report and closing the swap in its journal reports the swap again when it starts,
+/// and finds it already written.
 #[derive(Debug, Clone)]
 pub struct FileReporter {
     path: PathBuf,
@@ -154,14 +156,44 @@ impl Reporter for FileReporter {
     async fn report(&self, report: &Report) -> Result<(), ReportError> {
         let line = serde_json::to_string(report).expect("reports serialize");
         let path = self.path.clone();
-        tokio::task::spawn_blocking(move || append_line(&path, &line))
-            .await
-            .expect("report writer task")
-            .map_err(|source| ReportError {
-                path: self.path.clone(),
-                source,
-            })
+        let deploy_id = report.deploy_id.clone();
+        tokio::task::spawn_blocking(move || {
+            if written_before(&path, &deploy_id)? {
+                return Ok(());
+            }
+            append_line(&path, &line)
+        })
+        .await
+        .expect("report writer task")
+        .map_err(|source| ReportError {
+            path: self.path.clone(),
+            source,
+        })
     }
+}
+
+/// How far back from the end of the reports file a report of the same deploy is looked for: a
+/// swap reported again after a crash was the last thing the service reported.
+const WRITTEN_LOOKBACK: u64 = 1 << 20;
+
+/// Whether a report of this deploy is among the last lines of the reports file.
+fn written_before(path: &std::path::Path, deploy_id: &str) -> std::io::Result<bool> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = match crate::fsutil::open_regular(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(e),
+    };
+    let len = f.metadata()?.len();
+    let from = len.saturating_sub(WRITTEN_LOOKBACK);
+    f.seek(SeekFrom::Start(from))?;
+    let mut tail = Vec::with_capacity((len - from) as usize);
+    f.read_to_end(&mut tail)?;
+    // a line cut by the look-back window is not a report
+    let lines = tail.split(|b| *b == b'\n').skip(usize::from(from > 0));
+    Ok(lines
+        .filter_map(|l| serde_json::from_slice::<serde_json::Value>(l).ok())
+        .any(|r| r["deploy_id"] == deploy_id))
 }
 
 /// The daemon's reporter: the local reports file always, and the SQS outbox when a queue is set.
@@ -187,5 +219,43 @@ impl Reporter for Reporters {
             }
         }
         self.file.report(report).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_deploy_is_found_among_whole_lines_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("reports.jsonl");
+        assert!(!written_before(&path, "d1").unwrap(), "no file yet");
+        std::fs::write(
+            &path,
+            "{\"deploy_id\":\"d1\",\"result\":\"success\"}\n{\"deploy_id\":\"d2\",\"res",
+        )
+        .unwrap();
+        assert!(written_before(&path, "d1").unwrap());
+        assert!(
+            !written_before(&path, "d2").unwrap(),
+            "a torn line is no report"
+        );
+        assert!(!written_before(&path, "d").unwrap());
+    }
+
+    #[test]
+    fn only_the_tail_is_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("reports.jsonl");
+        let mut text = String::from("{\"deploy_id\":\"old\"}\n");
+        let filler = format!("{{\"deploy_id\":\"x\",\"pad\":\"{}\"}}\n", "p".repeat(1000));
+        while (text.len() as u64) < WRITTEN_LOOKBACK + 10 {
+            text.push_str(&filler);
+        }
+        text.push_str("{\"deploy_id\":\"new\"}\n");
+        std::fs::write(&path, text).unwrap();
+        assert!(written_before(&path, "new").unwrap());
+        assert!(!written_before(&path, "old").unwrap());
     }
 }

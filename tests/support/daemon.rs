@@ -67,6 +67,13 @@ instance_id = "{instance}"
     path
 }
 
+/// Adds `lines` to the `[daemon]` table of a config `write_config` wrote.
+pub fn add_daemon_lines(config: &Path, lines: &str) {
+    let text = std::fs::read_to_string(config).unwrap();
+    let text = text.replacen("[daemon]\n", &format!("[daemon]\n{lines}\n"), 1);
+    std::fs::write(config, text).unwrap();
+}
+
 pub fn service_toml(name: &str, haproxy: &Haproxy, opts: &ServiceOpts) -> String {
     format!(
         r#"
@@ -132,6 +139,13 @@ impl Daemon {
 
     /// As `start`, with extra environment (e.g. an AWS endpoint).
     pub fn start_env(dir: &Path, config: &Path, env: &[(&str, String)]) -> Daemon {
+        let d = Daemon::spawn_env(dir, config, env);
+        d.wait_idle(Duration::from_secs(60));
+        d
+    }
+
+    /// Starts hotswapd without waiting for anything.
+    pub fn spawn_env(dir: &Path, config: &Path, env: &[(&str, String)]) -> Daemon {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -146,15 +160,13 @@ impl Daemon {
             .stdout(log.try_clone().unwrap())
             .stderr(log);
         let child = Guarded::spawn(cmd).expect("starting hotswapd");
-        let d = Daemon {
+        Daemon {
             child: Some(child),
             config: config.to_owned(),
             dir: dir.to_owned(),
             socket: dir.join("hotswapd.sock"),
             haproxy: None,
-        };
-        d.wait_idle(Duration::from_secs(60));
-        d
+        }
     }
 
     /// Keeps `haproxy` (whose sockets and files the config names) running as long as the daemon.
@@ -244,7 +256,12 @@ impl Daemon {
     }
 
     pub fn reports(&self) -> Vec<serde_json::Value> {
-        std::fs::read_to_string(self.dir.join("state/reports.jsonl"))
+        self.reports_at(&self.dir.join("state/reports.jsonl"))
+    }
+
+    /// Reports from a reports file the config names; every line must be a whole JSON report.
+    pub fn reports_at(&self, path: &Path) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(path)
             .unwrap_or_default()
             .lines()
             .map(|l| serde_json::from_str(l).expect("report lines are JSON"))

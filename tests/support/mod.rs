@@ -1,6 +1,7 @@
 #![allow(dead_code)]
 pub mod daemon;
 pub mod env;
+pub mod faults;
 pub mod gunicorn;
 pub mod haproxy;
 pub mod images;
