@@ -161,3 +161,92 @@ impl Dir {
         .map(|_| ())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+    use std::os::unix::fs::{symlink, FileTypeExt};
+
+    fn setup() -> (tempfile::TempDir, Dir, std::path::PathBuf) {
+        let t = tempfile::tempdir().unwrap();
+        let inbox = t.path().join("inbox");
+        std::fs::create_dir(&inbox).unwrap();
+        let outside = t.path().join("outside");
+        std::fs::create_dir(&outside).unwrap();
+        std::fs::write(outside.join("secret"), "root only").unwrap();
+        (t, Dir::open(&inbox).unwrap(), outside)
+    }
+
+    #[test]
+    fn a_link_is_never_opened_through() {
+        let (_t, dir, outside) = setup();
+        symlink(outside.join("secret"), dir.path().join("release.json")).unwrap();
+        let e = dir.open_read(OsStr::new("release.json")).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::ELOOP), "{e}");
+        assert!(
+            dir.has(OsStr::new("release.json")),
+            "the link itself is seen"
+        );
+    }
+
+    #[test]
+    fn a_fifo_opens_at_once_and_is_told_apart_by_its_descriptor() {
+        let (_t, dir, _) = setup();
+        nix::unistd::mkfifo(&dir.path().join("pipe"), nix::sys::stat::Mode::S_IRWXU).unwrap();
+        let f = dir.open_read(OsStr::new("pipe")).unwrap();
+        assert!(f.metadata().unwrap().file_type().is_fifo());
+    }
+
+    #[test]
+    fn create_new_refuses_a_planted_link_and_writes_nothing_through_it() {
+        let (_t, dir, outside) = setup();
+        symlink(outside.join("secret"), dir.path().join("x.reason")).unwrap();
+        let e = dir.create_new(OsStr::new("x.reason"), 0o644).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::AlreadyExists, "{e}");
+        assert_eq!(
+            std::fs::read_to_string(outside.join("secret")).unwrap(),
+            "root only"
+        );
+        let mut f = dir.create_new(OsStr::new("y.reason"), 0o644).unwrap();
+        f.write_all(b"why").unwrap();
+        let mut back = String::new();
+        dir.open_read(OsStr::new("y.reason"))
+            .unwrap()
+            .read_to_string(&mut back)
+            .unwrap();
+        assert_eq!(back, "why");
+    }
+
+    #[test]
+    fn a_subdirectory_replaced_by_a_link_is_moved_aside_and_made_again() {
+        let (_t, dir, outside) = setup();
+        symlink(&outside, dir.path().join("rejected")).unwrap();
+        assert!(dir.sub("rejected").is_err(), "a link is not our directory");
+        let sub = dir.ensure_sub("rejected", 0o750).unwrap();
+        let meta = std::fs::symlink_metadata(dir.path().join("rejected")).unwrap();
+        assert!(meta.is_dir(), "a real directory now");
+        sub.create_new(OsStr::new("f"), 0o644).unwrap();
+        assert!(
+            !outside.join("f").exists(),
+            "nothing written into the link's target"
+        );
+        let aside: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| n.starts_with(".rejected.replaced-"))
+            .collect();
+        assert_eq!(aside.len(), 1, "the link kept aside for the operator");
+    }
+
+    #[test]
+    fn rename_moves_a_link_itself() {
+        let (_t, dir, outside) = setup();
+        let to = dir.ensure_sub("rejected", 0o750).unwrap();
+        symlink(outside.join("secret"), dir.path().join("l")).unwrap();
+        dir.rename(OsStr::new("l"), &to, OsStr::new("l")).unwrap();
+        let moved = std::fs::symlink_metadata(to.path().join("l")).unwrap();
+        assert!(moved.file_type().is_symlink());
+        assert!(outside.join("secret").exists());
+    }
+}
