@@ -95,6 +95,12 @@ pub async fn run(settings: Settings, config_path: PathBuf) -> anyhow::Result<()>
             .expect("services lock")
             .insert(process.name.clone(), slot);
     }
+    // what wakes the supervision of every service between swaps
+    let _events = crate::watchers::docker_events(shared.clone(), shared.docker.clone());
+    let _sweep = crate::watchers::sweep(shared.clone(), d.sweep);
+    let _haproxy_files = crate::watchers::haproxy_files_changed(shared.clone())
+        .map_err(|e| tracing::warn!(error = %e, "cannot watch HAProxy's files; the sweep will notice changes"))
+        .ok();
     let server = crate::control::server::serve(shared.clone(), &d.socket)
         .await
         .with_context(|| format!("listening on control socket {}", d.socket.display()))?;

@@ -17,3 +17,4 @@ pub mod registry;
 pub mod report;
 pub mod runtime;
 pub mod systemd;
+pub mod watchers;

@@ -173,13 +173,17 @@ pub fn summary(views: &[ServiceView]) -> String {
                         .unwrap_or("")
                 ),
                 None => format!(
-                    "{}: {} {}",
+                    "{}: {} {}{}",
                     v.service,
                     v.state,
                     v.current
                         .as_ref()
                         .map(|c| c.release.version.as_str())
-                        .unwrap_or("-")
+                        .unwrap_or("-"),
+                    v.reason
+                        .as_deref()
+                        .map(|r| format!(" ({r})"))
+                        .unwrap_or_default()
                 ),
             }
         })
@@ -191,11 +195,12 @@ pub fn summary(views: &[ServiceView]) -> String {
     }
 }
 
-/// Waits until no service is recovering any more (READY must not come before).
+/// Waits until every service has finished its start-up: swap left by the last run ended, current
+/// release brought back or shown down (READY must not come before).
 pub async fn recovered(handles: &[Arc<ServiceHandle>]) {
     for h in handles {
         let mut rx = h.subscribe();
-        while rx.borrow_and_update().state == "recovering" {
+        while !rx.borrow_and_update().started {
             if rx.changed().await.is_err() {
                 break;
             }

@@ -49,8 +49,8 @@ fn submit(d: &Daemon, image: &str, deploy_id: &str) {
 /// What a user checks after any fault: one release (`image`) serves, alone in HAProxy, with
 /// nothing of ours left beside it, and the service is idle on it.
 fn serving_only(env: &TestEnv, d: &Daemon, image: &str) {
-    let s = until_status(d, "idle", Duration::from_secs(60), |s| {
-        web(s)["state"] == "idle"
+    let s = until_status(d, "serving", Duration::from_secs(60), |s| {
+        web(s)["state"] == "serving"
     });
     assert_eq!(web(&s)["current"]["release"]["image"], image, "{s}");
     let containers = env.containers();
@@ -203,12 +203,13 @@ async fn a_full_disk_stops_the_swap_where_it_is_safe_and_no_report_is_lost_or_to
         "degraded naming the disk",
         Duration::from_secs(30),
         |s| {
-            web(s)["state"]
-                .as_str()
-                .is_some_and(|t| t.starts_with("degraded") && t.contains("No space left"))
+            web(s)["state"] == "degraded"
+                && web(s)["reason"]
+                    .as_str()
+                    .is_some_and(|t| t.contains("No space left"))
         },
     );
-    eprintln!("while full: {}", web(&s)["state"]);
+    eprintln!("while full: {}", web(&s)["reason"]);
     let mark = load.mark();
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(
@@ -232,7 +233,7 @@ async fn a_full_disk_stops_the_swap_where_it_is_safe_and_no_report_is_lost_or_to
         "degraded naming the report",
         Duration::from_secs(30),
         |s| {
-            web(s)["state"]
+            web(s)["reason"]
                 .as_str()
                 .is_some_and(|t| t.contains("report not written"))
         },
@@ -321,12 +322,13 @@ async fn docker_lost_mid_swap_is_named_and_what_it_could_not_remove_is_removed_w
         "degraded, naming the container left",
         Duration::from_secs(30),
         |s| {
-            web(s)["state"]
-                .as_str()
-                .is_some_and(|t| t.contains("not removed yet"))
+            web(s)["state"] == "degraded"
+                && web(s)["reason"]
+                    .as_str()
+                    .is_some_and(|t| t.contains("not removed yet"))
         },
     );
-    eprintln!("with Docker gone: {}", web(&s)["state"]);
+    eprintln!("with Docker gone: {}", web(&s)["reason"]);
     assert_eq!(web(&s)["current"]["release"]["image"], v2.as_str());
     assert_eq!(env.containers().len(), 2, "the old one is still there");
     let r = daemon.reports().pop().unwrap();

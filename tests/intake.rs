@@ -66,7 +66,7 @@ fn submit_follow_list_and_roll_back_over_the_socket() {
             s["previous"].as_str(),
             s["state"].as_str()
         ),
-        (Some(v2.as_str()), Some(v1.as_str()), Some("idle"))
+        (Some(v2.as_str()), Some(v1.as_str()), Some("serving"))
     );
     let table = text(&daemon.ctl(&["services"]));
     assert!(table.contains("SERVICE") && table.contains(&v2), "{table}");
@@ -90,7 +90,7 @@ fn submit_follow_list_and_roll_back_over_the_socket() {
     s.read_to_string(&mut reply).unwrap();
     assert!(
         reply.starts_with("HTTP/1.1 200")
-            && reply.contains(r#""services":{"web":"idle"}"#)
+            && reply.contains(r#""services":{"web":"serving"}"#)
             && reply.contains(&env.instance),
         "{reply}"
     );

@@ -162,7 +162,7 @@ fn ready_status_watchdog_reload_and_stop_follow_the_protocol() {
     let before = l.all().len();
     daemon.deploy_ok(&v1);
     let swapping = l.wait_for("swapping", before, Duration::from_secs(5));
-    l.wait_for("STATUS=web: idle 1", swapping, Duration::from_secs(5));
+    l.wait_for("STATUS=web: serving 1", swapping, Duration::from_secs(5));
 
     // logs reach the journal as native entries: each tracing field a journal field
     let entries = journal.wait_for("PHASE=", Duration::from_secs(5));

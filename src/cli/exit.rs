@@ -42,6 +42,7 @@ exit_codes! {
     Aws = 11, "AWS call failed";
     Hook = 12, "a hook failed";
     LintWarnings = 13, "the template has lint warnings";
+    NotServing = 14, "status: a service is not serving (repairing, degraded, down or recovering)";
 }
 
 impl Exit {

@@ -4,7 +4,8 @@ use crate::control::client::Client;
 
 use super::{client_exit, Exit, Globals};
 
-/// Show the daemon and each service.
+/// Show the daemon and each service. Exits 14 when any service is not serving (a swap keeps
+/// the old release serving), so monitoring can use it.
 #[derive(clap::Args, Debug)]
 pub struct Args {
     #[arg(long)]
@@ -23,12 +24,17 @@ async fn show(client: &Client, json: bool) -> Exit {
             return client_exit(&e);
         }
     };
+    let unwell = status
+        .services
+        .iter()
+        .any(|s| !matches!(s["state"].as_str(), Some("serving" | "swapping")));
+    let exit = if unwell { Exit::NotServing } else { Exit::Ok };
     if json {
         println!(
             "{}",
             serde_json::to_string_pretty(&status).expect("serializes")
         );
-        return Exit::Ok;
+        return exit;
     }
     println!(
         "hotswapd {} on {} (up {} s)",
@@ -86,6 +92,9 @@ async fn show(client: &Client, json: bool) -> Exit {
             text("/previous/image"),
             last.trim_end()
         );
+        if let Some(why) = s["reason"].as_str() {
+            println!("{:<16} {why}", "");
+        }
     }
-    Exit::Ok
+    exit
 }

@@ -82,6 +82,8 @@ pub struct DaemonSettings {
     pub docker_socket: Option<PathBuf>,
     /// Release files dropped here are picked up (see `intake::inbox`).
     pub inbox_dir: Option<PathBuf>,
+    /// How often every service is looked at even when no event came (a backstop).
+    pub sweep: Duration,
     pub access: AccessSettings,
 }
 
@@ -126,6 +128,9 @@ pub struct ServiceSettings {
     /// Canary: after the health gate, traffic moves to the new release step by step.
     pub ramp: Option<RampSettings>,
     /// Containers of the service on this host, all behind the same backend.
+    /// The longest wait between two repairs of a current release that keeps dying (the waits
+    /// double from 1 s up to it).
+    pub repair_backoff_max: Duration,
     pub replicas: usize,
     /// New containers started (and gated) together; the first batch is the canary.
     pub batch: usize,

@@ -53,6 +53,7 @@ struct Daemon {
     instance_id: Option<String>,
     docker_socket: Option<PathBuf>,
     inbox_dir: Option<PathBuf>,
+    sweep_secs: Option<u64>,
     socket_group: Option<String>,
     #[serde(default)]
     allowed_uids: Vec<u32>,
@@ -86,6 +87,7 @@ struct Service {
     ramp: Option<Ramp>,
     replicas: Option<usize>,
     batch: Option<usize>,
+    repair_backoff_max_secs: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -223,7 +225,15 @@ impl Config {
                 format!("{instance_id:?}: use 1-48 letters, digits, '-' or '_'"),
             ));
         }
+        let sweep_secs = d.sweep_secs.unwrap_or(60);
+        if sweep_secs < 30 {
+            return Err(ctx.invalid(
+                "daemon.sweep_secs",
+                format!("{sweep_secs}: the safety sweep is a backstop (events wake the daemon); use 30 or more"),
+            ));
+        }
         let daemon = DaemonSettings {
+            sweep: std::time::Duration::from_secs(sweep_secs),
             socket: d
                 .socket
                 .unwrap_or_else(|| PathBuf::from("/run/hotswap/hotswapd.sock")),

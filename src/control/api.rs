@@ -67,7 +67,11 @@ pub struct ReloadOutcome {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct ServiceSummary {
     pub service: String,
+    /// serving, swapping, repairing, recovering, degraded or down.
     pub state: String,
+    /// Why, for every state but serving and swapping.
+    #[serde(default)]
+    pub reason: Option<String>,
     pub current: Option<String>,
     pub current_version: Option<String>,
     pub previous: Option<String>,
@@ -82,7 +86,8 @@ pub struct Health {
     pub instance_id: String,
     pub host: String,
     pub uptime_secs: u64,
-    /// Service name → state ("idle", "swapping", "recovering", "degraded: ...").
+    /// Service name → state ("serving", "swapping", "repairing", "recovering", "degraded: why",
+    /// "down: why").
     pub services: std::collections::BTreeMap<String, String>,
 }
 

@@ -247,7 +247,8 @@ impl Default for DeployRequest {
 pub fn summary(v: &crate::engine::ServiceView) -> ServiceSummary {
     ServiceSummary {
         service: v.service.clone(),
-        state: v.state.clone(),
+        state: v.state.name().to_string(),
+        reason: v.reason.clone(),
         current: v.current.as_ref().map(|c| c.release.image.clone()),
         current_version: v.current.as_ref().map(|c| c.release.version.clone()),
         previous: v.previous.as_ref().map(|p| p.image.clone()),
@@ -272,7 +273,14 @@ fn health(shared: &Registry) -> Health {
         services: shared
             .handles()
             .iter()
-            .map(|h| (h.name.clone(), h.view().state))
+            .map(|h| {
+                let v = h.view();
+                let text = match v.reason {
+                    Some(why) => format!("{}: {why}", v.state),
+                    None => v.state.to_string(),
+                };
+                (h.name.clone(), text)
+            })
             .collect(),
     }
 }

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::handle::ServiceHandle;
+use super::handle::{ServiceHandle, State};
 use super::journal::{Journal, JournalError, ServiceRecord};
 use super::phase::{Budgets, Event, Phase, Swap};
 use super::steps::Ledger;
@@ -57,7 +57,11 @@ impl<P: Reporter> Book<P> {
         let swap = handle
             .next(|release, view| {
                 let swap = Swap::new(release.clone(), old, budgets(), now_ms());
-                view.state = "swapping".into();
+                if view.state != State::Swapping {
+                    view.since_ms = now_ms();
+                }
+                view.state = State::Swapping;
+                view.reason = None;
                 view.swap = Some(swap.clone());
                 swap
             })
@@ -76,13 +80,13 @@ impl<P: Reporter> Book<P> {
         self.handle.taken(&swap.release.deploy_id);
     }
 
-    pub fn publish(&self, state: &str) {
+    /// Shows the record and a state (with why, unless it is simply serving or swapping).
+    pub fn publish(&self, state: State, reason: Option<String>) {
         let r = &self.record;
         let (current, previous, swap) = (r.current.clone(), r.previous.clone(), r.swap.clone());
         let history = r.history.clone();
-        let state = state.to_string();
+        self.handle.show_state(state, reason);
         self.handle.publish(move |v| {
-            v.state = state;
             v.current = current;
             v.previous = previous;
             v.swap = swap;
@@ -114,9 +118,12 @@ impl<P: Reporter> Book<P> {
                 }
                 Err(e) => {
                     tracing::error!(service = self.service(), error = %e, "journal not written; waiting before acting");
-                    self.publish(&format!(
-                        "degraded: {e}; the swap waits where it is until the journal can be written"
-                    ));
+                    self.publish(
+                        State::Degraded,
+                        Some(format!(
+                            "{e}; the swap waits where it is until the journal can be written"
+                        )),
+                    );
                     failed = true;
                     tokio::time::sleep(wait).await;
                     wait = (wait * 2).min(STORE_RETRY_MAX);
@@ -133,14 +140,14 @@ impl<P: Reporter> Book<P> {
     /// Shows the swap as it is now (live ramp figures) without journaling it.
     pub fn show(&mut self, swap: &Swap) {
         self.record.swap = Some(swap.clone());
-        self.publish("swapping");
+        self.publish(State::Swapping, None);
     }
 
     /// Journals and shows the swap mid-phase (e.g. new replicas started), so a restart knows them.
     pub fn note(&mut self, swap: &Swap) -> Result<(), JournalError> {
         self.record.swap = Some(swap.clone());
         self.store()?;
-        self.publish("swapping");
+        self.publish(State::Swapping, None);
         Ok(())
     }
 
@@ -177,10 +184,32 @@ impl<P: Reporter> Book<P> {
         self.store_until_written().await;
         // the end of a swap becomes visible only once it is reported (see `settle`)
         if !swap.phase.is_terminal() {
-            self.publish("swapping");
+            self.publish(State::Swapping, None);
         }
         swap
     }
+    /// Writes a report, retrying until it is written: a report is never dropped. Meanwhile the
+    /// service shows why it waits.
+    pub async fn deliver(&self, report: &Report) {
+        let mut wait = STORE_RETRY_FIRST;
+        for attempt in 1u32.. {
+            match self.reporter.report(report).await {
+                Ok(()) => return,
+                Err(e) => {
+                    tracing::error!(service = self.service(), error = %e, attempt, "report not written; retrying");
+                    if attempt >= 3 {
+                        self.publish(
+                            State::Degraded,
+                            Some(format!("report not written: {e}; retrying")),
+                        );
+                    }
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(STORE_RETRY_MAX);
+                }
+            }
+        }
+    }
+
     /// Records the outcome, reports it, and closes the swap in the journal.
     pub async fn settle(&mut self, swap: Swap) {
         let report = Report::from_swap(
@@ -188,25 +217,9 @@ impl<P: Reporter> Book<P> {
             self.identity.stack.as_deref(),
             &swap,
         );
-        // A report is never dropped: it is retried until written (the journal holds the swap
-        // meanwhile, so a restart reports it again), the service showing why it waits.
-        let mut wait = STORE_RETRY_FIRST;
-        for attempt in 1u32.. {
-            match self.reporter.report(&report).await {
-                Ok(()) => {
-                    super::crash::at("reported", "");
-                    break;
-                }
-                Err(e) => {
-                    tracing::error!(service = self.service(), error = %e, attempt, "report not written; retrying");
-                    if attempt >= 3 {
-                        self.publish(&format!("degraded: report not written: {e}; retrying"));
-                    }
-                    tokio::time::sleep(wait).await;
-                    wait = (wait * 2).min(STORE_RETRY_MAX);
-                }
-            }
-        }
+        // the journal holds the swap meanwhile, so a restart reports it again
+        self.deliver(&report).await;
+        super::crash::at("reported", "");
         tracing::info!(
             service = self.service(),
             release = %swap.release.image,
@@ -217,7 +230,7 @@ impl<P: Reporter> Book<P> {
         );
         self.record.finish();
         self.store_until_written().await;
-        self.publish("idle");
+        // the walker shows what is true now (serving, or degraded and why)
     }
 }
 

@@ -16,7 +16,7 @@ use crate::balancer::{
 use crate::config::HealthSettings;
 use crate::health::{GateFailed, Passed, Prober};
 use crate::report::{Report, ReportError, Reporter};
-use crate::runtime::{ContainerSpec, Found, Runtime, RuntimeError, Started};
+use crate::runtime::{ContainerSpec, Death, Found, Runtime, RuntimeError, Started};
 
 /// A shared log of calls, across fakes, so a test can assert on their order.
 #[derive(Clone, Default)]
@@ -154,6 +154,18 @@ impl Runtime for FakeDocker {
         let s = self.state.lock().unwrap();
         Ok(s.containers.get(id).map(|c| c.running).unwrap_or(false))
     }
+    async fn death(&self, id: &str) -> Result<Death, RuntimeError> {
+        self.calls.push(format!("docker death {id}"));
+        let s = self.state.lock().unwrap();
+        Ok(match s.containers.get(id) {
+            Some(c) if !c.running => Death {
+                exit_code: Some(137),
+                oom_killed: false,
+                log_tail: vec![format!("{} was here", c.name)],
+            },
+            _ => Death::default(),
+        })
+    }
     async fn list(&self, labels: &[(&str, &str)]) -> Result<Vec<Found>, RuntimeError> {
         self.fail("list", "containers")?;
         let s = self.state.lock().unwrap();
@@ -170,6 +182,7 @@ impl Runtime for FakeDocker {
                 image: c.image.clone(),
                 labels: c.labels.clone(),
                 running: c.running,
+                unhealthy: false,
                 host_port: Some(c.host_port),
             })
             .collect())

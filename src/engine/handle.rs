@@ -40,11 +40,62 @@ pub enum QueueError {
 /// Superseded deploys remembered for status queries.
 const SUPERSEDED_KEPT: usize = 50;
 
+/// What a service is doing, as status shows it; every state but `serving` and `swapping` comes
+/// with a reason.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum State {
+    /// Start-up: the journal is being read and what runs matched to it.
+    #[default]
+    Recovering,
+    /// The current release serves, whole.
+    Serving,
+    /// A swap is in flight (`swap` says its phase); the old release serves until the switch.
+    Swapping,
+    /// A dead or unhealthy container of the current release is being replaced.
+    Repairing,
+    /// Serving, but not as it should be (a container not removed, a journal not written).
+    Degraded,
+    /// Not serving: the current release does not run and could not be brought back yet.
+    Down,
+}
+
+impl State {
+    pub fn name(self) -> &'static str {
+        match self {
+            State::Recovering => "recovering",
+            State::Serving => "serving",
+            State::Swapping => "swapping",
+            State::Repairing => "repairing",
+            State::Degraded => "degraded",
+            State::Down => "down",
+        }
+    }
+
+    /// Whether the service is as it should be (a swap keeps the old release serving).
+    pub fn is_well(self) -> bool {
+        matches!(self, State::Serving | State::Swapping)
+    }
+}
+
+impl std::fmt::Display for State {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 #[derive(Debug, Clone, Default, Serialize, PartialEq)]
 pub struct ServiceView {
     pub service: String,
-    /// "idle", "swapping", "recovering" or "degraded: <why>".
-    pub state: String,
+    pub state: State,
+    /// Why the service is not simply serving or swapping.
+    pub reason: Option<String>,
+    /// When the service entered this state (unix ms).
+    pub since_ms: u64,
+    /// Start-up is over: the journal's swap ended, and the current release was brought back
+    /// (or the service shows why not). READY waits for it.
+    #[serde(skip)]
+    pub started: bool,
     pub current: Option<Instance>,
     pub previous: Option<Release>,
     pub swap: Option<Swap>,
@@ -143,6 +194,9 @@ pub struct ServiceHandle {
     pub name: String,
     queue: Mutex<VecDeque<Release>>,
     work: Notify,
+    /// Something may have drifted from the record (a container died, HAProxy reloaded): the
+    /// walker looks when it is not swapping. A nudge while it swaps is kept for after.
+    drift: Notify,
     view: watch::Sender<ServiceView>,
     /// Where the queue is journaled; None in unit tests.
     queue_file: Option<PathBuf>,
@@ -171,7 +225,8 @@ impl ServiceHandle {
         };
         let view = ServiceView {
             service: name.to_string(),
-            state: "recovering".into(),
+            state: State::Recovering,
+            since_ms: now_ms(),
             queued: saved.queued.clone(),
             superseded: saved.superseded,
             ..Default::default()
@@ -180,6 +235,7 @@ impl ServiceHandle {
             name: name.to_string(),
             queue: Mutex::new(saved.queued.into()),
             work: Notify::new(),
+            drift: Notify::new(),
             view: watch::Sender::new(view),
             queue_file,
         })
@@ -276,6 +332,26 @@ impl ServiceHandle {
         if let Err(e) = self.save(&queue, &superseded) {
             tracing::error!(service = %self.name, deploy_id, error = %e, "queue journal");
         }
+    }
+
+    /// Asks the walker to compare what runs with the record (see `drift`).
+    pub fn nudge(&self) {
+        self.drift.notify_one();
+    }
+
+    pub(super) async fn drifted(&self) {
+        self.drift.notified().await;
+    }
+
+    /// Shows a state; `since_ms` moves only when the state changes.
+    pub(super) fn show_state(&self, state: State, reason: Option<String>) {
+        self.view.send_modify(|v| {
+            if v.state != state {
+                v.since_ms = now_ms();
+            }
+            v.state = state;
+            v.reason = reason;
+        });
     }
 
     pub(super) fn publish(&self, f: impl FnOnce(&mut ServiceView)) {

@@ -91,6 +91,15 @@ impl Instance {
         }
     }
 
+    /// Puts `member` in place `index` (in `members()` order): a repaired container.
+    pub fn set_member(&mut self, index: usize, member: Replica) {
+        if let Runs::Containers { members, .. } = &mut self.runs {
+            if let Some(m) = members.get_mut(index) {
+                *m = member;
+            }
+        }
+    }
+
     /// Sets the host port of member `index` (in `members()` order).
     pub fn set_host_port(&mut self, index: usize, port: u16) {
         if let Runs::Containers { members, .. } = &mut self.runs {

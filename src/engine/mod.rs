@@ -13,6 +13,7 @@ pub mod journal;
 pub mod phase;
 pub mod recover;
 pub mod steps;
+pub mod supervise;
 pub mod walker;
 
 #[cfg(test)]
@@ -21,6 +22,6 @@ mod fakes;
 mod tests;
 
 pub use error::StepError;
-pub use handle::{DeployState, ServiceHandle, ServiceView, Submitted};
+pub use handle::{DeployState, ServiceHandle, ServiceView, State, Submitted};
 pub use phase::{Instance, Phase, Release, Swap};
 pub use walker::Walker;

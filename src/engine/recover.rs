@@ -1,7 +1,9 @@
 //! Start-up recovery, the same for every kind of service: read the journal, finish or undo the
-//! swap a previous run left in flight, then let the steps make what runs match the record.
+//! swap a previous run left in flight. What runs is then matched to the record by the walker's
+//! supervision (supervise.rs), before READY.
 
 use super::error::StepError;
+use super::handle::State;
 use super::journal::JournalError;
 use super::phase::{Event, Phase, Swap};
 use super::steps::Steps;
@@ -45,11 +47,11 @@ pub enum RecoverError {
 }
 
 impl<S: Steps, P: Reporter> Walker<S, P> {
-    /// Brings the service to one consistent state after a start. Returns the state to show.
-    pub(super) async fn recover(&mut self) -> Result<String, RecoverError> {
+    /// Brings the service's swap to an end after a start.
+    pub(super) async fn recover(&mut self) -> Result<(), RecoverError> {
         let name = self.steps.service().to_string();
         self.book.record = self.book.journal.load(&name)?;
-        self.book.publish("recovering");
+        self.book.publish(State::Recovering, None);
         // fail fast when Docker or HAProxy are not there; `run` retries
         self.steps.reachable().await?;
         if let Some(swap) = self.book.record.swap.clone() {
@@ -57,13 +59,7 @@ impl<S: Steps, P: Reporter> Walker<S, P> {
             let swap = self.resumed(swap).await;
             self.walk(swap).await;
         }
-        Ok(match self.steps.reconcile(&mut self.book).await? {
-            Some(why) => {
-                tracing::error!(service = %name, "{why}");
-                why
-            }
-            None => "idle".into(),
-        })
+        Ok(())
     }
 
     async fn resumed(&mut self, swap: Swap) -> Swap {

@@ -2,13 +2,17 @@
 //! walks each swap through `phase::Swap`, asking the service's `Steps` for each phase's work,
 //! journaling every phase change (through the `Book`) before that phase acts, and reporting the
 //! end. The same walker drives containers, containers with mounted code and local processes.
+//! Between swaps it supervises (supervise.rs): woken by a nudge (a Docker event, HAProxy's files
+//! changing, the safety sweep), it makes what runs match the record and repairs what died.
 
 use std::time::Duration;
 
 use super::book::Book;
 use super::error::StepError;
+use super::handle::State;
 use super::phase::{Event, Phase, Swap};
 use super::steps::Steps;
+use super::supervise::Repairs;
 use crate::clock::{instant_of, within};
 use crate::report::Reporter;
 
@@ -18,78 +22,89 @@ const LEFTOVER_RETRY: Duration = Duration::from_secs(10);
 pub struct Walker<S, P> {
     pub(super) steps: S,
     pub(super) book: Book<P>,
+    /// What the last look between swaps found: the state to show, and why.
+    pub(super) health: (State, Option<String>),
+    pub(super) repairs: Repairs,
 }
 
 impl<S: Steps, P: Reporter> Walker<S, P> {
     pub fn new(steps: S, book: Book<P>) -> Self {
-        Walker { steps, book }
+        Walker {
+            steps,
+            book,
+            health: (State::Serving, None),
+            repairs: Repairs::default(),
+        }
     }
 
-    /// Recovers (retrying with backoff while Docker or HAProxy do not answer), then swaps
-    /// releases as they come, one at a time, for ever.
+    /// Recovers (retrying with backoff while Docker or HAProxy do not answer) and brings the
+    /// current release back where it does not run, then swaps releases as they come, one at a
+    /// time, and supervises between them, for ever.
     pub async fn run(mut self) {
         let mut wait = Duration::from_millis(200);
-        let state = loop {
+        loop {
             match self.recover().await {
-                Ok(state) => break state,
+                Ok(()) => break,
                 Err(e) => {
                     tracing::error!(service = self.steps.service(), error = %e, "recovery failed; retrying");
-                    self.book
-                        .publish(&format!("degraded: recovery failed: {e}"));
+                    self.book.publish(
+                        State::Recovering,
+                        Some(format!("recovery failed: {e}; retrying")),
+                    );
                     tokio::time::sleep(wait).await;
                     wait = (wait * 2).min(Duration::from_secs(10));
                 }
             }
-        };
-        self.book.publish(&state);
+        }
+        // at start-up, before READY: the current release runs and serves, or the service shows
+        // why not
+        self.supervise().await;
+        self.book.handle.publish(|v| v.started = true);
         loop {
             let tidy_due = !self.book.record.leftovers.is_empty();
+            let retry_at = self.repairs.next_try;
+            let handle = self.book.handle.clone();
             let steps = &mut self.steps;
             let next = self.book.next_swap(|| {
                 steps.refresh();
                 steps.budgets()
             });
-            let next = if tidy_due {
-                // work Docker could not do is tried again while no release comes; the queue is
-                // read first on every turn, so a release is never lost to the timer
+            let drift = async {
                 tokio::select! {
-                    next = next => Some(next),
-                    () = tokio::time::sleep(LEFTOVER_RETRY) => None,
+                    () = handle.drifted() => {}
+                    () = sleep_until(retry_at) => {}
+                    () = tokio::time::sleep(LEFTOVER_RETRY), if tidy_due => {}
                 }
-            } else {
-                Some(next.await)
             };
-            let Some(next) = next else {
-                self.steps.tidy(&mut self.book).await;
-                self.publish_idle();
-                continue;
+            // the queue is read first on every turn, so a release is never lost to a nudge
+            let next = tokio::select! {
+                biased;
+                next = next => Some(next),
+                () = drift => None,
             };
-            if let Some(swap) = next {
-                let swap = self.accept(swap).await;
-                self.walk(swap).await;
+            match next {
+                None => self.supervise().await,
+                Some(next) => {
+                    if let Some(swap) = next {
+                        let swap = self.accept(swap).await;
+                        self.walk(swap).await;
+                        // what the swap left is looked at once more (a container that died
+                        // meanwhile, leftovers)
+                        self.supervise().await;
+                    } else {
+                        // the release was already handled (journaled before a crash):
+                        // `next_swap` showed it as swapping
+                        self.show_health();
+                    }
+                }
             }
-            // also when the release was already handled (journaled before a crash): `next_swap`
-            // showed it as swapping
-            self.publish_idle();
         }
     }
 
-    /// Idle, or degraded while containers that should be gone are still there.
-    fn publish_idle(&self) {
-        match self.book.record.leftovers.as_slice() {
-            [] => self.book.publish("idle"),
-            left => {
-                let ids: Vec<&str> = left
-                    .iter()
-                    .map(|l| &l.container_id[..12.min(l.container_id.len())])
-                    .collect();
-                self.book.publish(&format!(
-                    "degraded: container(s) {} not removed yet ({}); retrying",
-                    ids.join(", "),
-                    left[0].why
-                ));
-            }
-        }
+    /// Shows what the last look found.
+    pub(super) fn show_health(&self) {
+        let (state, reason) = self.health.clone();
+        self.book.publish(state, reason);
     }
 
     /// A release just taken from the queue: its plan is fixed and it is journaled as accepted
@@ -107,6 +122,8 @@ impl<S: Steps, P: Reporter> Walker<S, P> {
         }
         self.steps.finish(&mut swap).await;
         self.book.settle(swap).await;
+        // a new release (or the old one, rolled back) starts with a clean repair record
+        self.repairs = Repairs::default();
     }
 
     /// Does the work of the swap's phase, then journals the phase it leads to (a failed step
@@ -174,5 +191,13 @@ impl<S: Steps, P: Reporter> Walker<S, P> {
         };
         let event = event.unwrap_or_else(|e| Event::Fail(e.to_string()));
         self.book.advance(swap, event).await
+    }
+}
+
+/// Sleeps until `at`, or for ever when there is no `at`.
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }

@@ -51,7 +51,8 @@ impl Tally {
             return self.outcome();
         };
         let text = |k: &str| v[k].as_str().unwrap_or("").to_string();
-        if !self.ours(&text("deploy_id")) {
+        // a repair between swaps says nothing of how a deploy went
+        if !self.ours(&text("deploy_id")) || v["kind"] == "repair" {
             self.other_deploys += 1;
             return self.outcome();
         }

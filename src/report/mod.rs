@@ -34,6 +34,11 @@ pub struct ReportError {
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Report {
     pub schema: u32,
+    /// "swap" (a release swapped in, or not) or "repair" (a container of the current release
+    /// replaced between swaps).
+    pub kind: &'static str,
+    /// Unique per report: the deploy id for a swap, `<deploy id>.repair.<ms>` for a repair.
+    pub report_id: String,
     pub instance_id: String,
     pub stack: Option<String>,
     pub service: String,
@@ -63,6 +68,28 @@ pub struct Report {
     /// releases, or that the operator skipped it. None for a service without a ramp.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub canary: Option<CanaryReport>,
+    /// A repair: what died and what replaced it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub repair: Option<RepairReport>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct RepairReport {
+    /// The container that died or turned unhealthy, and its HAProxy server.
+    pub container: String,
+    pub server: String,
+    /// Why it was replaced ("exited with code 137", "unhealthy", "missing").
+    pub why: String,
+    pub exit_code: Option<i64>,
+    pub oom_killed: bool,
+    /// Its last log lines.
+    pub log_tail: Vec<String>,
+    /// The container that serves in its place (None when the repair failed).
+    pub replacement: Option<String>,
+    /// From the death being noticed to the replacement serving (or the repair failing).
+    pub took_ms: u64,
+    /// Repairs of this release in a row without a stable spell between them (1: the first).
+    pub attempt: u32,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -103,6 +130,8 @@ impl Report {
             .collect();
         Report {
             schema: SCHEMA_VERSION,
+            kind: "swap",
+            report_id: swap.release.deploy_id.clone(),
             instance_id: instance_id.to_string(),
             stack: stack.map(String::from),
             service: swap.release.service.clone(),
@@ -130,6 +159,46 @@ impl Report {
                 watch_ms: swap.watch_ms,
                 steps: swap.steps.clone(),
             }),
+            repair: None,
+        }
+    }
+
+    /// The report of a repair of the current release (`release`), failed when `reason` is set.
+    pub fn from_repair(
+        identity: &Identity,
+        release: &crate::engine::Release,
+        started_ms: u64,
+        finished_ms: u64,
+        reason: Option<String>,
+        repair: RepairReport,
+    ) -> Report {
+        Report {
+            schema: SCHEMA_VERSION,
+            kind: "repair",
+            report_id: format!("{}.repair.{started_ms}", release.deploy_id),
+            instance_id: identity.instance_id.clone(),
+            stack: identity.stack.clone(),
+            service: release.service.clone(),
+            image: release.image.clone(),
+            version: release.version.clone(),
+            deploy_id: release.deploy_id.clone(),
+            result: if reason.is_none() {
+                "success"
+            } else {
+                "failure"
+            },
+            phase_reached: "repairing".into(),
+            reason,
+            warnings: Vec::new(),
+            accepted_ms: started_ms,
+            finished_ms,
+            phases: Vec::new(),
+            health_response: None,
+            previous_image: None,
+            failed_requests: None,
+            signalled_ms: None,
+            canary: None,
+            repair: Some(repair),
         }
     }
 }
@@ -156,9 +225,9 @@ impl Reporter for FileReporter {
     async fn report(&self, report: &Report) -> Result<(), ReportError> {
         let line = serde_json::to_string(report).expect("reports serialize");
         let path = self.path.clone();
-        let deploy_id = report.deploy_id.clone();
+        let id = report.report_id.clone();
         tokio::task::spawn_blocking(move || {
-            if written_before(&path, &deploy_id)? {
+            if written_before(&path, &id)? {
                 return Ok(());
             }
             append_line(&path, &line)
@@ -176,8 +245,9 @@ impl Reporter for FileReporter {
 /// swap reported again after a crash was the last thing the service reported.
 const WRITTEN_LOOKBACK: u64 = 1 << 20;
 
-/// Whether a report of this deploy is among the last lines of the reports file.
-fn written_before(path: &std::path::Path, deploy_id: &str) -> std::io::Result<bool> {
+/// Whether the report `id` is among the last lines of the reports file (reports written before
+/// `report_id` existed are known by their deploy id).
+fn written_before(path: &std::path::Path, id: &str) -> std::io::Result<bool> {
     use std::io::{Read, Seek, SeekFrom};
     let mut f = match crate::fsutil::open_regular(path) {
         Ok(f) => f,
@@ -193,7 +263,10 @@ fn written_before(path: &std::path::Path, deploy_id: &str) -> std::io::Result<bo
     let lines = tail.split(|b| *b == b'\n').skip(usize::from(from > 0));
     Ok(lines
         .filter_map(|l| serde_json::from_slice::<serde_json::Value>(l).ok())
-        .any(|r| r["deploy_id"] == deploy_id))
+        .any(|r| match r.get("report_id") {
+            Some(rid) => rid == id,
+            None => r["deploy_id"] == id,
+        }))
 }
 
 /// The daemon's reporter: the local reports file always, and the SQS outbox when a queue is set.
@@ -207,7 +280,7 @@ impl Reporter for Reporters {
         if let Some(outbox) = &self.outbox {
             let body = serde_json::to_string(report).expect("reports serialize");
             let outbox = outbox.clone();
-            let key = report.deploy_id.clone();
+            let key = report.report_id.clone();
             let queued = tokio::task::spawn_blocking(move || outbox.put(&key, &body))
                 .await
                 .expect("outbox task");

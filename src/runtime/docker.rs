@@ -11,7 +11,10 @@ use bollard::query_parameters::{
 };
 use futures_util::StreamExt;
 
-use super::{ContainerSpec, Found, Runtime, RuntimeError, Started};
+use super::{ContainerSpec, Death, Found, Runtime, RuntimeError, Started};
+
+/// Log lines a repair report carries of the container that died.
+const LOG_TAIL_LINES: usize = 20;
 
 #[derive(Debug, Clone)]
 pub struct Docker {
@@ -350,6 +353,42 @@ impl Runtime for Docker {
         }
     }
 
+    async fn death(&self, id: &str) -> Result<Death, RuntimeError> {
+        let info = match self
+            .client
+            .inspect_container(id, None::<InspectContainerOptions>)
+            .await
+        {
+            Ok(info) => info,
+            Err(e) if is_not_found(&e) => return Ok(Death::default()),
+            Err(e) => return Err(self.container_err(id, "inspecting", &e)),
+        };
+        let state = info.state.unwrap_or_default();
+        let options = bollard::query_parameters::LogsOptions {
+            stdout: true,
+            stderr: true,
+            tail: LOG_TAIL_LINES.to_string(),
+            ..Default::default()
+        };
+        let mut lines = Vec::new();
+        let mut logs = self.client.logs(id, Some(options));
+        // a container's logs are read to their end, or for a second at most
+        let _ = tokio::time::timeout(Duration::from_secs(1), async {
+            while let Some(Ok(chunk)) = logs.next().await {
+                let text = String::from_utf8_lossy(&chunk.into_bytes()).into_owned();
+                lines.extend(text.lines().map(str::to_string));
+            }
+        })
+        .await;
+        let extra = lines.len().saturating_sub(LOG_TAIL_LINES);
+        lines.drain(..extra);
+        Ok(Death {
+            exit_code: state.exit_code,
+            oom_killed: state.oom_killed.unwrap_or(false),
+            log_tail: lines,
+        })
+    }
+
     async fn list(&self, labels: &[(&str, &str)]) -> Result<Vec<Found>, RuntimeError> {
         let filters = HashMap::from([(
             "label".to_string(),
@@ -381,6 +420,7 @@ impl Runtime for Docker {
                 image: c.image.unwrap_or_default(),
                 labels: c.labels.unwrap_or_default().into_iter().collect(),
                 running: c.state.map(|s| s.to_string() == "running").unwrap_or(false),
+                unhealthy: c.status.is_some_and(|s| s.contains("(unhealthy)")),
                 host_port: c
                     .ports
                     .unwrap_or_default()
@@ -412,5 +452,45 @@ impl Runtime for Docker {
                 message: format!("removing: {}", self.said(&e)),
             }),
         }
+    }
+}
+
+impl Docker {
+    /// The life events (start, die, OOM, kill, health status) of the containers labelled
+    /// `hotswap.instance=<instance>`, as (service label, action). The stream ends when Docker
+    /// goes away; the caller subscribes again.
+    pub fn container_events(
+        &self,
+        instance: &str,
+    ) -> impl futures_util::Stream<Item = Result<(String, String), String>> + use<> {
+        let filters = HashMap::from([
+            ("type".to_string(), vec!["container".to_string()]),
+            (
+                "label".to_string(),
+                vec![format!("{}={instance}", super::LABEL_INSTANCE)],
+            ),
+            (
+                "event".to_string(),
+                ["start", "die", "oom", "kill", "health_status", "destroy"]
+                    .map(String::from)
+                    .to_vec(),
+            ),
+        ]);
+        let options = bollard::query_parameters::EventsOptions {
+            filters: Some(filters),
+            ..Default::default()
+        };
+        let endpoint = self.endpoint.clone();
+        self.client.events(Some(options)).map(move |e| match e {
+            Ok(m) => {
+                let service = m
+                    .actor
+                    .and_then(|a| a.attributes)
+                    .and_then(|mut a| a.remove(super::LABEL_SERVICE))
+                    .unwrap_or_default();
+                Ok((service, m.action.unwrap_or_default()))
+            }
+            Err(e) => Err(format!("Docker at {endpoint}: {}", chain(&e))),
+        })
     }
 }

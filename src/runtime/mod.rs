@@ -46,7 +46,18 @@ pub struct Found {
     pub image: String,
     pub labels: BTreeMap<String, String>,
     pub running: bool,
+    /// Its image's HEALTHCHECK says unhealthy.
+    pub unhealthy: bool,
     pub host_port: Option<u16>,
+}
+
+/// How a container ended, for a repair report.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Death {
+    pub exit_code: Option<i64>,
+    pub oom_killed: bool,
+    /// Its last log lines (stdout and stderr).
+    pub log_tail: Vec<String>,
 }
 
 #[derive(Debug, Error)]
@@ -94,6 +105,8 @@ pub trait Runtime: Send + Sync + 'static {
     /// The host pid of the container's main process, if it runs.
     fn main_pid(&self, id: &str) -> impl Future<Output = Result<Option<i32>, RuntimeError>> + Send;
     fn is_running(&self, id: &str) -> impl Future<Output = Result<bool, RuntimeError>> + Send;
+    /// How the container ended: exit code, OOM flag, last log lines (empty when it is gone).
+    fn death(&self, id: &str) -> impl Future<Output = Result<Death, RuntimeError>> + Send;
     /// Containers carrying all the given labels, running or not.
     fn list(
         &self,

@@ -180,13 +180,20 @@ impl Daemon {
         self.child.as_ref().map(Guarded::id)
     }
 
-    /// Waits until every service is idle (recovered, nothing swapping).
+    /// Waits until every service has settled: recovered, nothing swapping or repairing (serving,
+    /// or degraded or down with a reason).
     pub fn wait_idle(&self, limit: Duration) {
         let started = Instant::now();
         loop {
             if let Ok(status) = self.status_json() {
                 let services = status["services"].as_array().cloned().unwrap_or_default();
-                if !services.is_empty() && services.iter().all(|s| s["state"] == "idle") {
+                let settled = |s: &serde_json::Value| {
+                    !matches!(
+                        s["state"].as_str(),
+                        Some("recovering" | "swapping" | "repairing") | None
+                    )
+                };
+                if !services.is_empty() && services.iter().all(settled) {
                     return;
                 }
             }
@@ -213,7 +220,8 @@ impl Daemon {
 
     pub fn status_json(&self) -> Result<serde_json::Value, String> {
         let out = self.ctl(&["status", "--json"]);
-        if !out.status.success() {
+        // 14: a service is not serving; the status is still whole
+        if !matches!(out.status.code(), Some(0 | 14)) {
             return Err(String::from_utf8_lossy(&out.stderr).into_owned());
         }
         serde_json::from_slice(&out.stdout).map_err(|e| e.to_string())

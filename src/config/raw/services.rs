@@ -360,6 +360,11 @@ impl Service {
             drain_budget,
             host_budget,
             keep_images: self.keep_images.unwrap_or(1),
+            repair_backoff_max: Duration::from_secs(positive(
+                ctx,
+                format!("{key}.repair_backoff_max_secs"),
+                self.repair_backoff_max_secs.unwrap_or(60),
+            )?),
         })
     }
 }

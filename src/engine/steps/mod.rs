@@ -8,9 +8,21 @@ pub mod process;
 
 use super::error::StepError;
 use super::journal::{JournalError, ServiceRecord};
-use super::phase::{Budgets, Instance, Swap};
+use super::phase::{Budgets, Instance, Replica, Swap};
 use crate::clock::UnixMs;
 use crate::health::Passed;
+use crate::runtime::Death;
+
+/// A container of the current release that does not serve: it died, turned unhealthy or is gone.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Dead {
+    /// Its place among the release's containers.
+    pub index: usize,
+    pub member: Replica,
+    /// "exited (code 137)", "killed by the OOM killer", "unhealthy", "gone".
+    pub why: String,
+    pub death: Death,
+}
 
 /// What a step may do with the service's record while its phase runs: the walker journals every
 /// phase change itself, a step only adds to it mid-phase.
@@ -34,6 +46,10 @@ pub trait Steps: Send {
     fn refresh(&mut self) {}
     /// The time limits of a swap taken now.
     fn budgets(&self) -> Budgets;
+    /// The longest wait between repairs of a current release that keeps dying.
+    fn repair_backoff_max(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(60)
+    }
     /// Fixes what the swap follows before it begins (the canary plan, counters to compare with).
     async fn plan(&mut self, swap: Swap) -> Swap {
         swap
@@ -86,10 +102,21 @@ pub trait Steps: Send {
     async fn may_finish_switch(&mut self, _swap: &Swap) -> bool {
         false
     }
-    /// Recovery, once no swap is in flight: makes what runs match the record (orphans removed,
-    /// the current release back in the load balancer). Returns why the service is degraded when
-    /// the current release is not (fully) serving.
-    async fn reconcile(&mut self, _ledger: &mut dyn Ledger) -> Result<Option<String>, StepError> {
-        Ok(None)
+    /// Between swaps (at start-up, and whenever something may have drifted): makes what runs
+    /// match the record where that needs no new container (orphans removed, the current
+    /// release's servers back in the load balancer and its config file). Returns the current
+    /// release's containers that do not serve, for `repair`.
+    async fn reconcile(&mut self, _ledger: &mut dyn Ledger) -> Result<Vec<Dead>, StepError> {
+        Ok(Vec::new())
+    }
+    /// Replaces a container of the current release that does not serve: a fresh one of the same
+    /// release, gated, put in the load balancer, journaled as current; the dead one removed.
+    /// Returns the replacement.
+    async fn repair(
+        &mut self,
+        _ledger: &mut dyn Ledger,
+        _dead: &Dead,
+    ) -> Result<Replica, StepError> {
+        Err(StepError::Missing("this kind of service is not repaired"))
     }
 }

@@ -3,6 +3,7 @@
 use super::{results, Rig};
 use crate::engine::phase::{Phase, Release};
 use crate::engine::steps::Steps;
+use crate::engine::State;
 
 #[tokio::test]
 async fn a_failed_gate_never_puts_the_new_server_in_and_removes_its_container() {
@@ -170,17 +171,14 @@ async fn a_phase_that_cannot_be_journaled_does_not_act_until_it_can() {
     });
     let handle = r.handle.clone();
     let shown = tokio::time::timeout(std::time::Duration::from_secs(5), async {
-        while !handle.view().state.starts_with("degraded:") {
+        while handle.view().state != State::Degraded {
             tokio::time::sleep(std::time::Duration::from_millis(5)).await;
         }
     })
     .await;
     assert!(shown.is_ok(), "state: {}", handle.view().state);
-    assert!(
-        handle.view().state.contains("journal"),
-        "{}",
-        handle.view().state
-    );
+    let reason = handle.view().reason.unwrap_or_default();
+    assert!(reason.contains("journal"), "{reason}");
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     // nothing acted on the phase the journal does not hold
     assert_eq!(r.calls.count("docker start"), 1);

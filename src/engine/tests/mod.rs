@@ -9,7 +9,7 @@ use tokio::sync::watch;
 
 use super::book::Book;
 use super::fakes::{Calls, FakeDocker, FakeGate, FakeHaproxy, FakeReporter};
-use super::handle::ServiceHandle;
+use super::handle::{ServiceHandle, State};
 use super::journal::Journal;
 use super::phase::{Release, Swap};
 use super::steps::containers::{Containers, Parts};
@@ -119,7 +119,7 @@ impl Rig {
     /// A walker that has recovered (an empty journal: nothing to do).
     pub(super) async fn started(&self) -> W {
         let mut w = self.walker();
-        w.recover().await.expect("recovery on fakes");
+        start_up(&mut w).await;
         w
     }
 
@@ -169,10 +169,10 @@ impl Rig {
 
     /// The daemon killed and started again: `w` dropped, a new walker recovered. Returns it and
     /// the state recovery showed.
-    pub(super) async fn restart(&self, w: W) -> (W, String) {
+    pub(super) async fn restart(&self, w: W) -> (W, State) {
         drop(w);
         let mut w = self.walker();
-        let state = w.recover().await.expect("recovery on fakes");
+        let state = start_up(&mut w).await;
         (w, state)
     }
 
@@ -221,3 +221,11 @@ mod recovery;
 mod replicas;
 mod restart;
 mod swap;
+
+/// What `Walker::run` does before it takes releases: recovery, then a look at what runs (repairs
+/// included). Returns the state shown after.
+pub(super) async fn start_up(w: &mut W) -> State {
+    w.recover().await.expect("recovery on fakes");
+    w.supervise().await;
+    w.health.0
+}

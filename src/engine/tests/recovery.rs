@@ -2,10 +2,11 @@
 
 use std::sync::Arc;
 
-use super::Rig;
+use super::{start_up, Rig};
 use crate::balancer::AdminState;
 use crate::engine::handle::ServiceHandle;
 use crate::engine::steps::Steps;
+use crate::engine::State;
 
 #[tokio::test]
 async fn recovery_removes_orphans_and_stray_servers() {
@@ -40,7 +41,7 @@ async fn recovery_removes_orphans_and_stray_servers() {
         },
     );
     let (_, state) = r.restart(w).await;
-    assert_eq!(state, "idle");
+    assert_eq!(state, State::Serving);
     assert_eq!(r.running_images(), vec!["web:1"]);
     assert_eq!(r.haproxy.serving(), vec!["hs-d1"]);
 }
@@ -75,17 +76,98 @@ async fn recovery_follows_a_current_container_to_its_new_host_port() {
 }
 
 #[tokio::test]
-async fn recovery_says_degraded_when_the_current_container_is_not_running() {
+async fn a_dead_current_container_is_replaced_at_start_up_and_the_repair_reported() {
     let r = Rig::new();
     let mut w = r.started().await;
     r.deploy(&mut w, "1").await;
-    let id = r.current_container();
-    r.docker.kill(&id);
-    let (_, state) = r.restart(w).await;
+    let dead = r.current_container();
+    r.docker.kill(&dead);
+    let (w, state) = r.restart(w).await;
+    assert_eq!(state, State::Serving);
+    let new = r.current_container();
+    assert_ne!(new, dead, "a fresh container of the same release");
+    assert_eq!(r.running_images(), vec!["web:1"]);
     assert!(
-        state.starts_with("degraded:") && state.contains(&id),
-        "{state}"
+        !r.docker
+            .state
+            .lock()
+            .unwrap()
+            .containers
+            .contains_key(&dead),
+        "the dead one is removed"
     );
+    let port = r.docker.state.lock().unwrap().containers[&new].host_port;
+    assert_eq!(
+        r.haproxy.server("hs-d1").unwrap().port,
+        port,
+        "HAProxy follows it"
+    );
+    assert_eq!(r.haproxy.serving(), vec!["hs-d1"]);
+    // gated before it took traffic
+    let calls = r.calls.all();
+    let after = |from: usize, prefix: &str| {
+        from + calls[from..]
+            .iter()
+            .position(|c| c.starts_with(prefix))
+            .unwrap_or_else(|| panic!("no {prefix} after {from}: {calls:?}"))
+    };
+    let death = after(0, "docker death");
+    let started = after(death, "docker start");
+    let gated = after(started, "gate");
+    assert!(after(gated, "haproxy put_in hs-d1") > gated, "{calls:?}");
+    let report = r.reporter.all().pop().unwrap();
+    assert_eq!(
+        (report.kind, report.result, report.deploy_id.as_str()),
+        ("repair", "success", "d1")
+    );
+    let repair = report.repair.unwrap();
+    assert_eq!(
+        (repair.container.as_str(), repair.exit_code, repair.attempt),
+        (dead.as_str(), Some(137), 1)
+    );
+    assert_eq!(repair.replacement.as_deref(), Some(new.as_str()));
+    assert!(!repair.log_tail.is_empty());
+    assert_eq!(
+        w.book.record.current.as_ref().unwrap().members()[0].container_id,
+        new
+    );
+}
+
+#[tokio::test]
+async fn a_repair_that_fails_shows_down_and_waits_before_trying_again() {
+    let r = Rig::new();
+    let mut w = r.started().await;
+    r.deploy(&mut w, "1").await;
+    let dead = r.current_container();
+    r.docker.kill(&dead);
+    r.docker.state.lock().unwrap().failing.insert("start");
+    let (mut w, state) = r.restart(w).await;
+    assert_eq!(state, State::Down);
+    let reason = w.health.1.clone().unwrap();
+    assert!(
+        reason.contains("repair attempt 2 in 1 s")
+            && reason.contains("the last repair failed: starting container 1"),
+        "{reason}"
+    );
+    assert!(w.repairs.next_try.is_some(), "it looks again by itself");
+    let repairs = |r: &Rig| {
+        r.reporter
+            .all()
+            .iter()
+            .filter(|x| x.kind == "repair")
+            .map(|x| x.result)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(repairs(&r), ["failure"]);
+    // woken again before the wait is over: no new attempt, no new report
+    w.supervise().await;
+    assert_eq!(repairs(&r), ["failure"]);
+    r.docker.state.lock().unwrap().failing.clear();
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    w.supervise().await;
+    assert_eq!(w.health.0, State::Serving);
+    assert_eq!(repairs(&r), ["failure", "success"]);
+    assert_eq!(r.running_images(), vec!["web:1"]);
 }
 
 #[tokio::test]
@@ -131,7 +213,7 @@ async fn the_walker_loop_shows_idle_after_a_release_that_recovery_already_ran() 
     let idle = tokio::time::timeout(std::time::Duration::from_secs(5), async {
         loop {
             let v = handle.view();
-            if v.state == "idle"
+            if v.state == State::Serving
                 && v.queued.is_empty()
                 && v.current.as_ref().map(|c| c.release.version.as_str()) == Some("2")
             {
@@ -192,7 +274,7 @@ async fn a_journal_written_by_hotswap_0_1_is_recovered() {
     container("c2", "web:2", "d2", 32770);
     container("d2", "web:2", "d2", 32771);
     let mut w = r.walker();
-    assert_eq!(w.recover().await.unwrap(), "idle");
+    assert_eq!(start_up(&mut w).await, State::Serving);
     assert_eq!(r.running_images(), vec!["web:1", "web:1"]);
     assert_eq!(r.haproxy.serving(), vec!["hs-d1", "hs-d1-2"]);
     let last = r.reporter.all().pop().unwrap();

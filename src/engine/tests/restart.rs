@@ -1,6 +1,7 @@
 //! The walker on fakes: a daemon killed in each phase, then started again.
 
-use super::{results, Rig, W};
+use super::{results, start_up, Rig, W};
+use crate::engine::State;
 
 async fn killed_in(phase: &str) -> (Rig, W) {
     let r = Rig::new();
@@ -9,8 +10,8 @@ async fn killed_in(phase: &str) -> (Rig, W) {
     r.until(&mut w, "2", phase).await;
     drop(w);
     let mut w = r.walker();
-    let state = w.recover().await.expect("recovery");
-    assert_eq!(state, "idle");
+    let state = start_up(&mut w).await;
+    assert_eq!(state, State::Serving);
     (r, w)
 }
 

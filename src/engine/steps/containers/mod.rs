@@ -8,6 +8,7 @@ mod drain;
 mod gate;
 mod ramp;
 mod reconcile;
+mod repair;
 mod retire;
 mod rollback;
 mod start;
@@ -19,7 +20,7 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use super::{Ledger, Steps};
+use super::{Dead, Ledger, Steps};
 use crate::balancer::{Balancer, ServerSpec, ServerStatus};
 use crate::clock::UnixMs;
 use crate::config::{HaproxySettings, ServiceSettings};
@@ -162,6 +163,10 @@ impl<R: Runtime, B: Balancer, H: Prober> Steps for Containers<R, B, H> {
         budgets_of(&self.updates.borrow())
     }
 
+    fn repair_backoff_max(&self) -> Duration {
+        self.settings.repair_backoff_max
+    }
+
     async fn plan(&mut self, swap: Swap) -> Swap {
         let mut swap = ramp::plan(&self.settings, swap);
         swap.lb_failures_at_start = self.balancer.backend_failures().await.ok();
@@ -251,7 +256,11 @@ impl<R: Runtime, B: Balancer, H: Prober> Steps for Containers<R, B, H> {
         self.new_release_whole(swap).await
     }
 
-    async fn reconcile(&mut self, ledger: &mut dyn Ledger) -> Result<Option<String>, StepError> {
+    async fn reconcile(&mut self, ledger: &mut dyn Ledger) -> Result<Vec<Dead>, StepError> {
         self.reconcile_current(ledger).await
+    }
+
+    async fn repair(&mut self, ledger: &mut dyn Ledger, dead: &Dead) -> Result<Replica, StepError> {
+        self.replace(ledger, dead).await
     }
 }

@@ -1,21 +1,22 @@
-//! Recovery, once no swap is in flight: containers of ours that are not the current release are
-//! orphans and go; the current release's containers are put back in HAProxy (with a new host
-//! port if Docker restarted them) and in the config file; stray `hs-*` servers are deleted. A
-//! current container that does not run leaves the service degraded, with the reason.
+//! Between swaps, at start-up and whenever something may have drifted: containers of ours that
+//! are not the current release are orphans and go; the current release's running containers are
+//! put back in HAProxy (with a new host port if Docker restarted them) and in the config file;
+//! stray `hs-*` servers are deleted. Current containers that do not serve are returned, with
+//! how they ended, for `repair` (repair.rs).
 
 use super::{member_spec, specs_of, Containers};
 use crate::balancer::Balancer;
 use crate::engine::error::StepError;
 use crate::engine::phase::Instance;
-use crate::engine::steps::Ledger;
+use crate::engine::steps::{Dead, Ledger};
 use crate::health::Prober;
-use crate::runtime::Runtime;
+use crate::runtime::{Death, Found, Runtime};
 
 impl<R: Runtime, B: Balancer, H: Prober> Containers<R, B, H> {
     pub(super) async fn reconcile_current(
         &self,
         ledger: &mut dyn Ledger,
-    ) -> Result<Option<String>, StepError> {
+    ) -> Result<Vec<Dead>, StepError> {
         let found = self.containers().await?;
         let current = ledger.record().current.clone();
         let members = current.as_ref().map(Instance::members).unwrap_or_default();
@@ -37,25 +38,39 @@ impl<R: Runtime, B: Balancer, H: Prober> Containers<R, B, H> {
             ledger.store()?;
         }
         let servers = self.servers().await?;
-        let mut degraded = None;
+        let mut dead = Vec::new();
         if let Some(mut cur) = current {
-            let mut down = Vec::new();
             let mut moved = false;
-            for (i, m) in cur.members().into_iter().enumerate() {
+            for (index, m) in cur.members().into_iter().enumerate() {
                 match found.iter().find(|f| f.id == m.container_id) {
-                    Some(f) if f.running => {
+                    Some(f) if f.running && !f.unhealthy => {
                         let mut m = m;
                         if let Some(port) = f.host_port.filter(|p| *p != m.host_port) {
                             tracing::warn!(service = self.name(), server = %m.server, port, "current container has a new host port");
                             m.host_port = port;
                             moved = true;
-                            cur.set_host_port(i, port);
+                            cur.set_host_port(index, port);
                         }
                         self.balancer.put_in(&member_spec(&m, None)).await.map_err(
                             StepError::haproxy(format!("putting {} back in HAProxy", m.server)),
                         )?;
                     }
-                    _ => down.push(m.container_id.clone()),
+                    f => {
+                        let death = match f {
+                            Some(_) => self
+                                .runtime
+                                .death(&m.container_id)
+                                .await
+                                .unwrap_or_default(),
+                            None => Death::default(),
+                        };
+                        dead.push(Dead {
+                            index,
+                            why: why_dead(f, &death),
+                            member: m,
+                            death,
+                        });
+                    }
                 }
             }
             if moved {
@@ -68,12 +83,6 @@ impl<R: Runtime, B: Balancer, H: Prober> Containers<R, B, H> {
                 .map_err(StepError::haproxy(
                     "writing the current servers into HAProxy's config file",
                 ))?;
-            if !down.is_empty() {
-                degraded = Some(format!(
-                    "degraded: current container(s) {} not running",
-                    down.join(", ")
-                ));
-            }
         }
         for s in servers {
             let is_current = members.iter().any(|m| m.server == s.name);
@@ -88,6 +97,19 @@ impl<R: Runtime, B: Balancer, H: Prober> Containers<R, B, H> {
                     )))?;
             }
         }
-        Ok(degraded)
+        Ok(dead)
+    }
+}
+
+/// Why a current container does not serve, in a few words.
+fn why_dead(found: Option<&Found>, death: &Death) -> String {
+    match found {
+        None => "gone (removed outside hotswapd)".into(),
+        Some(f) if f.running => "unhealthy (its HEALTHCHECK)".into(),
+        Some(_) if death.oom_killed => "killed by the OOM killer".into(),
+        Some(_) => match death.exit_code {
+            Some(code) => format!("exited with code {code}"),
+            None => "not running".into(),
+        },
     }
 }

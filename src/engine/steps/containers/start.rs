@@ -111,7 +111,11 @@ impl<R: Runtime, B: Balancer, H: Prober> Containers<R, B, H> {
     }
 
     /// Starts container number `index` (0: the first) of a release.
-    async fn start_member(&self, release: &Release, index: usize) -> Result<Replica, StepError> {
+    pub(super) async fn start_member(
+        &self,
+        release: &Release,
+        index: usize,
+    ) -> Result<Replica, StepError> {
         let mut spec = self.container_spec(release);
         let mut server = server_name(&release.deploy_id);
         if index > 0 {

@@ -1,0 +1,259 @@
+//! Supervision between swaps: what the journal holds as current must be serving. Woken by a
+//! nudge (a Docker event about one of our containers, HAProxy's config file or socket changing,
+//! the safety sweep) or by a retry falling due, the walker makes what runs match the record
+//! (`Steps::reconcile`: orphans removed, servers put back in HAProxy and its config file) and
+//! replaces what died (`Steps::repair`), one report per attempt. A release that keeps dying is
+//! retried with waits doubling from 1 s up to the service's `repair_backoff_max`; meanwhile the
+//! service shows down (nothing serves) or degraded (survivors serve), with the reason.
+
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::handle::State;
+use super::steps::{Dead, Steps};
+use super::walker::Walker;
+use crate::clock::now_ms;
+use crate::report::{RepairReport, Report, Reporter};
+
+/// The first wait before repairing again a release that died again soon after a repair.
+const BACKOFF_FIRST: Duration = Duration::from_secs(1);
+/// A repaired release that serves this long without dying starts afresh (no wait).
+const STABLE_AFTER: Duration = Duration::from_secs(60);
+/// Retrying a look that failed (Docker or HAProxy not answering): the first wait and the last.
+const LOOK_RETRY_FIRST: Duration = Duration::from_secs(1);
+const LOOK_RETRY_MAX: Duration = Duration::from_secs(30);
+
+/// Repairs of the current release in a row, for the backoff.
+#[derive(Debug, Default)]
+pub struct Repairs {
+    /// Repairs (and failed looks) in a row without a stable spell between them.
+    streak: u32,
+    last: Option<Instant>,
+    /// When the walker looks again by itself (a repair or a look waiting out its backoff).
+    pub next_try: Option<Instant>,
+}
+
+impl Repairs {
+    /// The wait still due before repair number `streak + 1`, if any.
+    fn wait(&self, max: Duration, now: Instant) -> Option<Duration> {
+        let last = self.last?;
+        if self.streak == 0 || now.duration_since(last) >= STABLE_AFTER {
+            return None;
+        }
+        let backoff = BACKOFF_FIRST
+            .saturating_mul(1 << (self.streak - 1).min(16))
+            .min(max);
+        (last + backoff).checked_duration_since(now)
+    }
+
+    fn attempted(&mut self, now: Instant) {
+        if self
+            .last
+            .is_some_and(|l| now.duration_since(l) >= STABLE_AFTER)
+        {
+            self.streak = 0;
+        }
+        self.streak += 1;
+        self.last = Some(now);
+    }
+}
+
+impl<S: Steps, P: Reporter> Walker<S, P> {
+    /// Looks at what runs, repairs what does not serve (when its backoff allows), and shows the
+    /// truth.
+    pub(super) async fn supervise(&mut self) {
+        self.repairs.next_try = None;
+        if !self.book.record.leftovers.is_empty() {
+            self.steps.tidy(&mut self.book).await;
+        }
+        let dead = match self.look().await {
+            Some(dead) => dead,
+            None => return,
+        };
+        if !dead.is_empty() {
+            let max = self.steps.repair_backoff_max();
+            if let Some(wait) = self.repairs.wait(max, Instant::now()) {
+                self.repairs.next_try = Some(Instant::now() + wait);
+                self.health = self.not_serving(&dead, Some(wait));
+                self.show_health();
+                return;
+            }
+            let failed = self.repair_all(&dead).await;
+            // look again: the record names the replacements now, HAProxy's file gets them
+            let Some(dead) = self.look().await else {
+                return;
+            };
+            if !dead.is_empty() {
+                let wait = self.repairs.wait(max, Instant::now());
+                self.repairs.next_try = Some(Instant::now() + wait.unwrap_or(BACKOFF_FIRST));
+                let mut health = self.not_serving(&dead, wait);
+                if let (Some(why), Some(e)) = (health.1.as_mut(), failed) {
+                    why.push_str(&format!("; the last repair failed: {e}"));
+                }
+                self.health = health;
+                self.show_health();
+                return;
+            }
+        }
+        self.health = match (
+            &self.book.record.current,
+            self.book.record.leftovers.as_slice(),
+        ) {
+            (None, _) => (State::Down, Some("no release deployed yet".into())),
+            (Some(_), []) => (State::Serving, None),
+            (Some(_), left) => {
+                let ids: Vec<&str> = left
+                    .iter()
+                    .map(|l| &l.container_id[..12.min(l.container_id.len())])
+                    .collect();
+                (
+                    State::Degraded,
+                    Some(format!(
+                        "container(s) {} not removed yet ({}); retrying",
+                        ids.join(", "),
+                        left[0].why
+                    )),
+                )
+            }
+        };
+        self.show_health();
+    }
+
+    /// Reconciles; on failure (Docker or HAProxy not answering, the backend missing) shows the
+    /// service degraded with the reason and looks again later, by itself.
+    async fn look(&mut self) -> Option<Vec<Dead>> {
+        match self.steps.reconcile(&mut self.book).await {
+            Ok(dead) => Some(dead),
+            Err(e) => {
+                tracing::error!(service = self.steps.service(), error = %e, "cannot check what serves; looking again later");
+                self.repairs.attempted(Instant::now());
+                let wait = LOOK_RETRY_FIRST
+                    .saturating_mul(1 << (self.repairs.streak - 1).min(16))
+                    .min(LOOK_RETRY_MAX);
+                self.repairs.next_try = Some(Instant::now() + wait);
+                self.health = (
+                    State::Degraded,
+                    Some(format!("{e}; looking again in {} s", wait.as_secs().max(1))),
+                );
+                self.show_health();
+                None
+            }
+        }
+    }
+
+    /// Replaces each dead container in turn, reporting each attempt. Returns the last failure.
+    async fn repair_all(&mut self, dead: &[Dead]) -> Option<String> {
+        let mut failed = None;
+        let reason = describe(dead);
+        self.book.publish(State::Repairing, Some(reason));
+        self.repairs.attempted(Instant::now());
+        let attempt = self.repairs.streak;
+        for d in dead {
+            let (started_ms, started) = (now_ms(), Instant::now());
+            tracing::warn!(service = self.steps.service(), container = %d.member.container_id, why = %d.why, attempt, "repairing: replacing a container of the current release");
+            let result = self.steps.repair(&mut self.book, d).await;
+            let Some(current) = self.book.record.current.as_ref().map(|c| c.release.clone()) else {
+                return failed;
+            };
+            let took_ms = started.elapsed().as_millis() as u64;
+            let (replacement, reason) = match result {
+                Ok(r) => {
+                    tracing::info!(service = self.steps.service(), replacement = %r.container_id, took_ms, "repaired");
+                    (Some(r.container_id), None)
+                }
+                Err(e) => {
+                    tracing::error!(service = self.steps.service(), error = %e, "repair failed");
+                    failed = Some(e.to_string());
+                    (None, Some(e.to_string()))
+                }
+            };
+            let report = Report::from_repair(
+                &self.book.identity,
+                &current,
+                started_ms,
+                now_ms(),
+                reason,
+                RepairReport {
+                    container: d.member.container_id.clone(),
+                    server: d.member.server.clone(),
+                    why: d.why.clone(),
+                    exit_code: d.death.exit_code,
+                    oom_killed: d.death.oom_killed,
+                    log_tail: d.death.log_tail.clone(),
+                    replacement,
+                    took_ms,
+                    attempt,
+                },
+            );
+            self.book.deliver(&report).await;
+        }
+        failed
+    }
+
+    /// Down when nothing of the current release serves, degraded when some of it does.
+    fn not_serving(&self, dead: &[Dead], wait: Option<Duration>) -> (State, Option<String>) {
+        let all = self
+            .book
+            .record
+            .current
+            .as_ref()
+            .map_or(0, |c| c.members().len());
+        let state = if dead.len() >= all {
+            State::Down
+        } else {
+            State::Degraded
+        };
+        let next = match wait {
+            Some(w) => format!(
+                "; repair attempt {} in {} s",
+                self.repairs.streak + 1,
+                w.as_secs_f64().ceil() as u64
+            ),
+            None => "; repairing again".into(),
+        };
+        (state, Some(format!("{}{next}", describe(dead))))
+    }
+}
+
+/// "container 1a2b3c4d5e6f exited with code 137", for one or more.
+fn describe(dead: &[Dead]) -> String {
+    dead.iter()
+        .map(|d| {
+            format!(
+                "container {} {}",
+                &d.member.container_id[..12.min(d.member.container_id.len())],
+                d.why
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn waits_double_up_to_the_max_and_a_stable_spell_starts_afresh() {
+        let max = Duration::from_secs(8);
+        let t0 = Instant::now();
+        let mut r = Repairs::default();
+        assert_eq!(r.wait(max, t0), None, "the first repair does not wait");
+        r.attempted(t0);
+        assert_eq!(r.wait(max, t0), Some(Duration::from_secs(1)));
+        let mut now = t0;
+        let mut waits = Vec::new();
+        for _ in 0..6 {
+            let w = r.wait(max, now).unwrap();
+            waits.push(w.as_secs());
+            now += w;
+            r.attempted(now);
+        }
+        assert_eq!(waits, [1, 2, 4, 8, 8, 8]);
+        let later = now + STABLE_AFTER;
+        assert_eq!(r.wait(max, later), None, "stable for a minute: no wait");
+        r.attempted(later);
+        assert_eq!(r.streak, 1);
+    }
+}
