@@ -14,6 +14,9 @@ use notify::{RecursiveMode, Watcher};
 use crate::registry::Registry;
 use crate::runtime::Docker;
 
+/// How long after a container event Docker's own view has caught up with it.
+const EVENT_SETTLE: Duration = Duration::from_millis(200);
+
 /// Subscribes to Docker's events for our containers for ever: each event nudges the service it
 /// names; when the stream breaks (Docker restarting), every service is nudged once it is back,
 /// since events were missed meanwhile.
@@ -34,6 +37,14 @@ pub fn docker_events(registry: Arc<Registry>, docker: Arc<Docker>) -> tokio::tas
                         tracing::debug!(service, action, "docker event");
                         if let Some(h) = registry.handle(&service) {
                             h.nudge();
+                            // Docker sends `die` a moment before its list shows the container
+                            // exited: look once more shortly after
+                            if action != "start" {
+                                tokio::spawn(async move {
+                                    tokio::time::sleep(EVENT_SETTLE).await;
+                                    h.nudge();
+                                });
+                            }
                         }
                     }
                     Err(e) => {

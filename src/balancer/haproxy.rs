@@ -116,6 +116,13 @@ impl Balancer for Haproxy {
                             server.addr, server.port
                         ))
                         .await?;
+                    // HAProxy's checks found the old address dead; the new one passed our gate.
+                    // Its checks go on and take it out again if it fails them (a server
+                    // without checks answers that it has none, which is fine).
+                    let _ = self
+                        .api
+                        .command(&format!("set server {be}/{name} health up"))
+                        .await;
                 }
                 if let Some(w) = server.weight {
                     self.set_weights(&[(name.clone(), w)]).await?;

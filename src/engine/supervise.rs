@@ -63,6 +63,7 @@ impl<S: Steps, P: Reporter> Walker<S, P> {
     /// Looks at what runs, repairs what does not serve (when its backoff allows), and shows the
     /// truth.
     pub(super) async fn supervise(&mut self) {
+        tracing::debug!(service = self.steps.service(), "looking at what runs");
         self.repairs.next_try = None;
         if !self.book.record.leftovers.is_empty() {
             self.steps.tidy(&mut self.book).await;

@@ -11,6 +11,7 @@
 //! - `FAIL_AFTER_MS` FAIL_PCT applies only from this long after start (a release that
 //!   turns bad later; default 0)
 //! - `DELAY_MS`  delay before answering a non-health request (default 0)
+//! - `EXIT_AFTER_MS` exit with code 3 this long after start, a crash (default 0: never)
 //!
 //! Shutdown (SIGTERM/SIGINT): the listener is closed at once (after taking the
 //! connections the kernel had already completed), requests in flight are
@@ -91,6 +92,8 @@ struct Config {
     fail_pct: u32,
     fail_after_ms: u64,
     delay_ms: u64,
+    /// Exit (code 3) this long after start: a crash.
+    exit_after_ms: u64,
 }
 
 fn env_num<T: std::str::FromStr>(name: &str, default: T) -> T {
@@ -134,6 +137,7 @@ impl Config {
             fail_pct: env_num("FAIL_PCT", 0u32).min(100),
             fail_after_ms: env_num("FAIL_AFTER_MS", 0u64),
             delay_ms: env_num("DELAY_MS", 0u64),
+            exit_after_ms: env_num("EXIT_AFTER_MS", 0u64),
         }
     }
 }
@@ -208,6 +212,15 @@ fn main() {
         }
     };
 
+    if cfg.exit_after_ms > 0 {
+        // a crash: the process ends with code 3, answering nothing more (a crash-looping release)
+        let after = Duration::from_millis(cfg.exit_after_ms);
+        std::thread::spawn(move || {
+            std::thread::sleep(after);
+            eprintln!("hotswap-testapp: exiting with code 3, as EXIT_AFTER_MS says");
+            std::process::exit(3);
+        });
+    }
     let state = Arc::new(State {
         release_json: std::sync::RwLock::new(json_string(&cfg.release)),
         release_header: std::sync::RwLock::new(header_value(&cfg.release)),

@@ -62,7 +62,7 @@ impl Haproxy {
         let pidfile = dir.join("haproxy.pid");
         let mut text = format!(
             "global\n    stats socket {admin} mode 600 level admin expose-fd listeners\n    maxconn 4000\n\n\
-             defaults\n    mode http\n    timeout connect 2s\n    timeout client 30s\n    timeout server 30s\n    timeout http-keep-alive 30s\n\n",
+             defaults\n    mode http\n    timeout connect 2s\n    timeout client 30s\n    timeout server 30s\n    timeout http-keep-alive 30s\n    retries 3\n    option redispatch 1\n    retry-on conn-failure empty-response\n\n",
             admin = admin_socket.display()
         );
         let mut frontends = std::collections::BTreeMap::new();
@@ -151,5 +151,24 @@ impl Haproxy {
 
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// The pid of the worker answering the admin socket.
+    pub fn worker_pid(&self) -> Option<String> {
+        let info = self.command("show info").ok()?;
+        info.lines()
+            .find_map(|l| l.strip_prefix("Pid: "))
+            .map(str::to_string)
+    }
+
+    /// Reloads and waits (up to 10 s) until a new worker answers the admin socket.
+    pub fn reload_and_wait(&self) {
+        let before = self.worker_pid();
+        self.reload();
+        let ok = wait_until(Duration::from_secs(10), || {
+            self.worker_pid()
+                .is_some_and(|p| Some(&p) != before.as_ref())
+        });
+        assert!(ok, "HAProxy's new worker did not answer within 10 s");
     }
 }

@@ -26,6 +26,10 @@ impl<R: Runtime, B: Balancer, H: Prober> Containers<R, B, H> {
             .clone()
             .ok_or(StepError::Missing("no current release to repair"))?;
         let release = current.release.clone();
+        // no new request goes to it while it is replaced (HAProxy's own checks take seconds)
+        if let Err(e) = self.balancer.drain(&dead.member.server).await {
+            tracing::warn!(service = self.name(), server = %dead.member.server, error = %e, "could not set the dead server to drain");
+        }
         self.runtime
             .stop_and_remove(
                 &dead.member.container_id,
