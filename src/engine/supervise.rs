@@ -19,10 +19,10 @@ use crate::report::{RepairReport, Report, Reporter};
 /// The first wait before repairing again a release that died again soon after a repair.
 const BACKOFF_FIRST: Duration = Duration::from_secs(1);
 /// A repaired release that serves this long without dying starts afresh (no wait).
-const STABLE_AFTER: Duration = Duration::from_secs(60);
+const STABLE_AFTER: Duration = Duration::from_secs(10);
 /// Retrying a look that failed (Docker or HAProxy not answering): the first wait and the last.
 const LOOK_RETRY_FIRST: Duration = Duration::from_secs(1);
-const LOOK_RETRY_MAX: Duration = Duration::from_secs(30);
+const LOOK_RETRY_MAX: Duration = Duration::from_secs(10);
 
 /// Repairs of the current release in a row, for the backoff.
 #[derive(Debug, Default)]
@@ -30,6 +30,8 @@ pub struct Repairs {
     /// Repairs (and failed looks) in a row without a stable spell between them.
     streak: u32,
     last: Option<Instant>,
+    /// Looks in a row that failed (Docker or HAProxy not answering).
+    look_failures: u32,
     /// When the walker looks again by itself (a repair or a look waiting out its backoff).
     pub next_try: Option<Instant>,
 }
@@ -97,46 +99,49 @@ impl<S: Steps, P: Reporter> Walker<S, P> {
                 return;
             }
         }
-        self.health = match (
-            &self.book.record.current,
-            self.book.record.leftovers.as_slice(),
-        ) {
+        self.health = match (&self.book.record.current, self.leftovers()) {
             (None, _) => (State::Down, Some("no release deployed yet".into())),
-            (Some(_), []) => (State::Serving, None),
-            (Some(_), left) => {
-                let ids: Vec<&str> = left
-                    .iter()
-                    .map(|l| &l.container_id[..12.min(l.container_id.len())])
-                    .collect();
-                (
-                    State::Degraded,
-                    Some(format!(
-                        "container(s) {} not removed yet ({}); retrying",
-                        ids.join(", "),
-                        left[0].why
-                    )),
-                )
-            }
+            (Some(_), None) => (State::Serving, None),
+            (Some(_), Some(left)) => (State::Degraded, Some(left)),
         };
         self.show_health();
+    }
+
+    /// "container(s) … not removed yet (why); retrying", while Docker could not remove some.
+    fn leftovers(&self) -> Option<String> {
+        let left = self.book.record.leftovers.as_slice();
+        let first = left.first()?;
+        let ids: Vec<&str> = left
+            .iter()
+            .map(|l| &l.container_id[..12.min(l.container_id.len())])
+            .collect();
+        Some(format!(
+            "container(s) {} not removed yet ({}); retrying",
+            ids.join(", "),
+            first.why
+        ))
     }
 
     /// Reconciles; on failure (Docker or HAProxy not answering, the backend missing) shows the
     /// service degraded with the reason and looks again later, by itself.
     async fn look(&mut self) -> Option<Vec<Dead>> {
         match self.steps.reconcile(&mut self.book).await {
-            Ok(dead) => Some(dead),
+            Ok(dead) => {
+                self.repairs.look_failures = 0;
+                Some(dead)
+            }
             Err(e) => {
                 tracing::error!(service = self.steps.service(), error = %e, "cannot check what serves; looking again later");
-                self.repairs.attempted(Instant::now());
                 let wait = LOOK_RETRY_FIRST
-                    .saturating_mul(1 << (self.repairs.streak - 1).min(16))
+                    .saturating_mul(1 << self.repairs.look_failures.min(16))
                     .min(LOOK_RETRY_MAX);
+                self.repairs.look_failures += 1;
                 self.repairs.next_try = Some(Instant::now() + wait);
-                self.health = (
-                    State::Degraded,
-                    Some(format!("{e}; looking again in {} s", wait.as_secs().max(1))),
-                );
+                let mut why = format!("{e}; looking again in {} s", wait.as_secs().max(1));
+                if let Some(left) = self.leftovers() {
+                    why = format!("{why}; {left}");
+                }
+                self.health = (State::Degraded, Some(why));
                 self.show_health();
                 None
             }
@@ -253,7 +258,7 @@ mod tests {
         }
         assert_eq!(waits, [1, 2, 4, 8, 8, 8]);
         let later = now + STABLE_AFTER;
-        assert_eq!(r.wait(max, later), None, "stable for a minute: no wait");
+        assert_eq!(r.wait(max, later), None, "stable for a while: no wait");
         r.attempted(later);
         assert_eq!(r.streak, 1);
     }
