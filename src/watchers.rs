@@ -14,8 +14,13 @@ use notify::{RecursiveMode, Watcher};
 use crate::registry::Registry;
 use crate::runtime::Docker;
 
-/// How long after a container event Docker's own view has caught up with it.
-const EVENT_SETTLE: Duration = Duration::from_millis(200);
+/// When to look again after a container event: Docker sends `die` a moment before its list
+/// shows the container exited, a moment that grows on a loaded host.
+const EVENT_SETTLE: [Duration; 3] = [
+    Duration::from_millis(200),
+    Duration::from_secs(1),
+    Duration::from_secs(3),
+];
 
 /// Subscribes to Docker's events for our containers for ever: each event nudges the service it
 /// names; when the stream breaks (Docker restarting), every service is nudged once it is back,
@@ -37,12 +42,14 @@ pub fn docker_events(registry: Arc<Registry>, docker: Arc<Docker>) -> tokio::tas
                         tracing::debug!(service, action, "docker event");
                         if let Some(h) = registry.handle(&service) {
                             h.nudge();
-                            // Docker sends `die` a moment before its list shows the container
-                            // exited: look once more shortly after
                             if action != "start" {
                                 tokio::spawn(async move {
-                                    tokio::time::sleep(EVENT_SETTLE).await;
-                                    h.nudge();
+                                    let mut slept = Duration::ZERO;
+                                    for at in EVENT_SETTLE {
+                                        tokio::time::sleep(at - slept).await;
+                                        slept = at;
+                                        h.nudge();
+                                    }
                                 });
                             }
                         }

@@ -84,15 +84,11 @@ async fn killed_during_the_health_gate_the_restarted_daemon_rolls_back() {
             .contains("restarted during phase health_gate"),
         "{r}"
     );
-    // and the service still swaps afterwards
-    let v3 = {
-        let mut env2 = env;
-        let v3 = env2.image("3", &ImageOpts::default());
-        daemon.deploy_ok(&v3);
-        assert_eq!(env2.containers().len(), 1);
-        v3
-    };
-    assert!(v3.ends_with(":3"));
+    // and the service still swaps afterwards (the daemon goes before `env`: dropped in reverse
+    // order, it cannot repair what `env` removes)
+    let v3 = env.image("3", &ImageOpts::default());
+    daemon.deploy_ok(&v3);
+    assert_eq!(env.containers().len(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
