@@ -19,6 +19,8 @@ use crate::runtime::Docker;
 
 pub async fn run(settings: Settings, config_path: PathBuf) -> anyhow::Result<()> {
     let d = settings.daemon.clone();
+    let nofile = raise_nofile();
+    let bounds = crate::control::conns::Bounds::for_nofile(nofile);
     for dir in [d.state_dir.clone(), d.state_dir.join("queue")] {
         std::fs::create_dir_all(&dir)
             .with_context(|| format!("creating state directory {}", dir.display()))?;
@@ -101,7 +103,7 @@ pub async fn run(settings: Settings, config_path: PathBuf) -> anyhow::Result<()>
     let _haproxy_files = crate::watchers::haproxy_files_changed(shared.clone())
         .map_err(|e| tracing::warn!(error = %e, "cannot watch HAProxy's files; the sweep will notice changes"))
         .ok();
-    let server = crate::control::server::serve(shared.clone(), &d.socket)
+    let server = crate::control::server::serve(shared.clone(), &d.socket, bounds)
         .await
         .with_context(|| format!("listening on control socket {}", d.socket.display()))?;
     let inbox = match &d.inbox_dir {
@@ -157,6 +159,38 @@ pub async fn run(settings: Settings, config_path: PathBuf) -> anyhow::Result<()>
     status.abort();
     let _ = std::fs::remove_file(&d.socket);
     Ok(())
+}
+
+/// Raises the soft descriptor limit to the hard one (systemd starts a service at 1024 soft,
+/// 524288 hard) and returns the soft limit in force: the control socket's connection bound is
+/// taken from it, leaving the engine its share (`control::conns::bound_for_nofile`).
+fn raise_nofile() -> u64 {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let (soft, hard) = match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok(limits) => limits,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the descriptor limit; assuming 1024");
+            return 1024;
+        }
+    };
+    if soft >= hard {
+        tracing::info!(nofile = soft, "descriptor limit (already the hard limit)");
+        return soft;
+    }
+    match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+        Ok(()) => {
+            tracing::info!(
+                nofile = hard,
+                was = soft,
+                "descriptor limit raised to the hard limit"
+            );
+            hard
+        }
+        Err(e) => {
+            tracing::warn!(nofile = soft, hard, error = %e, "cannot raise the descriptor limit");
+            soft
+        }
+    }
 }
 
 /// The instance id reports carry: IMDSv2 when configured, else the configured instance id.

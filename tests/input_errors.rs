@@ -197,3 +197,165 @@ async fn code_releases_that_could_block_or_lie_are_refused_and_status_keeps_answ
         .unwrap()
         .is_empty());
 }
+
+/// Sends one raw request on a fresh connection and reads the reply until the daemon closes.
+/// A refused body may be left unread: then writing can fail and reading ends in a reset after
+/// the reply, so neither error is the test's concern; the reply is.
+fn raw_post(socket: &std::path::Path, path: &str, body: &[u8]) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::os::unix::net::UnixStream::connect(socket).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    let mut request = format!(
+        "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    request.extend_from_slice(body);
+    let _ = s.write_all(&request);
+    let mut reply = Vec::new();
+    let mut buf = [0u8; 4096];
+    while let Ok(n @ 1..) = s.read(&mut buf) {
+        reply.extend_from_slice(&buf[..n]);
+    }
+    String::from_utf8_lossy(&reply).into_owned()
+}
+
+/// Raises this process's soft descriptor limit so it can hold `want` connections.
+fn allow_descriptors(want: u64) {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).unwrap();
+    if soft < want {
+        assert!(
+            hard >= want,
+            "the hard descriptor limit {hard} is below {want}"
+        );
+        setrlimit(Resource::RLIMIT_NOFILE, want.max(soft), hard).unwrap();
+    }
+}
+
+/// Whether the daemon closed its end of `s` (a read finds end of file, not "would block").
+fn closed_by_peer(s: &std::os::unix::net::UnixStream) -> bool {
+    use std::io::Read;
+    let mut buf = [0u8; 16];
+    s.set_nonblocking(true).unwrap();
+    let closed = matches!((&*s).read(&mut buf), Ok(0));
+    s.set_nonblocking(false).unwrap();
+    closed
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_do_not_starve_status_or_a_swap_and_bodies_must_be_objects() {
+    use std::os::unix::net::UnixStream;
+    use std::time::{Duration, Instant};
+    const IDLE: usize = 1000;
+    allow_descriptors(IDLE as u64 + 256);
+    let mut env = TestEnv::new("idleconns");
+    let v1 = env.image("1", &ImageOpts::default());
+    let v2 = env.image("2", &ImageOpts::default());
+    let config = env.config(&ServiceOpts::default());
+    let daemon = Daemon::start(env.dir.path(), &config);
+    daemon.deploy_ok(&v1);
+
+    let started = Instant::now();
+    let out = daemon.ctl(&["status"]);
+    let alone = started.elapsed();
+    assert_eq!(out.status.code(), Some(0));
+
+    let opened = Instant::now();
+    let held: Vec<UnixStream> = (0..IDLE)
+        .map(|i| {
+            UnixStream::connect(&daemon.socket)
+                .unwrap_or_else(|e| panic!("connection {i} of {IDLE}: {e}"))
+        })
+        .collect();
+    let opening = opened.elapsed();
+
+    let started = Instant::now();
+    let out = daemon.ctl(&["status"]);
+    let crowded = started.elapsed();
+    println!(
+        "status: {alone:?} alone, {crowded:?} with {IDLE} idle connections opened (in {opening:?})"
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains(&v1),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(
+        crowded < Duration::from_secs(5),
+        "status took {crowded:?} beside {IDLE} idle connections"
+    );
+    // the daemon kept at most its bound of them: the oldest gave way to newer ones
+    let given_way = held.iter().filter(|s| closed_by_peer(s)).count();
+    println!("the daemon closed {given_way} of the {IDLE} idle connections at once");
+    assert!(given_way >= IDLE - 256, "only {given_way} closed");
+
+    // a swap still completes: its deploy and long poll are new connections, and a long poll is
+    // not idle
+    daemon.deploy_ok(&v2);
+
+    // bodies that are JSON but not the documented object: 400 naming what was wrong
+    let cases: [(&[u8], &str); 7] = [
+        (b"[]", "must be a JSON object, not an array"),
+        (br#""web:2""#, "must be a JSON object, not a string"),
+        (b"42", "must be a JSON object, not a number"),
+        (b"null", "must be a JSON object, not null"),
+        (
+            br#"{"service": "web", "image": "web:3", "force": true}"#,
+            "unknown field `force`",
+        ),
+        (b"{\"service\": \"w\xffb\"}", "not UTF-8"),
+        (
+            br#"{"service": "web", "image": "Web:3"}"#,
+            "path component \\\"Web\\\" has uppercase",
+        ),
+    ];
+    for (body, want) in cases {
+        let reply = raw_post(&daemon.socket, "/v1/deploys", body);
+        assert!(
+            reply.starts_with("HTTP/1.1 400") && reply.contains(want),
+            "{}: {reply}",
+            String::from_utf8_lossy(body)
+        );
+    }
+    let reply = raw_post(&daemon.socket, "/v1/services/web/rollback", b"[\"x\"]");
+    assert!(
+        reply.starts_with("HTTP/1.1 400")
+            && reply.contains("rollback request is not valid")
+            && reply.contains("not an array"),
+        "{reply}"
+    );
+    let big = vec![b' '; 65 * 1024];
+    let reply = raw_post(&daemon.socket, "/v1/deploys", &big);
+    assert!(reply.starts_with("HTTP/1.1 413"), "{reply}");
+
+    // the rest are closed once idle for 10 s
+    let last = held.last().unwrap();
+    last.set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let mut buf = [0u8; 16];
+    assert_eq!(
+        std::io::Read::read(&mut &*last, &mut buf).unwrap(),
+        0,
+        "an idle connection is closed"
+    );
+    println!(
+        "the last idle connection closed {:?} after it opened",
+        opened.elapsed()
+    );
+    drop(held);
+
+    let status = daemon.status_json().expect("status answers");
+    assert_eq!(
+        status["services"][0]["current"]["release"]["image"],
+        v2.as_str()
+    );
+    assert_eq!(env.containers().len(), 1);
+}

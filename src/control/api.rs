@@ -7,6 +7,50 @@ use crate::engine::{DeployState, ServiceView};
 /// Bodies larger than this are refused.
 pub const MAX_BODY: usize = 64 * 1024;
 
+/// Why a request body is not the documented JSON object.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BodyError {
+    #[error("the body is not UTF-8 (invalid byte at offset {offset})")]
+    NotUtf8 { offset: usize },
+    #[error("the body is empty: send a JSON object")]
+    Empty,
+    #[error("the body is not JSON: {0}")]
+    NotJson(String),
+    /// The JSON kind given instead ("an array", "a string", ...).
+    #[error("the body must be a JSON object, not {0}")]
+    NotAnObject(&'static str),
+    /// Unknown, missing, duplicated or mistyped fields, as serde names them.
+    #[error("{0}")]
+    Fields(String),
+}
+
+/// A request body: UTF-8, one JSON object, only the fields `T` documents (its
+/// `deny_unknown_fields`), each of the right type. Shared by the control socket and the inbox.
+pub fn parse_body<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, BodyError> {
+    let text = std::str::from_utf8(bytes).map_err(|e| BodyError::NotUtf8 {
+        offset: e.valid_up_to(),
+    })?;
+    if text.trim().is_empty() {
+        return Err(BodyError::Empty);
+    }
+    let value: serde_json::Value =
+        serde_json::from_str(text).map_err(|e| BodyError::NotJson(e.to_string()))?;
+    let kind = match value {
+        serde_json::Value::Object(_) => None,
+        serde_json::Value::Array(_) => Some("an array"),
+        serde_json::Value::String(_) => Some("a string"),
+        serde_json::Value::Number(_) => Some("a number"),
+        serde_json::Value::Bool(_) => Some("a boolean"),
+        serde_json::Value::Null => Some("null"),
+    };
+    if let Some(kind) = kind {
+        return Err(BodyError::NotAnObject(kind));
+    }
+    // from the text again, not the value: serde_json then names duplicate fields and gives
+    // line and column
+    serde_json::from_str(text).map_err(|e| BodyError::Fields(e.to_string()))
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct DeployRequest {
@@ -155,4 +199,66 @@ impl DaemonStatus {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct ErrorBody {
     pub error: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn deploy(body: &[u8]) -> Result<DeployRequest, BodyError> {
+        parse_body(body)
+    }
+
+    #[test]
+    fn a_body_is_one_object_with_only_documented_fields() {
+        let ok = deploy(br#"{"service": "web", "image": "web:2", "no_ramp": true}"#).unwrap();
+        assert_eq!((ok.service.as_str(), ok.image.as_str()), ("web", "web:2"));
+        assert!(ok.no_ramp);
+        assert_eq!(
+            parse_body::<RollbackRequest>(b" {} ").unwrap(),
+            RollbackRequest::default()
+        );
+
+        for (body, kind) in [
+            (&b"[]"[..], "an array"),
+            (br#"[{"service": "web"}]"#, "an array"),
+            (br#""web:2""#, "a string"),
+            (b"42", "a number"),
+            (b"true", "a boolean"),
+            (b"null", "null"),
+        ] {
+            let e = deploy(body).unwrap_err();
+            assert_eq!(e, BodyError::NotAnObject(kind));
+            assert!(e.to_string().contains("must be a JSON object"), "{e}");
+        }
+
+        let e = deploy(br#"{"service": "web", "image": "web:2", "imgae": "x"}"#).unwrap_err();
+        assert!(
+            matches!(&e, BodyError::Fields(m) if m.contains("unknown field `imgae`")),
+            "{e}"
+        );
+        let e = parse_body::<RollbackRequest>(br#"{"deploy_id": "a", "force": true}"#).unwrap_err();
+        assert!(e.to_string().contains("unknown field `force`"), "{e}");
+        let e = deploy(br#"{"service": "web", "service": "api"}"#).unwrap_err();
+        assert!(e.to_string().contains("duplicate field `service`"), "{e}");
+        let e = deploy(br#"{"image": "web:2"}"#).unwrap_err();
+        assert!(e.to_string().contains("missing field `service`"), "{e}");
+        let e = deploy(br#"{"service": 7}"#).unwrap_err();
+        assert!(e.to_string().contains("invalid type"), "{e}");
+    }
+
+    #[test]
+    fn bytes_that_are_not_json_text_are_named() {
+        assert_eq!(
+            deploy(b"{\"service\": \"w\xffb\"}").unwrap_err(),
+            BodyError::NotUtf8 { offset: 14 }
+        );
+        assert_eq!(deploy(b"").unwrap_err(), BodyError::Empty);
+        assert_eq!(deploy(b" \n ").unwrap_err(), BodyError::Empty);
+        assert!(matches!(deploy(b"{not json"), Err(BodyError::NotJson(_))));
+        assert!(matches!(
+            deploy(br#"{"service": "web"} {}"#),
+            Err(BodyError::NotJson(m)) if m.contains("trailing characters")
+        ));
+    }
 }

@@ -10,8 +10,13 @@
 //! | POST | /v1/reload | re-read the config file |
 //! | GET | /v1/health | version, host, uptime, per-service state |
 //! | GET | /v1/status | the daemon and every service's full view |
+//!
+//! Connections are bounded (`conns.rs`): idle ones close after 10 s, and at the bound the one
+//! idle the longest gives way to a new one, so `status` answers however many clients hold
+//! connections open.
 
 pub mod access;
 pub mod api;
 pub mod client;
+pub mod conns;
 pub mod server;

@@ -1,7 +1,8 @@
 //! The daemon side of the control API. Every connection's peer credentials are checked
-//! (SO_PEERCRED) before a request is read; requests are bounded in size and time.
+//! (SO_PEERCRED) before a request is read; requests are bounded in size and time, connections
+//! in number and idle time (`conns.rs`); a body is one JSON object with only the documented
+//! fields (`api::parse_body`).
 
-use std::convert::Infallible;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,29 +10,28 @@ use std::time::Duration;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::{Bytes, Incoming};
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
 use tokio::net::{UnixListener, UnixStream};
 
 use super::access::{check_peer, Peer};
 use super::api::{
-    DaemonStatus, DeployRequest, DeployStatus, ErrorBody, Health, RollbackRequest, ServiceSummary,
-    MAX_BODY,
+    parse_body, DaemonStatus, DeployRequest, DeployStatus, ErrorBody, Health, RollbackRequest,
+    ServiceSummary, MAX_BODY,
 };
+use super::conns::{Admission, Bounds, Reply, Table, Ticket};
 use crate::intake::{self, Refusal};
 use crate::registry::Registry;
 
 /// The longest a `wait` may hold a connection.
 const MAX_WAIT: Duration = Duration::from_secs(600);
-/// A request's headers and body must arrive within this.
+/// A request's body must arrive within this (its headers: within `conns.rs`'s timeout).
 const READ_TIMEOUT: Duration = Duration::from_secs(10);
 
-type Reply = Response<Full<Bytes>>;
-
 /// Binds the socket (replacing a stale one), mode 0660 with the configured group, and serves
-/// until the task is dropped.
+/// at most `bounds.max_connections` connections until the task is dropped.
 pub async fn serve(
     shared: Arc<Registry>,
     socket: &Path,
+    bounds: Bounds,
 ) -> std::io::Result<tokio::task::JoinHandle<()>> {
     if let Some(dir) = socket.parent() {
         std::fs::create_dir_all(dir)?;
@@ -55,23 +55,51 @@ pub async fn serve(
             "socket group does not exist: only root and hotswapd's user may use the control socket"
         ),
     }
+    let table = Table::new(bounds);
+    tracing::info!(
+        max_connections = bounds.max_connections,
+        idle_timeout_secs = bounds.idle_timeout.as_secs(),
+        "control socket bounds"
+    );
     Ok(tokio::spawn(async move {
+        let mut refused_logged = false;
         loop {
             let (stream, _) = match listener.accept().await {
                 Ok(c) => c,
                 Err(e) => {
-                    tracing::warn!(error = %e, "control socket accept failed");
+                    // EMFILE and the like: back off rather than spin
+                    tracing::warn!(error = %e, open = table.open(), "control socket accept failed");
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
             };
-            let shared = shared.clone();
-            tokio::spawn(async move { connection(shared, stream).await });
+            match table.admit(tokio::time::Instant::now()) {
+                Admission::Admitted(ticket) => {
+                    refused_logged = false;
+                    let shared = shared.clone();
+                    tokio::spawn(async move { connection(shared, ticket, stream).await });
+                }
+                refusal => {
+                    // one line per run of refusals, not one per connection
+                    if !refused_logged {
+                        tracing::warn!(
+                            max_connections = bounds.max_connections,
+                            open = table.open(),
+                            "control socket full: refusing new connections until some close"
+                        );
+                        refused_logged = true;
+                    }
+                    if let Admission::Busy = refusal {
+                        let table = table.clone();
+                        tokio::spawn(async move { super::conns::refuse(&table, stream).await });
+                    }
+                }
+            }
         }
     }))
 }
 
-async fn connection(shared: Arc<Registry>, stream: UnixStream) {
+async fn connection(shared: Arc<Registry>, ticket: Ticket, stream: UnixStream) {
     let verdict = match stream.peer_cred() {
         Ok(cred) => {
             let peer = Peer {
@@ -86,23 +114,17 @@ async fn connection(shared: Arc<Registry>, stream: UnixStream) {
     if let Err(why) = &verdict {
         tracing::warn!(reason = %why, "refused a control connection");
     }
-    let svc = hyper::service::service_fn(move |req| {
+    let handler = move |req| {
         let shared = shared.clone();
         let verdict = verdict.clone();
         async move {
-            Ok::<_, Infallible>(match verdict {
+            match verdict {
                 Ok(()) => handle(&shared, req).await,
                 Err(why) => error(StatusCode::FORBIDDEN, why),
-            })
+            }
         }
-    });
-    let conn = hyper::server::conn::http1::Builder::new()
-        .timer(hyper_util::rt::TokioTimer::new())
-        .header_read_timeout(READ_TIMEOUT)
-        .serve_connection(TokioIo::new(stream), svc);
-    if let Err(e) = conn.await {
-        tracing::debug!(error = %e, "control connection ended with an error");
-    }
+    };
+    super::conns::serve(ticket, stream, handler).await;
 }
 
 fn json(status: StatusCode, body: &impl serde::Serialize) -> Reply {
@@ -225,7 +247,8 @@ async fn body<T: serde::de::DeserializeOwned + Default>(
     if optional && bytes.iter().all(u8::is_ascii_whitespace) {
         return Ok(T::default());
     }
-    serde_json::from_slice(&bytes)
+    // every way a body can be wrong is the client's to fix: 400 with what was wrong
+    parse_body(&bytes)
         .map_err(|e| error(StatusCode::BAD_REQUEST, format!("{what} is not valid: {e}")))
 }
 

@@ -192,9 +192,8 @@ fn examine(inbox: &Dir, name: &OsStr, how: Arrival) -> Examined {
 
 fn parse(text: &str, format: Format) -> Result<DeployRequest, String> {
     match format {
-        Format::Json => {
-            serde_json::from_str(text).map_err(|e| format!("not a valid release (JSON): {e}"))
-        }
+        Format::Json => crate::control::api::parse_body(text.as_bytes())
+            .map_err(|e| format!("not a valid release (JSON): {e}")),
         Format::Toml => toml::from_str(text)
             .map_err(|e| format!("not a valid release (TOML): {}", e.to_string().trim_end())),
     }
