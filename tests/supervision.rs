@@ -243,3 +243,56 @@ async fn a_crash_looping_release_is_retried_with_backoff_and_the_daemon_stays_re
         "status kept answering: {slowest:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_backend_is_named_a_deploy_fails_fast_and_the_service_comes_back_with_it() {
+    let mut env = TestEnv::new("nobackend");
+    let v1 = env.image("1", &ImageOpts::default());
+    let v2 = env.image("2", &ImageOpts::default());
+    let config = env.config(&ServiceOpts::default());
+    let daemon = Daemon::start(env.dir.path(), &config);
+    daemon.deploy_ok(&v1);
+    let original = std::fs::read_to_string(&env.haproxy.config).unwrap();
+
+    // config management renders a haproxy.cfg without the service's backend
+    let without: String = original
+        .replace("default_backend web", "default_backend other")
+        .replace("backend web", "backend other");
+    std::fs::write(&env.haproxy.config, without).unwrap();
+    env.haproxy.reload_and_wait();
+    let mut reason = String::new();
+    until(
+        "degraded naming the backend",
+        Duration::from_secs(15),
+        || {
+            let s = daemon.status_json().unwrap();
+            reason = web(&s)["reason"].as_str().unwrap_or("").to_string();
+            web(&s)["state"] == "degraded" && reason.contains("web")
+        },
+    );
+    eprintln!("backend gone: {reason}");
+    let asked = Instant::now();
+    let (code, out, err) = daemon.deploy(&v2);
+    let took = asked.elapsed();
+    assert_eq!(code, 5, "{out}{err}");
+    eprintln!("deploy refused: {err}");
+    assert!(
+        err.contains("backend") && err.contains("web"),
+        "the reason names it: {err}"
+    );
+    assert!(took < Duration::from_secs(2), "fails fast: {took:?}");
+    assert_eq!(env.containers().len(), 1, "nothing started");
+
+    // the backend is back: the service serves again by itself
+    std::fs::write(&env.haproxy.config, &original).unwrap();
+    env.haproxy.reload_and_wait();
+    let took = until("serving again", Duration::from_secs(15), || {
+        serving(&daemon) && answers_200(env.haproxy.frontend)
+    });
+    eprintln!(
+        "serving again {} ms after the backend came back",
+        took.as_millis()
+    );
+    let s = daemon.status_json().unwrap();
+    assert_eq!(web(&s)["current"]["release"]["image"], v1.as_str());
+}

@@ -131,7 +131,9 @@ impl<S: Steps, P: Reporter> Walker<S, P> {
     pub async fn step(&mut self, mut swap: Swap) -> Swap {
         let (steps, book) = (&mut self.steps, &mut self.book);
         let event = match swap.phase.clone() {
-            Phase::Accepted => Ok(Event::Begin),
+            // preflight: a swap that cannot succeed for a reason it cannot fix (Docker or
+            // HAProxy not answering, the backend missing) fails now, naming it
+            Phase::Accepted => steps.reachable().await.map(|()| Event::Begin),
             Phase::Starting { deadline } => {
                 let work = steps.start(&mut swap);
                 within(deadline, work, || StepError::Deadline {
