@@ -122,6 +122,8 @@ async fn deploy(client: &Client, args: Args) -> Exit {
 /// phase marks and step records, so a phase shorter than the poll is still shown).
 #[derive(Default)]
 struct Progress {
+    /// What a queued deploy was last said to wait for.
+    behind: Option<String>,
     /// Phase marks printed.
     marks_done: usize,
     /// Ramp steps and watch windows begun (one per `ramping` or `watching` mark printed).
@@ -132,6 +134,13 @@ struct Progress {
 
 impl Progress {
     fn show(&mut self, status: &DeployStatus) {
+        if status.status() == "queued" {
+            let behind = status.state.get("behind").and_then(|b| b.as_str());
+            if behind.is_some() && behind != self.behind.as_deref() {
+                eprintln!("  queued: waiting for {}", behind.unwrap_or_default());
+            }
+            self.behind = behind.map(String::from);
+        }
         let Some(swap) = status.state.get("swap") else {
             return;
         };

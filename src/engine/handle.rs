@@ -117,10 +117,21 @@ pub struct Superseded {
 #[derive(Debug, Clone, Serialize, PartialEq)]
 #[serde(tag = "status", rename_all = "snake_case")]
 pub enum DeployState {
-    Queued { release: Release },
-    Running { swap: Swap },
-    Finished { swap: Swap },
-    Superseded { release: Release, by: String },
+    Queued {
+        release: Release,
+        /// What it waits for: the swap in flight, a repair, start-up.
+        behind: Option<String>,
+    },
+    Running {
+        swap: Swap,
+    },
+    Finished {
+        swap: Swap,
+    },
+    Superseded {
+        release: Release,
+        by: String,
+    },
 }
 
 impl DeployState {
@@ -135,7 +146,10 @@ impl DeployState {
 impl ServiceView {
     pub fn deploy(&self, deploy_id: &str) -> Option<DeployState> {
         if let Some(r) = self.queued.iter().find(|r| r.deploy_id == deploy_id) {
-            return Some(DeployState::Queued { release: r.clone() });
+            return Some(DeployState::Queued {
+                release: r.clone(),
+                behind: self.busy_with(),
+            });
         }
         if let Some(s) = self.swap.iter().find(|s| s.release.deploy_id == deploy_id) {
             return Some(if s.phase.is_terminal() {
@@ -160,6 +174,19 @@ impl ServiceView {
                 release: s.release.clone(),
                 by: s.by.clone(),
             })
+    }
+
+    /// What the service is busy with, that a queued release waits for.
+    pub fn busy_with(&self) -> Option<String> {
+        if let Some(id) = self.running() {
+            return Some(format!("the swap of deploy {id}"));
+        }
+        let why = self.reason.as_deref().unwrap_or("");
+        match self.state {
+            State::Repairing => Some(format!("a repair ({why})")),
+            State::Recovering => Some("start-up recovery".to_string()),
+            _ => None,
+        }
     }
 
     /// The deploy id of the swap running now, if any.
@@ -426,6 +453,27 @@ mod tests {
                 deploy_id: "b".into()
             }
         );
+    }
+
+    #[test]
+    fn a_queued_deploy_says_what_it_waits_for() {
+        let h = ServiceHandle::new("web");
+        h.submit(release("a")).unwrap();
+        let behind = |h: &ServiceHandle| match h.view().deploy("a") {
+            Some(DeployState::Queued { behind, .. }) => behind,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(behind(&h), Some("start-up recovery".into()));
+        h.show_state(
+            State::Repairing,
+            Some("container 1a2b exited with code 137".into()),
+        );
+        assert_eq!(
+            behind(&h),
+            Some("a repair (container 1a2b exited with code 137)".into())
+        );
+        h.show_state(State::Serving, None);
+        assert_eq!(behind(&h), None);
     }
 
     #[test]
