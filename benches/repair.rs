@@ -35,7 +35,7 @@ fn repairs(d: &Daemon) -> usize {
 /// One run: `kills` kills of a serving container of a service with `replicas`; returns the
 /// repair times (ms) and the clients' failed requests.
 async fn run(replicas: usize, kills: u64, rate: u32, gap: Duration) -> (Vec<u64>, u64) {
-    let mut env = TestEnv::new(&format!("benchrepair{replicas}"));
+    let mut env = TestEnv::with_redispatch(&format!("benchrepair{replicas}"));
     let v1 = env.image("1", &ImageOpts::default());
     let opts = ServiceOpts {
         top: format!("replicas = {replicas}"),

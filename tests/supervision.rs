@@ -66,7 +66,7 @@ fn serving(d: &Daemon) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_container_is_replaced_and_with_two_replicas_no_request_fails() {
-    let mut env = TestEnv::new("repair2");
+    let mut env = TestEnv::with_redispatch("repair2");
     let v1 = env.image("1", &ImageOpts::default());
     let opts = ServiceOpts {
         top: "replicas = 2".into(),

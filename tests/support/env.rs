@@ -26,6 +26,10 @@ ids=$(docker ps -aq --filter "label=hotswap.instance=$instance")
 for tag in "$@"; do docker rmi "$tag"; done
 "#;
 
+/// `defaults` lines for `with_redispatch`.
+pub const REDISPATCH: &str =
+    "    retries 3\n    option redispatch 1\n    retry-on conn-failure empty-response\n";
+
 impl TestEnv {
     pub fn new(name: &str) -> TestEnv {
         TestEnv::with_balance(name, "roundrobin")
@@ -38,12 +42,23 @@ impl TestEnv {
 
     /// One HAProxy frontend and backend per entry (backend name, balance algorithm).
     pub fn with_backends(name: &str, backends: &[(&str, &str)]) -> TestEnv {
+        TestEnv::with_haproxy(name, backends, "")
+    }
+
+    /// As `new`, with HAProxy retrying a request a dead server refused or dropped on another
+    /// one: what a service with replicas needs for a container's death to cost no request
+    /// (README, Supervision).
+    pub fn with_redispatch(name: &str) -> TestEnv {
+        TestEnv::with_haproxy(name, &[("web", "roundrobin")], REDISPATCH)
+    }
+
+    fn with_haproxy(name: &str, backends: &[(&str, &str)], defaults: &str) -> TestEnv {
         let dir = tempfile::Builder::new()
             .prefix(&format!("hotswap-{name}-"))
             .tempdir()
             .unwrap();
-        let haproxy =
-            Haproxy::start_backends(dir.path(), backends).unwrap_or_else(|e| panic!("{e}"));
+        let haproxy = Haproxy::start_backends_with(dir.path(), backends, defaults)
+            .unwrap_or_else(|e| panic!("{e}"));
         let instance = format!("t-{name}-{}", std::process::id());
         TestEnv {
             watchdog: Watchdog::start(CLEAN_UP, &[&instance]),

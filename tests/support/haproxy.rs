@@ -55,6 +55,15 @@ impl Haproxy {
 
     /// One frontend (own port) and one initially empty backend per entry.
     pub fn start_backends(dir: &Path, backends: &[(&str, &str)]) -> Result<Haproxy, String> {
+        Haproxy::start_backends_with(dir, backends, "")
+    }
+
+    /// As `start_backends`, with `defaults` lines added to the `defaults` section.
+    pub fn start_backends_with(
+        dir: &Path,
+        backends: &[(&str, &str)],
+        defaults: &str,
+    ) -> Result<Haproxy, String> {
         let bin = haproxy_binary()?;
         let admin_socket = dir.join("haproxy-admin.sock");
         let master_socket = dir.join("haproxy-master.sock");
@@ -62,7 +71,7 @@ impl Haproxy {
         let pidfile = dir.join("haproxy.pid");
         let mut text = format!(
             "global\n    stats socket {admin} mode 600 level admin expose-fd listeners\n    maxconn 4000\n\n\
-             defaults\n    mode http\n    timeout connect 2s\n    timeout client 30s\n    timeout server 30s\n    timeout http-keep-alive 30s\n    retries 3\n    option redispatch 1\n    retry-on conn-failure empty-response\n\n",
+             defaults\n    mode http\n    timeout connect 2s\n    timeout client 30s\n    timeout server 30s\n    timeout http-keep-alive 30s\n{defaults}\n",
             admin = admin_socket.display()
         );
         let mut frontends = std::collections::BTreeMap::new();
