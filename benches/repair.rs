@@ -11,7 +11,6 @@
 #[allow(dead_code)]
 mod support;
 
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use support::daemon::{Daemon, ServiceOpts};
@@ -57,16 +56,7 @@ async fn run(replicas: usize, kills: u64, rate: u32, gap: Duration) -> (Vec<u64>
             .0;
         let before = repairs(&daemon);
         let killed = Instant::now();
-        let out = Command::new("docker")
-            .args(["kill", &victim])
-            .stdin(Stdio::null())
-            .output()
-            .expect("docker kill");
-        assert!(
-            out.status.success(),
-            "docker kill {victim}: {}",
-            support::text(&out)
-        );
+        support::docker(&["kill", &victim]);
         while repairs(&daemon) == before {
             assert!(
                 killed.elapsed() < Duration::from_secs(60),

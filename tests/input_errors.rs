@@ -4,7 +4,7 @@ mod support;
 
 use std::process::Command;
 
-use support::daemon::{Daemon, ServiceOpts, HOTSWAPD};
+use support::daemon::{add_daemon_lines, Daemon, ServiceOpts, HOTSWAPCTL, HOTSWAPD};
 use support::env::TestEnv;
 use support::images::ImageOpts;
 
@@ -20,7 +20,11 @@ fn check_config_names_file_and_key_and_exits_non_zero() {
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert_eq!(
+        out.status.code(),
+        Some(9),
+        "the same code as hotswapctl check-config: {err}"
+    );
     assert!(
         err.contains(&bad.display().to_string())
             && err.contains("health_path")
@@ -52,7 +56,7 @@ fn check_config_names_file_and_key_and_exits_non_zero() {
         .arg(&missing)
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(9));
     assert!(String::from_utf8_lossy(&out.stderr).contains("missing.toml"));
 
     let example = concat!(env!("CARGO_MANIFEST_DIR"), "/config.example.toml");
@@ -66,6 +70,80 @@ fn check_config_names_file_and_key_and_exits_non_zero() {
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// `check-config --live` with each binary: (hotswapd's exit code, hotswapctl's, hotswapctl's
+/// output).
+fn check_live(config: &std::path::Path) -> (Option<i32>, Option<i32>, String) {
+    let d = Command::new(HOTSWAPD)
+        .args(["--check-config", "--live", "--config"])
+        .arg(config)
+        .output()
+        .unwrap();
+    let c = Command::new(HOTSWAPCTL)
+        .args(["check-config", "--live"])
+        .arg(config)
+        .output()
+        .unwrap();
+    (d.status.code(), c.status.code(), support::text(&c))
+}
+
+#[test]
+fn check_config_live_names_what_this_host_lacks_with_the_same_code_from_both_binaries() {
+    let env = TestEnv::with_balance("live", "uri");
+    let config = env.config(&ServiceOpts::default());
+    let (d, c, out) = check_live(&config);
+    assert_eq!((d, c), (Some(15), Some(15)), "{out}");
+    assert!(
+        out.contains("ok   Docker engine")
+            && out.contains("ok   service web: HAProxy backend \"web\""),
+        "{out}"
+    );
+    assert!(
+        out.contains(
+            "FAIL service web: balance of backend \"web\": balance uri takes no servers at runtime"
+        ),
+        "{out}"
+    );
+
+    let env = TestEnv::new("live2");
+    let config = env.config(&ServiceOpts::default());
+    let (d, c, out) = check_live(&config);
+    assert_eq!((d, c), (Some(0), Some(0)), "all there: {out}");
+    // the backend renamed, Docker's socket elsewhere
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        text.replace("backend = \"web\"", "backend = \"nope\""),
+    )
+    .unwrap();
+    // and the reports file under a file, where no directory can be
+    add_daemon_lines(
+        &config,
+        &format!(
+            "docker_socket = \"/nonexistent/docker.sock\"\nreports_file = \"{}/reports.jsonl\"",
+            config.display()
+        ),
+    );
+    let (d, c, out) = check_live(&config);
+    assert_eq!((d, c), (Some(15), Some(15)), "{out}");
+    assert!(
+        out.contains("FAIL Docker engine") && out.contains("/nonexistent/docker.sock"),
+        "{out}"
+    );
+    assert!(
+        out.contains("FAIL service web: HAProxy backend \"nope\"")
+            && out.contains("Can't find backend"),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("FAIL directory {}", config.display())),
+        "{out}"
+    );
+    assert!(
+        out.contains("ok   directory"),
+        "the state directory is fine: {out}"
     );
 }
 

@@ -4,29 +4,16 @@
 
 mod support;
 
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use support::daemon::{Daemon, ServiceOpts};
+use support::docker;
 use support::env::TestEnv;
 use support::images::ImageOpts;
 use support::load::Load;
 
 fn web(s: &serde_json::Value) -> &serde_json::Value {
     &s["services"][0]
-}
-
-fn docker(args: &[&str]) {
-    let out = Command::new("docker")
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("running docker");
-    assert!(
-        out.status.success(),
-        "docker {args:?}: {}",
-        support::text(&out)
-    );
 }
 
 /// Waits until `check` holds (polled every 20 ms); returns how long it took.

@@ -16,9 +16,14 @@ struct Args {
     /// Config file.
     #[arg(long, default_value = DEFAULT_PATH)]
     config: PathBuf,
-    /// Validate the config, print a summary and exit (0 valid, 1 not).
+    /// Validate the config, print a summary and exit (0 valid, 9 not, as `hotswapctl
+    /// check-config`).
     #[arg(long)]
     check_config: bool,
+    /// With --check-config: also check this host (Docker, each service's HAProxy socket and
+    /// backend, writable directories); exit 15 when one is not so.
+    #[arg(long, requires = "check_config")]
+    live: bool,
     /// Write man pages and shell completions into DIR (for packaging).
     #[arg(long, hide = true, value_name = "DIR")]
     generate_docs: Option<PathBuf>,
@@ -32,11 +37,17 @@ fn main() -> ExitCode {
     }
     // Under systemd: no colors, no time (journald adds it), a priority per line.
     hotswap::systemd::init_logging();
+    use hotswap::cli::exit::Exit;
     let settings = match Settings::load(&args.config) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("hotswapd: {e}");
-            return ExitCode::from(1);
+            // the same code as `hotswapctl check-config`; a daemon that cannot start exits 1
+            return if args.check_config {
+                Exit::InvalidConfig.into()
+            } else {
+                ExitCode::from(1)
+            };
         }
     };
     if args.check_config {
@@ -51,6 +62,9 @@ fn main() -> ExitCode {
                 .collect::<Vec<_>>()
                 .join(", ")
         );
+        if args.live && !hotswap::cli::check_config::live(&settings, false).1 {
+            return Exit::NotReady.into();
+        }
         return ExitCode::SUCCESS;
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()

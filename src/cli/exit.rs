@@ -43,6 +43,7 @@ exit_codes! {
     Hook = 12, "a hook failed";
     LintWarnings = 13, "the template has lint warnings";
     NotServing = 14, "status: a service is not serving (repairing, degraded, down or recovering)";
+    NotReady = 15, "check-config --live: this host cannot run the config now (Docker, HAProxy, a backend, a directory)";
 }
 
 impl Exit {

@@ -1,6 +1,7 @@
 //! Configuration: TOML parsed into serde structs (`raw`), defaults filled, then validated into
 //! settings that cannot be wrong (`Settings`). Unknown keys are errors naming the file and key.
 
+pub mod live;
 mod raw;
 
 use std::collections::BTreeMap;

@@ -19,6 +19,16 @@ pub fn cli_arg(name: &str) -> Option<String> {
         .cloned()
 }
 
+/// Runs `docker ARGS`, failing the test with what it said when it fails.
+pub fn docker(args: &[&str]) {
+    let out = std::process::Command::new("docker")
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("running docker");
+    assert!(out.status.success(), "docker {args:?}: {}", text(&out));
+}
+
 /// A command's stdout then stderr, as text (for assertion messages).
 pub fn text(out: &std::process::Output) -> String {
     format!(
