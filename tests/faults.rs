@@ -281,9 +281,10 @@ async fn docker_lost_mid_swap_is_named_and_what_it_could_not_remove_is_removed_w
     let v1 = env.image("1", &ImageOpts::default());
     let v2 = env.image("2", &ImageOpts::default());
     let docker = DockerSocket::start(&env.dir.path().join("docker.sock"));
-    // requests take a while, so the old release is still draining when Docker goes
+    // requests take 1.2 s, so the old release is still draining when Docker goes (status is
+    // polled through hotswapctl, which a loaded host can slow to a few hundred ms a call)
     let opts = ServiceOpts {
-        env: vec![("DELAY_MS", "700".into())],
+        env: vec![("DELAY_MS", "1200".into())],
         drain_budget_secs: 10,
         ..Default::default()
     };
