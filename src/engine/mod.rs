@@ -14,6 +14,7 @@ pub mod phase;
 pub mod recover;
 pub mod steps;
 pub mod supervise;
+pub mod view;
 pub mod walker;
 
 #[cfg(test)]

@@ -11,6 +11,7 @@ use bollard::query_parameters::{
 };
 use futures_util::StreamExt;
 
+use super::docker_errors::{chain, is_conflict, is_not_found};
 use super::{ContainerSpec, Death, Found, Runtime, RuntimeError, Started};
 
 /// Log lines a repair report carries of the container that died.
@@ -18,9 +19,9 @@ const LOG_TAIL_LINES: usize = 20;
 
 #[derive(Debug, Clone)]
 pub struct Docker {
-    client: bollard::Docker,
+    pub(super) client: bollard::Docker,
     /// Where the engine is looked for, named in errors that never reached it.
-    endpoint: String,
+    pub(super) endpoint: String,
 }
 
 /// Where bollard looks for the engine: the configured socket, else DOCKER_HOST, else its default.
@@ -30,40 +31,6 @@ fn endpoint(socket: Option<&Path>) -> String {
         None => std::env::var("DOCKER_HOST")
             .unwrap_or_else(|_| "unix:///var/run/docker.sock".to_string()),
     }
-}
-
-/// An error with its causes: bollard's own text ("client error (Connect)") says too little.
-fn chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let more = s.to_string();
-        if !text.contains(&more) {
-            text = format!("{text}: {more}");
-        }
-        source = s.source();
-    }
-    text
-}
-
-fn is_not_found(e: &bollard::errors::Error) -> bool {
-    matches!(
-        e,
-        bollard::errors::Error::DockerResponseServerError {
-            status_code: 404,
-            ..
-        }
-    )
-}
-
-fn is_conflict(e: &bollard::errors::Error) -> bool {
-    matches!(
-        e,
-        bollard::errors::Error::DockerResponseServerError {
-            status_code: 409,
-            ..
-        }
-    )
 }
 
 impl Docker {
@@ -452,45 +419,5 @@ impl Runtime for Docker {
                 message: format!("removing: {}", self.said(&e)),
             }),
         }
-    }
-}
-
-impl Docker {
-    /// The life events (start, die, OOM, kill, health status) of the containers labelled
-    /// `hotswap.instance=<instance>`, as (service label, action). The stream ends when Docker
-    /// goes away; the caller subscribes again.
-    pub fn container_events(
-        &self,
-        instance: &str,
-    ) -> impl futures_util::Stream<Item = Result<(String, String), String>> + use<> {
-        let filters = HashMap::from([
-            ("type".to_string(), vec!["container".to_string()]),
-            (
-                "label".to_string(),
-                vec![format!("{}={instance}", super::LABEL_INSTANCE)],
-            ),
-            (
-                "event".to_string(),
-                ["start", "die", "oom", "kill", "health_status", "destroy"]
-                    .map(String::from)
-                    .to_vec(),
-            ),
-        ]);
-        let options = bollard::query_parameters::EventsOptions {
-            filters: Some(filters),
-            ..Default::default()
-        };
-        let endpoint = self.endpoint.clone();
-        self.client.events(Some(options)).map(move |e| match e {
-            Ok(m) => {
-                let service = m
-                    .actor
-                    .and_then(|a| a.attributes)
-                    .and_then(|mut a| a.remove(super::LABEL_SERVICE))
-                    .unwrap_or_default();
-                Ok((service, m.action.unwrap_or_default()))
-            }
-            Err(e) => Err(format!("Docker at {endpoint}: {}", chain(&e))),
-        })
     }
 }

@@ -2,6 +2,8 @@
 
 pub mod archive;
 mod docker;
+mod docker_errors;
+mod docker_events;
 pub mod process;
 
 use std::collections::BTreeMap;

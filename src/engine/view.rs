@@ -1,0 +1,165 @@
+//! What status shows of a service: its state (with why and since when), its current and previous
+//! release, the swap in flight, the queue, recent swaps, and where any one deploy is. The
+//! service's handle (handle.rs) keeps it; the walker and intake write it.
+
+use serde::{Deserialize, Serialize};
+
+use super::phase::{Instance, Release, Swap};
+
+/// What a service is doing, as status shows it; every state but `serving` and `swapping` comes
+/// with a reason.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum State {
+    /// Start-up: the journal is being read and what runs matched to it.
+    #[default]
+    Recovering,
+    /// The current release serves, whole.
+    Serving,
+    /// A swap is in flight (`swap` says its phase); the old release serves until the switch.
+    Swapping,
+    /// A dead or unhealthy container of the current release is being replaced.
+    Repairing,
+    /// Serving, but not as it should be (a container not removed, a journal not written).
+    Degraded,
+    /// Not serving: the current release does not run and could not be brought back yet.
+    Down,
+}
+
+impl State {
+    pub fn name(self) -> &'static str {
+        match self {
+            State::Recovering => "recovering",
+            State::Serving => "serving",
+            State::Swapping => "swapping",
+            State::Repairing => "repairing",
+            State::Degraded => "degraded",
+            State::Down => "down",
+        }
+    }
+
+    /// Whether the service is as it should be (a swap keeps the old release serving).
+    pub fn is_well(self) -> bool {
+        matches!(self, State::Serving | State::Swapping)
+    }
+}
+
+impl std::fmt::Display for State {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct ServiceView {
+    pub service: String,
+    pub state: State,
+    /// Why the service is not simply serving or swapping.
+    pub reason: Option<String>,
+    /// When the service entered this state (unix ms).
+    pub since_ms: u64,
+    /// Start-up is over: the journal's swap ended, and the current release was brought back
+    /// (or the service shows why not). READY waits for it.
+    #[serde(skip)]
+    pub started: bool,
+    pub current: Option<Instance>,
+    pub previous: Option<Release>,
+    pub swap: Option<Swap>,
+    pub queued: Vec<Release>,
+    /// Recent finished swaps, newest last.
+    pub history: Vec<Swap>,
+    /// Releases replaced in the queue by a later one before they started.
+    pub superseded: Vec<Superseded>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Superseded {
+    pub release: Release,
+    pub by: String,
+    pub at_ms: u64,
+}
+
+/// Where a deploy is, as the control API shows it.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum DeployState {
+    Queued {
+        release: Release,
+        /// What it waits for: the swap in flight, a repair, start-up.
+        behind: Option<String>,
+    },
+    Running {
+        swap: Swap,
+    },
+    Finished {
+        swap: Swap,
+    },
+    Superseded {
+        release: Release,
+        by: String,
+    },
+}
+
+impl DeployState {
+    pub fn is_finished(&self) -> bool {
+        matches!(
+            self,
+            DeployState::Finished { .. } | DeployState::Superseded { .. }
+        )
+    }
+}
+
+impl ServiceView {
+    pub fn deploy(&self, deploy_id: &str) -> Option<DeployState> {
+        if let Some(r) = self.queued.iter().find(|r| r.deploy_id == deploy_id) {
+            return Some(DeployState::Queued {
+                release: r.clone(),
+                behind: self.busy_with(),
+            });
+        }
+        if let Some(s) = self.swap.iter().find(|s| s.release.deploy_id == deploy_id) {
+            return Some(if s.phase.is_terminal() {
+                DeployState::Finished { swap: s.clone() }
+            } else {
+                DeployState::Running { swap: s.clone() }
+            });
+        }
+        if let Some(s) = self
+            .history
+            .iter()
+            .rev()
+            .find(|s| s.release.deploy_id == deploy_id)
+        {
+            return Some(DeployState::Finished { swap: s.clone() });
+        }
+        self.superseded
+            .iter()
+            .rev()
+            .find(|s| s.release.deploy_id == deploy_id)
+            .map(|s| DeployState::Superseded {
+                release: s.release.clone(),
+                by: s.by.clone(),
+            })
+    }
+
+    /// What the service is busy with, that a queued release waits for.
+    pub fn busy_with(&self) -> Option<String> {
+        if let Some(id) = self.running() {
+            return Some(format!("the swap of deploy {id}"));
+        }
+        let why = self.reason.as_deref().unwrap_or("");
+        match self.state {
+            State::Repairing => Some(format!("a repair ({why})")),
+            State::Recovering => Some("start-up recovery".to_string()),
+            _ => None,
+        }
+    }
+
+    /// The deploy id of the swap running now, if any.
+    pub fn running(&self) -> Option<&str> {
+        self.swap
+            .as_ref()
+            .filter(|s| !s.phase.is_terminal())
+            .map(|s| s.release.deploy_id.as_str())
+    }
+}
