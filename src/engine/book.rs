@@ -57,11 +57,7 @@ impl<P: Reporter> Book<P> {
         let swap = handle
             .next(|release, view| {
                 let swap = Swap::new(release.clone(), old, budgets(), now_ms());
-                if view.state != State::Swapping {
-                    view.since_ms = now_ms();
-                }
-                view.state = State::Swapping;
-                view.reason = None;
+                view.set_state(State::Swapping, None);
                 view.swap = Some(swap.clone());
                 swap
             })
@@ -85,8 +81,9 @@ impl<P: Reporter> Book<P> {
         let r = &self.record;
         let (current, previous, swap) = (r.current.clone(), r.previous.clone(), r.swap.clone());
         let history = r.history.clone();
-        self.handle.show_state(state, reason);
+        // one change: no reader sees the new state beside the old record
         self.handle.publish(move |v| {
+            v.set_state(state, reason);
             v.current = current;
             v.previous = previous;
             v.swap = swap;

@@ -215,13 +215,7 @@ impl ServiceHandle {
 
     /// Shows a state; `since_ms` moves only when the state changes.
     pub(super) fn show_state(&self, state: State, reason: Option<String>) {
-        self.view.send_modify(|v| {
-            if v.state != state {
-                v.since_ms = now_ms();
-            }
-            v.state = state;
-            v.reason = reason;
-        });
+        self.view.send_modify(|v| v.set_state(state, reason));
     }
 
     pub(super) fn publish(&self, f: impl FnOnce(&mut ServiceView)) {

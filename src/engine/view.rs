@@ -110,6 +110,15 @@ impl DeployState {
 }
 
 impl ServiceView {
+    /// Sets the state and why; `since_ms` moves only when the state changes.
+    pub fn set_state(&mut self, state: State, reason: Option<String>) {
+        if self.state != state {
+            self.since_ms = crate::clock::now_ms();
+        }
+        self.state = state;
+        self.reason = reason;
+    }
+
     pub fn deploy(&self, deploy_id: &str) -> Option<DeployState> {
         if let Some(r) = self.queued.iter().find(|r| r.deploy_id == deploy_id) {
             return Some(DeployState::Queued {
