@@ -213,11 +213,6 @@ impl ServiceHandle {
         self.drift.notified().await;
     }
 
-    /// Shows a state; `since_ms` moves only when the state changes.
-    pub(super) fn show_state(&self, state: State, reason: Option<String>) {
-        self.view.send_modify(|v| v.set_state(state, reason));
-    }
-
     pub(super) fn publish(&self, f: impl FnOnce(&mut ServiceView)) {
         self.view.send_modify(f);
     }
@@ -301,15 +296,17 @@ mod tests {
             other => panic!("{other:?}"),
         };
         assert_eq!(behind(&h), Some("start-up recovery".into()));
-        h.show_state(
-            State::Repairing,
-            Some("container 1a2b exited with code 137".into()),
-        );
+        h.publish(|v| {
+            v.set_state(
+                State::Repairing,
+                Some("container 1a2b exited with code 137".into()),
+            )
+        });
         assert_eq!(
             behind(&h),
             Some("a repair (container 1a2b exited with code 137)".into())
         );
-        h.show_state(State::Serving, None);
+        h.publish(|v| v.set_state(State::Serving, None));
         assert_eq!(behind(&h), None);
     }
 
