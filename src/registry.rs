@@ -15,7 +15,7 @@ use crate::control::api::ReloadOutcome;
 use crate::engine::book::Book;
 use crate::engine::journal::Journal;
 use crate::engine::steps::containers::{Containers, Parts};
-use crate::engine::steps::process::Processes;
+use crate::engine::steps::process::{Nudge, Processes};
 use crate::engine::{ServiceHandle, Walker};
 use crate::health::Http;
 use crate::report::{Identity, Reporters};
@@ -154,7 +154,10 @@ impl Registry {
     pub(crate) fn spawn_process(&self, process: &ProcessSettings) -> anyhow::Result<Slot> {
         let handle = self.open_handle(&process.name)?;
         let (tx, rx) = watch::channel(process.clone());
-        let walker = Walker::new(Processes::new(rx, Http), self.book(&process.name, &handle));
+        let nudged = handle.clone();
+        let nudge: Nudge = Arc::new(move || nudged.nudge());
+        let steps = Processes::new(rx, Http, Some(nudge));
+        let walker = Walker::new(steps, self.book(&process.name, &handle));
         Ok(Slot {
             handle,
             settings: Updates::Process(tx),

@@ -16,7 +16,8 @@ use crate::runtime::Docker;
 
 /// When to look again after a container event: Docker sends `die` a moment before its list
 /// shows the container exited, a moment that grows on a loaded host.
-const EVENT_SETTLE: [Duration; 3] = [
+const EVENT_SETTLE: [Duration; 4] = [
+    Duration::from_millis(50),
     Duration::from_millis(200),
     Duration::from_secs(1),
     Duration::from_secs(3),

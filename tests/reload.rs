@@ -223,3 +223,65 @@ async fn code_that_fails_to_import_is_rolled_back_and_the_server_started_again()
     );
     assert_eq!(stats.failed, 0, "{stats}");
 }
+
+/// Supervision of a local server: its master and workers SIGKILLed (what the OOM killer or an
+/// operator's mistake does), hotswapd notices at once (a pidfd), starts the server again with
+/// `start_command` on the current code, gates it, and writes a repair report; `status` says
+/// serving again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_server_is_started_again_on_the_current_code_and_reported() {
+    use support::process::{group_members, wait_until};
+    let _one = ONE_AT_A_TIME.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let g = Gunicorn::start(dir.path(), false);
+    let daemon = daemon_for(dir.path(), &g, "hup", 10);
+    let code = bundle(dir.path(), "7", false);
+    let out = daemon.ctl(&["deploy", "app", "--code", code.to_str().unwrap(), "--wait"]);
+    assert!(out.status.success(), "{}", support::text(&out));
+    let master = g.master().expect("gunicorn's pidfile");
+    let stat = std::fs::read_to_string(format!("/proc/{master}/stat")).unwrap();
+    let group: i32 = stat
+        .rsplit_once(')')
+        .and_then(|(_, rest)| rest.split_whitespace().nth(2)?.parse().ok())
+        .unwrap();
+    for pid in group_members(group) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+    let repaired = || {
+        daemon
+            .reports()
+            .into_iter()
+            .find(|r| r["kind"] == "repair" && r["result"] == "success")
+    };
+    assert!(
+        wait_until(Duration::from_secs(60), || repaired().is_some()),
+        "no repair report\n{}\n{}",
+        daemon.log(),
+        g.log()
+    );
+    let r = repaired().unwrap();
+    assert_eq!(r["repair"]["master_pid"], master, "{r}");
+    let new: i32 = r["repair"]["replacement"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_ne!(new, master);
+    assert_eq!(g.master(), Some(new), "the pidfile names the new master");
+    assert_eq!(r["version"], "7", "{r}");
+    // the current code serves, and status says so
+    let load = Load::start_with(g.addr(), 1, "/", None, Duration::from_millis(100));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let stats = load.stop().await;
+    assert_eq!(
+        stats.by_release.keys().collect::<Vec<_>>(),
+        ["7"],
+        "{stats}"
+    );
+    assert_eq!(stats.failed, 0, "{stats}");
+    let s = daemon.status_json().unwrap();
+    assert_eq!(s["services"][0]["state"], "serving", "{s}");
+}

@@ -283,3 +283,73 @@ async fn a_missing_backend_is_named_a_deploy_fails_fast_and_the_service_comes_ba
     let s = daemon.status_json().unwrap();
     assert_eq!(web(&s)["current"]["release"]["image"], v1.as_str());
 }
+
+/// The container options a Kamal or porter user sets reach Docker (read back with `docker
+/// inspect`), json-file logs are bounded by default, and an app over its memory limit is
+/// OOM-killed, replaced, and reported with the OOM flag.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn container_options_reach_docker_and_an_oom_kill_is_reported_as_one() {
+    let mut env = TestEnv::new("options");
+    let v1 = env.image("1", &ImageOpts::default());
+    let opts = ServiceOpts {
+        container: r#"memory = "32m"
+cpus = 0.5
+user = "1000:1000"
+read_only = true
+tmpfs = ["/tmp"]
+cap_drop = ["ALL"]
+ulimits = { nofile = "1024:2048" }
+extra_hosts = ["db.internal:10.1.2.3"]
+"#
+        .into(),
+        ..Default::default()
+    };
+    let config = env.config(&opts);
+    let daemon = Daemon::start(env.dir.path(), &config);
+    daemon.deploy_ok(&v1);
+    let (id, _, _) = env.containers()[0].clone();
+    let out = std::process::Command::new("docker")
+        .args(["inspect", &id])
+        .output()
+        .unwrap();
+    let inspect: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let host = &inspect[0]["HostConfig"];
+    assert_eq!(host["Memory"], 32 << 20, "{host}");
+    assert_eq!(host["MemorySwap"], 32 << 20, "no swap beyond the limit");
+    assert_eq!(host["NanoCpus"], 500_000_000i64);
+    assert_eq!(host["ReadonlyRootfs"], true);
+    assert_eq!(host["CapDrop"], serde_json::json!(["ALL"]));
+    assert_eq!(
+        host["Ulimits"],
+        serde_json::json!([{"Name": "nofile", "Soft": 1024, "Hard": 2048}])
+    );
+    assert_eq!(
+        host["ExtraHosts"],
+        serde_json::json!(["db.internal:10.1.2.3"])
+    );
+    assert_eq!(host["Tmpfs"], serde_json::json!({"/tmp": ""}));
+    assert_eq!(
+        host["LogConfig"],
+        serde_json::json!({"Type": "json-file", "Config": {"max-size": "10m", "max-file": "3"}}),
+        "bounded logs by default"
+    );
+    assert_eq!(inspect[0]["Config"]["User"], "1000:1000");
+
+    // over its limit: killed by the OOM killer, replaced, reported with the flag
+    let addr = env.haproxy.frontend;
+    std::thread::spawn(move || {
+        use std::io::Write;
+        if let Ok(mut s) = std::net::TcpStream::connect(addr) {
+            let _ = s.write_all(b"GET /alloc/128 HTTP/1.0\r\n\r\n");
+            std::thread::sleep(Duration::from_secs(2));
+        }
+    });
+    until("the OOM repair", Duration::from_secs(30), || {
+        !repairs(&daemon).is_empty() && serving(&daemon)
+    });
+    let r = repairs(&daemon).pop().unwrap();
+    assert_eq!(r["result"], "success", "{r}");
+    assert_eq!(r["repair"]["oom_killed"], true, "{r}");
+    assert_eq!(r["repair"]["why"], "killed by the OOM killer", "{r}");
+    assert!(answers_200(env.haproxy.frontend));
+}

@@ -192,6 +192,33 @@ pub struct ContainerSettings {
     pub labels: BTreeMap<String, String>,
     pub stop_signal: String,
     pub stop_grace: Duration,
+    pub options: ContainerOptions,
+}
+
+/// What every container of a service is created with beyond image, env and command.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ContainerOptions {
+    pub memory_bytes: Option<i64>,
+    /// CPUs × 10⁹.
+    pub nano_cpus: Option<i64>,
+    pub user: Option<String>,
+    pub log_driver: String,
+    pub log_options: BTreeMap<String, String>,
+    pub ulimits: Vec<Ulimit>,
+    pub extra_hosts: Vec<String>,
+    pub read_only: bool,
+    pub tmpfs: Vec<String>,
+    /// Capability names without `CAP_`.
+    pub cap_drop: Vec<String>,
+    pub cap_add: Vec<String>,
+    pub network: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ulimit {
+    pub name: String,
+    pub soft: i64,
+    pub hard: i64,
 }
 
 #[derive(Debug, Clone, PartialEq)]

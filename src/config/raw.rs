@@ -9,8 +9,11 @@ use serde::Deserialize;
 use super::*;
 use crate::engine::phase::RampStep;
 
+mod container;
 mod ramp;
 mod services;
+
+use container::Container;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -111,21 +114,6 @@ struct Code {
     app_root: PathBuf,
     reload_signal: Option<String>,
     keep_releases: Option<usize>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Container {
-    #[serde(default)]
-    env: BTreeMap<String, String>,
-    #[serde(default)]
-    command: Vec<String>,
-    #[serde(default)]
-    volumes: Vec<String>,
-    #[serde(default)]
-    labels: BTreeMap<String, String>,
-    stop_signal: Option<String>,
-    stop_grace_secs: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -102,6 +102,58 @@ fn a_ramp_is_validated_with_the_key_at_fault() {
 }
 
 #[test]
+fn container_options_are_validated_with_the_key_at_fault() {
+    let with = |lines: &str| parse(&format!("{MINIMAL}[services.web.container]\n{lines}\n"));
+    let s = with("memory = \"1.5g\"\ncpus = 0.25\ncap_drop = [\"cap_net_raw\"]").unwrap();
+    let o = &s.service("web").unwrap().container.options;
+    assert_eq!(o.memory_bytes, Some(3 << 29));
+    assert_eq!(o.nano_cpus, Some(250_000_000));
+    assert_eq!(o.cap_drop, ["NET_RAW"]);
+    assert_eq!(o.log_options["max-size"], "10m", "bounded logs by default");
+    let s = with("log_driver = \"journald\"").unwrap();
+    assert!(s
+        .service("web")
+        .unwrap()
+        .container
+        .options
+        .log_options
+        .is_empty());
+    for (lines, key) in [
+        ("memory = \"lots\"", "services.web.container.memory"),
+        ("memory = \"1m\"", "services.web.container.memory"),
+        ("cpus = 0", "services.web.container.cpus"),
+        ("user = \"a b\"", "services.web.container.user"),
+        (
+            "ulimits = { files = \"1\" }",
+            "services.web.container.ulimits.files",
+        ),
+        (
+            "ulimits = { nofile = \"9:1\" }",
+            "services.web.container.ulimits.nofile",
+        ),
+        (
+            "ulimits = { nofile = \"many\" }",
+            "services.web.container.ulimits.nofile",
+        ),
+        (
+            "extra_hosts = [\"db\"]",
+            "services.web.container.extra_hosts[0]",
+        ),
+        (
+            "extra_hosts = [\"db:300.1.1.1\"]",
+            "services.web.container.extra_hosts[0]",
+        ),
+        ("tmpfs = [\"tmp\"]", "services.web.container.tmpfs[0]"),
+        ("cap_add = [\"FLY\"]", "services.web.container.cap_add[0]"),
+        ("network = \"host\"", "services.web.container.network"),
+        ("log_driver = \"\"", "services.web.container.log_driver"),
+    ] {
+        let err = with(lines).unwrap_err().to_string();
+        assert!(err.contains(key), "{lines:?}: {err}");
+    }
+}
+
+#[test]
 fn replicas_and_batches_are_checked() {
     let with = |top: &str| {
         parse(&MINIMAL.replace(

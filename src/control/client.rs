@@ -23,6 +23,17 @@ pub enum ClientError {
     Protocol(String),
 }
 
+/// How long a request shed by a busy daemon is asked again before its error is shown.
+const RETRY_FOR: Duration = Duration::from_secs(10);
+
+/// How one request went wrong: worth asking again (the daemon shed it unread), closed with no
+/// answer (asked again only when idempotent), or failed.
+enum Once {
+    Retry(ClientError),
+    Closed(ClientError),
+    Failed(ClientError),
+}
+
 #[derive(Debug, Clone)]
 pub struct Client {
     socket: PathBuf,
@@ -42,52 +53,102 @@ impl Client {
         body: Option<Vec<u8>>,
         timeout: Duration,
     ) -> Result<T, ClientError> {
-        let unreachable = |message: String| ClientError::Unreachable {
-            socket: self.socket.clone(),
-            message,
-        };
+        let idempotent = method == Method::GET;
         let work = async {
-            let stream = UnixStream::connect(&self.socket)
-                .await
-                .map_err(|e| unreachable(e.to_string()))?;
-            let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-                .await
-                .map_err(|e| unreachable(e.to_string()))?;
-            tokio::spawn(conn);
-            let req = Request::builder()
-                .method(method)
-                .uri(path)
-                .header("host", "hotswapd")
-                .header("content-type", "application/json")
-                .body(Full::new(Bytes::from(body.unwrap_or_default())))
-                .expect("request parts are valid");
-            let res = sender
-                .send_request(req)
-                .await
-                .map_err(|e| unreachable(e.to_string()))?;
-            let status = res.status();
-            let bytes = res
-                .into_body()
-                .collect()
-                .await
-                .map_err(|e| ClientError::Protocol(e.to_string()))?
-                .to_bytes();
-            if !status.is_success() {
-                let message = serde_json::from_slice::<ErrorBody>(&bytes)
-                    .map(|e| e.error)
-                    .unwrap_or_else(|_| String::from_utf8_lossy(&bytes).into_owned());
-                return Err(ClientError::Rejected {
-                    status: status.as_u16(),
-                    message,
-                });
+            // a daemon shedding load (all its control connections busy, or its socket's backlog
+            // full) has not read the request: ask again, waits doubling up to 1 s
+            let mut wait = Duration::from_millis(50);
+            let give_up = tokio::time::Instant::now() + RETRY_FOR;
+            loop {
+                let e = match self.once(method.clone(), path, body.clone()).await {
+                    Ok(t) => return Ok(t),
+                    Err(Once::Retry(e)) => e,
+                    Err(Once::Closed(e)) if idempotent => e,
+                    Err(Once::Closed(e) | Once::Failed(e)) => return Err(e),
+                };
+                if tokio::time::Instant::now() + wait > give_up {
+                    return Err(e);
+                }
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(1));
             }
-            serde_json::from_slice(&bytes).map_err(|e| {
-                ClientError::Protocol(format!("{e}: {}", String::from_utf8_lossy(&bytes)))
-            })
         };
         tokio::time::timeout(timeout, work)
             .await
-            .map_err(|_| unreachable(format!("no answer within {} s", timeout.as_secs())))?
+            .map_err(|_| self.unreachable(format!("no answer within {} s", timeout.as_secs())))?
+    }
+
+    fn unreachable(&self, message: String) -> ClientError {
+        ClientError::Unreachable {
+            socket: self.socket.clone(),
+            message,
+        }
+    }
+
+    /// One request on a new connection.
+    async fn once<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<T, Once> {
+        let stream = UnixStream::connect(&self.socket).await.map_err(|e| {
+            let busy = e.kind() == std::io::ErrorKind::WouldBlock;
+            let e = self.unreachable(e.to_string());
+            if busy {
+                Once::Retry(e)
+            } else {
+                Once::Failed(e)
+            }
+        })?;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| Once::Failed(self.unreachable(e.to_string())))?;
+        tokio::spawn(conn);
+        let req = Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", "hotswapd")
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from(body.unwrap_or_default())))
+            .expect("request parts are valid");
+        let res = sender.send_request(req).await.map_err(|e| {
+            // closed with no answer: shed, or the daemon stopping
+            let closed = e.is_incomplete_message() || e.is_canceled();
+            let e = self.unreachable(e.to_string());
+            if closed {
+                Once::Closed(e)
+            } else {
+                Once::Failed(e)
+            }
+        })?;
+        let status = res.status();
+        let bytes = res
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| Once::Failed(ClientError::Protocol(e.to_string())))?
+            .to_bytes();
+        if !status.is_success() {
+            let message = serde_json::from_slice::<ErrorBody>(&bytes)
+                .map(|e| e.error)
+                .unwrap_or_else(|_| String::from_utf8_lossy(&bytes).into_owned());
+            let e = ClientError::Rejected {
+                status: status.as_u16(),
+                message,
+            };
+            return Err(if status == StatusCode::SERVICE_UNAVAILABLE {
+                Once::Retry(e)
+            } else {
+                Once::Failed(e)
+            });
+        }
+        serde_json::from_slice(&bytes).map_err(|e| {
+            Once::Failed(ClientError::Protocol(format!(
+                "{e}: {}",
+                String::from_utf8_lossy(&bytes)
+            )))
+        })
     }
 
     pub async fn deploy(&self, req: &DeployRequest) -> Result<DeployAccepted, ClientError> {

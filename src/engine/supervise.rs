@@ -11,7 +11,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::handle::State;
-use super::steps::{Dead, Steps};
+use super::steps::{Dead, Part, Steps};
 use super::walker::Walker;
 use crate::clock::now_ms;
 use crate::report::{RepairReport, Report, Reporter};
@@ -157,7 +157,7 @@ impl<S: Steps, P: Reporter> Walker<S, P> {
         let attempt = self.repairs.streak;
         for d in dead {
             let (started_ms, started) = (now_ms(), Instant::now());
-            tracing::warn!(service = self.steps.service(), container = %d.member.container_id, why = %d.why, attempt, "repairing: replacing a container of the current release");
+            tracing::warn!(service = self.steps.service(), part = %d.part, why = %d.why, attempt, "repairing: replacing a part of the current release");
             let result = self.steps.repair(&mut self.book, d).await;
             let Some(current) = self.book.record.current.as_ref().map(|c| c.release.clone()) else {
                 return failed;
@@ -165,8 +165,8 @@ impl<S: Steps, P: Reporter> Walker<S, P> {
             let took_ms = started.elapsed().as_millis() as u64;
             let (replacement, reason) = match result {
                 Ok(r) => {
-                    tracing::info!(service = self.steps.service(), replacement = %r.container_id, took_ms, "repaired");
-                    (Some(r.container_id), None)
+                    tracing::info!(service = self.steps.service(), replacement = %r, took_ms, "repaired");
+                    (Some(r), None)
                 }
                 Err(e) => {
                     tracing::error!(service = self.steps.service(), error = %e, "repair failed");
@@ -181,13 +181,12 @@ impl<S: Steps, P: Reporter> Walker<S, P> {
                 now_ms(),
                 reason,
                 RepairReport {
-                    container: d.member.container_id.clone(),
-                    server: d.member.server.clone(),
+                    part: (&d.part).into(),
                     why: d.why.clone(),
                     exit_code: d.death.exit_code,
                     oom_killed: d.death.oom_killed,
                     log_tail: d.death.log_tail.clone(),
-                    replacement,
+                    replacement: replacement.as_ref().map(Part::id),
                     took_ms,
                     attempt,
                 },
@@ -225,13 +224,7 @@ impl<S: Steps, P: Reporter> Walker<S, P> {
 /// "container 1a2b3c4d5e6f exited with code 137", for one or more.
 fn describe(dead: &[Dead]) -> String {
     dead.iter()
-        .map(|d| {
-            format!(
-                "container {} {}",
-                &d.member.container_id[..12.min(d.member.container_id.len())],
-                d.why
-            )
-        })
+        .map(|d| format!("{} {}", d.part, d.why))
         .collect::<Vec<_>>()
         .join(", ")
 }

@@ -75,21 +75,44 @@ pub struct Report {
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct RepairReport {
-    /// The container that died or turned unhealthy, and its HAProxy server.
-    pub container: String,
-    pub server: String,
+    /// What died or turned unhealthy: a container and its HAProxy server, or a local server's
+    /// master.
+    #[serde(flatten)]
+    pub part: RepairedPart,
     /// Why it was replaced ("exited with code 137", "unhealthy", "missing").
     pub why: String,
     pub exit_code: Option<i64>,
     pub oom_killed: bool,
     /// Its last log lines.
     pub log_tail: Vec<String>,
-    /// The container that serves in its place (None when the repair failed).
+    /// What serves in its place (None when the repair failed): the new container's id, or the
+    /// new master's pid.
     pub replacement: Option<String>,
     /// From the death being noticed to the replacement serving (or the repair failing).
     pub took_ms: u64,
     /// Repairs of this release in a row without a stable spell between them (1: the first).
     pub attempt: u32,
+}
+
+/// `container` and `server`, or `master_pid`.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(untagged)]
+pub enum RepairedPart {
+    Container { container: String, server: String },
+    Master { master_pid: i32 },
+}
+
+impl From<&crate::engine::steps::Part> for RepairedPart {
+    fn from(part: &crate::engine::steps::Part) -> Self {
+        use crate::engine::steps::Part;
+        match part {
+            Part::Container(m) => RepairedPart::Container {
+                container: m.container_id.clone(),
+                server: m.server.clone(),
+            },
+            Part::Master { pid } => RepairedPart::Master { master_pid: *pid },
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]

@@ -32,6 +32,7 @@ pub struct ContainerSpec {
     pub container_port: u16,
     pub stop_signal: String,
     pub stop_grace: Duration,
+    pub options: crate::config::ContainerOptions,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -19,6 +19,10 @@ pub enum ProcessError {
     NoPid { path: PathBuf },
     #[error("master pid {pid} from {} is not running", pidfile.display())]
     NotRunning { pid: i32, pidfile: PathBuf },
+    #[error("no master runs (pidfile {}) and no start_command is configured", pidfile.display())]
+    NoStartCommand { pidfile: PathBuf },
+    #[error("start_command {program:?}: {why}")]
+    StartCommand { program: String, why: String },
     #[error("sending {signal} to pid {pid}: {source}")]
     Signal {
         signal: Signal,
@@ -85,6 +89,29 @@ pub fn children(pid: i32) -> Vec<i32> {
         .collect()
 }
 
+/// Waits until `pid` exits, whoever its parent is (its pidfd turns readable); at once when it is
+/// not running.
+pub async fn exited(pid: i32) -> std::io::Result<()> {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 {
+        let e = std::io::Error::last_os_error();
+        return match e.raw_os_error() {
+            Some(libc::ESRCH) => Ok(()),
+            _ => Err(e),
+        };
+    }
+    // SAFETY: `fd` was just opened and is owned by nothing else.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+    // SAFETY: the descriptor is owned by the AsyncFd, which deregisters it before closing it.
+    let fd = unsafe {
+        tokio::io::unix::AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE)
+    }?;
+    let _ready = fd.readable().await?;
+    Ok(())
+}
+
 /// Waits until none of `pids` runs, or `until` (unix ms) passes; returns those still running.
 pub async fn wait_gone(pids: &[i32], until: u64) -> Vec<i32> {
     loop {
@@ -112,5 +139,33 @@ mod tests {
         child.kill().unwrap();
         child.wait().unwrap();
         assert!(!alive(child.id() as i32));
+    }
+
+    #[tokio::test]
+    async fn notices_a_process_exit_that_is_not_its_child() {
+        // `sh` starts `sleep` and waits for it: `sleep` is the sh's child, not ours
+        let mut sh = std::process::Command::new("sh")
+            .args(["-c", "sleep 30 & echo $!; wait"])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(sh.stdout.as_mut().unwrap()),
+            &mut line,
+        )
+        .unwrap();
+        let sleep: i32 = line.trim().parse().unwrap();
+        let waiting = tokio::spawn(exited(sleep));
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        assert!(!waiting.is_finished(), "sleep still runs");
+        signal(sleep, Signal::SIGKILL).unwrap();
+        tokio::time::timeout(std::time::Duration::from_secs(5), waiting)
+            .await
+            .expect("the exit is noticed")
+            .unwrap()
+            .unwrap();
+        sh.wait().unwrap();
+        exited(sleep).await.unwrap();
     }
 }

@@ -13,6 +13,9 @@
 //! - `DELAY_MS`  delay before answering a non-health request (default 0)
 //! - `EXIT_AFTER_MS` exit with code 3 this long after start, a crash (default 0: never)
 //!
+//! `GET /alloc/MB` allocates MB MiB, touches every page and keeps it: an app over its memory
+//! limit (the OOM killer's case).
+//!
 //! Shutdown (SIGTERM/SIGINT): the listener is closed at once (after taking the
 //! connections the kernel had already completed), requests in flight are
 //! answered with `Connection: close`, idle keep-alive connections are closed,
@@ -473,6 +476,10 @@ fn handle(state: &State, req: &Request) -> (u16, String) {
                 format!("{{\"release\":{},\"ready\":false}}", state.release_json.read().unwrap()),
             )
         }
+    } else if let Some(mb) = req.path.strip_prefix("/alloc/").and_then(|m| m.parse::<usize>().ok()) {
+        // kept for ever, every page written (ones, not zeros, so no page is shared)
+        std::mem::forget(vec![1u8; mb << 20]);
+        (200, format!("{{\"release\":{},\"allocated_mb\":{mb}}}", state.release_json.read().unwrap()))
     } else {
         if state.cfg.delay_ms > 0 {
             std::thread::sleep(Duration::from_millis(state.cfg.delay_ms));

@@ -22,6 +22,8 @@ pub struct ServiceOpts {
     pub env: Vec<(&'static str, String)>,
     /// Lines added to `[services.NAME]` itself (e.g. `replicas = 4`).
     pub top: String,
+    /// Lines added to `[services.NAME.container]` (e.g. `memory = "32m"`).
+    pub container: String,
     /// TOML appended after the service's tables (e.g. a `[services.web.ramp]` table).
     pub extra: String,
 }
@@ -35,6 +37,7 @@ impl Default for ServiceOpts {
             keep_images: 1,
             env: Vec::new(),
             top: String::new(),
+            container: String::new(),
             extra: String::new(),
         }
     }
@@ -86,6 +89,7 @@ keep_images = {keep}
 [services.{name}.container]
 stop_grace_secs = 5
 env = {{ {env} }}
+{container}
 
 [services.{name}.health]
 path = "/health"
@@ -111,6 +115,7 @@ switch = "{switch}"
         pid = haproxy.pidfile.display(),
         switch = opts.switch,
         top = opts.top,
+        container = opts.container,
         extra = opts.extra,
         env = opts
             .env

@@ -157,33 +157,7 @@ impl Service {
         if self.container_port == 0 {
             return Err(ctx.invalid(format!("{key}.container_port"), "must be 1-65535"));
         }
-        let c = self.container;
-        let stop_signal = c.stop_signal.unwrap_or_else(|| "SIGTERM".to_string());
-        parse_signal(ctx, &format!("{key}.container.stop_signal"), &stop_signal)?;
-        for (i, v) in c.volumes.iter().enumerate() {
-            if v.split(':').count() < 2 {
-                return Err(ctx.invalid(
-                    format!("{key}.container.volumes[{i}]"),
-                    format!("{v:?}: expected \"HOST_PATH:CONTAINER_PATH[:ro]\""),
-                ));
-            }
-        }
-        for l in c.labels.keys() {
-            if l.starts_with("hotswap.") {
-                return Err(ctx.invalid(
-                    format!("{key}.container.labels.{l}"),
-                    "labels starting with \"hotswap.\" are set by hotswapd itself",
-                ));
-            }
-        }
-        let container = ContainerSettings {
-            env: c.env,
-            command: c.command,
-            volumes: c.volumes,
-            labels: c.labels,
-            stop_signal,
-            stop_grace: Duration::from_secs(c.stop_grace_secs.unwrap_or(10)),
-        };
+        let container = self.container.validate(ctx, key)?;
 
         let health = health_settings(ctx, key, self.health)?;
 

@@ -13,15 +13,46 @@ use crate::clock::UnixMs;
 use crate::health::Passed;
 use crate::runtime::Death;
 
-/// A container of the current release that does not serve: it died, turned unhealthy or is gone.
+/// A part of the current release that does not serve: it died, turned unhealthy or is gone.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Dead {
-    /// Its place among the release's containers.
+    /// Its place among the release's containers (0 for a local server's master).
     pub index: usize,
-    pub member: Replica,
-    /// "exited (code 137)", "killed by the OOM killer", "unhealthy", "gone".
+    pub part: Part,
+    /// "exited with code 137", "killed by the OOM killer", "unhealthy", "gone".
     pub why: String,
     pub death: Death,
+}
+
+/// What runs a release, one part of it: a container (and its HAProxy server), or the master of a
+/// local pre-fork server.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Part {
+    Container(Replica),
+    Master { pid: i32 },
+}
+
+impl Part {
+    /// How a report names it: the container's id, or the master's pid.
+    pub fn id(&self) -> String {
+        match self {
+            Part::Container(m) => m.container_id.clone(),
+            Part::Master { pid } => pid.to_string(),
+        }
+    }
+}
+
+impl std::fmt::Display for Part {
+    /// "container 1a2b3c4d5e6f", "master 4242".
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Part::Container(m) => {
+                let id = &m.container_id;
+                write!(f, "container {}", &id[..12.min(id.len())])
+            }
+            Part::Master { pid } => write!(f, "master {pid}"),
+        }
+    }
 }
 
 /// What a step may do with the service's record while its phase runs: the walker journals every
@@ -109,14 +140,10 @@ pub trait Steps: Send {
     async fn reconcile(&mut self, _ledger: &mut dyn Ledger) -> Result<Vec<Dead>, StepError> {
         Ok(Vec::new())
     }
-    /// Replaces a container of the current release that does not serve: a fresh one of the same
-    /// release, gated, put in the load balancer, journaled as current; the dead one removed.
-    /// Returns the replacement.
-    async fn repair(
-        &mut self,
-        _ledger: &mut dyn Ledger,
-        _dead: &Dead,
-    ) -> Result<Replica, StepError> {
+    /// Replaces a part of the current release that does not serve: a fresh container of the
+    /// same release (or the local server started again), gated, put in the load balancer,
+    /// journaled as current; the dead one removed. Returns the replacement.
+    async fn repair(&mut self, _ledger: &mut dyn Ledger, _dead: &Dead) -> Result<Part, StepError> {
         Err(StepError::Missing("this kind of service is not repaired"))
     }
 }

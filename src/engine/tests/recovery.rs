@@ -28,6 +28,7 @@ async fn recovery_removes_orphans_and_stray_servers() {
         container_port: 8080,
         stop_signal: "SIGTERM".into(),
         stop_grace: std::time::Duration::from_secs(1),
+        options: Default::default(),
     };
     crate::runtime::Runtime::start(&r.docker, &spec)
         .await
@@ -122,8 +123,15 @@ async fn a_dead_current_container_is_replaced_at_start_up_and_the_repair_reporte
     );
     let repair = report.repair.unwrap();
     assert_eq!(
-        (repair.container.as_str(), repair.exit_code, repair.attempt),
-        (dead.as_str(), Some(137), 1)
+        (&repair.part, repair.exit_code, repair.attempt),
+        (
+            &crate::report::RepairedPart::Container {
+                container: dead.clone(),
+                server: "hs-d1".into()
+            },
+            Some(137),
+            1
+        )
     );
     assert_eq!(repair.replacement.as_deref(), Some(new.as_str()));
     assert!(!repair.log_tail.is_empty());

@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use super::{Dead, Ledger, Steps};
+use super::{Dead, Ledger, Part, Steps};
 use crate::balancer::{Balancer, ServerSpec, ServerStatus};
 use crate::clock::UnixMs;
 use crate::config::{HaproxySettings, ServiceSettings};
@@ -260,7 +260,14 @@ impl<R: Runtime, B: Balancer, H: Prober> Steps for Containers<R, B, H> {
         self.reconcile_current(ledger).await
     }
 
-    async fn repair(&mut self, ledger: &mut dyn Ledger, dead: &Dead) -> Result<Replica, StepError> {
-        self.replace(ledger, dead).await
+    async fn repair(&mut self, ledger: &mut dyn Ledger, dead: &Dead) -> Result<Part, StepError> {
+        let Part::Container(member) = &dead.part else {
+            return Err(StepError::Missing(
+                "a container service has only containers to repair",
+            ));
+        };
+        self.replace(ledger, dead.index, member)
+            .await
+            .map(Part::Container)
     }
 }

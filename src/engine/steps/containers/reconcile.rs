@@ -8,7 +8,7 @@ use super::{member_spec, specs_of, Containers};
 use crate::balancer::Balancer;
 use crate::engine::error::StepError;
 use crate::engine::phase::Instance;
-use crate::engine::steps::{Dead, Ledger};
+use crate::engine::steps::{Dead, Ledger, Part};
 use crate::health::Prober;
 use crate::runtime::{Death, Found, Runtime};
 
@@ -67,7 +67,7 @@ impl<R: Runtime, B: Balancer, H: Prober> Containers<R, B, H> {
                         dead.push(Dead {
                             index,
                             why: why_dead(f, &death),
-                            member: m,
+                            part: Part::Container(m),
                             death,
                         });
                     }

@@ -10,7 +10,7 @@ use crate::balancer::Balancer;
 use crate::clock::now_ms;
 use crate::engine::error::StepError;
 use crate::engine::phase::Replica;
-use crate::engine::steps::{Dead, Ledger};
+use crate::engine::steps::Ledger;
 use crate::health::Prober;
 use crate::runtime::Runtime;
 
@@ -18,7 +18,8 @@ impl<R: Runtime, B: Balancer, H: Prober> Containers<R, B, H> {
     pub(super) async fn replace(
         &self,
         ledger: &mut dyn Ledger,
-        dead: &Dead,
+        index: usize,
+        dead: &Replica,
     ) -> Result<Replica, StepError> {
         let current = ledger
             .record()
@@ -27,18 +28,15 @@ impl<R: Runtime, B: Balancer, H: Prober> Containers<R, B, H> {
             .ok_or(StepError::Missing("no current release to repair"))?;
         let release = current.release.clone();
         // no new request goes to it while it is replaced (HAProxy's own checks take seconds)
-        if let Err(e) = self.balancer.drain(&dead.member.server).await {
-            tracing::warn!(service = self.name(), server = %dead.member.server, error = %e, "could not set the dead server to drain");
+        if let Err(e) = self.balancer.drain(&dead.server).await {
+            tracing::warn!(service = self.name(), server = %dead.server, error = %e, "could not set the dead server to drain");
         }
         self.runtime
-            .stop_and_remove(
-                &dead.member.container_id,
-                self.settings.container.stop_grace,
-            )
+            .stop_and_remove(&dead.container_id, self.settings.container.stop_grace)
             .await
             .map_err(StepError::docker(format!(
                 "removing dead container {}",
-                dead.member.container_id
+                dead.container_id
             )))?;
         self.runtime
             .ensure_image(&release.image)
@@ -48,9 +46,9 @@ impl<R: Runtime, B: Balancer, H: Prober> Containers<R, B, H> {
                 release.image,
                 self.name()
             )))?;
-        let mut member = self.start_member(&release, dead.index).await?;
+        let mut member = self.start_member(&release, index).await?;
         // the server keeps its name: HAProxy's entry is pointed at the new port once it passes
-        member.server = dead.member.server.clone();
+        member.server = dead.server.clone();
         let serves = async {
             let deadline = now_ms() + self.settings.health.deadline.as_millis() as u64;
             self.gate_members(std::slice::from_ref(&member), &release, deadline)
@@ -72,7 +70,7 @@ impl<R: Runtime, B: Balancer, H: Prober> Containers<R, B, H> {
             return Err(e);
         }
         let mut current = current;
-        current.set_member(dead.index, member.clone());
+        current.set_member(index, member.clone());
         ledger.record().current = Some(current);
         ledger.store()?;
         Ok(member)

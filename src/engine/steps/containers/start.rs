@@ -36,6 +36,7 @@ impl<R: Runtime, B: Balancer, H: Prober> Containers<R, B, H> {
             container_port: self.settings.container_port,
             stop_signal: c.stop_signal.clone(),
             stop_grace: c.stop_grace,
+            options: c.options.clone(),
         }
     }
 

@@ -7,6 +7,9 @@
 mod drain;
 mod rollback;
 mod start;
+mod supervise;
+
+pub use supervise::Nudge;
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -14,7 +17,7 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use super::{Ledger, Steps};
+use super::{Dead, Ledger, Part, Steps};
 use crate::clock::{instant_of, UnixMs};
 use crate::code::layout::Layout;
 use crate::config::{ProcessSettings, ReloadStrategy};
@@ -32,6 +35,9 @@ pub struct Processes<H> {
     settings: ProcessSettings,
     updates: watch::Receiver<ProcessSettings>,
     prober: H,
+    /// Wakes the walker when the master exits (None in unit tests).
+    nudge: Option<Nudge>,
+    watched: Option<supervise::Watched>,
 }
 
 fn budgets_of(s: &ProcessSettings) -> Budgets {
@@ -51,12 +57,14 @@ fn handover_pidfile(pidfile: &Path) -> PathBuf {
 }
 
 impl<H: Prober> Processes<H> {
-    pub fn new(updates: watch::Receiver<ProcessSettings>, prober: H) -> Self {
+    pub fn new(updates: watch::Receiver<ProcessSettings>, prober: H, nudge: Option<Nudge>) -> Self {
         let settings = updates.borrow().clone();
         Processes {
             settings,
             updates,
             prober,
+            nudge,
+            watched: None,
         }
     }
 
@@ -139,5 +147,13 @@ impl<H: Prober> Steps for Processes<H> {
 
     async fn roll_back(&mut self, _ledger: &mut dyn Ledger, swap: &mut Swap) {
         self.roll_back_new(swap).await
+    }
+
+    async fn reconcile(&mut self, ledger: &mut dyn Ledger) -> Result<Vec<Dead>, StepError> {
+        self.reconcile_master(ledger).await
+    }
+
+    async fn repair(&mut self, ledger: &mut dyn Ledger, _dead: &Dead) -> Result<Part, StepError> {
+        self.restart_master(ledger).await
     }
 }

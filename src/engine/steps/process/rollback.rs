@@ -2,8 +2,6 @@
 //! the failed code's workers to go; usr2: stop the new master. A master that died meanwhile (code
 //! that fails to import can halt gunicorn) is started again with `start_command`.
 
-use std::time::Duration;
-
 use super::{Processes, POLL};
 use crate::config::ReloadStrategy;
 use crate::engine::phase::{Instance, Swap};
@@ -47,59 +45,20 @@ impl<H: Prober> Processes<H> {
     }
 
     /// If no master runs any more, starts the server again with `start_command` on the code
-    /// `current` names now, and waits until its pidfile names a live master.
+    /// `current` names now.
     async fn restart_if_gone(&self, swap: &mut Swap) {
-        let s = &self.settings;
-        if process::read_pid(&s.pidfile)
+        if process::read_pid(&self.settings.pidfile)
             .map(process::alive)
             .unwrap_or(false)
         {
             return;
         }
-        let Some((program, args)) = s.start_command.split_first() else {
-            swap.warnings.push(format!(
-                "no master runs (pidfile {}) and no start_command is configured: the service is down",
-                s.pidfile.display()
-            ));
-            return;
-        };
-        // A pidfile naming a dead master (or a zombie nobody reaped) makes gunicorn refuse to
-        // start ("Already running on PID"): it is stale, remove it.
-        let _ = std::fs::remove_file(&s.pidfile);
-        let status = tokio::process::Command::new(program)
-            .args(args)
-            .stdin(std::process::Stdio::null())
-            .status()
-            .await;
-        match status {
-            Ok(st) if st.success() => {}
-            Ok(st) => {
-                return swap
-                    .warnings
-                    .push(format!("start_command {program:?} exited with {st}"))
-            }
-            Err(e) => {
-                return swap
-                    .warnings
-                    .push(format!("start_command {program:?}: {e}"))
-            }
+        match self.start_master().await {
+            Ok(_) => swap.warnings.push(
+                "the master had died; it was started again with start_command on the previous code"
+                    .into(),
+            ),
+            Err(e) => swap.warnings.push(format!("{e}: the service is down")),
         }
-        let waited = tokio::time::Instant::now();
-        while !process::read_pid(&s.pidfile)
-            .map(process::alive)
-            .unwrap_or(false)
-        {
-            if waited.elapsed() > Duration::from_secs(30) {
-                return swap.warnings.push(format!(
-                    "start_command ran but no master appeared in {} within 30 s",
-                    s.pidfile.display()
-                ));
-            }
-            tokio::time::sleep(POLL).await;
-        }
-        swap.warnings.push(
-            "the master had died; it was started again with start_command on the previous code"
-                .into(),
-        );
     }
 }

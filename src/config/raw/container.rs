@@ -1,0 +1,335 @@
+//! `[services.NAME.container]` as written: what every container of the service is created with,
+//! each option validated with its key named.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::{parse_signal, ConfigError, Ctx};
+use crate::config::{ContainerOptions, ContainerSettings, Ulimit};
+
+/// Bounded json-file logs unless the config says otherwise: a chatty app cannot fill the disk.
+const DEFAULT_LOG_MAX_SIZE: &str = "10m";
+const DEFAULT_LOG_MAX_FILE: &str = "3";
+
+/// Docker refuses a memory limit under 6 MiB.
+const MIN_MEMORY: u64 = 6 * 1024 * 1024;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct Container {
+    #[serde(default)]
+    env: BTreeMap<String, String>,
+    #[serde(default)]
+    command: Vec<String>,
+    #[serde(default)]
+    volumes: Vec<String>,
+    #[serde(default)]
+    labels: BTreeMap<String, String>,
+    stop_signal: Option<String>,
+    stop_grace_secs: Option<u64>,
+    /// "512m", "1g", or bytes.
+    memory: Option<String>,
+    cpus: Option<f64>,
+    user: Option<String>,
+    log_driver: Option<String>,
+    log_options: Option<BTreeMap<String, String>>,
+    /// NAME = "SOFT:HARD" or "N".
+    #[serde(default)]
+    ulimits: BTreeMap<String, String>,
+    /// "HOST:IP".
+    #[serde(default)]
+    extra_hosts: Vec<String>,
+    #[serde(default)]
+    read_only: bool,
+    /// Paths inside the container mounted as tmpfs (what a read-only root still needs to write).
+    #[serde(default)]
+    tmpfs: Vec<String>,
+    #[serde(default)]
+    cap_drop: Vec<String>,
+    #[serde(default)]
+    cap_add: Vec<String>,
+    network: Option<String>,
+}
+
+/// Linux capabilities Docker knows, without their `CAP_` prefix.
+const CAPABILITIES: &[&str] = &[
+    "ALL",
+    "AUDIT_CONTROL",
+    "AUDIT_READ",
+    "AUDIT_WRITE",
+    "BLOCK_SUSPEND",
+    "BPF",
+    "CHECKPOINT_RESTORE",
+    "CHOWN",
+    "DAC_OVERRIDE",
+    "DAC_READ_SEARCH",
+    "FOWNER",
+    "FSETID",
+    "IPC_LOCK",
+    "IPC_OWNER",
+    "KILL",
+    "LEASE",
+    "LINUX_IMMUTABLE",
+    "MAC_ADMIN",
+    "MAC_OVERRIDE",
+    "MKNOD",
+    "NET_ADMIN",
+    "NET_BIND_SERVICE",
+    "NET_BROADCAST",
+    "NET_RAW",
+    "PERFMON",
+    "SETFCAP",
+    "SETGID",
+    "SETPCAP",
+    "SETUID",
+    "SYSLOG",
+    "SYS_ADMIN",
+    "SYS_BOOT",
+    "SYS_CHROOT",
+    "SYS_MODULE",
+    "SYS_NICE",
+    "SYS_PACCT",
+    "SYS_PTRACE",
+    "SYS_RAWIO",
+    "SYS_RESOURCE",
+    "SYS_TIME",
+    "SYS_TTY_CONFIG",
+    "WAKE_ALARM",
+];
+
+/// The resource limits `ulimit` names.
+const ULIMITS: &[&str] = &[
+    "core",
+    "cpu",
+    "data",
+    "fsize",
+    "locks",
+    "memlock",
+    "msgqueue",
+    "nice",
+    "nofile",
+    "nproc",
+    "rss",
+    "rtprio",
+    "rttime",
+    "sigpending",
+    "stack",
+];
+
+impl Container {
+    /// `key` is `services.NAME`.
+    pub(super) fn validate(self, ctx: &Ctx, key: &str) -> Result<ContainerSettings, ConfigError> {
+        let ck = format!("{key}.container");
+        let stop_signal = self.stop_signal.unwrap_or_else(|| "SIGTERM".to_string());
+        parse_signal(ctx, &format!("{ck}.stop_signal"), &stop_signal)?;
+        for (i, v) in self.volumes.iter().enumerate() {
+            if v.split(':').count() < 2 {
+                return Err(ctx.invalid(
+                    format!("{ck}.volumes[{i}]"),
+                    format!("{v:?}: expected \"HOST_PATH:CONTAINER_PATH[:ro]\""),
+                ));
+            }
+        }
+        for l in self.labels.keys() {
+            if l.starts_with("hotswap.") {
+                return Err(ctx.invalid(
+                    format!("{ck}.labels.{l}"),
+                    "labels starting with \"hotswap.\" are set by hotswapd itself",
+                ));
+            }
+        }
+        let memory_bytes = match &self.memory {
+            None => None,
+            Some(m) => {
+                let bytes = parse_bytes(m).ok_or_else(|| {
+                    ctx.invalid(
+                        format!("{ck}.memory"),
+                        format!("{m:?}: expected a size such as \"512m\", \"2g\" or bytes"),
+                    )
+                })?;
+                if bytes < MIN_MEMORY {
+                    return Err(ctx.invalid(
+                        format!("{ck}.memory"),
+                        format!("{m:?}: Docker needs at least 6m"),
+                    ));
+                }
+                Some(bytes as i64)
+            }
+        };
+        let nano_cpus = match self.cpus {
+            None => None,
+            Some(c) if (0.01..=1024.0).contains(&c) => Some((c * 1e9) as i64),
+            Some(c) => {
+                return Err(ctx.invalid(
+                    format!("{ck}.cpus"),
+                    format!("{c}: expected a number of CPUs from 0.01 up (e.g. 0.5, 2)"),
+                ))
+            }
+        };
+        if let Some(u) = &self.user {
+            if u.is_empty() || u.contains(char::is_whitespace) || u.split(':').count() > 2 {
+                return Err(ctx.invalid(
+                    format!("{ck}.user"),
+                    format!("{u:?}: expected USER, UID, USER:GROUP or UID:GID"),
+                ));
+            }
+        }
+        let log_driver = self.log_driver.unwrap_or_else(|| "json-file".into());
+        if log_driver.is_empty() || log_driver.contains(char::is_whitespace) {
+            return Err(ctx.invalid(
+                format!("{ck}.log_driver"),
+                format!("{log_driver:?} is not a log driver name"),
+            ));
+        }
+        let log_options = match self.log_options {
+            Some(o) => o,
+            None if log_driver == "json-file" || log_driver == "local" => BTreeMap::from([
+                ("max-size".to_string(), DEFAULT_LOG_MAX_SIZE.to_string()),
+                ("max-file".to_string(), DEFAULT_LOG_MAX_FILE.to_string()),
+            ]),
+            None => BTreeMap::new(),
+        };
+        if let Some(k) = log_options.keys().find(|k| k.is_empty()) {
+            return Err(ctx.invalid(format!("{ck}.log_options.{k:?}"), "an empty option name"));
+        }
+        let mut ulimits = Vec::new();
+        for (name, value) in &self.ulimits {
+            let uk = format!("{ck}.ulimits.{name}");
+            if !ULIMITS.contains(&name.as_str()) {
+                return Err(ctx.invalid(
+                    uk,
+                    format!(
+                        "not a resource limit; expected one of {}",
+                        ULIMITS.join(", ")
+                    ),
+                ));
+            }
+            let (soft, hard) = value.split_once(':').unwrap_or((value, value));
+            let (Ok(soft), Ok(hard)) = (soft.trim().parse::<i64>(), hard.trim().parse::<i64>())
+            else {
+                return Err(ctx.invalid(uk, format!("{value:?}: expected \"SOFT:HARD\" or \"N\"")));
+            };
+            if soft > hard || soft < -1 {
+                return Err(ctx.invalid(
+                    uk,
+                    format!("{value:?}: the soft limit must not exceed the hard one"),
+                ));
+            }
+            ulimits.push(Ulimit {
+                name: name.clone(),
+                soft,
+                hard,
+            });
+        }
+        for (i, h) in self.extra_hosts.iter().enumerate() {
+            let ok = h.split_once(':').is_some_and(|(host, ip)| {
+                !host.is_empty()
+                    && !host.contains(char::is_whitespace)
+                    && (ip == "host-gateway" || ip.parse::<IpAddr>().is_ok())
+            });
+            if !ok {
+                return Err(ctx.invalid(
+                    format!("{ck}.extra_hosts[{i}]"),
+                    format!("{h:?}: expected \"HOSTNAME:IP\" (or \"HOSTNAME:host-gateway\")"),
+                ));
+            }
+        }
+        for (i, t) in self.tmpfs.iter().enumerate() {
+            if !t.starts_with('/') {
+                return Err(ctx.invalid(
+                    format!("{ck}.tmpfs[{i}]"),
+                    format!("{t:?}: expected an absolute path inside the container"),
+                ));
+            }
+        }
+        let caps = |list: Vec<String>, name: &str| -> Result<Vec<String>, ConfigError> {
+            list.into_iter()
+                .enumerate()
+                .map(|(i, c)| {
+                    let bare = c.to_ascii_uppercase();
+                    let bare = bare.strip_prefix("CAP_").unwrap_or(&bare).to_string();
+                    if CAPABILITIES.contains(&bare.as_str()) {
+                        Ok(bare)
+                    } else {
+                        Err(ctx.invalid(
+                            format!("{ck}.{name}[{i}]"),
+                            format!("{c:?} is not a Linux capability (e.g. \"NET_RAW\", \"ALL\")"),
+                        ))
+                    }
+                })
+                .collect()
+        };
+        let cap_drop = caps(self.cap_drop, "cap_drop")?;
+        let cap_add = caps(self.cap_add, "cap_add")?;
+        if let Some(n) = &self.network {
+            let refused = match n.as_str() {
+                "host" => {
+                    Some("containers of two releases would contend for one port during a swap")
+                }
+                "none" => Some("HAProxy could not reach the container"),
+                n if n.is_empty() || n.contains(char::is_whitespace) => Some("not a network name"),
+                _ => None,
+            };
+            if let Some(why) = refused {
+                return Err(ctx.invalid(format!("{ck}.network"), format!("{n:?}: {why}")));
+            }
+        }
+        Ok(ContainerSettings {
+            env: self.env,
+            command: self.command,
+            volumes: self.volumes,
+            labels: self.labels,
+            stop_signal,
+            stop_grace: Duration::from_secs(self.stop_grace_secs.unwrap_or(10)),
+            options: ContainerOptions {
+                memory_bytes,
+                nano_cpus,
+                user: self.user,
+                log_driver,
+                log_options,
+                ulimits,
+                extra_hosts: self.extra_hosts,
+                read_only: self.read_only,
+                tmpfs: self.tmpfs,
+                cap_drop,
+                cap_add,
+                network: self.network,
+            },
+        })
+    }
+}
+
+/// "512m", "1g", "1.5g", "64k", "1048576" (bytes); units are powers of 1024, as Docker's.
+fn parse_bytes(s: &str) -> Option<u64> {
+    let s = s.trim().to_ascii_lowercase();
+    let s = s.strip_suffix('b').unwrap_or(&s);
+    let (num, unit) = match s.char_indices().last()? {
+        (i, 'k') => (&s[..i], 1u64 << 10),
+        (i, 'm') => (&s[..i], 1 << 20),
+        (i, 'g') => (&s[..i], 1 << 30),
+        (i, 't') => (&s[..i], 1 << 40),
+        _ => (s, 1),
+    };
+    let n: f64 = num.trim().parse().ok()?;
+    (n.is_finite() && n > 0.0).then_some((n * unit as f64) as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_bytes;
+
+    #[test]
+    fn sizes_read_as_docker_reads_them() {
+        assert_eq!(parse_bytes("512m"), Some(512 << 20));
+        assert_eq!(parse_bytes("1G"), Some(1 << 30));
+        assert_eq!(parse_bytes("1.5g"), Some(3 << 29));
+        assert_eq!(parse_bytes("64kb"), Some(64 << 10));
+        assert_eq!(parse_bytes("1048576"), Some(1 << 20));
+        assert_eq!(parse_bytes("lots"), None);
+        assert_eq!(parse_bytes("-1m"), None);
+        assert_eq!(parse_bytes(""), None);
+    }
+}
