@@ -11,6 +11,7 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use notify::{RecursiveMode, Watcher};
 
+use crate::config::ReloadVia;
 use crate::registry::Registry;
 use crate::runtime::Docker;
 
@@ -85,25 +86,32 @@ fn nudge_all(registry: &Registry) {
     }
 }
 
-/// The files of HAProxy the services use: config files and runtime sockets.
+/// The files of HAProxy the services use: config files, runtime and master sockets, pidfiles.
 fn haproxy_files(registry: &Registry) -> BTreeSet<PathBuf> {
     let settings = registry.settings.lock().expect("settings lock");
     settings
         .services
         .values()
         .flat_map(|s| {
+            let reload = match &s.haproxy.reload {
+                Some(ReloadVia::MasterSocket(socket)) => Some(socket.clone()),
+                Some(ReloadVia::Signal { pidfile, .. }) => Some(pidfile.clone()),
+                None => None,
+            };
             [
                 s.haproxy.config_file.clone(),
                 Some(s.haproxy.runtime_socket.clone()),
+                reload,
             ]
         })
         .flatten()
         .collect()
 }
 
-/// Watches the directories of HAProxy's config files and sockets (inotify): a config file
-/// rewritten, or a socket made again (HAProxy reloaded or restarted), nudges every service, now
-/// and once more a second later (a new HAProxy process may take that long to load its servers).
+/// Watches the directories of HAProxy's config files, sockets and pidfile (inotify): a config
+/// file rewritten, a socket or pidfile made again (HAProxy reloaded or restarted), nudges every
+/// service, now and once more a second later (a new HAProxy process may take that long to load
+/// its servers).
 /// Returns the watcher, which stops when dropped.
 pub fn haproxy_files_changed(
     registry: Arc<Registry>,
