@@ -471,11 +471,37 @@ fn an_image_archive_is_loaded_after_its_digest_is_checked() {
     let v1 = env.image("1", &ImageOpts::default());
     let arch = env.image("arch", &ImageOpts::default());
     let config = env.config(&ServiceOpts::default());
+    let archives = env.dir.path().join("archives");
+    std::fs::create_dir(&archives).unwrap();
+    support::daemon::add_daemon_lines(
+        &config,
+        &format!("archive_dirs = [{:?}]", archives.display().to_string()),
+    );
     let daemon = Daemon::start(env.dir.path(), &config);
     daemon.deploy_ok(&v1);
 
-    let tar = env.dir.path().join("web-arch.tar");
+    let tar = archives.join("web-arch.tar");
     let sha = save_and_remove(&arch, &tar);
+    // the daemon reads only archives in its archive directories, links resolved
+    let outside = env.dir.path().join("elsewhere.tar");
+    std::fs::copy(&tar, &outside).unwrap();
+    std::os::unix::fs::symlink(&outside, archives.join("link.tar")).unwrap();
+    for path in [outside.clone(), archives.join("link.tar"), archives.join("../elsewhere.tar")] {
+        let out = daemon.ctl(&[
+            "deploy",
+            "web",
+            "--image",
+            &arch,
+            "--archive",
+            path.to_str().unwrap(),
+        ]);
+        assert_eq!(out.status.code(), Some(4), "{}", text(&out));
+        assert!(
+            text(&out).contains("outside the archive directories"),
+            "{}",
+            text(&out)
+        );
+    }
     assert!(!env.image_exists(&arch));
 
     let wrong = "0".repeat(64);

@@ -57,6 +57,7 @@ struct Daemon {
     docker_socket: Option<PathBuf>,
     inbox_dir: Option<PathBuf>,
     sweep_secs: Option<u64>,
+    archive_dirs: Option<Vec<PathBuf>>,
     socket_group: Option<String>,
     #[serde(default)]
     allowed_uids: Vec<u32>,
@@ -220,8 +221,18 @@ impl Config {
                 format!("{sweep_secs}: the safety sweep is a backstop (events wake the daemon); use 30 or more"),
             ));
         }
+        let archive_dirs = d
+            .archive_dirs
+            .unwrap_or_else(|| vec![state_dir.join("archives")]);
+        if let Some((i, dir)) = archive_dirs.iter().enumerate().find(|(_, p)| !p.is_absolute()) {
+            return Err(ctx.invalid(
+                format!("daemon.archive_dirs[{i}]"),
+                format!("{}: must be an absolute path", dir.display()),
+            ));
+        }
         let daemon = DaemonSettings {
             sweep: std::time::Duration::from_secs(sweep_secs),
+            archive_dirs,
             socket: d
                 .socket
                 .unwrap_or_else(|| PathBuf::from("/run/hotswap/hotswapd.sock")),

@@ -52,6 +52,27 @@ pub fn new_deploy_id() -> String {
     format!("d{:x}-{:06x}", crate::clock::now_ms(), salt & 0xff_ffff)
 }
 
+/// An archive on this host must be inside one of `dirs` (its links resolved): the daemon runs as
+/// root and would otherwise read any file a client names.
+fn check_archive_dir(path: &std::path::Path, dirs: &[std::path::PathBuf]) -> Result<(), String> {
+    let real = path
+        .canonicalize()
+        .map_err(|e| format!("archive {}: {e}", path.display()))?;
+    if dirs
+        .iter()
+        .filter_map(|d| d.canonicalize().ok())
+        .any(|d| real.starts_with(d))
+    {
+        return Ok(());
+    }
+    let names: Vec<String> = dirs.iter().map(|d| d.display().to_string()).collect();
+    Err(format!(
+        "archive {} is outside the archive directories ({}; daemon.archive_dirs): put it in one of them",
+        path.display(),
+        names.join(", ")
+    ))
+}
+
 /// Validates a deploy request and queues its release.
 pub fn accept(shared: &Registry, req: DeployRequest) -> Result<DeployAccepted, Refusal> {
     let handle = handle_of(shared, &req.service)?;
@@ -92,6 +113,14 @@ pub fn accept(shared: &Registry, req: DeployRequest) -> Result<DeployAccepted, R
                     path.display()
                 )));
             }
+            let dirs = shared
+                .settings
+                .lock()
+                .expect("settings lock")
+                .daemon
+                .archive_dirs
+                .clone();
+            check_archive_dir(&path, &dirs).map_err(Refusal::bad)?;
             match std::fs::metadata(&path) {
                 Ok(m) if m.is_file() => {}
                 Ok(_) => {

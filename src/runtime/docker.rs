@@ -111,6 +111,9 @@ fn published_port(
         .find_map(|b| b.host_port.as_deref()?.parse().ok())
 }
 
+/// How much of an image archive is read at a time while it streams into Docker.
+const ARCHIVE_CHUNK: usize = 256 * 1024;
+
 impl Runtime for Docker {
     async fn ensure_image(&self, image: &str) -> Result<(), RuntimeError> {
         match self.client.inspect_image(image).await {
@@ -146,23 +149,25 @@ impl Runtime for Docker {
             image: path.display().to_string(),
             message,
         };
-        // opened as a regular file only: a FIFO swapped in must not block the daemon
-        let file = path.to_owned();
-        let bytes = tokio::task::spawn_blocking(move || {
-            let mut bytes = Vec::new();
-            std::io::Read::read_to_end(&mut crate::fsutil::open_regular(&file)?, &mut bytes)
-                .map(|_| bytes)
-        })
-        .await
-        .expect("archive read task")
-        .map_err(|e| err(format!("reading archive: {e}")))?;
+        // opened as a regular file only: a FIFO swapped in must not block the daemon; streamed
+        // in chunks, so the daemon's memory stays bounded whatever the archive's size
+        let file = crate::fsutil::open_regular(path)
+            .map_err(|e| err(format!("reading archive: {e}")))?;
+        let chunks = futures_util::stream::try_unfold(
+            tokio::fs::File::from_std(file),
+            |mut file| async move {
+                let mut chunk = Vec::with_capacity(ARCHIVE_CHUNK);
+                let n = tokio::io::AsyncReadExt::read_buf(&mut file, &mut chunk).await?;
+                Ok::<_, std::io::Error>((n > 0).then(|| (hyper::body::Bytes::from(chunk), file)))
+            },
+        );
         let options = bollard::query_parameters::ImportImageOptions {
             quiet: true,
             platform: None,
         };
         let mut load = self
             .client
-            .import_image(options, bollard::body_full(bytes.into()), None);
+            .import_image(options, bollard::body_try_stream(chunks), None);
         while let Some(step) = load.next().await {
             step.map_err(|e| err(format!("loading archive into Docker: {}", self.said(&e))))?;
         }
