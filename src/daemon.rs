@@ -15,6 +15,7 @@ use crate::report::outbox::Outbox;
 use crate::report::sqs::SqsSender;
 use crate::report::{FileReporter, Identity, Reporters};
 use crate::runtime::archive::ArchiveFetcher;
+use crate::runtime::secrets::Secrets;
 use crate::runtime::Docker;
 
 pub async fn run(settings: Settings, config_path: PathBuf) -> anyhow::Result<()> {
@@ -33,7 +34,8 @@ pub async fn run(settings: Settings, config_path: PathBuf) -> anyhow::Result<()>
     let docker = Arc::new(
         Docker::connect(d.docker_socket.as_deref())
             .await
-            .context("hotswapd needs the Docker engine")?,
+            .context("hotswapd needs the Docker engine")?
+            .with_registry(settings.registry.clone()),
     );
     let identity = Arc::new(identity(&settings).await);
     let outbox = match &settings.report.sqs_queue_url {
@@ -75,6 +77,7 @@ pub async fn run(settings: Settings, config_path: PathBuf) -> anyhow::Result<()>
             &d.state_dir.join("archives"),
             settings.report.region.clone(),
         )),
+        secrets: Arc::new(Secrets::new(settings.report.region.clone())),
         journal,
     });
     for service in settings.services.values() {

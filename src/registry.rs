@@ -20,6 +20,7 @@ use crate::engine::{ServiceHandle, Walker};
 use crate::health::Http;
 use crate::report::{Identity, Reporters};
 use crate::runtime::archive::ArchiveFetcher;
+use crate::runtime::secrets::Secrets;
 use crate::runtime::Docker;
 
 /// Settings updates reach a running walker through its watch channel.
@@ -45,6 +46,7 @@ pub struct Registry {
     pub(crate) reporter: Arc<Reporters>,
     pub(crate) identity: Arc<Identity>,
     pub(crate) archives: Arc<ArchiveFetcher>,
+    pub(crate) secrets: Arc<Secrets>,
     pub(crate) journal: Journal,
 }
 
@@ -140,6 +142,7 @@ impl Registry {
                 instance_id,
                 runtime: self.docker.clone(),
                 archives: self.archives.clone(),
+                secrets: self.secrets.clone(),
                 prober: Http,
             },
         );

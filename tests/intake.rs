@@ -486,7 +486,11 @@ fn an_image_archive_is_loaded_after_its_digest_is_checked() {
     let outside = env.dir.path().join("elsewhere.tar");
     std::fs::copy(&tar, &outside).unwrap();
     std::os::unix::fs::symlink(&outside, archives.join("link.tar")).unwrap();
-    for path in [outside.clone(), archives.join("link.tar"), archives.join("../elsewhere.tar")] {
+    for path in [
+        outside.clone(),
+        archives.join("link.tar"),
+        archives.join("../elsewhere.tar"),
+    ] {
         let out = daemon.ctl(&[
             "deploy",
             "web",

@@ -35,6 +35,7 @@ pub struct Settings {
     pub source: PathBuf,
     pub daemon: DaemonSettings,
     pub report: ReportSettings,
+    pub registry: RegistrySettings,
     pub services: BTreeMap<String, ServiceSettings>,
     /// Local pre-fork servers that reload code on a signal (`[processes.NAME]`).
     pub processes: BTreeMap<String, ProcessSettings>,
@@ -195,6 +196,57 @@ pub struct ContainerSettings {
     pub stop_signal: String,
     pub stop_grace: Duration,
     pub options: ContainerOptions,
+    /// Files of KEY=VALUE lines, read when a container is created.
+    pub env_files: Vec<PathBuf>,
+    /// Env vars whose values come from AWS, fetched when a container is created.
+    pub secrets: BTreeMap<String, SecretSource>,
+}
+
+/// Where a secret env var's value is kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecretSource {
+    /// SSM Parameter Store (SecureString decrypted).
+    Ssm { name: String },
+    /// Secrets Manager: the whole secret string, or one field of a JSON secret.
+    SecretsManager { id: String, field: Option<String> },
+}
+
+impl std::fmt::Display for SecretSource {
+    /// As written in the config: `ssm:NAME`, `secretsmanager:ID[#FIELD]`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SecretSource::Ssm { name } => write!(f, "ssm:{name}"),
+            SecretSource::SecretsManager { id, field: None } => write!(f, "secretsmanager:{id}"),
+            SecretSource::SecretsManager { id, field: Some(k) } => {
+                write!(f, "secretsmanager:{id}#{k}")
+            }
+        }
+    }
+}
+
+/// `[registry]`: credentials, deadline and disk room for pulls.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegistrySettings {
+    /// Docker's config.json; None: `$DOCKER_CONFIG/config.json` or `~/.docker/config.json`.
+    pub auth_file: Option<PathBuf>,
+    /// Hosts whose credentials come from ECR (besides `*.dkr.ecr.*.amazonaws.com`).
+    pub ecr_registries: Vec<String>,
+    pub ecr_region: Option<String>,
+    pub pull_timeout: Duration,
+    /// Free space Docker's data root must have before a pull or an archive load.
+    pub min_free_disk_mb: u64,
+}
+
+impl Default for RegistrySettings {
+    fn default() -> Self {
+        RegistrySettings {
+            auth_file: None,
+            ecr_registries: Vec::new(),
+            ecr_region: None,
+            pull_timeout: Duration::from_secs(600),
+            min_free_disk_mb: 1024,
+        }
+    }
 }
 
 /// What every container of a service is created with beyond image, env and command.

@@ -23,6 +23,8 @@ pub(super) struct Config {
     #[serde(default)]
     report: Report,
     #[serde(default)]
+    registry: Registry,
+    #[serde(default)]
     services: BTreeMap<String, Service>,
     #[serde(default)]
     processes: BTreeMap<String, Process>,
@@ -63,6 +65,17 @@ struct Daemon {
     allowed_uids: Vec<u32>,
     #[serde(default)]
     allowed_groups: Vec<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Registry {
+    auth_file: Option<PathBuf>,
+    #[serde(default)]
+    ecr_registries: Vec<String>,
+    ecr_region: Option<String>,
+    pull_timeout_secs: Option<u64>,
+    min_free_disk_mb: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -224,7 +237,11 @@ impl Config {
         let archive_dirs = d
             .archive_dirs
             .unwrap_or_else(|| vec![state_dir.join("archives")]);
-        if let Some((i, dir)) = archive_dirs.iter().enumerate().find(|(_, p)| !p.is_absolute()) {
+        if let Some((i, dir)) = archive_dirs
+            .iter()
+            .enumerate()
+            .find(|(_, p)| !p.is_absolute())
+        {
             return Err(ctx.invalid(
                 format!("daemon.archive_dirs[{i}]"),
                 format!("{}: must be an absolute path", dir.display()),
@@ -315,10 +332,38 @@ impl Config {
             imds_endpoint,
             region: r.region,
         };
+        let g = self.registry;
+        let defaults = RegistrySettings::default();
+        if let Some((i, h)) = g
+            .ecr_registries
+            .iter()
+            .enumerate()
+            .find(|(_, h)| h.is_empty() || h.contains(['/', ' ']))
+        {
+            return Err(ctx.invalid(
+                format!("registry.ecr_registries[{i}]"),
+                format!("{h:?}: expected a registry host such as 123456789012.dkr.ecr.eu-west-1.amazonaws.com"),
+            ));
+        }
+        let registry = RegistrySettings {
+            auth_file: g.auth_file,
+            ecr_registries: g.ecr_registries,
+            ecr_region: g.ecr_region,
+            pull_timeout: match g.pull_timeout_secs {
+                None => defaults.pull_timeout,
+                Some(s) => std::time::Duration::from_secs(positive(
+                    &ctx,
+                    "registry.pull_timeout_secs".into(),
+                    s,
+                )?),
+            },
+            min_free_disk_mb: g.min_free_disk_mb.unwrap_or(defaults.min_free_disk_mb),
+        };
         Ok(Settings {
             source: path.to_owned(),
             daemon,
             report,
+            registry,
             services,
             processes,
         })

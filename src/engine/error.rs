@@ -54,6 +54,9 @@ pub enum StepError {
     },
     #[error(transparent)]
     Process(#[from] ProcessError),
+    /// An env file or a secret could not be read (named; its value never is).
+    #[error(transparent)]
+    Secret(#[from] crate::runtime::secrets::SecretError),
     #[error("master pid {pid} exited before the new code passed its health gate")]
     MasterDied { pid: i32 },
     #[error("no new master appeared within 30 s of {signal} to pid {pid}")]

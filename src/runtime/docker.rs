@@ -8,8 +8,8 @@ use bollard::models::{
     ContainerCreateBody, HostConfig, HostConfigLogConfig, PortBinding, ResourcesUlimits,
 };
 use bollard::query_parameters::{
-    CreateContainerOptions, CreateImageOptions, InspectContainerOptions, KillContainerOptions,
-    ListContainersOptions, RemoveContainerOptions, RemoveImageOptions, StopContainerOptions,
+    CreateContainerOptions, InspectContainerOptions, KillContainerOptions, ListContainersOptions,
+    RemoveContainerOptions, RemoveImageOptions, StopContainerOptions,
 };
 use futures_util::StreamExt;
 
@@ -19,11 +19,13 @@ use super::{ContainerSpec, Death, Found, Runtime, RuntimeError, Started};
 /// Log lines a repair report carries of the container that died.
 const LOG_TAIL_LINES: usize = 20;
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Docker {
     pub(super) client: bollard::Docker,
     /// Where the engine is looked for, named in errors that never reached it.
     pub(super) endpoint: String,
+    /// Credentials, deadline and disk room for pulls (`[registry]`).
+    pub(super) pulls: std::sync::Arc<super::pull::Pulls>,
 }
 
 /// Where bollard looks for the engine: the configured socket, else DOCKER_HOST, else its default.
@@ -52,6 +54,7 @@ impl Docker {
         let docker = Docker {
             client,
             endpoint: endpoint(socket),
+            pulls: Default::default(),
         };
         let client = docker
             .client
@@ -63,7 +66,7 @@ impl Docker {
     }
 
     /// An engine error as text; one that never reached the engine names where it was looked for.
-    fn said(&self, e: &bollard::errors::Error) -> String {
+    pub(super) fn said(&self, e: &bollard::errors::Error) -> String {
         match e {
             bollard::errors::Error::DockerResponseServerError { .. } => e.to_string(),
             _ => format!("Docker at {}: {}", self.endpoint, chain(e)),
@@ -126,22 +129,7 @@ impl Runtime for Docker {
                 })
             }
         }
-        tracing::info!(image, "image missing locally, pulling");
-        let options = CreateImageOptions {
-            from_image: Some(image.to_string()),
-            ..Default::default()
-        };
-        let mut pull = self.client.create_image(Some(options), None, None);
-        while let Some(step) = pull.next().await {
-            step.map_err(|e| RuntimeError::Image {
-                image: image.into(),
-                message: format!(
-                    "not present locally and pulling it failed: {}",
-                    self.said(&e)
-                ),
-            })?;
-        }
-        Ok(())
+        self.pull(image).await
     }
 
     async fn load_archive(&self, path: &Path) -> Result<(), RuntimeError> {
@@ -151,8 +139,8 @@ impl Runtime for Docker {
         };
         // opened as a regular file only: a FIFO swapped in must not block the daemon; streamed
         // in chunks, so the daemon's memory stays bounded whatever the archive's size
-        let file = crate::fsutil::open_regular(path)
-            .map_err(|e| err(format!("reading archive: {e}")))?;
+        let file =
+            crate::fsutil::open_regular(path).map_err(|e| err(format!("reading archive: {e}")))?;
         let chunks = futures_util::stream::try_unfold(
             tokio::fs::File::from_std(file),
             |mut file| async move {
@@ -161,6 +149,7 @@ impl Runtime for Docker {
                 Ok::<_, std::io::Error>((n > 0).then(|| (hyper::body::Bytes::from(chunk), file)))
             },
         );
+        self.check_disk(&path.display().to_string()).await?;
         let options = bollard::query_parameters::ImportImageOptions {
             quiet: true,
             platform: None,

@@ -5,6 +5,9 @@ mod docker;
 mod docker_errors;
 mod docker_events;
 pub mod process;
+mod pull;
+pub mod registry_auth;
+pub mod secrets;
 
 use std::collections::BTreeMap;
 use std::future::Future;

@@ -116,6 +116,12 @@ impl TestEnv {
         tag
     }
 
+    /// Takes an image the test built itself into the clean-up (removed when dropped).
+    pub fn own_image(&mut self, tag: &str) {
+        self.watchdog.note(tag);
+        self.images.push(tag.to_string());
+    }
+
     /// Containers this test's daemon labeled, as (name, image, running).
     pub fn containers(&self) -> Vec<(String, String, bool)> {
         let out = Command::new("docker")

@@ -8,6 +8,7 @@ pub mod images;
 pub mod load;
 pub mod moto;
 pub mod process;
+pub mod registry;
 pub mod reports;
 
 /// The value after `name` on the command line (benches: `--rate 1000`).

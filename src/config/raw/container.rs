@@ -3,12 +3,13 @@
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Deserialize;
 
 use super::{parse_signal, ConfigError, Ctx};
-use crate::config::{ContainerOptions, ContainerSettings, Ulimit};
+use crate::config::{ContainerOptions, ContainerSettings, SecretSource, Ulimit};
 
 /// Bounded json-file logs unless the config says otherwise: a chatty app cannot fill the disk.
 const DEFAULT_LOG_MAX_SIZE: &str = "10m";
@@ -52,6 +53,11 @@ pub(super) struct Container {
     #[serde(default)]
     cap_add: Vec<String>,
     network: Option<String>,
+    #[serde(default)]
+    env_files: Vec<PathBuf>,
+    /// NAME = "ssm:PARAMETER" or "secretsmanager:ID[#FIELD]".
+    #[serde(default)]
+    secrets: BTreeMap<String, String>,
 }
 
 /// Linux capabilities Docker knows, without their `CAP_` prefix.
@@ -277,7 +283,54 @@ impl Container {
                 return Err(ctx.invalid(format!("{ck}.network"), format!("{n:?}: {why}")));
             }
         }
+        for (i, f) in self.env_files.iter().enumerate() {
+            if !f.is_absolute() {
+                return Err(ctx.invalid(
+                    format!("{ck}.env_files[{i}]"),
+                    format!("{}: must be an absolute path", f.display()),
+                ));
+            }
+        }
+        let mut secrets = BTreeMap::new();
+        for (name, source) in self.secrets {
+            let sk = format!("{ck}.secrets.{name}");
+            if name.is_empty() || name.contains(['=', ' ']) {
+                return Err(ctx.invalid(sk, "not an env var name"));
+            }
+            let parsed = match source.split_once(':') {
+                Some(("ssm", p)) if !p.is_empty() => SecretSource::Ssm {
+                    name: p.to_string(),
+                },
+                Some(("secretsmanager", rest)) if !rest.is_empty() => {
+                    let (id, field) = match rest.split_once('#') {
+                        Some((id, f)) => (id, Some(f.to_string())),
+                        None => (rest, None),
+                    };
+                    if id.is_empty() || field.as_deref() == Some("") {
+                        return Err(ctx.invalid(
+                            sk,
+                            format!(
+                                "{source:?}: expected secretsmanager:ID or secretsmanager:ID#FIELD"
+                            ),
+                        ));
+                    }
+                    SecretSource::SecretsManager {
+                        id: id.to_string(),
+                        field,
+                    }
+                }
+                _ => return Err(ctx.invalid(
+                    sk,
+                    format!(
+                        "{source:?}: expected \"ssm:PARAMETER\" or \"secretsmanager:ID[#FIELD]\""
+                    ),
+                )),
+            };
+            secrets.insert(name, parsed);
+        }
         Ok(ContainerSettings {
+            env_files: self.env_files,
+            secrets,
             env: self.env,
             command: self.command,
             volumes: self.volumes,

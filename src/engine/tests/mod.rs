@@ -98,6 +98,7 @@ impl Rig {
                 instance_id: "host-1".into(),
                 runtime: Arc::new(self.docker.clone()),
                 archives: Arc::new(ArchiveFetcher::new(self.dir.path(), None)),
+                secrets: Arc::new(crate::runtime::secrets::Secrets::new(None)),
                 prober: self.gate.clone(),
             },
         );

@@ -28,6 +28,7 @@ use crate::engine::error::StepError;
 use crate::engine::phase::{Budgets, Instance, Replica, Swap};
 use crate::health::{Passed, Prober};
 use crate::runtime::archive::ArchiveFetcher;
+use crate::runtime::secrets::Secrets;
 use crate::runtime::{Found, Runtime, LABEL_INSTANCE, LABEL_SERVICE};
 
 /// Time allowed to undo a failed swap.
@@ -41,6 +42,8 @@ pub struct Containers<R, B, H> {
     instance_id: String,
     runtime: Arc<R>,
     archives: Arc<ArchiveFetcher>,
+    /// Env from files and AWS, resolved when a container is created.
+    secrets: Arc<Secrets>,
     balancer: B,
     prober: H,
 }
@@ -53,6 +56,7 @@ pub struct Parts<R, H> {
     pub instance_id: String,
     pub runtime: Arc<R>,
     pub archives: Arc<ArchiveFetcher>,
+    pub secrets: Arc<Secrets>,
     pub prober: H,
 }
 
@@ -71,6 +75,7 @@ impl<R: Runtime, B: Balancer, H: Prober> Containers<R, B, H> {
             instance_id: parts.instance_id,
             runtime: parts.runtime,
             archives: parts.archives,
+            secrets: parts.secrets,
             prober: parts.prober,
         }
     }

@@ -118,6 +118,11 @@ impl<R: Runtime, B: Balancer, H: Prober> Containers<R, B, H> {
         index: usize,
     ) -> Result<Replica, StepError> {
         let mut spec = self.container_spec(release);
+        let c = &self.settings.container;
+        if !c.env_files.is_empty() || !c.secrets.is_empty() {
+            spec.env
+                .extend(self.secrets.resolve(&c.env_files, &c.secrets).await?);
+        }
         let mut server = server_name(&release.deploy_id);
         if index > 0 {
             spec.name = format!("{}-{}", spec.name, index + 1);

@@ -1,0 +1,186 @@
+//! Private registries through the real daemon: a release pulled (not preloaded) from a real
+//! registry on loopback (Debian's docker-registry with htpasswd basic auth) under keep-alive
+//! load; wrong and missing credentials fail the swap with the registry's answer while the old
+//! release serves on; ECR's token (from moto) used against that registry. No secret is found in
+//! the journal, the reports, the log or `status`.
+
+mod support;
+
+use std::path::Path;
+use std::time::Duration;
+
+use support::daemon::{Daemon, ServiceOpts};
+use support::env::TestEnv;
+use support::images::{remove_image, ImageOpts};
+use support::load::Load;
+use support::moto::Moto;
+use support::registry::LocalRegistry;
+use support::{blocking, text};
+
+/// Every file under `dir` (journal, reports, log, queue) as text.
+fn all_text_under(dir: &Path) -> String {
+    let mut out = String::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if let Ok(t) = std::fs::read(&p) {
+                out.push_str(&String::from_utf8_lossy(&t));
+            }
+        }
+    }
+    out
+}
+
+fn add_registry_table(config: &Path, lines: &str) {
+    let mut text = std::fs::read_to_string(config).unwrap();
+    text.push_str(&format!("\n[registry]\n{lines}\n"));
+    std::fs::write(config, text).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_release_is_pulled_from_a_private_registry_and_bad_credentials_change_nothing() {
+    let registry = LocalRegistry::start("deployer", "pull-secret-4711");
+    let mut env = TestEnv::new("privreg");
+    let v1 = env.image("1", &ImageOpts::default());
+    let v2 = env.image("2", &ImageOpts::default());
+    let remote = registry.push(&v2, "team/web:2");
+    // only the registry has it now
+    remove_image(&v2);
+    assert!(!env.image_exists(&remote) && !env.image_exists(&v2));
+
+    let auth_file = env.dir.path().join("docker-config.json");
+    std::fs::write(
+        &auth_file,
+        registry.docker_config_json("deployer", "wrong-password"),
+    )
+    .unwrap();
+    let config = env.config(&ServiceOpts::default());
+    add_registry_table(
+        &config,
+        &format!("auth_file = {:?}", auth_file.display().to_string()),
+    );
+    let daemon = std::sync::Arc::new(Daemon::start(env.dir.path(), &config));
+    daemon.deploy_ok(&v1);
+    let load = Load::start(env.haproxy.frontend, 4, "/");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let deploy = |image: String| {
+        let d = daemon.clone();
+        blocking(move || {
+            d.ctl(&[
+                "deploy",
+                "web",
+                "--image",
+                &image,
+                "--version",
+                "2",
+                "--wait",
+            ])
+        })
+    };
+    // a wrong password: the registry's answer, named, and the old release serves on
+    let out = deploy(remote.clone()).await;
+    assert_eq!(out.status.code(), Some(5), "{}", text(&out));
+    let said = text(&out);
+    assert!(
+        said.contains(&registry.host()) && said.contains("unauthorized"),
+        "{said}"
+    );
+    // no credentials for this registry at all
+    std::fs::write(&auth_file, r#"{"auths": {}}"#).unwrap();
+    let out = deploy(remote.clone()).await;
+    assert_eq!(out.status.code(), Some(5), "{}", text(&out));
+    assert!(
+        text(&out).contains("no basic auth credentials"),
+        "{}",
+        text(&out)
+    );
+    let s = daemon.status_json().unwrap();
+    assert_eq!(
+        s["services"][0]["current"]["release"]["image"],
+        v1.as_str(),
+        "{s}"
+    );
+    assert_eq!(env.containers().len(), 1, "nothing was started");
+
+    // the right ones: pulled under load, nothing dropped
+    std::fs::write(
+        &auth_file,
+        registry.docker_config_json("deployer", "pull-secret-4711"),
+    )
+    .unwrap();
+    let out = deploy(remote.clone()).await;
+    assert!(out.status.success(), "{}\n{}", text(&out), daemon.log());
+    let mark = load.mark();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        load.releases_since(&mark).keys().collect::<Vec<_>>(),
+        ["2"],
+        "the pulled release serves"
+    );
+    let stats = load.stop().await;
+    assert_eq!(stats.failed, 0, "{stats}");
+
+    let status = serde_json::to_string(&daemon.status_json().unwrap()).unwrap();
+    let mut seen = all_text_under(env.dir.path().join("state").as_path());
+    seen.push_str(&daemon.log());
+    seen.push_str(&status);
+    assert!(
+        !seen.contains("pull-secret-4711"),
+        "the registry password leaked"
+    );
+    drop(daemon);
+    drop(env);
+    drop(registry);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ecr_token_is_fetched_and_used_for_the_pull() {
+    let moto = Moto::start(std::env::temp_dir().as_path());
+    // what ECR (moto) hands out is what the registry is set to accept
+    let ecr = aws_sdk_ecr::Client::new(&moto.sdk_config().await);
+    let token = ecr.get_authorization_token().send().await.unwrap();
+    let token = token.authorization_data()[0]
+        .authorization_token()
+        .unwrap()
+        .to_string();
+    let decoded = String::from_utf8(
+        base64::Engine::decode(&base64::engine::general_purpose::STANDARD, &token).unwrap(),
+    )
+    .unwrap();
+    let (user, password) = decoded.split_once(':').unwrap();
+    let registry = LocalRegistry::start(user, password);
+    let mut env = TestEnv::new("ecrpull");
+    let v1 = env.image("1", &ImageOpts::default());
+    let remote = registry.push(&v1, "team/web:1");
+    remove_image(&v1);
+
+    let config = env.config(&ServiceOpts::default());
+    add_registry_table(
+        &config,
+        &format!(
+            "ecr_registries = [{:?}]\necr_region = \"us-east-1\"",
+            registry.host()
+        ),
+    );
+    let daemon = Daemon::start_env(env.dir.path(), &config, &moto.env());
+    let out = daemon.ctl(&[
+        "deploy",
+        "web",
+        "--image",
+        &remote,
+        "--version",
+        "1",
+        "--wait",
+    ]);
+    assert!(out.status.success(), "{}\n{}", text(&out), daemon.log());
+    let mut seen = all_text_under(env.dir.path().join("state").as_path());
+    seen.push_str(&daemon.log());
+    assert!(!seen.contains(password), "the ECR token leaked");
+    drop(daemon);
+    drop(env);
+    drop(registry);
+}
