@@ -1,8 +1,10 @@
 //! Private registries through the real daemon: a release pulled (not preloaded) from a real
 //! registry on loopback (Debian's docker-registry with htpasswd basic auth) under keep-alive
 //! load; wrong and missing credentials fail the swap with the registry's answer while the old
-//! release serves on; ECR's token (from moto) used against that registry. No secret is found in
-//! the journal, the reports, the log or `status`.
+//! release serves on; ECR's token (from moto) used against that registry. Secrets from SSM,
+//! Secrets Manager (moto) and an env file reach the container's env; a missing one fails the swap
+//! by name. No credential or secret is found in the journal, the reports, the log, `status` or the
+//! container's labels.
 
 mod support;
 
@@ -183,4 +185,111 @@ async fn an_ecr_token_is_fetched_and_used_for_the_pull() {
     drop(daemon);
     drop(env);
     drop(registry);
+}
+
+/// The body of one GET through `addr` (HTTP/1.0: the server closes when done).
+fn get(addr: std::net::SocketAddr, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(format!("GET {path} HTTP/1.0\r\n\r\n").as_bytes())
+        .unwrap();
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out.split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or(out)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_from_ssm_secrets_manager_and_env_files_reach_the_container_and_nothing_else() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let moto = Moto::start(dir.path());
+    let sdk = moto.sdk_config().await;
+    aws_sdk_ssm::Client::new(&sdk)
+        .put_parameter()
+        .name("/shop/web/db")
+        .value("postgres://u:db-secret-1234@db/shop")
+        .r#type(aws_sdk_ssm::types::ParameterType::SecureString)
+        .send()
+        .await
+        .unwrap();
+    aws_sdk_secretsmanager::Client::new(&sdk)
+        .create_secret()
+        .name("shop/web")
+        .secret_string(r#"{"stripe": "sk-secret-5678", "other": "x"}"#)
+        .send()
+        .await
+        .unwrap();
+    let mut env = TestEnv::new("secrets");
+    let v1 = env.image("1", &ImageOpts::default());
+    let v2 = env.image("2", &ImageOpts::default());
+    // a failed release's image is removed with it: one image per failing attempt
+    let v3 = env.image("3", &ImageOpts::default());
+    let env_file = env.dir.path().join("web.env");
+    std::fs::write(&env_file, "# from a file\nFROM_FILE=file-secret-9012\n").unwrap();
+    std::fs::set_permissions(&env_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let opts = ServiceOpts {
+        container: format!("env_files = [{:?}]", env_file.display().to_string()),
+        extra: r#"
+[services.web.container.secrets]
+DB_URL = "ssm:/shop/web/db"
+STRIPE_KEY = "secretsmanager:shop/web#stripe"
+"#
+        .into(),
+        ..Default::default()
+    };
+    let config = env.config(&opts);
+    let daemon = Daemon::start_env(env.dir.path(), &config, &moto.env());
+    daemon.deploy_ok(&v1);
+    let front = env.haproxy.frontend;
+    for (name, value) in [
+        ("DB_URL", "postgres://u:db-secret-1234@db/shop"),
+        ("STRIPE_KEY", "sk-secret-5678"),
+        ("FROM_FILE", "file-secret-9012"),
+    ] {
+        let body = get(front, &format!("/env/{name}"));
+        assert!(body.contains(value), "{name}: {body}");
+    }
+
+    // an env file others may read is refused, naming it; the release serves on
+    std::fs::set_permissions(&env_file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let out = daemon.ctl(&["deploy", "web", "--image", &v2, "--wait"]);
+    assert_eq!(out.status.code(), Some(5), "{}", text(&out));
+    assert!(
+        text(&out).contains("readable by others") && text(&out).contains("web.env"),
+        "{}",
+        text(&out)
+    );
+    std::fs::set_permissions(&env_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    // a parameter that does not exist: named, and the release serves on
+    let cfg = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, cfg.replace("/shop/web/db", "/shop/web/missing")).unwrap();
+    let out = daemon.ctl(&["reload"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let out = daemon.ctl(&["deploy", "web", "--image", &v3, "--wait"]);
+    assert_eq!(out.status.code(), Some(5), "{}", text(&out));
+    assert!(
+        text(&out).contains("ssm:/shop/web/missing") && text(&out).contains("DB_URL"),
+        "{}",
+        text(&out)
+    );
+    assert!(get(front, "/env/STRIPE_KEY").contains("\"release\":\"1\""));
+
+    // no value anywhere but in the container's env
+    let (id, _, _) = env.containers()[0].clone();
+    let inspect = std::process::Command::new("docker")
+        .args(["inspect", "--format", "{{json .Config.Labels}}", &id])
+        .output()
+        .unwrap();
+    let mut seen = all_text_under(env.dir.path().join("state").as_path());
+    seen.push_str(&daemon.log());
+    seen.push_str(&String::from_utf8_lossy(&inspect.stdout));
+    seen.push_str(&serde_json::to_string(&daemon.status_json().unwrap()).unwrap());
+    for secret in ["db-secret-1234", "sk-secret-5678", "file-secret-9012"] {
+        assert!(!seen.contains(secret), "{secret} leaked");
+    }
+    drop(daemon);
+    drop(env);
 }

@@ -7,4 +7,6 @@ if [ -d /run/systemd/system ]; then
 fi
 if [ "$1" -eq 1 ]; then
     systemctl --no-reload enable hotswapd.service >/dev/null 2>&1 || :
+    # the config may hold credentials: root and the hotswap group read it (mode 0640)
+    chgrp hotswap /etc/hotswap/config.toml >/dev/null 2>&1 || :
 fi

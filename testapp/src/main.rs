@@ -13,6 +13,7 @@
 //! - `DELAY_MS`  delay before answering a non-health request (default 0)
 //! - `EXIT_AFTER_MS` exit with code 3 this long after start, a crash (default 0: never)
 //!
+//! `GET /env/NAME` answers the value of env var NAME (what the container was given).
 //! `GET /alloc/MB` allocates MB MiB, touches every page and keeps it: an app over its memory
 //! limit (the OOM killer's case).
 //!
@@ -475,6 +476,11 @@ fn handle(state: &State, req: &Request) -> (u16, String) {
                 503,
                 format!("{{\"release\":{},\"ready\":false}}", state.release_json.read().unwrap()),
             )
+        }
+    } else if let Some(name) = req.path.strip_prefix("/env/") {
+        match std::env::var(name) {
+            Ok(v) => (200, format!("{{\"release\":{},\"value\":{:?}}}", state.release_json.read().unwrap(), v)),
+            Err(_) => (404, format!("{{\"release\":{},\"error\":\"no such env var\"}}", state.release_json.read().unwrap())),
         }
     } else if let Some(mb) = req.path.strip_prefix("/alloc/").and_then(|m| m.parse::<usize>().ok()) {
         // kept for ever, every page written (ones, not zeros, so no page is shared)
