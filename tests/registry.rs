@@ -161,13 +161,32 @@ async fn an_ecr_token_is_fetched_and_used_for_the_pull() {
     remove_image(&v1);
 
     let config = env.config(&ServiceOpts::default());
-    add_registry_table(
-        &config,
-        &format!(
-            "ecr_registries = [{:?}]\necr_region = \"us-east-1\"",
-            registry.host()
-        ),
+    let table = format!(
+        "ecr_registries = [{:?}]\necr_region = \"us-east-1\"",
+        registry.host()
     );
+    // first with more free disk asked for than any host has: refused with the figures
+    add_registry_table(&config, &format!("{table}\nmin_free_disk_mb = 1000000000"));
+    let daemon = Daemon::start_env(env.dir.path(), &config, &moto.env());
+    let out = daemon.ctl(&[
+        "deploy",
+        "web",
+        "--image",
+        &remote,
+        "--version",
+        "1",
+        "--wait",
+    ]);
+    assert_eq!(out.status.code(), Some(5), "{}", text(&out));
+    assert!(
+        text(&out).contains("MiB free, less than registry.min_free_disk_mb (1000000000 MiB)"),
+        "{}",
+        text(&out)
+    );
+    assert!(env.containers().is_empty() && !env.image_exists(&remote));
+    drop(daemon);
+    let cfg = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, cfg.replace("\nmin_free_disk_mb = 1000000000", "")).unwrap();
     let daemon = Daemon::start_env(env.dir.path(), &config, &moto.env());
     let out = daemon.ctl(&[
         "deploy",

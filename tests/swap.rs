@@ -100,6 +100,13 @@ async fn swap_under_keep_alive_load_drops_nothing_and_retires_the_old_release() 
     let status = daemon.status_json().unwrap();
     assert_eq!(status["services"][0]["previous"]["image"], v1.as_str());
     assert_eq!(current_image(&daemon).as_deref(), Some(v2.as_str()));
+
+    // one more: web:1 goes (web:2 is now the rollback image), and the report says what it freed
+    let v3 = env.image("3", &ImageOpts::default());
+    daemon.deploy_ok(&v3);
+    assert!(!env.image_exists(&v1) && env.image_exists(&v2));
+    let r = daemon.reports().pop().unwrap();
+    assert!(r["images_reclaimed_bytes"].is_u64(), "{r}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

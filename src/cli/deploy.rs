@@ -130,6 +130,8 @@ struct Progress {
     steps_begun: usize,
     /// Step records printed (each once it has ended).
     steps_done: usize,
+    /// What the phase was last said to be doing (a pull's progress).
+    activity: Option<String>,
 }
 
 impl Progress {
@@ -182,6 +184,11 @@ impl Progress {
             self.marks_done += 1;
         }
         self.print_steps(&steps, steps.len());
+        let activity = swap.get("activity").and_then(|a| a.as_str());
+        if let Some(a) = activity.filter(|a| Some(*a) != self.activity.as_deref()) {
+            eprintln!("    {a}");
+        }
+        self.activity = activity.map(String::from);
     }
 
     /// Prints the ended step records among the first `upto` not printed yet, in order.

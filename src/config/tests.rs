@@ -151,6 +151,33 @@ fn container_options_are_validated_with_the_key_at_fault() {
         let err = with(lines).unwrap_err().to_string();
         assert!(err.contains(key), "{lines:?}: {err}");
     }
+    let secrets = |t: &str| {
+        with(&format!(
+            "env_files = [\"/etc/hotswap/web.env\"]\n[services.web.container.secrets]\n{t}"
+        ))
+    };
+    let s = secrets("A = \"ssm:/shop/a\"\nB = \"secretsmanager:shop/b#key\"").unwrap();
+    let c = &s.service("web").unwrap().container;
+    assert_eq!(
+        c.secrets["A"],
+        SecretSource::Ssm {
+            name: "/shop/a".into()
+        }
+    );
+    assert_eq!(c.secrets["B"].to_string(), "secretsmanager:shop/b#key");
+    for bad in [
+        "A = \"vault:x\"",
+        "A = \"ssm:\"",
+        "A = \"secretsmanager:x#\"",
+    ] {
+        let err = secrets(bad).unwrap_err().to_string();
+        assert!(
+            err.contains("services.web.container.secrets.A"),
+            "{bad}: {err}"
+        );
+    }
+    let err = with("env_files = [\"web.env\"]").unwrap_err().to_string();
+    assert!(err.contains("services.web.container.env_files[0]"), "{err}");
 }
 
 #[test]

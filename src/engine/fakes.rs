@@ -94,7 +94,11 @@ impl FakeDocker {
 }
 
 impl Runtime for FakeDocker {
-    async fn ensure_image(&self, image: &str) -> Result<(), RuntimeError> {
+    async fn ensure_image(
+        &self,
+        image: &str,
+        _progress: &mut (dyn FnMut(&str) + Send),
+    ) -> Result<(), RuntimeError> {
         self.calls.push(format!("docker ensure_image {image}"));
         self.fail("ensure_image", image)?;
         self.state.lock().unwrap().images.insert(image.to_string());

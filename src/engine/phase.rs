@@ -203,6 +203,9 @@ pub struct Swap {
     /// What the new release answered on its health route when the gate passed.
     #[serde(default)]
     pub health_response: Option<String>,
+    /// What the phase is doing right now, for `deploy --wait` (a pull's progress).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub activity: Option<String>,
     /// The switch was done by rewriting HAProxy's config and reloading it.
     #[serde(default)]
     pub switched_by_reload: bool,
@@ -212,6 +215,10 @@ pub struct Swap {
     pub lb_failures_at_start: Option<u64>,
     #[serde(default)]
     pub failed_requests: Option<u64>,
+    /// Bytes Docker's data root gained when retiring removed old images (None: none removed, or
+    /// the data root is not visible from here).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub images_reclaimed_bytes: Option<u64>,
     /// A code reload: when the server was signalled (the new code's clock starts here).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signalled_ms: Option<UnixMs>,
@@ -294,9 +301,11 @@ impl Swap {
             reason: None,
             warnings: Vec::new(),
             health_response: None,
+            activity: None,
             switched_by_reload: false,
             lb_failures_at_start: None,
             failed_requests: None,
+            images_reclaimed_bytes: None,
             signalled_ms: None,
             ramp: Vec::new(),
             watch_ms: 0,

@@ -135,7 +135,7 @@ impl<S: Steps, P: Reporter> Walker<S, P> {
             // HAProxy not answering, the backend missing) fails now, naming it
             Phase::Accepted => steps.reachable().await.map(|()| Event::Begin),
             Phase::Starting { deadline } => {
-                let work = steps.start(&mut swap);
+                let work = steps.start(book, &mut swap);
                 within(deadline, work, || StepError::Deadline {
                     what: "starting the new release",
                 })

@@ -61,6 +61,9 @@ pub struct Report {
     /// Requests HAProxy counted as failed on the service's backend during the swap (connection
     /// and response errors, 5xx answers); None when it could not be read.
     pub failed_requests: Option<u64>,
+    /// Bytes freed on Docker's data root by removing old images (the rollback image is kept).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub images_reclaimed_bytes: Option<u64>,
     /// A code reload: when the server was signalled.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub signalled_ms: Option<u64>,
@@ -175,6 +178,7 @@ impl Report {
             health_response: swap.health_response.clone(),
             previous_image: swap.old.as_ref().map(|o| o.release.image.clone()),
             failed_requests: swap.failed_requests,
+            images_reclaimed_bytes: swap.images_reclaimed_bytes,
             signalled_ms: swap.signalled_ms,
             canary: (swap.ramp_skipped || !swap.ramp.is_empty()).then(|| CanaryReport {
                 skipped: swap.ramp_skipped,
@@ -219,6 +223,7 @@ impl Report {
             health_response: None,
             previous_image: None,
             failed_requests: None,
+            images_reclaimed_bytes: None,
             signalled_ms: None,
             canary: None,
             repair: Some(repair),

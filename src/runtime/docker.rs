@@ -118,7 +118,11 @@ fn published_port(
 const ARCHIVE_CHUNK: usize = 256 * 1024;
 
 impl Runtime for Docker {
-    async fn ensure_image(&self, image: &str) -> Result<(), RuntimeError> {
+    async fn ensure_image(
+        &self,
+        image: &str,
+        progress: &mut (dyn FnMut(&str) + Send),
+    ) -> Result<(), RuntimeError> {
         match self.client.inspect_image(image).await {
             Ok(_) => return Ok(()),
             Err(e) if is_not_found(&e) => {}
@@ -129,7 +133,7 @@ impl Runtime for Docker {
                 })
             }
         }
-        self.pull(image).await
+        self.pull(image, progress).await
     }
 
     async fn load_archive(&self, path: &Path) -> Result<(), RuntimeError> {
@@ -418,6 +422,10 @@ impl Runtime for Docker {
                     .find_map(|p| p.public_port),
             })
             .collect())
+    }
+
+    async fn free_bytes(&self) -> Option<u64> {
+        self.free_on_data_root().await.map(|(_, free)| free)
     }
 
     async fn remove_image(&self, image: &str) -> Result<bool, RuntimeError> {

@@ -83,8 +83,13 @@ pub enum RuntimeError {
 }
 
 pub trait Runtime: Send + Sync + 'static {
-    /// Makes sure the image is present, pulling it only if missing.
-    fn ensure_image(&self, image: &str) -> impl Future<Output = Result<(), RuntimeError>> + Send;
+    /// Makes sure the image is present, pulling it only if missing; `progress` is told how a
+    /// pull goes ("pulling …: 3 of 5 layers, 12.1 of 40.3 MB"), as often as Docker says.
+    fn ensure_image(
+        &self,
+        image: &str,
+        progress: &mut (dyn FnMut(&str) + Send),
+    ) -> impl Future<Output = Result<(), RuntimeError>> + Send;
     /// Loads an image archive (`docker save` format) into the engine.
     fn load_archive(
         &self,
@@ -120,4 +125,8 @@ pub trait Runtime: Send + Sync + 'static {
     ) -> impl Future<Output = Result<Vec<Found>, RuntimeError>> + Send;
     /// Removes the image reference unless a container uses it. Returns whether it was removed.
     fn remove_image(&self, image: &str) -> impl Future<Output = Result<bool, RuntimeError>> + Send;
+    /// Free bytes on the engine's data root, when this host can see it.
+    fn free_bytes(&self) -> impl Future<Output = Option<u64>> + Send {
+        std::future::ready(None)
+    }
 }

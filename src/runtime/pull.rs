@@ -39,6 +39,62 @@ impl Pulls {
     }
 }
 
+/// A pull's layers as Docker reports them: bytes downloaded of each, and which are done.
+#[derive(Default)]
+struct Layers {
+    by_id: std::collections::BTreeMap<String, (u64, u64, bool)>,
+}
+
+impl Layers {
+    /// Takes one progress message; true when it was about a layer.
+    fn saw(&mut self, info: &bollard::models::CreateImageInfo) -> bool {
+        let (Some(id), Some(status)) = (&info.id, &info.status) else {
+            return false;
+        };
+        let layer = self.by_id.entry(id.clone());
+        match status.as_str() {
+            "Pulling fs layer" | "Waiting" => {
+                layer.or_default();
+            }
+            "Downloading" => {
+                let l = layer.or_default();
+                if let Some(d) = &info.progress_detail {
+                    l.0 = d.current.unwrap_or(0).max(0) as u64;
+                    l.1 = d.total.unwrap_or(0).max(0) as u64;
+                }
+            }
+            "Download complete" | "Verifying Checksum" | "Extracting" => {
+                let l = layer.or_default();
+                l.0 = l.1.max(l.0);
+            }
+            "Pull complete" | "Already exists" => {
+                let l = layer.or_default();
+                l.0 = l.1.max(l.0);
+                l.2 = true;
+            }
+            _ => return false,
+        }
+        true
+    }
+}
+
+impl std::fmt::Display for Layers {
+    /// "3 of 5 layers, 12.1 of 40.3 MB".
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let done = self.by_id.values().filter(|l| l.2).count();
+        let got: u64 = self.by_id.values().map(|l| l.0).sum();
+        let total: u64 = self.by_id.values().map(|l| l.1).sum();
+        let mb = |b: u64| b as f64 / 1e6;
+        write!(
+            f,
+            "{done} of {} layers, {:.1} of {:.1} MB",
+            self.by_id.len(),
+            mb(got),
+            mb(total)
+        )
+    }
+}
+
 impl Docker {
     /// Pulls as `[registry]` says.
     pub fn with_registry(self, settings: RegistrySettings) -> Docker {
@@ -48,7 +104,11 @@ impl Docker {
         }
     }
 
-    pub(super) async fn pull(&self, image: &str) -> Result<(), RuntimeError> {
+    pub(super) async fn pull(
+        &self,
+        image: &str,
+        progress: &mut (dyn FnMut(&str) + Send),
+    ) -> Result<(), RuntimeError> {
         let host = registry_host(image);
         let fail = |message: String| RuntimeError::Image {
             image: image.into(),
@@ -78,13 +138,17 @@ impl Docker {
         };
         let pulled = async {
             let mut pull = self.client.create_image(Some(options), None, credentials);
+            let mut layers = Layers::default();
             while let Some(step) = pull.next().await {
-                step.map_err(|e| {
+                let step = step.map_err(|e| {
                     fail(format!(
                         "not present locally; pulling it from {host} {from} failed: {}",
                         self.said(&e)
                     ))
                 })?;
+                if layers.saw(&step) {
+                    progress(&format!("pulling {image}: {layers}"));
+                }
             }
             Ok(())
         };
@@ -97,13 +161,8 @@ impl Docker {
         })?
     }
 
-    /// Fails when Docker's data root has less free space than `min_free_disk_mb`; `what` is the
-    /// image or archive that would have been written there.
-    pub(super) async fn check_disk(&self, what: &str) -> Result<(), RuntimeError> {
-        let want = self.pulls.min_free_mb;
-        if want == 0 {
-            return Ok(());
-        }
+    /// Docker's data root and the bytes free there, when this host can see it.
+    pub(super) async fn free_on_data_root(&self) -> Option<(PathBuf, u64)> {
         let root = self
             .pulls
             .root_dir
@@ -112,14 +171,24 @@ impl Docker {
                 let dir = PathBuf::from(info.docker_root_dir?);
                 dir.exists().then_some(dir)
             })
-            .await;
-        let Some(root) = root else {
+            .await
+            .clone()?;
+        let stat = nix::sys::statvfs::statvfs(&root).ok()?;
+        let free = stat.blocks_available() as u64 * stat.fragment_size() as u64;
+        Some((root, free))
+    }
+
+    /// Fails when Docker's data root has less free space than `min_free_disk_mb`; `what` is the
+    /// image or archive that would have been written there.
+    pub(super) async fn check_disk(&self, what: &str) -> Result<(), RuntimeError> {
+        let want = self.pulls.min_free_mb;
+        if want == 0 {
+            return Ok(());
+        }
+        let Some((root, free)) = self.free_on_data_root().await else {
             return Ok(()); // a remote engine, or one this host cannot see: Docker will say
         };
-        let Ok(stat) = nix::sys::statvfs::statvfs(root) else {
-            return Ok(());
-        };
-        let free_mb = stat.blocks_available() as u64 * stat.fragment_size() as u64 >> 20;
+        let free_mb = free >> 20;
         if free_mb < want {
             return Err(RuntimeError::Image {
                 image: what.to_string(),
@@ -130,5 +199,39 @@ impl Docker {
             });
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bollard::models::{CreateImageInfo, ProgressDetail};
+
+    fn info(id: &str, status: &str, detail: Option<(i64, i64)>) -> CreateImageInfo {
+        CreateImageInfo {
+            id: Some(id.into()),
+            status: Some(status.into()),
+            progress_detail: detail.map(|(current, total)| ProgressDetail {
+                current: Some(current),
+                total: Some(total),
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_pull_is_summed_up_by_layers_and_bytes() {
+        let mut l = Layers::default();
+        assert!(
+            !l.saw(&info("2", "Pulling from team/web", None)),
+            "the tag's line is no layer"
+        );
+        assert!(l.saw(&info("a", "Pulling fs layer", None)));
+        assert!(l.saw(&info("b", "Already exists", None)));
+        assert!(l.saw(&info("a", "Downloading", Some((2_000_000, 8_000_000)))));
+        assert_eq!(l.to_string(), "1 of 2 layers, 2.0 of 8.0 MB");
+        l.saw(&info("a", "Download complete", None));
+        l.saw(&info("a", "Pull complete", None));
+        assert_eq!(l.to_string(), "2 of 2 layers, 8.0 of 8.0 MB");
     }
 }

@@ -319,12 +319,14 @@ impl Container {
                         field,
                     }
                 }
-                _ => return Err(ctx.invalid(
-                    sk,
-                    format!(
+                _ => {
+                    return Err(ctx.invalid(
+                        sk,
+                        format!(
                         "{source:?}: expected \"ssm:PARAMETER\" or \"secretsmanager:ID[#FIELD]\""
                     ),
-                )),
+                    ))
+                }
             };
             secrets.insert(name, parsed);
         }

@@ -86,7 +86,11 @@ pub trait Steps: Send {
         swap
     }
     /// starting: the new release runs, out of traffic.
-    async fn start(&mut self, swap: &mut Swap) -> Result<Instance, StepError>;
+    async fn start(
+        &mut self,
+        ledger: &mut dyn Ledger,
+        swap: &mut Swap,
+    ) -> Result<Instance, StepError>;
     /// health_gate: the new release answers as it should, end to end.
     async fn gate(&mut self, swap: &Swap, deadline: UnixMs) -> Result<Passed, StepError>;
     /// switching: traffic moves to the new release (the old one keeps serving until it has).

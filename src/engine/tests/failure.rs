@@ -148,7 +148,7 @@ async fn removing_the_new_container_also_finds_one_never_journaled() {
     r.deploy(&mut w, "1").await;
     let swap = r.until(&mut w, "2", "starting").await;
     // a container of the deploy started, then the daemon died before journaling it
-    w.steps.start(&mut swap.clone()).await.unwrap();
+    w.steps.start(&mut w.book, &mut swap.clone()).await.unwrap();
     assert_eq!(r.running_images(), vec!["web:1", "web:2"]);
     r.restart(w).await;
     assert_eq!(r.running_images(), vec!["web:1"]);

@@ -178,11 +178,15 @@ impl<R: Runtime, B: Balancer, H: Prober> Steps for Containers<R, B, H> {
         swap
     }
 
-    async fn start(&mut self, swap: &mut Swap) -> Result<Instance, StepError> {
+    async fn start(
+        &mut self,
+        ledger: &mut dyn Ledger,
+        swap: &mut Swap,
+    ) -> Result<Instance, StepError> {
         if swap.release.code.is_some() {
             return self.code_start(swap).await;
         }
-        self.start_new(swap).await
+        self.start_new(ledger, swap).await
     }
 
     async fn gate(&mut self, swap: &Swap, deadline: UnixMs) -> Result<Passed, StepError> {

@@ -39,7 +39,7 @@ impl<R: Runtime, B: Balancer, H: Prober> Containers<R, B, H> {
                 dead.container_id
             )))?;
         self.runtime
-            .ensure_image(&release.image)
+            .ensure_image(&release.image, &mut |_| {})
             .await
             .map_err(StepError::docker(format!(
                 "preparing image {} to repair service {:?}",

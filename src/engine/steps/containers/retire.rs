@@ -80,15 +80,29 @@ impl<R: Runtime, B: Balancer, H: Prober> Containers<R, B, H> {
             swap.old.iter().map(|o| o.release.image.clone()).collect();
         candidates.extend(record.kept_images.iter().cloned());
         let mut kept: Vec<String> = Vec::new();
+        let mut removed = Vec::new();
+        let free_before = self.runtime.free_bytes().await;
         for image in candidates {
             if image == swap.release.image || kept.contains(&image) {
                 continue;
             }
             if kept.len() < self.settings.keep_images {
                 kept.push(image);
-            } else if let Err(e) = self.runtime.remove_image(&image).await {
-                swap.warnings.push(e.to_string());
+            } else {
+                match self.runtime.remove_image(&image).await {
+                    Ok(true) => removed.push(image),
+                    Ok(false) => {}
+                    Err(e) => swap.warnings.push(e.to_string()),
+                }
             }
+        }
+        if !removed.is_empty() {
+            // what the disk gained: honest about shared layers, which freed nothing
+            let after = self.runtime.free_bytes().await;
+            swap.images_reclaimed_bytes = free_before
+                .zip(after)
+                .map(|(before, after)| after.saturating_sub(before));
+            tracing::info!(service = self.name(), images = ?removed, reclaimed_bytes = ?swap.images_reclaimed_bytes, "old images removed");
         }
         ledger.record().kept_images = kept;
     }

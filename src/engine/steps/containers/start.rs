@@ -2,6 +2,8 @@
 //! first batch of the new release's containers runs, published on 127.0.0.1, out of traffic.
 //! Later batches (`add_batch`) are started, journaled, gated and put in by switch and ramp.
 
+use std::time::Duration;
+
 use super::{member_spec, server_name, Containers};
 use crate::balancer::Balancer;
 use crate::clock::now_ms;
@@ -13,6 +15,9 @@ use crate::runtime::{
     ContainerSpec, Runtime, LABEL_DEPLOY_ID, LABEL_INSTANCE, LABEL_RELEASE, LABEL_SERVICE,
     LABEL_VERSION,
 };
+
+/// How often a pull's progress is shown while it lasts.
+const PROGRESS_EVERY: Duration = Duration::from_secs(1);
 
 impl<R: Runtime, B: Balancer, H: Prober> Containers<R, B, H> {
     fn container_spec(&self, release: &Release) -> ContainerSpec {
@@ -40,16 +45,29 @@ impl<R: Runtime, B: Balancer, H: Prober> Containers<R, B, H> {
         }
     }
 
-    pub(super) async fn start_new(&self, swap: &mut Swap) -> Result<Instance, StepError> {
+    pub(super) async fn start_new(
+        &self,
+        ledger: &mut dyn Ledger,
+        swap: &mut Swap,
+    ) -> Result<Instance, StepError> {
+        self.load_archive(&swap.release).await?;
+        let image = swap.release.image.clone();
+        // a pull's progress is shown (not journaled) about once a second
+        let mut shown: Option<std::time::Instant> = None;
+        let mut progress = |line: &str| {
+            if shown.is_none_or(|t| t.elapsed() >= PROGRESS_EVERY) {
+                shown = Some(std::time::Instant::now());
+                swap.activity = Some(line.to_string());
+                ledger.show(swap);
+            }
+        };
+        let pulled = self.runtime.ensure_image(&image, &mut progress).await;
+        swap.activity = None;
+        pulled.map_err(StepError::docker(format!(
+            "preparing image for service {:?}",
+            self.name()
+        )))?;
         let release = &swap.release;
-        self.load_archive(release).await?;
-        self.runtime
-            .ensure_image(&release.image)
-            .await
-            .map_err(StepError::docker(format!(
-                "preparing image for service {:?}",
-                self.name()
-            )))?;
         // the first batch: the canary when the service ramps
         let first = self.settings.batch.min(self.settings.replicas).max(1);
         let mut members = Vec::new();

@@ -92,7 +92,11 @@ impl<H: Prober> Steps for Processes<H> {
         budgets_of(&self.updates.borrow())
     }
 
-    async fn start(&mut self, swap: &mut Swap) -> Result<Instance, StepError> {
+    async fn start(
+        &mut self,
+        _ledger: &mut dyn Ledger,
+        swap: &mut Swap,
+    ) -> Result<Instance, StepError> {
         self.start_new(swap).await
     }
 
