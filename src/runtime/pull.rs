@@ -10,7 +10,7 @@ use futures_util::StreamExt;
 use tokio::sync::OnceCell;
 
 use super::docker::Docker;
-use super::registry_auth::{registry_host, RegistryAuth};
+use super::registry_auth::{registry_host, RegistryAuth, IDENTITY_TOKEN};
 use super::RuntimeError;
 use crate::config::RegistrySettings;
 
@@ -126,11 +126,18 @@ impl Docker {
             None => "without credentials".to_string(),
         };
         tracing::info!(image, registry = host, credentials = %from, "image missing locally, pulling");
-        let credentials = login.map(|l| DockerCredentials {
-            username: Some(l.username),
-            password: Some(l.secret),
-            serveraddress: Some(host.to_string()),
-            ..Default::default()
+        let credentials = login.map(|l| match l.username.as_str() {
+            IDENTITY_TOKEN => DockerCredentials {
+                identitytoken: Some(l.secret),
+                serveraddress: Some(host.to_string()),
+                ..Default::default()
+            },
+            _ => DockerCredentials {
+                username: Some(l.username),
+                password: Some(l.secret),
+                serveraddress: Some(host.to_string()),
+                ..Default::default()
+            },
         });
         let options = CreateImageOptions {
             from_image: Some(image.to_string()),

@@ -1,6 +1,6 @@
 //! Credentials for pulling from private registries, found the way Docker users expect: a
 //! `config.json` with `auths`, `credHelpers` and `credsStore` (the `docker-credential-*`
-//! protocol), and natively for ECR (`GetAuthorizationToken` with the instance's role, cached per
+//! protocol, both read by the `docker_credential` crate), and natively for ECR (`GetAuthorizationToken` with the instance's role, cached per
 //! registry until shortly before the token expires). A secret never leaves this module except
 //! in the header Docker is sent; `Login`'s Debug hides it.
 
@@ -9,7 +9,6 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use base64::Engine;
-use serde::Deserialize;
 use tokio::sync::{Mutex, OnceCell};
 
 use crate::config::RegistrySettings;
@@ -20,6 +19,8 @@ const ECR_MARGIN: Duration = Duration::from_secs(300);
 const HELPER_TIMEOUT: Duration = Duration::from_secs(30);
 /// What Docker calls Docker Hub in `config.json`.
 const DOCKER_HUB: &str = "https://index.docker.io/v1/";
+/// The user name that says a login's secret is an identity token (Docker's convention).
+pub const IDENTITY_TOKEN: &str = "<token>";
 
 /// A user name and secret for one registry, and where they came from (named in errors).
 #[derive(Clone)]
@@ -47,34 +48,6 @@ pub struct AuthError {
     pub why: String,
 }
 
-/// The parts of Docker's `config.json` that hold credentials.
-#[derive(Debug, Default, Deserialize)]
-struct DockerConfig {
-    #[serde(default)]
-    auths: HashMap<String, AuthEntry>,
-    #[serde(default, rename = "credHelpers")]
-    cred_helpers: HashMap<String, String>,
-    #[serde(default, rename = "credsStore")]
-    creds_store: Option<String>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-struct AuthEntry {
-    auth: Option<String>,
-    username: Option<String>,
-    password: Option<String>,
-    identitytoken: Option<String>,
-}
-
-/// What `docker-credential-NAME get` prints.
-#[derive(Deserialize)]
-struct HelperAnswer {
-    #[serde(rename = "Username")]
-    username: String,
-    #[serde(rename = "Secret")]
-    secret: String,
-}
-
 pub struct RegistryAuth {
     settings: RegistrySettings,
     ecr: OnceCell<aws_sdk_ecr::Client>,
@@ -89,15 +62,6 @@ pub fn registry_host(image: &str) -> &str {
         Some((first, _)) if first.contains(['.', ':']) || first == "localhost" => first,
         _ => "docker.io",
     }
-}
-
-/// `https://host/v1/`, `http://host`, `host` → `host`.
-fn bare_host(key: &str) -> &str {
-    let key = key
-        .strip_prefix("https://")
-        .or_else(|| key.strip_prefix("http://"))
-        .unwrap_or(key);
-    key.split('/').next().unwrap_or(key)
 }
 
 fn is_docker_hub(host: &str) -> bool {
@@ -157,7 +121,7 @@ impl RegistryAuth {
             from: from.clone(),
             why,
         };
-        let text = match std::fs::read_to_string(&file) {
+        let text = match std::fs::read(&file) {
             Ok(t) => t,
             // only a file the config names must exist
             Err(e)
@@ -168,22 +132,46 @@ impl RegistryAuth {
             }
             Err(e) => return Err(fail(format!("reading it: {e}"))),
         };
-        let config: DockerConfig = serde_json::from_str(&text)
-            .map_err(|e| fail(format!("not Docker's config.json: {e}")))?;
-        let matches = |key: &str| {
-            let k = bare_host(key);
-            k == host || (is_docker_hub(host) && is_docker_hub(k))
+        // Docker's own key for Docker Hub; other registries by host
+        let server = if is_docker_hub(host) {
+            DOCKER_HUB.to_string()
+        } else {
+            host.to_string()
         };
-        if let Some((_, helper)) = config.cred_helpers.iter().find(|(k, _)| matches(k)) {
-            return helper_login(helper, host).await;
+        // a credential helper is a program that may take its time: off the async threads
+        let lookup = tokio::task::spawn_blocking(move || {
+            docker_credential::get_credential_from_reader(text.as_slice(), &server)
+        });
+        let found = tokio::time::timeout(HELPER_TIMEOUT, lookup)
+            .await
+            .map_err(|_| {
+                fail(format!(
+                    "its credential helper gave no answer within {} s",
+                    HELPER_TIMEOUT.as_secs()
+                ))
+            })?
+            .map_err(|e| fail(e.to_string()))?;
+        use docker_credential::{CredentialRetrievalError as E, DockerCredential as C};
+        match found {
+            Ok(C::UsernamePassword(username, secret)) => Ok(Some(Login {
+                username,
+                secret,
+                from: format!("auths or helpers in {from}"),
+            })),
+            Ok(C::IdentityToken(token)) => Ok(Some(Login {
+                username: IDENTITY_TOKEN.into(),
+                secret: token,
+                from: format!("auths or helpers in {from}"),
+            })),
+            Err(E::NoCredentialConfigured) => Ok(None),
+            Err(E::HelperFailure { stdout, stderr, .. })
+                if format!("{stdout}{stderr}").contains("credentials not found") =>
+            {
+                Ok(None)
+            }
+            Err(E::ConfigReadError) => Err(fail("not readable as Docker's config.json".into())),
+            Err(e) => Err(fail(e.to_string().trim().replace('\n', " "))),
         }
-        if let Some((_, entry)) = config.auths.iter().find(|(k, _)| matches(k)) {
-            return entry_login(entry, &from).map(Some).map_err(fail);
-        }
-        if let Some(store) = &config.creds_store {
-            return helper_login(store, host).await;
-        }
-        Ok(None)
     }
 
     async fn ecr_login(&self, host: &str) -> Result<Login, AuthError> {
@@ -256,80 +244,6 @@ fn decode_basic(b64: &str) -> Result<(String, String), String> {
         .split_once(':')
         .ok_or_else(|| "the auth value is not USER:SECRET".to_string())?;
     Ok((user.to_string(), secret.to_string()))
-}
-
-fn entry_login(entry: &AuthEntry, file: &str) -> Result<Login, String> {
-    let from = format!("auths in {file}");
-    if let Some(auth) = entry.auth.as_deref().filter(|a| !a.is_empty()) {
-        let (username, secret) = decode_basic(auth)?;
-        return Ok(Login {
-            username,
-            secret,
-            from,
-        });
-    }
-    match (&entry.username, &entry.password, &entry.identitytoken) {
-        (Some(u), Some(p), _) => Ok(Login {
-            username: u.clone(),
-            secret: p.clone(),
-            from,
-        }),
-        (_, _, Some(token)) => Ok(Login {
-            username: "<token>".into(),
-            secret: token.clone(),
-            from,
-        }),
-        _ => Err("the entry has neither auth nor username and password".into()),
-    }
-}
-
-/// Asks `docker-credential-NAME get` for `host`; "credentials not found" is an anonymous pull.
-async fn helper_login(name: &str, host: &str) -> Result<Option<Login>, AuthError> {
-    let program = format!("docker-credential-{name}");
-    let fail = |why: String| AuthError {
-        host: host.to_string(),
-        from: format!("credential helper {program}"),
-        why,
-    };
-    let server = if is_docker_hub(host) {
-        DOCKER_HUB
-    } else {
-        host
-    };
-    let mut child = tokio::process::Command::new(&program)
-        .arg("get")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|e| fail(format!("running it: {e}")))?;
-    if let Some(mut stdin) = child.stdin.take() {
-        use tokio::io::AsyncWriteExt;
-        stdin
-            .write_all(server.as_bytes())
-            .await
-            .map_err(|e| fail(format!("writing to it: {e}")))?;
-    }
-    let out = tokio::time::timeout(HELPER_TIMEOUT, child.wait_with_output())
-        .await
-        .map_err(|_| fail(format!("no answer within {} s", HELPER_TIMEOUT.as_secs())))?
-        .map_err(|e| fail(e.to_string()))?;
-    let said = |b: &[u8]| String::from_utf8_lossy(b).trim().to_string();
-    if !out.status.success() {
-        let text = format!("{} {}", said(&out.stdout), said(&out.stderr));
-        if text.contains("credentials not found") {
-            return Ok(None);
-        }
-        return Err(fail(format!("exited with {}: {}", out.status, text.trim())));
-    }
-    let answer: HelperAnswer = serde_json::from_slice(&out.stdout)
-        .map_err(|e| fail(format!("its answer is not the helper protocol's JSON: {e}")))?;
-    Ok(Some(Login {
-        username: answer.username,
-        secret: answer.secret,
-        from: format!("credential helper {program}"),
-    }))
 }
 
 #[cfg(test)]
@@ -411,7 +325,10 @@ mod tests {
             .await
             .unwrap_err()
             .to_string();
-        assert!(e.contains("bad.example") && e.contains("base64"), "{e}");
+        assert!(
+            e.contains("bad.example") && e.contains("Unable to decode"),
+            "{e}"
+        );
         std::fs::write(&file, "{").unwrap();
         let e = auth
             .login_for("127.0.0.1:5000/web")

@@ -55,7 +55,7 @@ impl<R: Runtime, B: Balancer, H: Prober> Containers<R, B, H> {
         // a pull's progress is shown (not journaled) about once a second
         let mut shown: Option<std::time::Instant> = None;
         let mut progress = |line: &str| {
-            if shown.is_none_or(|t| t.elapsed() >= PROGRESS_EVERY) {
+            if shown.map_or(true, |t| t.elapsed() >= PROGRESS_EVERY) {
                 shown = Some(std::time::Instant::now());
                 swap.activity = Some(line.to_string());
                 ledger.show(swap);
