@@ -78,6 +78,7 @@ pub async fn run(settings: Settings, config_path: PathBuf) -> anyhow::Result<()>
             settings.report.region.clone(),
         )),
         secrets: Arc::new(Secrets::new(settings.report.region.clone())),
+        metadata_watch: Mutex::new(None),
         journal,
     });
     for service in settings.services.values() {
@@ -122,6 +123,12 @@ pub async fn run(settings: Settings, config_path: PathBuf) -> anyhow::Result<()>
     let mut int = signal(SignalKind::interrupt())?;
     let mut hup = signal(SignalKind::hangup())?;
     crate::systemd::recovered(&shared.handles()).await;
+    // releases from the stack's metadata, once what runs is known (a restart resubmits the
+    // same deploy ids, which the services already know)
+    let _metadata_watch = settings
+        .cloudformation
+        .clone()
+        .map(|s| crate::intake::metadata_watch::spawn(shared.clone(), s));
     let views: Vec<_> = shared.handles().iter().map(|h| h.view()).collect();
     crate::systemd::ready(&crate::systemd::summary(&views));
     tracing::info!(socket = %d.socket.display(), services = shared.service_names().len(), instance = %d.instance_id, "hotswapd ready");

@@ -47,6 +47,8 @@ pub struct Registry {
     pub(crate) identity: Arc<Identity>,
     pub(crate) archives: Arc<ArchiveFetcher>,
     pub(crate) secrets: Arc<Secrets>,
+    /// What the metadata watcher last saw (None: no `[cloudformation]`).
+    pub(crate) metadata_watch: Mutex<Option<crate::intake::metadata_watch::WatchView>>,
     pub(crate) journal: Journal,
 }
 

@@ -425,3 +425,95 @@ async fn asg_switch_moves_the_target_group_to_the_new_group_and_refuses_an_empty
         );
     }
 }
+
+/// The EC2 reference as shipped: `lint-template` finds nothing, moto creates the whole stack
+/// (queue, role and instance profile, launch template, group), its instance role allows only
+/// hotswapd's actions, and the example haproxy.cfg passes `haproxy -c`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_shipped_reference_stack_lints_clean_moto_creates_it_and_its_haproxy_cfg_is_valid() {
+    let dir = tempfile::tempdir().unwrap();
+    let moto = Moto::start(dir.path());
+    let a = aws(&moto).await;
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let template = root.join("packaging/cloudformation/hotswap-fleet.yaml");
+    let out = ctl(&moto, &["lint-template", template.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+
+    let mut create = a
+        .cfn
+        .create_stack()
+        .stack_name("shop")
+        .template_body(std::fs::read_to_string(&template).unwrap())
+        .capabilities(aws_sdk_cloudformation::types::Capability::CapabilityIam);
+    for (k, v) in [
+        ("ImageId", "ami-12c6146b"),
+        ("PackageBucket", "shop-artifacts"),
+        ("EcrRepository", "shop/web"),
+    ] {
+        create = create.parameters(
+            aws_sdk_cloudformation::types::Parameter::builder()
+                .parameter_key(k)
+                .parameter_value(v)
+                .build(),
+        );
+    }
+    create.send().await.unwrap();
+    let stack = a
+        .cfn
+        .describe_stacks()
+        .stack_name("shop")
+        .send()
+        .await
+        .unwrap();
+    let stack = &stack.stacks()[0];
+    assert_eq!(
+        stack.stack_status().map(|s| s.as_str()),
+        Some("CREATE_COMPLETE"),
+        "{:?}",
+        stack.stack_status_reason()
+    );
+    let (_, desired, instances) = group(&a, "shop").await;
+    assert_eq!((desired, instances.len()), (2, 2));
+    assert!(output(&a, "shop", "HotswapQueueUrl").await.contains("shop-hotswap-reports"));
+    // least privilege: the role's actions are exactly hotswapd's
+    let body: serde_yaml::Value =
+        serde_yaml::from_str(&std::fs::read_to_string(&template).unwrap()).unwrap();
+    let statements = &body["Resources"]["HostRole"]["Properties"]["Policies"][0]["PolicyDocument"]
+        ["Statement"];
+    let mut actions = Vec::new();
+    for st in statements.as_sequence().unwrap() {
+        assert_eq!(st["Effect"].as_str(), Some("Allow"));
+        match &st["Action"] {
+            serde_yaml::Value::String(a) => actions.push(a.clone()),
+            serde_yaml::Value::Sequence(list) => {
+                actions.extend(list.iter().map(|a| a.as_str().unwrap().to_string()))
+            }
+            other => panic!("unexpected Action {other:?}"),
+        }
+    }
+    assert_eq!(
+        actions,
+        [
+            "sqs:SendMessage",
+            "cloudformation:DescribeStackResource",
+            "cloudformation:DescribeStackResources",
+            "s3:GetObject",
+            "ecr:GetAuthorizationToken",
+            "ecr:BatchGetImage",
+            "ecr:GetDownloadUrlForLayer",
+            "ecr:BatchCheckLayerAvailability",
+        ]
+    );
+
+    let haproxy = ["/usr/sbin/haproxy", "haproxy"]
+        .into_iter()
+        .find(|h| Command::new(h).arg("-v").output().is_ok())
+        .expect("haproxy (scripts/install-deps installs it)");
+    let cfg = root.join("packaging/haproxy/haproxy.cfg");
+    let out = Command::new(haproxy)
+        .args(["-c", "-f"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "haproxy -c: {}", text(&out));
+}

@@ -40,6 +40,26 @@ async fn show(client: &Client, json: bool) -> Exit {
         "hotswapd {} on {} (up {} s)",
         status.version, status.instance_id, status.uptime_secs
     );
+    if let Some(w) = &status.cloudformation {
+        let ago = |ms: Option<u64>| match ms {
+            Some(ms) => format!(
+                "{} s ago",
+                crate::clock::now_ms().saturating_sub(ms) / 1000
+            ),
+            None => "never".into(),
+        };
+        println!(
+            "releases from stack {} resource {}: read {}, last changed {}{}",
+            w.stack,
+            w.resource,
+            ago(w.read_ms),
+            ago(w.changed_ms),
+            w.error
+                .as_deref()
+                .map(|e| format!("; error: {e}"))
+                .unwrap_or_default()
+        );
+    }
     println!(
         "{:<16} {:<12} {:<28} {:<24} {}",
         "SERVICE", "STATE", "CURRENT", "PREVIOUS", "LAST DEPLOY"

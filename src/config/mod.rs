@@ -36,6 +36,8 @@ pub struct Settings {
     pub daemon: DaemonSettings,
     pub report: ReportSettings,
     pub registry: RegistrySettings,
+    /// The metadata watcher (`[cloudformation]`); None: releases come by other ways only.
+    pub cloudformation: Option<MetadataWatchSettings>,
     pub services: BTreeMap<String, ServiceSettings>,
     /// Local pre-fork servers that reload code on a signal (`[processes.NAME]`).
     pub processes: BTreeMap<String, ProcessSettings>,
@@ -222,6 +224,19 @@ impl std::fmt::Display for SecretSource {
             }
         }
     }
+}
+
+/// `[cloudformation]`: where the releases are read from, as cfn-hup reads them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MetadataWatchSettings {
+    pub stack: String,
+    /// The logical id of the resource whose metadata carries the releases.
+    pub resource: String,
+    /// The metadata's key holding them (default "hotswap").
+    pub key: String,
+    /// None: AWS_REGION, else `[report] region`.
+    pub region: Option<String>,
+    pub poll: Duration,
 }
 
 /// `[registry]`: credentials, deadline and disk room for pulls.

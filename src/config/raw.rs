@@ -24,6 +24,7 @@ pub(super) struct Config {
     report: Report,
     #[serde(default)]
     registry: Registry,
+    cloudformation: Option<CloudFormation>,
     #[serde(default)]
     services: BTreeMap<String, Service>,
     #[serde(default)]
@@ -65,6 +66,16 @@ struct Daemon {
     allowed_uids: Vec<u32>,
     #[serde(default)]
     allowed_groups: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CloudFormation {
+    stack: String,
+    resource: String,
+    key: Option<String>,
+    region: Option<String>,
+    poll_secs: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -359,11 +370,39 @@ impl Config {
             },
             min_free_disk_mb: g.min_free_disk_mb.unwrap_or(defaults.min_free_disk_mb),
         };
+        let cloudformation = match self.cloudformation {
+            None => None,
+            Some(c) => {
+                for (key, value) in [("stack", &c.stack), ("resource", &c.resource)] {
+                    if value.is_empty() || value.contains(char::is_whitespace) {
+                        return Err(ctx.invalid(
+                            format!("cloudformation.{key}"),
+                            format!("{value:?}: expected a stack name or a logical resource id"),
+                        ));
+                    }
+                }
+                let poll = c.poll_secs.unwrap_or(15);
+                if !(1..=3600).contains(&poll) {
+                    return Err(ctx.invalid(
+                        "cloudformation.poll_secs",
+                        format!("{poll}: expected 1 to 3600 seconds"),
+                    ));
+                }
+                Some(MetadataWatchSettings {
+                    stack: c.stack,
+                    resource: c.resource,
+                    key: c.key.unwrap_or_else(|| "hotswap".into()),
+                    region: c.region.or_else(|| report.region.clone()),
+                    poll: std::time::Duration::from_secs(poll),
+                })
+            }
+        };
         Ok(Settings {
             source: path.to_owned(),
             daemon,
             report,
             registry,
+            cloudformation,
             services,
             processes,
         })

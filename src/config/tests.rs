@@ -20,6 +20,11 @@ fn the_shipped_example_parses_with_every_key() {
     let s = parse(text).unwrap();
     let web = s.service("web").unwrap();
     assert_eq!(s.daemon.instance_id, "web-host-1");
+    let watch = s.cloudformation.as_ref().unwrap();
+    assert_eq!(
+        (watch.stack.as_str(), watch.resource.as_str(), watch.poll),
+        ("shop", "AppGroup", Duration::from_secs(15))
+    );
     assert_eq!(web.container.stop_grace, Duration::from_secs(10));
     assert_eq!(
         web.container.volumes,

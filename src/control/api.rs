@@ -185,6 +185,9 @@ pub struct DaemonStatus {
     pub instance_id: String,
     pub uptime_secs: u64,
     pub services: Vec<serde_json::Value>,
+    /// The CloudFormation metadata watcher, when configured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cloudformation: Option<crate::intake::metadata_watch::WatchView>,
 }
 
 impl DaemonStatus {

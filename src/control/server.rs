@@ -207,6 +207,11 @@ async fn handle(shared: &Registry, req: Request<Incoming>) -> Reply {
                     instance_id: shared.instance_id.clone(),
                     uptime_secs: shared.started.elapsed().as_secs(),
                     services: DaemonStatus::service_views(&views),
+                    cloudformation: shared
+                        .metadata_watch
+                        .lock()
+                        .expect("watch view lock")
+                        .clone(),
                 },
             )
         }

@@ -3,6 +3,8 @@
 
 mod dirfd;
 pub mod inbox;
+pub mod metadata;
+pub mod metadata_watch;
 pub mod validate;
 
 use crate::control::api::{DeployAccepted, DeployRequest};

@@ -52,6 +52,15 @@ impl TestEnv {
         TestEnv::with_haproxy(name, &[("web", "roundrobin")], REDISPATCH)
     }
 
+    /// As `new`, for a simulated host whose instance id is `instance` (an Auto Scaling group's
+    /// instance in moto): labels, reports and image tags carry it.
+    pub fn for_instance(name: &str, instance: &str) -> TestEnv {
+        let mut env = TestEnv::with_haproxy(name, &[("web", "roundrobin")], "");
+        env.watchdog = Watchdog::start(CLEAN_UP, &[instance]);
+        env.instance = instance.to_string();
+        env
+    }
+
     fn with_haproxy(name: &str, backends: &[(&str, &str)], defaults: &str) -> TestEnv {
         let dir = tempfile::Builder::new()
             .prefix(&format!("hotswap-{name}-"))

@@ -2,6 +2,7 @@
 pub mod daemon;
 pub mod env;
 pub mod faults;
+pub mod fleet;
 pub mod gunicorn;
 pub mod haproxy;
 pub mod images;

@@ -1,0 +1,146 @@
+//! The metadata watcher: hotswapd reads its CloudFormation resource's metadata itself
+//! (DescribeStackResource, as cfn-hup does, with the instance's credentials) every `poll_secs`,
+//! and when the releases there change it submits them exactly as `deploy --from-metadata` does
+//! (same deploy ids, so a change seen twice, or also by a cfn-hup hook, swaps nothing twice).
+//! Errors reaching CloudFormation are logged with backoff and shown in `status`; they never stop
+//! the daemon.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::clock::now_ms;
+use crate::config::MetadataWatchSettings;
+use crate::registry::Registry;
+
+/// The longest wait between reads while CloudFormation keeps failing.
+const BACKOFF_MAX: Duration = Duration::from_secs(300);
+
+/// What `status` shows of the watcher.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct WatchView {
+    pub stack: String,
+    pub resource: String,
+    /// The last successful read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_ms: Option<u64>,
+    /// When the releases last changed (and were submitted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub changed_ms: Option<u64>,
+    /// The deploy ids submitted at the last change.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub submitted: Vec<String>,
+    /// Why the last read or submission failed, and when the next read is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// Runs the watcher for ever (until the daemon stops).
+pub fn spawn(registry: Arc<Registry>, s: MetadataWatchSettings) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
+        if let Some(r) = &s.region {
+            loader = loader.region(aws_config::Region::new(r.clone()));
+        }
+        let cfn = aws_sdk_cloudformation::Client::new(&loader.load().await);
+        publish(&registry, |v| {
+            v.stack = s.stack.clone();
+            v.resource = s.resource.clone();
+        });
+        let mut last: Option<String> = None;
+        let mut wait = s.poll;
+        loop {
+            match read(&cfn, &s).await {
+                Ok(text) => {
+                    wait = s.poll;
+                    let now = now_ms();
+                    if last.as_deref() != Some(text.as_str()) {
+                        match submit(&registry, &text, &s.key) {
+                            Ok(ids) => {
+                                tracing::info!(stack = %s.stack, resource = %s.resource, deploys = ?ids, "the stack's releases changed; submitted");
+                                publish(&registry, |v| {
+                                    v.changed_ms = Some(now);
+                                    v.submitted = ids;
+                                    v.error = None;
+                                });
+                            }
+                            Err(e) => {
+                                // the same metadata would be refused again: wait for a change
+                                tracing::error!(stack = %s.stack, resource = %s.resource, error = %e, "the stack's releases cannot be taken");
+                                publish(&registry, |v| v.error = Some(e.clone()));
+                            }
+                        }
+                        last = Some(text);
+                    }
+                    publish(&registry, |v| {
+                        v.read_ms = Some(now);
+                        if v.error.as_deref().is_some_and(|e| e.starts_with("reading")) {
+                            v.error = None;
+                        }
+                    });
+                }
+                Err(e) => {
+                    wait = (wait * 2).min(BACKOFF_MAX).max(s.poll);
+                    tracing::warn!(stack = %s.stack, resource = %s.resource, error = %e, retry_secs = wait.as_secs(), "cannot read the stack's metadata");
+                    let why = format!("reading the metadata: {e}; next try in {} s", wait.as_secs());
+                    publish(&registry, |v| v.error = Some(why));
+                }
+            }
+            tokio::time::sleep(wait).await;
+        }
+    })
+}
+
+fn publish(registry: &Registry, f: impl FnOnce(&mut WatchView)) {
+    let mut view = registry.metadata_watch.lock().expect("watch view lock");
+    f(view.get_or_insert_with(WatchView::default));
+}
+
+/// The resource's metadata, as JSON text.
+async fn read(
+    cfn: &aws_sdk_cloudformation::Client,
+    s: &MetadataWatchSettings,
+) -> Result<String, String> {
+    let out = cfn
+        .describe_stack_resource()
+        .stack_name(&s.stack)
+        .logical_resource_id(&s.resource)
+        .send()
+        .await
+        .map_err(|e| aws_sdk_cloudformation::error::DisplayErrorContext(e).to_string())?;
+    Ok(out
+        .stack_resource_detail()
+        .and_then(|d| d.metadata())
+        .unwrap_or("{}")
+        .to_string())
+}
+
+/// Submits every release of the metadata for a service this host runs; returns their deploy
+/// ids. Services this host does not run are left to the hosts that do.
+fn submit(registry: &Registry, text: &str, key: &str) -> Result<Vec<String>, String> {
+    let value: serde_json::Value =
+        serde_json::from_str(text).map_err(|e| format!("the metadata is not JSON: {e}"))?;
+    if value.get(key).is_none() {
+        return Err(format!("the metadata has no {key:?} key"));
+    }
+    let requests = super::metadata::requests(text, key)?;
+    let mut ids = Vec::new();
+    let mut refused = Vec::new();
+    for req in requests {
+        if registry.handle(&req.service).is_none() {
+            tracing::info!(service = %req.service, "the stack names a service this host does not run");
+            continue;
+        }
+        let service = req.service.clone();
+        match super::accept(registry, req) {
+            Ok(a) => ids.push(a.deploy_id),
+            Err(e) => refused.push(format!("service {service:?}: {e}")),
+        }
+    }
+    if refused.is_empty() {
+        Ok(ids)
+    } else {
+        Err(refused.join("; "))
+    }
+}
