@@ -20,11 +20,18 @@ async fn main() {
     let hosts: usize = support::cli_arg("--hosts")
         .map(|v| v.parse().expect("--hosts N"))
         .unwrap_or(8);
-    assert!((1..=16).contains(&hosts), "--hosts: 1 to 16 (the template's MaxSize)");
+    assert!(
+        (1..=16).contains(&hosts),
+        "--hosts: 1 to 16 (the template's MaxSize)"
+    );
     let demo = std::env::args().any(|a| a == "--demo");
-    eprintln!("starting moto, a stack of {hosts} instances and {hosts} hosts (HAProxy + hotswapd each)");
+    eprintln!(
+        "starting moto, a stack of {hosts} instances and {hosts} hosts (HAProxy + hotswapd each)"
+    );
     let fleet = Fleet::start(hosts, None, &["1", "2"]).await;
-    eprintln!("every host serves release 1; a client per host; now the build box deploys release 2");
+    eprintln!(
+        "every host serves release 1; a client per host; now the build box deploys release 2"
+    );
     let loads: Vec<Load> = fleet
         .hosts
         .iter()
@@ -42,7 +49,10 @@ async fn main() {
     let mut succeeded = 0;
     let mut failed = 0;
     let mut last_report_ms = 0;
-    eprintln!("{:<22} {:<10} {:>9} {:>9} {:>8}", "INSTANCE", "RESULT", "SWAP MS", "REQUESTS", "FAILED");
+    eprintln!(
+        "{:<22} {:<10} {:>9} {:>9} {:>8}",
+        "INSTANCE", "RESULT", "SWAP MS", "REQUESTS", "FAILED"
+    );
     for (h, load) in fleet.hosts.iter().zip(loads) {
         let stats = load.stop().await;
         let report = h
@@ -53,9 +63,15 @@ async fn main() {
             .find(|r| r["image"] == want.as_str());
         let (result, swap_ms) = match &report {
             Some(r) => {
-                let (a, f) = (r["accepted_ms"].as_u64().unwrap_or(0), r["finished_ms"].as_u64().unwrap_or(0));
+                let (a, f) = (
+                    r["accepted_ms"].as_u64().unwrap_or(0),
+                    r["finished_ms"].as_u64().unwrap_or(0),
+                );
                 last_report_ms = last_report_ms.max(f);
-                (r["result"].as_str().unwrap_or("?").to_string(), f.saturating_sub(a))
+                (
+                    r["result"].as_str().unwrap_or("?").to_string(),
+                    f.saturating_sub(a),
+                )
             }
             None => ("no report".into(), 0),
         };

@@ -474,12 +474,14 @@ async fn the_shipped_reference_stack_lints_clean_moto_creates_it_and_its_haproxy
     );
     let (_, desired, instances) = group(&a, "shop").await;
     assert_eq!((desired, instances.len()), (2, 2));
-    assert!(output(&a, "shop", "HotswapQueueUrl").await.contains("shop-hotswap-reports"));
+    assert!(output(&a, "shop", "HotswapQueueUrl")
+        .await
+        .contains("shop-hotswap-reports"));
     // least privilege: the role's actions are exactly hotswapd's
     let body: serde_yaml::Value =
         serde_yaml::from_str(&std::fs::read_to_string(&template).unwrap()).unwrap();
-    let statements = &body["Resources"]["HostRole"]["Properties"]["Policies"][0]["PolicyDocument"]
-        ["Statement"];
+    let statements =
+        &body["Resources"]["HostRole"]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"];
     let mut actions = Vec::new();
     for st in statements.as_sequence().unwrap() {
         assert_eq!(st["Effect"].as_str(), Some("Allow"));

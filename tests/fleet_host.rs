@@ -252,3 +252,39 @@ async fn an_image_archive_in_s3_is_checked_then_swapped_in() {
     assert_eq!(out.status.code(), Some(4));
     assert!(String::from_utf8_lossy(&out.stderr).contains("needs archive_sha256"));
 }
+
+/// The metadata watcher cannot reach its stack (it does not exist): the error is shown in
+/// `status` with the next try, retried with backoff, and the daemon keeps taking releases by the
+/// other ways.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_metadata_watcher_that_cannot_read_its_stack_says_so_and_the_daemon_carries_on() {
+    let mut env = TestEnv::new("cfnwatch");
+    let moto = Moto::start(env.dir.path());
+    let v1 = env.image("1", &ImageOpts::default());
+    let config = env.config(&ServiceOpts::default());
+    with_report(
+        &config,
+        "\n[cloudformation]\nstack = \"no-such-stack\"\nresource = \"AppGroup\"\nregion = \"us-east-1\"\npoll_secs = 1\n",
+    );
+    let daemon = Daemon::start_env(env.dir.path(), &config, &moto.env());
+    let started = Instant::now();
+    let error = loop {
+        let s = daemon.status_json().unwrap();
+        if let Some(e) = s["cloudformation"]["error"].as_str() {
+            break e.to_string();
+        }
+        assert!(started.elapsed() < Duration::from_secs(20), "{s}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(
+        error.contains("no-such-stack") && error.contains("next try in"),
+        "{error}"
+    );
+    daemon.deploy_ok(&v1);
+    let out = daemon.ctl(&["status"]);
+    assert!(
+        support::text(&out).contains("releases from stack no-such-stack resource AppGroup"),
+        "{}",
+        support::text(&out)
+    );
+}

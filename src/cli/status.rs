@@ -42,10 +42,7 @@ async fn show(client: &Client, json: bool) -> Exit {
     );
     if let Some(w) = &status.cloudformation {
         let ago = |ms: Option<u64>| match ms {
-            Some(ms) => format!(
-                "{} s ago",
-                crate::clock::now_ms().saturating_sub(ms) / 1000
-            ),
+            Some(ms) => format!("{} s ago", crate::clock::now_ms().saturating_sub(ms) / 1000),
             None => "never".into(),
         };
         println!(

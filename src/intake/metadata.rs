@@ -99,9 +99,11 @@ mod tests {
             metadata_deploy_id(Some("stack-7"), "web", &m3.services["web"]),
             "stack-7-web"
         );
-        assert!(parse_metadata(r#"{"services":{"web":{"img":"web:3"}}}"#, "hotswap")
-            .unwrap_err()
-            .contains("img"));
+        assert!(
+            parse_metadata(r#"{"services":{"web":{"img":"web:3"}}}"#, "hotswap")
+                .unwrap_err()
+                .contains("img")
+        );
         assert!(parse_metadata(r#"{"services":{}}"#, "hotswap").is_err());
     }
 }

@@ -83,7 +83,10 @@ pub fn spawn(registry: Arc<Registry>, s: MetadataWatchSettings) -> tokio::task::
                 Err(e) => {
                     wait = (wait * 2).min(BACKOFF_MAX).max(s.poll);
                     tracing::warn!(stack = %s.stack, resource = %s.resource, error = %e, retry_secs = wait.as_secs(), "cannot read the stack's metadata");
-                    let why = format!("reading the metadata: {e}; next try in {} s", wait.as_secs());
+                    let why = format!(
+                        "reading the metadata: {e}; next try in {} s",
+                        wait.as_secs()
+                    );
                     publish(&registry, |v| v.error = Some(why));
                 }
             }
@@ -97,8 +100,14 @@ fn publish(registry: &Registry, f: impl FnOnce(&mut WatchView)) {
     f(view.get_or_insert_with(WatchView::default));
 }
 
-/// The resource's metadata, as JSON text.
-async fn read(
+fn aws_error(e: impl std::error::Error) -> String {
+    aws_sdk_cloudformation::error::DisplayErrorContext(e).to_string()
+}
+
+/// The resource's metadata, as JSON text: what DescribeStackResource says (as cfn-hup reads it),
+/// or, from an endpoint that gives no Metadata there (moto), the template's Metadata for the
+/// resource resolved against the stack's parameters (GetTemplate, DescribeStacks).
+pub async fn read(
     cfn: &aws_sdk_cloudformation::Client,
     s: &MetadataWatchSettings,
 ) -> Result<String, String> {
@@ -108,12 +117,50 @@ async fn read(
         .logical_resource_id(&s.resource)
         .send()
         .await
-        .map_err(|e| aws_sdk_cloudformation::error::DisplayErrorContext(e).to_string())?;
-    Ok(out
+        .map_err(aws_error)?;
+    if let Some(m) = out
         .stack_resource_detail()
         .and_then(|d| d.metadata())
-        .unwrap_or("{}")
-        .to_string())
+        .filter(|m| !m.trim().is_empty())
+    {
+        return Ok(m.to_string());
+    }
+    let stacks = cfn
+        .describe_stacks()
+        .stack_name(&s.stack)
+        .send()
+        .await
+        .map_err(aws_error)?;
+    let stack = stacks
+        .stacks()
+        .first()
+        .ok_or_else(|| format!("stack {} not found", s.stack))?;
+    let mut names = crate::fleet::intrinsics::pseudo(
+        stack.stack_id().unwrap_or_default(),
+        stack.stack_name().unwrap_or(&s.stack),
+    );
+    for p in stack.parameters() {
+        if let (Some(k), Some(v)) = (p.parameter_key(), p.parameter_value()) {
+            names.insert(k.to_string(), v.to_string());
+        }
+    }
+    let body = cfn
+        .get_template()
+        .stack_name(&s.stack)
+        .send()
+        .await
+        .map_err(aws_error)?
+        .template_body()
+        .unwrap_or_default()
+        .to_string();
+    let template = crate::fleet::template::Template::parse(&body)?;
+    let metadata = &template.body["Resources"][&s.resource]["Metadata"];
+    if metadata.is_null() {
+        return Ok("{}".into());
+    }
+    let resolved = crate::fleet::intrinsics::resolve(metadata, &names)
+        .map_err(|e| format!("resolving {}'s Metadata: {e}", s.resource))?;
+    Ok(resolved.to_string())
 }
 
 /// Submits every release of the metadata for a service this host runs; returns their deploy

@@ -54,7 +54,14 @@ impl Host {
             .args(["env", "-i"])
             .arg(format!("PATH={}:/usr/bin:/bin", bin.display()))
             .arg(&hook)
-            .args(["--stack", "shop", "--resource", "AppGroup", "--region", "us-east-1"])
+            .args([
+                "--stack",
+                "shop",
+                "--resource",
+                "AppGroup",
+                "--region",
+                "us-east-1",
+            ])
             .arg("--socket")
             .arg(&self.daemon.socket)
             .stdin(Stdio::null())
@@ -85,8 +92,7 @@ impl Fleet {
         let conf = moto.sdk_config().await;
         let cfn = aws_sdk_cloudformation::Client::new(&conf);
         let asg = aws_sdk_autoscaling::Client::new(&conf);
-        let template =
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/fleet-e2e.yaml");
+        let template = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/fleet-e2e.yaml");
         let mut images = TestEnv::new("fleetimg");
         let mut built = Vec::new();
         for r in releases {
@@ -189,20 +195,19 @@ impl Fleet {
         format!("{}:{release}", self.repo)
     }
 
-    /// The `hotswap` entry of the group's metadata, as cfn-get-metadata prints it.
+    /// The `hotswap` entry of the group's metadata, as cfn-get-metadata prints it (read as the
+    /// daemon's watcher reads it: moto's DescribeStackResource carries no Metadata).
     pub async fn releases_now(&self) -> String {
-        let text = self
-            .cfn
-            .describe_stack_resource()
-            .stack_name("shop")
-            .logical_resource_id("AppGroup")
-            .send()
+        let settings = hotswap::config::MetadataWatchSettings {
+            stack: "shop".into(),
+            resource: "AppGroup".into(),
+            key: "hotswap".into(),
+            region: None,
+            poll: Duration::from_secs(1),
+        };
+        let text = hotswap::intake::metadata_watch::read(&self.cfn, &settings)
             .await
-            .unwrap()
-            .stack_resource_detail()
-            .and_then(|d| d.metadata())
-            .unwrap_or_default()
-            .to_string();
+            .unwrap();
         serde_json::from_str::<serde_json::Value>(&text).unwrap()["hotswap"].to_string()
     }
 

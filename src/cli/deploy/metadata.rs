@@ -3,7 +3,6 @@
 
 use std::time::Duration;
 
-
 use super::*;
 
 /// Submits every release of the metadata, waits for all, and fails (non-zero, reasons on stderr)
@@ -83,4 +82,3 @@ pub(super) async fn from_metadata(
     }
     worst
 }
-
