@@ -18,10 +18,11 @@ use super::moto::Moto;
 use super::process::Guarded;
 use super::text;
 
+/// The daemon drops before its env: a live supervisor would repair what the env removes.
 pub struct Host {
+    pub daemon: Daemon,
     pub env: TestEnv,
     pub config: PathBuf,
-    pub daemon: Daemon,
     pub instance_id: String,
     /// Takes releases through the cfn-hup hook, not its own watcher.
     pub hooked: bool,
