@@ -47,24 +47,19 @@ async fn main() {
     let tpl = dir.path().join("fleet.yaml");
     std::fs::write(&tpl, &template).unwrap();
     let t0 = Instant::now();
-    let mut create = cfn
-        .create_stack()
-        .stack_name("bench")
-        .template_body(template);
-    for (k, v) in [
-        ("DesiredCapacity", n.to_string()),
-        ("MinInstancesInService", "1".into()),
-        ("DeployId", "initial".into()),
-        ("AppVersion", "1".into()),
-    ] {
-        create = create.parameters(
-            aws_sdk_cloudformation::types::Parameter::builder()
-                .parameter_key(k)
-                .parameter_value(v)
-                .build(),
-        );
-    }
-    create.send().await.unwrap();
+    let desired = n.to_string();
+    support::moto::create_stack(
+        &cfn,
+        "bench",
+        template,
+        &[
+            ("DesiredCapacity", desired.as_str()),
+            ("MinInstancesInService", "1"),
+            ("DeployId", "initial"),
+            ("AppVersion", "1"),
+        ],
+    )
+    .await;
     eprintln!(
         "stack with {n} instances created in moto in {:.1} s",
         t0.elapsed().as_secs_f64()

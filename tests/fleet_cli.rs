@@ -158,16 +158,7 @@ async fn stack_update_keeps_scaling_refuses_what_is_unsafe_and_waits_for_every_i
         ("DeployId", "initial"),
         ("AppVersion", "1"),
     ];
-    let mut create = a.cfn.create_stack().stack_name("shop").template_body(body);
-    for (k, v) in params {
-        create = create.parameters(
-            aws_sdk_cloudformation::types::Parameter::builder()
-                .parameter_key(k)
-                .parameter_value(v)
-                .build(),
-        );
-    }
-    create.send().await.unwrap();
+    support::moto::create_stack(&a.cfn, "shop", body, &params).await;
     // operators scaled the group out since: 3 live
     let (name, _, _) = group(&a, "shop").await;
     a.asg
@@ -439,25 +430,17 @@ async fn the_shipped_reference_stack_lints_clean_moto_creates_it_and_its_haproxy
     let out = ctl(&moto, &["lint-template", template.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
 
-    let mut create = a
-        .cfn
-        .create_stack()
-        .stack_name("shop")
-        .template_body(std::fs::read_to_string(&template).unwrap())
-        .capabilities(aws_sdk_cloudformation::types::Capability::CapabilityIam);
-    for (k, v) in [
-        ("ImageId", "ami-12c6146b"),
-        ("PackageBucket", "shop-artifacts"),
-        ("EcrRepository", "shop/web"),
-    ] {
-        create = create.parameters(
-            aws_sdk_cloudformation::types::Parameter::builder()
-                .parameter_key(k)
-                .parameter_value(v)
-                .build(),
-        );
-    }
-    create.send().await.unwrap();
+    support::moto::create_stack(
+        &a.cfn,
+        "shop",
+        std::fs::read_to_string(&template).unwrap(),
+        &[
+            ("ImageId", "ami-12c6146b"),
+            ("PackageBucket", "shop-artifacts"),
+            ("EcrRepository", "shop/web"),
+        ],
+    )
+    .await;
     let stack = a
         .cfn
         .describe_stacks()

@@ -4,7 +4,6 @@
 mod support;
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -406,28 +405,7 @@ fn the_cfn_hup_hook_succeeds_on_a_good_release_and_fails_loudly_on_a_bad_one() {
     )
     .unwrap();
     std::os::unix::fs::symlink(HOTSWAPCTL, bin.join("hotswapctl")).unwrap();
-    let hook = Path::new(env!("CARGO_MANIFEST_DIR")).join("packaging/cfn-hup/cfn-hook");
-    // as cfn-hup runs an action: root, no TTY (own session, stdin from /dev/null), bare environment
-    let run_hook = || {
-        Command::new("setsid")
-            .arg("env")
-            .arg("-i")
-            .arg(format!("PATH={}:/usr/bin:/bin", bin.display()))
-            .arg(&hook)
-            .args([
-                "--stack",
-                "shop",
-                "--resource",
-                "AppGroup",
-                "--region",
-                "us-east-1",
-                "--socket",
-            ])
-            .arg(&daemon.socket)
-            .stdin(Stdio::null())
-            .output()
-            .unwrap()
-    };
+    let run_hook = || support::fleet::run_cfn_hook(&bin, &daemon.socket);
     std::fs::write(
         &metadata,
         format!(r#"{{"services":{{"web":{{"image":"{v2}"}}}}}}"#),

@@ -36,6 +36,19 @@ fn all_text_under(dir: &Path) -> String {
     out
 }
 
+/// `deploy web --image IMAGE --version VERSION --wait` on `daemon`.
+fn deploy_version(daemon: &Daemon, image: &str, version: &str) -> std::process::Output {
+    daemon.ctl(&[
+        "deploy",
+        "web",
+        "--image",
+        image,
+        "--version",
+        version,
+        "--wait",
+    ])
+}
+
 fn add_registry_table(config: &Path, lines: &str) {
     let mut text = std::fs::read_to_string(config).unwrap();
     text.push_str(&format!("\n[registry]\n{lines}\n"));
@@ -71,17 +84,7 @@ async fn a_release_is_pulled_from_a_private_registry_and_bad_credentials_change_
 
     let deploy = |image: String| {
         let d = daemon.clone();
-        blocking(move || {
-            d.ctl(&[
-                "deploy",
-                "web",
-                "--image",
-                &image,
-                "--version",
-                "2",
-                "--wait",
-            ])
-        })
+        blocking(move || deploy_version(&d, &image, "2"))
     };
     // a wrong password: the registry's answer, named, and the old release serves on
     let out = deploy(remote.clone()).await;
@@ -168,15 +171,7 @@ async fn an_ecr_token_is_fetched_and_used_for_the_pull() {
     // first with more free disk asked for than any host has: refused with the figures
     add_registry_table(&config, &format!("{table}\nmin_free_disk_mb = 1000000000"));
     let daemon = Daemon::start_env(env.dir.path(), &config, &moto.env());
-    let out = daemon.ctl(&[
-        "deploy",
-        "web",
-        "--image",
-        &remote,
-        "--version",
-        "1",
-        "--wait",
-    ]);
+    let out = deploy_version(&daemon, &remote, "1");
     assert_eq!(out.status.code(), Some(5), "{}", text(&out));
     assert!(
         text(&out).contains("MiB free, less than registry.min_free_disk_mb (1000000000 MiB)"),
@@ -188,15 +183,7 @@ async fn an_ecr_token_is_fetched_and_used_for_the_pull() {
     let cfg = std::fs::read_to_string(&config).unwrap();
     std::fs::write(&config, cfg.replace("\nmin_free_disk_mb = 1000000000", "")).unwrap();
     let daemon = Daemon::start_env(env.dir.path(), &config, &moto.env());
-    let out = daemon.ctl(&[
-        "deploy",
-        "web",
-        "--image",
-        &remote,
-        "--version",
-        "1",
-        "--wait",
-    ]);
+    let out = deploy_version(&daemon, &remote, "1");
     assert!(out.status.success(), "{}\n{}", text(&out), daemon.log());
     let mut seen = all_text_under(env.dir.path().join("state").as_path());
     seen.push_str(&daemon.log());

@@ -50,25 +50,32 @@ impl Host {
             std::fs::set_permissions(&stand_in, std::fs::Permissions::from_mode(0o755)).unwrap();
         }
         std::fs::write(&file, metadata).unwrap();
-        let hook = Path::new(env!("CARGO_MANIFEST_DIR")).join("packaging/cfn-hup/cfn-hook");
-        Command::new("setsid")
-            .args(["env", "-i"])
-            .arg(format!("PATH={}:/usr/bin:/bin", bin.display()))
-            .arg(&hook)
-            .args([
-                "--stack",
-                "shop",
-                "--resource",
-                "AppGroup",
-                "--region",
-                "us-east-1",
-            ])
-            .arg("--socket")
-            .arg(&self.daemon.socket)
-            .stdin(Stdio::null())
-            .output()
-            .unwrap()
+        run_cfn_hook(&bin, &self.daemon.socket)
     }
+}
+
+/// hotswap's cfn-hup hook for stack `shop`, resource `AppGroup`, as cfn-hup runs an action:
+/// root, no TTY (own session, stdin from /dev/null), a bare environment whose PATH is `bin`
+/// (where the test put `cfn-get-metadata` and `hotswapctl`) and the system's.
+pub fn run_cfn_hook(bin: &Path, socket: &Path) -> Output {
+    let hook = Path::new(env!("CARGO_MANIFEST_DIR")).join("packaging/cfn-hup/cfn-hook");
+    Command::new("setsid")
+        .args(["env", "-i"])
+        .arg(format!("PATH={}:/usr/bin:/bin", bin.display()))
+        .arg(&hook)
+        .args([
+            "--stack",
+            "shop",
+            "--resource",
+            "AppGroup",
+            "--region",
+            "us-east-1",
+        ])
+        .arg("--socket")
+        .arg(socket)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
 }
 
 /// Fields drop in this order: the hosts (daemons, containers) before the images they run, and
@@ -110,19 +117,13 @@ impl Fleet {
             ("ImageRepo", repo.as_str()),
             ("AppVersion", releases[0]),
         ];
-        let mut create = cfn
-            .create_stack()
-            .stack_name("shop")
-            .template_body(std::fs::read_to_string(&template).unwrap());
-        for (k, v) in params {
-            create = create.parameters(
-                aws_sdk_cloudformation::types::Parameter::builder()
-                    .parameter_key(k)
-                    .parameter_value(v)
-                    .build(),
-            );
-        }
-        create.send().await.unwrap();
+        super::moto::create_stack(
+            &cfn,
+            "shop",
+            std::fs::read_to_string(&template).unwrap(),
+            &params,
+        )
+        .await;
         let groups = asg.describe_auto_scaling_groups().send().await.unwrap();
         let mut ids: Vec<String> = groups.auto_scaling_groups()[0]
             .instances()

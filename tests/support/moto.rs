@@ -101,6 +101,30 @@ impl Moto {
     }
 }
 
+/// CreateStack `name` from `body` with `params` (and CAPABILITY_IAM, which templates with roles
+/// need), as the tests and benches make their stacks.
+pub async fn create_stack(
+    cfn: &aws_sdk_cloudformation::Client,
+    name: &str,
+    body: String,
+    params: &[(&str, &str)],
+) {
+    let mut create = cfn
+        .create_stack()
+        .stack_name(name)
+        .template_body(body)
+        .capabilities(aws_sdk_cloudformation::types::Capability::CapabilityIam);
+    for (k, v) in params {
+        create = create.parameters(
+            aws_sdk_cloudformation::types::Parameter::builder()
+                .parameter_key(*k)
+                .parameter_value(*v)
+                .build(),
+        );
+    }
+    create.send().await.unwrap();
+}
+
 impl Drop for Moto {
     fn drop(&mut self) {
         self.stop();
