@@ -1,6 +1,7 @@
 //! The whole fleet flow on this machine, against moto (tests/support/fleet.rs): a stack whose
 //! Auto Scaling group has 4 instances; 4 simulated hosts, each its own HAProxy and hotswapd
-//! (instance id = one of the group's), sharing the Docker engine, each under keep-alive load.
+//! (instance id = one of the group's), sharing the Docker engine and a private registry on
+//! loopback the releases are pulled from, each under keep-alive load.
 //! `hotswapctl stack-update` with a new release → three hosts' metadata watchers and one host's
 //! cfn-hup hook see it → each swaps and reports to SQS → `stack-update` exits 0 having counted 4.
 //! Then one host cannot pass its gate: `stack-update` fails naming that instance, the others

@@ -370,9 +370,20 @@ async fn idle_connections_do_not_starve_status_or_a_swap_and_bodies_must_be_obje
         crowded < Duration::from_secs(5),
         "status took {crowded:?} beside {IDLE} idle connections"
     );
-    // the daemon kept at most its bound of them: the oldest gave way to newer ones
-    let given_way = held.iter().filter(|s| closed_by_peer(s)).count();
-    println!("the daemon closed {given_way} of the {IDLE} idle connections at once");
+    // the daemon keeps at most its bound of them: the oldest give way to newer ones as it
+    // accepts them (the last few may still wait in the socket's backlog a moment)
+    let waited = Instant::now();
+    let given_way = loop {
+        let n = held.iter().filter(|s| closed_by_peer(s)).count();
+        if n >= IDLE - 256 || waited.elapsed() > Duration::from_secs(5) {
+            break n;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    println!(
+        "the daemon closed {given_way} of the {IDLE} idle connections within {:?}",
+        waited.elapsed()
+    );
     assert!(given_way >= IDLE - 256, "only {given_way} closed");
 
     // a swap still completes: its deploy and long poll are new connections, and a long poll is

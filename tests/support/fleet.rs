@@ -1,8 +1,9 @@
 //! A fleet on this machine, against moto: a stack whose Auto Scaling group has N instances, and
 //! N simulated hosts, each its own HAProxy and its own hotswapd whose instance id is one of the
-//! group's, sharing the Docker engine. Hosts take releases from the stack's metadata through
-//! their own watcher (`[cloudformation]`), or one of them through the cfn-hup hook
-//! (packaging/cfn-hup/cfn-hook), with cfn-hup played here. For tests/fleet_e2e.rs,
+//! group's, sharing the Docker engine and a private registry on loopback (Debian's
+//! docker-registry with htpasswd) the releases are pulled from. Hosts take releases from the
+//! stack's metadata through their own watcher (`[cloudformation]`), or one of them through the
+//! cfn-hup hook (packaging/cfn-hup/cfn-hook), with cfn-hup played here. For tests/fleet_e2e.rs,
 //! `scripts/bench fleet-e2e` and `scripts/demo fleet`.
 #![allow(dead_code)]
 
@@ -16,6 +17,7 @@ use super::env::TestEnv;
 use super::images::ImageOpts;
 use super::moto::Moto;
 use super::process::Guarded;
+use super::registry::LocalRegistry;
 use super::text;
 
 /// The daemon drops before its env: a live supervisor would repair what the env removes.
@@ -78,10 +80,11 @@ pub fn run_cfn_hook(bin: &Path, socket: &Path) -> Output {
         .unwrap()
 }
 
-/// Fields drop in this order: the hosts (daemons, containers) before the images they run, and
-/// moto last.
+/// Fields drop in this order: the hosts (daemons, containers) before the images they run (the
+/// registry's pulled tags, then the built ones), and moto last.
 pub struct Fleet {
     pub hosts: Vec<Host>,
+    registry: LocalRegistry,
     images: TestEnv,
     pub repo: String,
     pub template: PathBuf,
@@ -91,9 +94,10 @@ pub struct Fleet {
 }
 
 impl Fleet {
-    /// A stack of `n` instances and their hosts, with `releases` built (the stack starts on the
-    /// first); host `hooked` (if any) uses the cfn-hup hook. Returns once every host serves the
-    /// first release.
+    /// A stack of `n` instances and their hosts, with `releases` built and pushed to a private
+    /// registry on loopback (the stack starts on the first; hosts pull with credentials from
+    /// their `[registry] auth_file`); host `hooked` (if any) uses the cfn-hup hook. Returns once
+    /// every host serves the first release.
     pub async fn start(n: usize, hooked: Option<usize>, releases: &[&str]) -> Fleet {
         let dir = tempfile::tempdir().unwrap();
         let moto = Moto::start(dir.path());
@@ -106,10 +110,20 @@ impl Fleet {
         for r in releases {
             built.push(images.image(r, &ImageOpts::default()));
         }
-        let repo = built[0]
-            .rsplit_once(':')
-            .map(|(r, _)| r.to_string())
-            .unwrap();
+        // only the registry has them: the first host to swap pulls, the others find the image
+        // on the shared engine
+        let registry = LocalRegistry::start("fleet", "fleet-pull-secret");
+        for (image, r) in built.iter().zip(releases) {
+            registry.push(image, &format!("shop/web:{r}"));
+            super::images::remove_image(image);
+        }
+        let repo = format!("{}/shop/web", registry.host());
+        let auth_file = dir.path().join("docker-config.json");
+        std::fs::write(
+            &auth_file,
+            registry.docker_config_json("fleet", "fleet-pull-secret"),
+        )
+        .unwrap();
         let n_text = n.to_string();
         let params = [
             ("DesiredCapacity", n_text.as_str()),
@@ -143,7 +157,8 @@ impl Fleet {
             let config = env.config(&opts);
             let mut text_cfg = std::fs::read_to_string(&config).unwrap();
             text_cfg.push_str(&format!(
-                "\n[report]\nsqs_queue_url = \"{queue}\"\nstack = \"shop\"\nimds_endpoint = \"\"\nregion = \"us-east-1\"\n"
+                "\n[report]\nsqs_queue_url = \"{queue}\"\nstack = \"shop\"\nimds_endpoint = \"\"\nregion = \"us-east-1\"\n\n[registry]\nauth_file = {:?}\n",
+                auth_file.display().to_string()
             ));
             let is_hooked = hooked == Some(i);
             if !is_hooked {
@@ -163,6 +178,7 @@ impl Fleet {
         }
         let fleet = Fleet {
             hosts,
+            registry,
             images,
             repo,
             template,
