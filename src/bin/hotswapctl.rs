@@ -76,6 +76,44 @@ mod tests {
     }
 
     #[test]
+    fn durations_take_units() {
+        for (text, secs) in [("90", 90), ("90s", 90), ("10m", 600), ("2h", 7200), ("7d", 604800)] {
+            assert_eq!(hotswap::cli::seconds(text), Ok(secs), "{text}");
+        }
+        for bad in ["", "ten", "5w", "-3", "1.5h"] {
+            assert!(hotswap::cli::seconds(bad).is_err(), "{bad}");
+        }
+        let cli = parse("deploy web --image web:2 --wait --timeout-secs 10m").unwrap();
+        let Verb::Deploy(d) = cli.verb else {
+            panic!("{cli:?}")
+        };
+        assert_eq!(d.waiting.timeout_secs, 600);
+        assert!(parse("deploy web --image web:2 --timeout-secs soon").is_err());
+    }
+
+        /// Every flag and positional of every verb, hidden ones aside, says what it is for.
+    #[test]
+    fn every_argument_has_help() {
+        fn missing(cmd: &clap::Command, path: &str, out: &mut Vec<String>) {
+            for arg in cmd.get_arguments() {
+                let id = arg.get_id().as_str();
+                if arg.is_hide_set() || id == "help" || id == "version" {
+                    continue;
+                }
+                if arg.get_help().is_none() && arg.get_long_help().is_none() {
+                    out.push(format!("{path} {id}"));
+                }
+            }
+            for sub in cmd.get_subcommands() {
+                missing(sub, &format!("{path} {}", sub.get_name()), out);
+            }
+        }
+        let mut out = Vec::new();
+        missing(&Cli::command(), "hotswapctl", &mut out);
+        assert!(out.is_empty(), "arguments without help: {out:?}");
+    }
+
+    #[test]
     fn every_verb_parses_and_bad_command_lines_are_usage_errors() {
         for line in [
             "deploy web --image web:2 --version 2 --deploy-id d1 --wait --timeout-secs 5 --json",

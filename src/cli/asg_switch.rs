@@ -14,12 +14,17 @@ pub struct Args {
     /// The ELBv2 target group (name or ARN).
     #[arg(long)]
     pub load_balancer: String,
+    /// The Auto Scaling group to attach (name); every other group is detached once it is healthy.
     #[arg(long)]
     pub new_group: String,
-    #[arg(long, default_value_t = 300)]
+    /// How long to wait for the new group's instances to be healthy in the target group
+    /// (seconds, or 90s, 5m).
+    #[arg(long, default_value_t = 300, value_parser = super::seconds)]
     pub timeout_secs: u64,
+    /// AWS region (default: AWS_REGION).
     #[arg(long)]
     pub region: Option<String>,
+    /// Print the outcome as JSON on stdout.
     #[arg(long)]
     pub json: bool,
 }

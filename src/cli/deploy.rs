@@ -16,6 +16,7 @@ use metadata::from_metadata;
 /// Swap a service to a new release (or every release of a CloudFormation metadata file).
 #[derive(clap::Args, Debug)]
 pub struct Args {
+    /// The service to swap, as named in hotswapd's config (`[services.NAME]` or `[processes.NAME]`).
     #[arg(required_unless_present = "from_metadata")]
     pub service: Option<String>,
     /// Image reference of the release, e.g. web:2.

@@ -21,6 +21,7 @@ use super::Exit;
 #[derive(clap::Args, Debug)]
 #[command(hide = true)]
 pub struct Args {
+    /// Where to write them (man/ and completions/ are made under it).
     pub dir: PathBuf,
 }
 

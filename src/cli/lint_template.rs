@@ -10,7 +10,9 @@ use super::{Exit, Globals};
 /// Warn about blue-green pitfalls in a CloudFormation template.
 #[derive(clap::Args, Debug)]
 pub struct Args {
+    /// The template file (JSON or YAML).
     pub file: PathBuf,
+    /// Print the warnings as JSON on stdout.
     #[arg(long)]
     pub json: bool,
 }

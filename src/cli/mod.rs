@@ -73,14 +73,35 @@ pub fn block_on<F: Future>(work: F) -> F::Output {
 }
 
 /// How a verb that starts a swap (deploy, rollback) waits for it.
+/// A duration on the command line, in seconds: `90`, `90s`, `10m`, `2h` or `7d`.
+pub fn seconds(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let (num, unit) = match t.char_indices().last() {
+        Some((i, c @ ('s' | 'm' | 'h' | 'd'))) => (&t[..i], c),
+        _ => (t, 's'),
+    };
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration: use seconds, or 30s, 10m, 2h, 7d"))?;
+    let unit = match unit {
+        'm' => 60,
+        'h' => 3600,
+        'd' => 86400,
+        _ => 1,
+    };
+    n.checked_mul(unit)
+        .ok_or_else(|| format!("{text:?} is too long a duration"))
+}
+
 #[derive(clap::Args, Debug)]
 pub struct Waiting {
     /// Wait until the swap ends, showing each ramp step; exit non-zero if it failed.
     #[arg(long)]
     pub wait: bool,
-    /// How long --wait waits, in seconds.
-    #[arg(long, default_value_t = 600)]
+    /// How long --wait waits: seconds, or 30s, 10m, 2h.
+    #[arg(long, default_value_t = 600, value_parser = seconds)]
     pub timeout_secs: u64,
+    /// Print the deploy's status as JSON on stdout.
     #[arg(long)]
     pub json: bool,
 }

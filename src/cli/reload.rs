@@ -13,6 +13,7 @@ use super::{client_exit, Exit, Globals};
 #[derive(clap::Args, Debug)]
 #[command(visible_alias = "reload-config")]
 pub struct Args {
+    /// Print what changed as JSON on stdout.
     #[arg(long)]
     pub json: bool,
 }

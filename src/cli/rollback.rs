@@ -9,6 +9,7 @@ use super::{client_exit, deploy::outcome, Exit, Globals, Waiting};
 /// Swap a service back to its previous release (kept locally: nothing is pulled).
 #[derive(clap::Args, Debug)]
 pub struct Args {
+    /// The service to roll back, as named in hotswapd's config.
     pub service: String,
     #[command(flatten)]
     pub waiting: Waiting,

@@ -7,6 +7,7 @@ use super::{client_exit, Exit, Globals};
 /// List services with their current and previous release and phase.
 #[derive(clap::Args, Debug)]
 pub struct Args {
+    /// Print the services as JSON on stdout.
     #[arg(long)]
     pub json: bool,
 }

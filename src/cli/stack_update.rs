@@ -14,6 +14,7 @@ use super::{block_on, Exit, Globals};
 /// report per instance on SQS.
 #[derive(clap::Args, Debug)]
 pub struct Args {
+    /// The CloudFormation stack to update (name or id).
     #[arg(long)]
     pub stack: String,
     /// The CloudFormation template (JSON or YAML).
@@ -28,12 +29,12 @@ pub struct Args {
     /// Default: a fresh one; passed as the DeployId parameter, echoed by the hosts.
     #[arg(long)]
     pub deploy_id: Option<String>,
-    /// Older stacks are refused: re-provision them instead.
-    #[arg(long, default_value_t = 7 * 24 * 3600)]
+    /// Older stacks are refused: re-provision them instead. Seconds, or 12h, 7d.
+    #[arg(long, default_value_t = 7 * 24 * 3600, value_parser = super::seconds)]
     pub max_age_secs: u64,
     /// How long to wait for the reports (default: host budget 180 s + 60 s margin). With a
     /// canary ramp on the hosts, add its holds and watch window.
-    #[arg(long, default_value_t = 240)]
+    #[arg(long, default_value_t = 240, value_parser = super::seconds)]
     pub timeout_secs: u64,
     /// Run before UpdateStack (sh -c); non-zero aborts.
     #[arg(long)]
@@ -44,8 +45,10 @@ pub struct Args {
     /// Print the plan (checks, parameters, instance count) and change nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// AWS region (default: AWS_REGION).
     #[arg(long)]
     pub region: Option<String>,
+    /// Print the outcome (instances expected and succeeded, timings) as JSON on stdout.
     #[arg(long)]
     pub json: bool,
 }

@@ -8,6 +8,7 @@ use super::{client_exit, Exit, Globals};
 /// the old release serving), so monitoring can use it.
 #[derive(clap::Args, Debug)]
 pub struct Args {
+    /// Print the daemon's whole status as JSON on stdout.
     #[arg(long)]
     pub json: bool,
 }
