@@ -69,8 +69,9 @@ pub async fn run(settings: Settings, config_path: PathBuf) -> anyhow::Result<()>
         access: RwLock::new(d.access.clone()),
         docker,
         reporter: Arc::new(Reporters {
-            file: FileReporter::new(d.reports_file.clone()),
+            file: FileReporter::rotated(d.reports_file.clone(), d.reports_rotation),
             outbox,
+            metrics: crate::report::metrics::Metrics::new(),
         }),
         identity,
         archives: Arc::new(ArchiveFetcher::new(
@@ -110,6 +111,16 @@ pub async fn run(settings: Settings, config_path: PathBuf) -> anyhow::Result<()>
     let server = crate::control::server::serve(shared.clone(), &d.socket, bounds)
         .await
         .with_context(|| format!("listening on control socket {}", d.socket.display()))?;
+    let _metrics_http = match d.metrics_listen {
+        Some(addr) => Some(
+            crate::control::server::serve_metrics(shared.clone(), addr)
+                .await
+                .with_context(|| {
+                    format!("listening for metrics on {addr} (daemon.metrics_listen)")
+                })?,
+        ),
+        None => None,
+    };
     let inbox = match &d.inbox_dir {
         Some(dir) => Some(
             crate::intake::inbox::watch(shared.clone(), dir)

@@ -230,6 +230,7 @@ impl Registry {
         for name in removed {
             let slot = services.remove(&name).expect("listed above");
             slot.task.abort();
+            self.reporter.metrics.forget(&name);
             tracing::warn!(service = %name, "service removed from config: what runs is left as it is");
         }
         for (name, s) in &new.services {

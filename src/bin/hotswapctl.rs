@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser, Subcommand};
 use hotswap::cli::{
-    asg_switch, check_config, deploy, docs, lint_template, reload, rollback, services,
+    asg_switch, check_config, deploy, docs, history, lint_template, reload, rollback, services,
     stack_update, status, Exit, Globals,
 };
 
@@ -24,6 +24,7 @@ enum Verb {
     Status(status::Args),
     Services(services::Args),
     Rollback(rollback::Args),
+    History(history::Args),
     Reload(reload::Args),
     StackUpdate(stack_update::Args),
     LintTemplate(lint_template::Args),
@@ -40,6 +41,7 @@ fn main() -> ExitCode {
         Verb::Status(a) => status::run(a, g),
         Verb::Services(a) => services::run(a, g),
         Verb::Rollback(a) => rollback::run(a, g),
+        Verb::History(a) => history::run(a, g),
         Verb::Reload(a) => reload::run(a, g),
         Verb::StackUpdate(a) => stack_update::run(a, g),
         Verb::LintTemplate(a) => lint_template::run(a, g),
@@ -77,7 +79,13 @@ mod tests {
 
     #[test]
     fn durations_take_units() {
-        for (text, secs) in [("90", 90), ("90s", 90), ("10m", 600), ("2h", 7200), ("7d", 604800)] {
+        for (text, secs) in [
+            ("90", 90),
+            ("90s", 90),
+            ("10m", 600),
+            ("2h", 7200),
+            ("7d", 604800),
+        ] {
             assert_eq!(hotswap::cli::seconds(text), Ok(secs), "{text}");
         }
         for bad in ["", "ten", "5w", "-3", "1.5h"] {
@@ -91,7 +99,7 @@ mod tests {
         assert!(parse("deploy web --image web:2 --timeout-secs soon").is_err());
     }
 
-        /// Every flag and positional of every verb, hidden ones aside, says what it is for.
+    /// Every flag and positional of every verb, hidden ones aside, says what it is for.
     #[test]
     fn every_argument_has_help() {
         fn missing(cmd: &clap::Command, path: &str, out: &mut Vec<String>) {

@@ -122,7 +122,7 @@ async fn deploy(client: &Client, args: Args) -> Exit {
 /// Prints a followed deploy's phases and canary steps on stderr as they happen (from the swap's
 /// phase marks and step records, so a phase shorter than the poll is still shown).
 #[derive(Default)]
-struct Progress {
+pub struct Progress {
     /// What a queued deploy was last said to wait for.
     behind: Option<String>,
     /// Phase marks printed.
@@ -136,7 +136,7 @@ struct Progress {
 }
 
 impl Progress {
-    fn show(&mut self, status: &DeployStatus) {
+    pub fn show(&mut self, status: &DeployStatus) {
         if status.status() == "queued" {
             let behind = status.state.get("behind").and_then(|b| b.as_str());
             if behind.is_some() && behind != self.behind.as_deref() {

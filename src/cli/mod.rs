@@ -7,6 +7,7 @@ pub mod check_config;
 pub mod deploy;
 pub mod docs;
 pub mod exit;
+pub mod history;
 pub mod lint_template;
 pub mod reload;
 pub mod rollback;

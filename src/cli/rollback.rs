@@ -1,16 +1,22 @@
-//! `hotswapctl rollback SERVICE [--wait]`: swap back to the previous release (its image was kept).
+//! `hotswapctl rollback SERVICE [--to VERSION] [--wait]`: swap back to the previous release, or
+//! to an older one whose image was kept (`keep_images`).
 
 use std::time::Duration;
 
 use crate::control::client::Client;
 
-use super::{client_exit, deploy::outcome, Exit, Globals, Waiting};
+use super::{client_exit, deploy::outcome, deploy::Progress, Exit, Globals, Waiting};
 
-/// Swap a service back to its previous release (kept locally: nothing is pulled).
+/// Swap a service back to its previous release, or with --to to an older kept one (kept
+/// locally: nothing is pulled).
 #[derive(clap::Args, Debug)]
 pub struct Args {
     /// The service to roll back, as named in hotswapd's config.
     pub service: String,
+    /// The kept release to go back to: its version, image or image tag (`hotswapctl history`
+    /// lists them; the service's `keep_images` says how many are kept). Default: the previous.
+    #[arg(long, value_name = "VERSION")]
+    pub to: Option<String>,
     #[command(flatten)]
     pub waiting: Waiting,
 }
@@ -19,18 +25,27 @@ pub fn run(args: Args, globals: &Globals) -> Exit {
     globals.with_daemon(|client| async move {
         let w = &args.waiting;
         let timeout = Duration::from_secs(w.timeout_secs);
-        rollback(&client, &args.service, w.wait, timeout, w.json).await
+        rollback(
+            &client,
+            &args.service,
+            args.to.as_deref(),
+            w.wait,
+            timeout,
+            w.json,
+        )
+        .await
     })
 }
 
 async fn rollback(
     client: &Client,
     service: &str,
+    to: Option<&str>,
     wait: bool,
     timeout: Duration,
     json: bool,
 ) -> Exit {
-    let accepted = match client.rollback(service).await {
+    let accepted = match client.rollback(service, to).await {
         Ok(a) => a,
         Err(e) => {
             eprintln!("hotswapctl: rolling back service {service:?}: {e}");
@@ -51,7 +66,40 @@ async fn rollback(
         }
         return Exit::Ok;
     }
-    match client.wait(&accepted.deploy_id, timeout).await {
+    let followed = if json {
+        client.wait(&accepted.deploy_id, timeout).await
+    } else {
+        let mut progress = Progress::default();
+        let mut named = false;
+        client
+            .follow(&accepted.deploy_id, timeout, |s| {
+                if !named {
+                    let release = s
+                        .state
+                        .get("release")
+                        .or_else(|| s.state.pointer("/swap/release"));
+                    let field = |k: &str| {
+                        release
+                            .and_then(|r| r.get(k))
+                            .and_then(|v| v.as_str())
+                            .unwrap_or("?")
+                            .to_string()
+                    };
+                    if release.is_some() {
+                        eprintln!(
+                            "rollback {} of {service}: back to version {} ({})",
+                            accepted.deploy_id,
+                            field("version"),
+                            field("image")
+                        );
+                        named = true;
+                    }
+                }
+                progress.show(s)
+            })
+            .await
+    };
+    match followed {
         Ok(s) => {
             if json {
                 println!("{}", serde_json::to_string_pretty(&s).expect("serializes"));

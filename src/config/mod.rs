@@ -74,11 +74,32 @@ pub struct ProcessSettings {
     pub start_command: Vec<String>,
 }
 
+/// When a file that only grows (the reports file) is rotated: past `max_bytes` it becomes
+/// `<name>.1` (`.1` becomes `.2` ...), and `keep` rotated files are kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rotation {
+    pub max_bytes: u64,
+    pub keep: usize,
+}
+
+impl Default for Rotation {
+    fn default() -> Self {
+        Rotation {
+            max_bytes: 10 << 20,
+            keep: 5,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct DaemonSettings {
     pub socket: PathBuf,
     pub state_dir: PathBuf,
     pub reports_file: PathBuf,
+    /// When the reports file is rotated and how many rotated files are kept.
+    pub reports_rotation: Rotation,
+    /// Where `GET /metrics` is also served over TCP (it always is on the control socket).
+    pub metrics_listen: Option<std::net::SocketAddr>,
     /// Names this host in labels and reports; several daemons on one Docker engine (tests) keep
     /// apart by it.
     pub instance_id: String,

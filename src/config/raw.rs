@@ -61,6 +61,9 @@ struct Daemon {
     inbox_dir: Option<PathBuf>,
     sweep_secs: Option<u64>,
     archive_dirs: Option<Vec<PathBuf>>,
+    reports_max_mb: Option<u64>,
+    reports_keep: Option<usize>,
+    metrics_listen: Option<String>,
     socket_group: Option<String>,
     #[serde(default)]
     allowed_uids: Vec<u32>,
@@ -258,7 +261,37 @@ impl Config {
                 format!("{}: must be an absolute path", dir.display()),
             ));
         }
+        let reports_max_mb = d.reports_max_mb.unwrap_or(10);
+        if !(1..=10_240).contains(&reports_max_mb) {
+            return Err(ctx.invalid(
+                "daemon.reports_max_mb",
+                format!(
+                    "{reports_max_mb}: give 1 to 10240 (MiB before the reports file is rotated)"
+                ),
+            ));
+        }
+        let reports_keep = d.reports_keep.unwrap_or(5);
+        if !(1..=100).contains(&reports_keep) {
+            return Err(ctx.invalid(
+                "daemon.reports_keep",
+                format!("{reports_keep}: give 1 to 100 (rotated reports files kept)"),
+            ));
+        }
+        let metrics_listen = match d.metrics_listen {
+            None => None,
+            Some(a) => Some(a.parse::<std::net::SocketAddr>().map_err(|e| {
+                ctx.invalid(
+                    "daemon.metrics_listen",
+                    format!("{a:?}: {e}; give an address and port, e.g. \"127.0.0.1:9187\""),
+                )
+            })?),
+        };
         let daemon = DaemonSettings {
+            reports_rotation: crate::config::Rotation {
+                max_bytes: reports_max_mb << 20,
+                keep: reports_keep,
+            },
+            metrics_listen,
             sweep: std::time::Duration::from_secs(sweep_secs),
             archive_dirs,
             socket: d

@@ -97,6 +97,9 @@ pub struct DeployAccepted {
 pub struct RollbackRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deploy_id: Option<String>,
+    /// A kept release to go back to (its version, image or tag); the previous one when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

@@ -53,6 +53,34 @@ impl Client {
         body: Option<Vec<u8>>,
         timeout: Duration,
     ) -> Result<T, ClientError> {
+        self.call_with(method, path, body, timeout, |bytes| {
+            serde_json::from_slice(bytes)
+                .map_err(|e| format!("{e}: {}", String::from_utf8_lossy(bytes)))
+        })
+        .await
+    }
+
+    /// A GET whose answer is text, not JSON (`/metrics`).
+    async fn text(
+        &self,
+        method: Method,
+        path: &str,
+        timeout: Duration,
+    ) -> Result<String, ClientError> {
+        self.call_with(method, path, None, timeout, |bytes| {
+            String::from_utf8(bytes.to_vec()).map_err(|e| e.to_string())
+        })
+        .await
+    }
+
+    async fn call_with<T>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+        timeout: Duration,
+        decode: fn(&[u8]) -> Result<T, String>,
+    ) -> Result<T, ClientError> {
         let idempotent = method == Method::GET;
         let work = async {
             // a daemon shedding load (all its control connections busy, or its socket's backlog
@@ -60,7 +88,7 @@ impl Client {
             let mut wait = Duration::from_millis(50);
             let give_up = tokio::time::Instant::now() + RETRY_FOR;
             loop {
-                let e = match self.once(method.clone(), path, body.clone()).await {
+                let e = match self.once(method.clone(), path, body.clone(), decode).await {
                     Ok(t) => return Ok(t),
                     Err(Once::Retry(e)) => e,
                     Err(Once::Closed(e)) if idempotent => e,
@@ -86,11 +114,12 @@ impl Client {
     }
 
     /// One request on a new connection.
-    async fn once<T: DeserializeOwned>(
+    async fn once<T>(
         &self,
         method: Method,
         path: &str,
         body: Option<Vec<u8>>,
+        decode: fn(&[u8]) -> Result<T, String>,
     ) -> Result<T, Once> {
         let stream = UnixStream::connect(&self.socket).await.map_err(|e| {
             let busy = e.kind() == std::io::ErrorKind::WouldBlock;
@@ -143,12 +172,7 @@ impl Client {
                 Once::Failed(e)
             });
         }
-        serde_json::from_slice(&bytes).map_err(|e| {
-            Once::Failed(ClientError::Protocol(format!(
-                "{e}: {}",
-                String::from_utf8_lossy(&bytes)
-            )))
-        })
+        decode(&bytes).map_err(|e| Once::Failed(ClientError::Protocol(e)))
     }
 
     pub async fn deploy(&self, req: &DeployRequest) -> Result<DeployAccepted, ClientError> {
@@ -237,15 +261,43 @@ impl Client {
             .await
     }
 
-    pub async fn rollback(&self, service: &str) -> Result<DeployAccepted, ClientError> {
+    pub async fn rollback(
+        &self,
+        service: &str,
+        to: Option<&str>,
+    ) -> Result<DeployAccepted, ClientError> {
         let path = format!("/v1/services/{service}/rollback");
+        let body = super::api::RollbackRequest {
+            deploy_id: None,
+            to: to.map(String::from),
+        };
         self.call(
             Method::POST,
             &path,
-            Some(b"{}".to_vec()),
+            Some(serde_json::to_vec(&body).expect("serializes")),
             Duration::from_secs(30),
         )
         .await
+    }
+
+    /// The last `limit` reports (swaps and repairs), newest first; of one service if given.
+    pub async fn history(
+        &self,
+        service: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<serde_json::Value>, ClientError> {
+        let path = match service {
+            Some(s) => format!("/v1/history?service={s}&limit={limit}"),
+            None => format!("/v1/history?limit={limit}"),
+        };
+        self.call(Method::GET, &path, None, Duration::from_secs(30))
+            .await
+    }
+
+    /// `GET /metrics`: Prometheus' text format.
+    pub async fn metrics(&self) -> Result<String, ClientError> {
+        self.text(Method::GET, "/metrics", Duration::from_secs(30))
+            .await
     }
 
     pub async fn reload(&self) -> Result<super::api::ReloadOutcome, ClientError> {

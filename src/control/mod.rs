@@ -6,7 +6,9 @@
 //! | GET | /v1/deploys/{id}?wait=SECS | one deploy; with `wait`, answers when it finishes (or after SECS) |
 //! | GET | /v1/services | one summary per service |
 //! | GET | /v1/services/{name} | a service's full view |
-//! | POST | /v1/services/{name}/rollback | queue the previous release again |
+//! | POST | /v1/services/{name}/rollback | queue the previous release again, or `to` a kept one |
+//! | GET | /v1/history?service=NAME&limit=N | the last N reports, newest first |
+//! | GET | /metrics | Prometheus' text format (also over TCP with `metrics_listen`) |
 //! | POST | /v1/reload | re-read the config file |
 //! | GET | /v1/health | version, host, uptime, per-service state |
 //! | GET | /v1/status | the daemon and every service's full view |

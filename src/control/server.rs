@@ -18,6 +18,7 @@ use super::api::{
     ServiceSummary, MAX_BODY,
 };
 use super::conns::{Admission, Bounds, Reply, Table, Ticket};
+use crate::engine::phase::Requester;
 use crate::intake::{self, Refusal};
 use crate::registry::Registry;
 
@@ -114,17 +115,46 @@ async fn connection(shared: Arc<Registry>, ticket: Ticket, stream: UnixStream) {
     if let Err(why) = &verdict {
         tracing::warn!(reason = %why, "refused a control connection");
     }
+    let by = Arc::new(requester(&stream));
     let handler = move |req| {
         let shared = shared.clone();
         let verdict = verdict.clone();
+        let by = by.clone();
         async move {
             match verdict {
-                Ok(()) => handle(&shared, req).await,
+                Ok(()) => handle(&shared, req, &by).await,
                 Err(why) => error(StatusCode::FORBIDDEN, why),
             }
         }
     };
     super::conns::serve(ticket, stream, handler).await;
+}
+
+/// Who is on the other end of a connection: its credentials and command line, for the journal
+/// and the report of what it asks for.
+fn requester(stream: &UnixStream) -> Requester {
+    let cred = stream.peer_cred().ok();
+    let pid = cred.as_ref().and_then(|c| c.pid());
+    let command = pid
+        .and_then(|pid| std::fs::read(format!("/proc/{pid}/cmdline")).ok())
+        .map(|raw| {
+            let mut line: String = String::from_utf8_lossy(&raw)
+                .split('\0')
+                .filter(|a| !a.is_empty())
+                .collect::<Vec<_>>()
+                .join(" ");
+            if line.chars().count() > 200 {
+                line = line.chars().take(199).chain(['…']).collect();
+            }
+            line
+        });
+    Requester {
+        via: "socket".into(),
+        uid: cred.as_ref().map(|c| c.uid()),
+        pid,
+        command,
+        source: None,
+    }
 }
 
 fn json(status: StatusCode, body: &impl serde::Serialize) -> Reply {
@@ -150,13 +180,15 @@ fn refused(r: Refusal) -> Reply {
     let status = match &r {
         Refusal::UnknownService { .. } => StatusCode::NOT_FOUND,
         Refusal::Invalid(_) => StatusCode::BAD_REQUEST,
-        Refusal::NoPrevious(_) | Refusal::BundleGone(_) => StatusCode::CONFLICT,
+        Refusal::NoPrevious(_) | Refusal::BundleGone(_) | Refusal::NotKept { .. } => {
+            StatusCode::CONFLICT
+        }
         Refusal::NotQueued(_) => StatusCode::INTERNAL_SERVER_ERROR,
     };
     error(status, r.to_string())
 }
 
-async fn handle(shared: &Registry, req: Request<Incoming>) -> Reply {
+async fn handle(shared: &Registry, req: Request<Incoming>, by: &Requester) -> Reply {
     let path = req.uri().path().to_string();
     let query = req.uri().query().unwrap_or("").to_string();
     let method = req.method().clone();
@@ -164,7 +196,7 @@ async fn handle(shared: &Registry, req: Request<Incoming>) -> Reply {
     match (&method, segments.as_slice()) {
         (&Method::POST, ["v1", "deploys"]) => {
             match body::<DeployRequest>(req, "deploy request", false).await {
-                Ok(r) => match intake::accept(shared, r) {
+                Ok(r) => match intake::accept(shared, r, by.clone()) {
                     Ok(a) => json(StatusCode::ACCEPTED, &a),
                     Err(r) => refused(r),
                 },
@@ -186,7 +218,7 @@ async fn handle(shared: &Registry, req: Request<Incoming>) -> Reply {
         },
         (&Method::POST, ["v1", "services", name, "rollback"]) => {
             match body::<RollbackRequest>(req, "rollback request", true).await {
-                Ok(r) => match intake::rollback(shared, name, r.deploy_id) {
+                Ok(r) => match intake::rollback(shared, name, r, by.clone()) {
                     Ok(a) => json(StatusCode::ACCEPTED, &a),
                     Err(r) => refused(r),
                 },
@@ -215,6 +247,8 @@ async fn handle(shared: &Registry, req: Request<Incoming>) -> Reply {
                 },
             )
         }
+        (&Method::GET, ["v1", "history"]) => history(shared, &query).await,
+        (&Method::GET, ["metrics"]) => metrics(shared).await,
         (_, ["v1", ..]) => error(StatusCode::NOT_FOUND, format!("no route {method} {path}")),
         _ => error(
             StatusCode::NOT_FOUND,
@@ -347,4 +381,93 @@ async fn deploy_status(shared: &Registry, id: &str, query: &str) -> Reply {
             _ => return json(StatusCode::OK, &DeployStatus::new(id, &handle.name, &state)),
         }
     }
+}
+
+/// `GET /metrics`: Prometheus' text format.
+pub(crate) async fn metrics(shared: &Registry) -> Reply {
+    let views: Vec<_> = shared.handles().iter().map(|h| h.view()).collect();
+    let outbox = shared.reporter.outbox.clone();
+    let depth = match outbox {
+        Some(o) => tokio::task::spawn_blocking(move || o.depth()).await.ok(),
+        None => None,
+    };
+    let text = shared.reporter.metrics.render(&views, depth);
+    Response::builder()
+        .status(StatusCode::OK)
+        .header("content-type", "text/plain; version=0.0.4; charset=utf-8")
+        .body(Full::new(Bytes::from(text)))
+        .expect("a valid response")
+}
+
+/// `GET /v1/history?service=NAME&limit=N`: the last N reports (swaps and repairs), newest
+/// first, from the reports file and its rotated copies.
+async fn history(shared: &Registry, query: &str) -> Reply {
+    let mut service = None;
+    let mut limit = 20usize;
+    for (k, v) in query.split('&').filter_map(|kv| kv.split_once('=')) {
+        match k {
+            "service" => service = Some(v.to_string()),
+            "limit" => match v.parse::<usize>() {
+                Ok(n) if (1..=1000).contains(&n) => limit = n,
+                _ => {
+                    return error(
+                        StatusCode::BAD_REQUEST,
+                        format!("limit={v:?}: give a whole number from 1 to 1000"),
+                    )
+                }
+            },
+            _ => {}
+        }
+    }
+    if let Some(name) = &service {
+        if shared.handle(name).is_none() {
+            return error(StatusCode::NOT_FOUND, format!("unknown service {name:?}"));
+        }
+    }
+    let file = shared.reporter.file.clone();
+    match tokio::task::spawn_blocking(move || file.history(service.as_deref(), limit)).await {
+        Ok(Ok(entries)) => json(StatusCode::OK, &entries),
+        Ok(Err(e)) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+/// `[daemon] metrics_listen`: `GET /metrics` (and nothing else) over TCP, for a Prometheus that
+/// cannot reach the socket. At most 16 connections at once; headers within 10 s.
+pub async fn serve_metrics(
+    shared: Arc<Registry>,
+    addr: std::net::SocketAddr,
+) -> std::io::Result<tokio::task::JoinHandle<()>> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    tracing::info!(%addr, "serving metrics over TCP");
+    let slots = Arc::new(tokio::sync::Semaphore::new(16));
+    Ok(tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            };
+            let Ok(slot) = slots.clone().try_acquire_owned() else {
+                continue; // dropped: a scraper retries
+            };
+            let shared = shared.clone();
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+                    let shared = shared.clone();
+                    async move {
+                        Ok::<_, std::convert::Infallible>(match (req.method(), req.uri().path()) {
+                            (&Method::GET, "/metrics") => metrics(&shared).await,
+                            _ => error(StatusCode::NOT_FOUND, "only GET /metrics here"),
+                        })
+                    }
+                });
+                let conn = hyper::server::conn::http1::Builder::new()
+                    .timer(hyper_util::rt::TokioTimer::new())
+                    .header_read_timeout(READ_TIMEOUT)
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), svc);
+                let _ = tokio::time::timeout(Duration::from_secs(60), conn).await;
+                drop(slot);
+            });
+        }
+    }))
 }

@@ -81,6 +81,7 @@ impl<P: Reporter> Book<P> {
         let r = &self.record;
         let (current, previous, swap) = (r.current.clone(), r.previous.clone(), r.swap.clone());
         let history = r.history.clone();
+        let kept_images = r.kept_images.clone();
         // one change: no reader sees the new state beside the old record
         self.handle.publish(move |v| {
             v.set_state(state, reason);
@@ -88,6 +89,7 @@ impl<P: Reporter> Book<P> {
             v.previous = previous;
             v.swap = swap;
             v.history = history;
+            v.kept_images = kept_images;
         });
     }
     /// Journals the record as it is now.

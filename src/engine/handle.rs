@@ -239,6 +239,7 @@ mod tests {
             archive: None,
             code: None,
             no_ramp: false,
+            requested_by: None,
         }
     }
 

@@ -10,6 +10,7 @@ fn release(v: &str) -> Release {
         archive: None,
         code: None,
         no_ramp: false,
+        requested_by: None,
     }
 }
 

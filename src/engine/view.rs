@@ -64,6 +64,8 @@ pub struct ServiceView {
     pub started: bool,
     pub current: Option<Instance>,
     pub previous: Option<Release>,
+    /// Images kept for rollback (`rollback --to`), newest first.
+    pub kept_images: Vec<String>,
     pub swap: Option<Swap>,
     pub queued: Vec<Release>,
     /// Recent finished swaps, newest last.

@@ -55,7 +55,8 @@ enum Examined {
     /// Not ours to look at (temporary, hidden, gone, our own directories, still being written).
     Ignore,
     Reject(String),
-    Release(DeployRequest),
+    /// The release and the file owner's uid.
+    Release(DeployRequest, u32),
 }
 
 #[derive(Debug, PartialEq, Eq, Clone, Copy)]
@@ -185,7 +186,7 @@ fn examine(inbox: &Dir, name: &OsStr, how: Arrival) -> Examined {
         return Examined::Reject(format!("cannot read it: {e}"));
     }
     match parse(&text, format) {
-        Ok(req) => Examined::Release(req),
+        Ok(req) => Examined::Release(req, std::os::unix::fs::MetadataExt::uid(&meta)),
         Err(why) => Examined::Reject(why),
     }
 }
@@ -200,12 +201,18 @@ fn parse(text: &str, format: Format) -> Result<DeployRequest, String> {
 }
 
 fn process(shared: &Registry, inbox: &Dir, name: &OsStr, how: Arrival) {
-    let req = match examine(inbox, name, how) {
+    let (req, uid) = match examine(inbox, name, how) {
         Examined::Ignore => return,
         Examined::Reject(why) => return reject(inbox, name, &why),
-        Examined::Release(req) => req,
+        Examined::Release(req, uid) => (req, uid),
     };
-    match intake::accept(shared, req) {
+    let by = crate::engine::phase::Requester {
+        via: "inbox".into(),
+        uid: Some(uid),
+        source: Some(name.to_string_lossy().into_owned()),
+        ..Default::default()
+    };
+    match intake::accept(shared, req, by) {
         Ok(a) => match move_into(inbox, name, ACCEPTED) {
             Ok((to, new)) => {
                 tracing::info!(file = ?name, moved_to = %to.path().join(&new).display(), deploy_id = %a.deploy_id, service = %a.service, new = a.accepted, "inbox release accepted")
@@ -297,7 +304,7 @@ mod tests {
         std::fs::write(d.join("web.json"), r#"{"service":"web","image":"web:2"}"#).unwrap();
         assert!(matches!(
             examine(&inbox, OsStr::new("web.json"), Arrival::Complete),
-            Examined::Release(r) if r.image == "web:2"
+            Examined::Release(r, _) if r.image == "web:2"
         ));
         // just created: a regular file may still be written
         let e = examine(&inbox, OsStr::new("web.json"), Arrival::Created);

@@ -56,7 +56,12 @@ pub fn spawn(registry: Arc<Registry>, s: MetadataWatchSettings) -> tokio::task::
                     wait = s.poll;
                     let now = now_ms();
                     if last.as_deref() != Some(text.as_str()) {
-                        match submit(&registry, &text, &s.key) {
+                        match submit(
+                            &registry,
+                            &text,
+                            &s.key,
+                            &format!("{}/{}", s.stack, s.resource),
+                        ) {
                             Ok(ids) => {
                                 tracing::info!(stack = %s.stack, resource = %s.resource, deploys = ?ids, "the stack's releases changed; submitted");
                                 publish(&registry, |v| {
@@ -165,7 +170,7 @@ pub async fn read(
 
 /// Submits every release of the metadata for a service this host runs; returns their deploy
 /// ids. Services this host does not run are left to the hosts that do.
-fn submit(registry: &Registry, text: &str, key: &str) -> Result<Vec<String>, String> {
+fn submit(registry: &Registry, text: &str, key: &str, source: &str) -> Result<Vec<String>, String> {
     let value: serde_json::Value =
         serde_json::from_str(text).map_err(|e| format!("the metadata is not JSON: {e}"))?;
     if value.get(key).is_none() {
@@ -180,7 +185,12 @@ fn submit(registry: &Registry, text: &str, key: &str) -> Result<Vec<String>, Str
             continue;
         }
         let service = req.service.clone();
-        match super::accept(registry, req) {
+        let by = crate::engine::phase::Requester {
+            via: "metadata_watch".into(),
+            source: Some(source.to_string()),
+            ..Default::default()
+        };
+        match super::accept(registry, req, by) {
             Ok(a) => ids.push(a.deploy_id),
             Err(e) => refused.push(format!("service {service:?}: {e}")),
         }

@@ -7,8 +7,8 @@ pub mod metadata;
 pub mod metadata_watch;
 pub mod validate;
 
-use crate::control::api::{DeployAccepted, DeployRequest};
-use crate::engine::phase::ImageArchive;
+use crate::control::api::{DeployAccepted, DeployRequest, RollbackRequest};
+use crate::engine::phase::{ImageArchive, Requester};
 use crate::engine::ServiceHandle;
 use crate::engine::{Release, Submitted};
 use crate::registry::Registry;
@@ -24,6 +24,12 @@ pub enum Refusal {
     Invalid(String),
     #[error("service {0:?} has no previous release to roll back to")]
     NoPrevious(String),
+    #[error("service {service:?} has no kept release {to:?} to roll back to (kept: {kept})")]
+    NotKept {
+        service: String,
+        to: String,
+        kept: String,
+    },
     #[error("the previous release's bundle {0} is gone")]
     BundleGone(String),
     /// The queue could not be journaled: nothing was accepted.
@@ -76,14 +82,22 @@ fn check_archive_dir(path: &std::path::Path, dirs: &[std::path::PathBuf]) -> Res
 }
 
 /// Validates a deploy request and queues its release.
-pub fn accept(shared: &Registry, req: DeployRequest) -> Result<DeployAccepted, Refusal> {
+pub fn accept(
+    shared: &Registry,
+    req: DeployRequest,
+    by: Requester,
+) -> Result<DeployAccepted, Refusal> {
     let handle = handle_of(shared, &req.service)?;
     let deploy_id = req.deploy_id.clone().unwrap_or_else(new_deploy_id);
     check_deploy_id(&deploy_id).map_err(Refusal::bad)?;
     if shared.is_process(&req.service)
         || (req.code.is_some() && req.image.is_empty() && shared.takes_code(&req.service))
     {
-        return submit(&handle, code_release(req, deploy_id)?);
+        let release = Release {
+            requested_by: Some(by),
+            ..code_release(req, deploy_id)?
+        };
+        return submit(&handle, release);
     }
     if req.code.is_some() {
         return Err(Refusal::bad(format!(
@@ -150,6 +164,7 @@ pub fn accept(shared: &Registry, req: DeployRequest) -> Result<DeployAccepted, R
         archive,
         code: None,
         no_ramp: req.no_ramp,
+        requested_by: Some(by),
     };
     submit(&handle, release)
 }
@@ -208,27 +223,39 @@ fn code_release(req: DeployRequest, deploy_id: String) -> Result<Release, Refusa
         archive: None,
         code: Some(code),
         no_ramp: req.no_ramp,
+        requested_by: None,
     })
 }
 
-/// Queues the service's previous release again (its image was kept, so nothing is pulled).
+/// Queues a kept release again: the previous one, or with `to` the newest successful swap whose
+/// version (or image, or image tag) is `to` and whose image was kept (`keep_images`), so nothing
+/// is pulled.
 pub fn rollback(
     shared: &Registry,
     service: &str,
-    deploy_id: Option<String>,
+    req: RollbackRequest,
+    by: Requester,
 ) -> Result<DeployAccepted, Refusal> {
     let handle = handle_of(shared, service)?;
-    let Some(previous) = handle.view().previous else {
-        return Err(Refusal::NoPrevious(service.to_string()));
+    let view = handle.view();
+    let target = match &req.to {
+        None => view
+            .previous
+            .clone()
+            .ok_or_else(|| Refusal::NoPrevious(service.to_string()))?,
+        Some(to) => rollback_target(&view, to)?,
     };
-    let deploy_id = deploy_id.unwrap_or_else(|| format!("rollback-{}", new_deploy_id()));
+    let deploy_id = req
+        .deploy_id
+        .unwrap_or_else(|| format!("rollback-{}", new_deploy_id()));
     check_deploy_id(&deploy_id).map_err(Refusal::bad)?;
     let release = Release {
         deploy_id,
         archive: None,
         // a rollback goes through the ramp like any release; the operator may skip it
         no_ramp: false,
-        ..previous
+        requested_by: Some(by),
+        ..target
     };
     if let Some(code) = &release.code {
         if !code.exists() {
@@ -236,6 +263,54 @@ pub fn rollback(
         }
     }
     submit(&handle, release)
+}
+
+/// The release `rollback --to` goes back to: a kept image's newest successful swap.
+fn rollback_target(view: &crate::engine::ServiceView, to: &str) -> Result<Release, Refusal> {
+    let current = view.current.as_ref().map(|c| &c.release);
+    if current.is_some_and(|c| names(c, to)) {
+        return Err(Refusal::bad(format!(
+            "service {:?} already runs {to:?}",
+            view.service
+        )));
+    }
+    let kept = |r: &Release| {
+        view.kept_images.contains(&r.image)
+            || view.previous.as_ref().is_some_and(|p| p.image == r.image)
+    };
+    view.history
+        .iter()
+        .rev()
+        .filter(|s| s.phase == crate::engine::phase::Phase::Succeeded)
+        .map(|s| &s.release)
+        .find(|r| names(r, to) && kept(r))
+        .cloned()
+        .ok_or_else(|| {
+            let mut known: Vec<String> = view
+                .history
+                .iter()
+                .rev()
+                .filter(|s| s.phase == crate::engine::phase::Phase::Succeeded)
+                .map(|s| &s.release)
+                .filter(|r| kept(r) && !current.is_some_and(|c| c.image == r.image))
+                .map(|r| format!("{} ({})", r.version, r.image))
+                .collect();
+            known.dedup();
+            Refusal::NotKept {
+                service: view.service.clone(),
+                to: to.to_string(),
+                kept: if known.is_empty() {
+                    "none".to_string()
+                } else {
+                    known.join(", ")
+                },
+            }
+        })
+}
+
+/// Whether `to` names this release: its version, its image, or its image's tag.
+fn names(r: &Release, to: &str) -> bool {
+    r.version == to || r.image == to || r.image.rsplit_once(':').is_some_and(|(_, tag)| tag == to)
 }
 
 fn submit(handle: &ServiceHandle, release: Release) -> Result<DeployAccepted, Refusal> {

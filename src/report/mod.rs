@@ -2,6 +2,7 @@
 //! a local file; with a queue configured, each report also goes through the durable outbox to SQS.
 
 pub mod imds;
+pub mod metrics;
 pub mod outbox;
 pub mod sqs;
 
@@ -11,7 +12,8 @@ use std::path::PathBuf;
 use serde::Serialize;
 use thiserror::Error;
 
-use crate::engine::phase::{Phase, RampStep, StepRecord, Swap};
+use crate::config::Rotation;
+use crate::engine::phase::{Phase, RampStep, Requester, StepRecord, Swap};
 use crate::fsutil::append_line;
 
 pub const SCHEMA_VERSION: u32 = 1;
@@ -74,6 +76,9 @@ pub struct Report {
     /// A repair: what died and what replaced it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub repair: Option<RepairReport>,
+    /// Who asked for the release (a repair: who asked for the release it repaired).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub requested_by: Option<Requester>,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -187,6 +192,7 @@ impl Report {
                 steps: swap.steps.clone(),
             }),
             repair: None,
+            requested_by: swap.release.requested_by.clone(),
         }
     }
 
@@ -227,6 +233,7 @@ impl Report {
             signalled_ms: None,
             canary: None,
             repair: Some(repair),
+            requested_by: release.requested_by.clone(),
         }
     }
 }
@@ -238,27 +245,99 @@ pub trait Reporter: Send + Sync + 'static {
 /// Appends each report as one JSON line, fsynced; once per deploy: a daemon killed between
 /// writing a report and closing the swap in its journal reports the swap again when it starts,
 /// and finds it already written.
+///
+/// Past `rotation.max_bytes` the file is rotated before the next line (`reports.jsonl.1`, ...),
+/// `rotation.keep` rotated files kept; `history` reads back through them.
 #[derive(Debug, Clone)]
 pub struct FileReporter {
     path: PathBuf,
+    rotation: Rotation,
 }
 
 impl FileReporter {
     pub fn new(path: PathBuf) -> FileReporter {
-        FileReporter { path }
+        FileReporter::rotated(path, Rotation::default())
+    }
+
+    pub fn rotated(path: PathBuf, rotation: Rotation) -> FileReporter {
+        FileReporter { path, rotation }
+    }
+
+    /// The `n`th rotated file (0: the file itself).
+    fn generation(&self, n: usize) -> PathBuf {
+        if n == 0 {
+            return self.path.clone();
+        }
+        let mut name = self.path.as_os_str().to_owned();
+        name.push(format!(".{n}"));
+        PathBuf::from(name)
+    }
+
+    /// Moves the file to `.1` (and `.1` to `.2` ...) when the next line would pass the limit.
+    fn rotate_for(&self, next_line: usize) -> std::io::Result<()> {
+        let len = match std::fs::metadata(&self.path) {
+            Ok(m) => m.len(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        if len == 0 || len + next_line as u64 <= self.rotation.max_bytes {
+            return Ok(());
+        }
+        for n in (1..=self.rotation.keep).rev() {
+            match std::fs::rename(self.generation(n - 1), self.generation(n)) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
+        }
+        if let Some(dir) = self.path.parent() {
+            std::fs::File::open(dir)?.sync_all()?;
+        }
+        Ok(())
+    }
+
+    /// The last `limit` reports (of `service`, or all), newest first, read from the file and
+    /// then its rotated copies; lines that are not JSON objects are skipped.
+    pub fn history(
+        &self,
+        service: Option<&str>,
+        limit: usize,
+    ) -> std::io::Result<Vec<serde_json::Value>> {
+        let mut out = Vec::new();
+        for n in 0..=self.rotation.keep {
+            let text = match std::fs::read(self.generation(n)) {
+                Ok(t) => t,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e),
+            };
+            for line in text.split(|b| *b == b'\n').rev() {
+                let Ok(v) = serde_json::from_slice::<serde_json::Value>(line) else {
+                    continue;
+                };
+                if !v.is_object() || service.is_some_and(|s| v["service"] != s) {
+                    continue;
+                }
+                out.push(v);
+                if out.len() == limit {
+                    return Ok(out);
+                }
+            }
+        }
+        Ok(out)
     }
 }
 
 impl Reporter for FileReporter {
     async fn report(&self, report: &Report) -> Result<(), ReportError> {
         let line = serde_json::to_string(report).expect("reports serialize");
-        let path = self.path.clone();
+        let me = self.clone();
         let id = report.report_id.clone();
         tokio::task::spawn_blocking(move || {
-            if written_before(&path, &id)? {
+            // a report written just before a rotation is in `.1`
+            if written_before(&me.path, &id)? || written_before(&me.generation(1), &id)? {
                 return Ok(());
             }
-            append_line(&path, &line)
+            me.rotate_for(line.len() + 1)?;
+            append_line(&me.path, &line)
         })
         .await
         .expect("report writer task")
@@ -301,6 +380,8 @@ fn written_before(path: &std::path::Path, id: &str) -> std::io::Result<bool> {
 pub struct Reporters {
     pub file: FileReporter,
     pub outbox: Option<std::sync::Arc<outbox::Outbox>>,
+    /// Counts what was reported (`GET /metrics`).
+    pub metrics: metrics::Metrics,
 }
 
 impl Reporter for Reporters {
@@ -319,7 +400,9 @@ impl Reporter for Reporters {
                 });
             }
         }
-        self.file.report(report).await
+        self.file.report(report).await?;
+        self.metrics.observe(report);
+        Ok(())
     }
 }
 
@@ -343,6 +426,50 @@ mod tests {
             "a torn line is no report"
         );
         assert!(!written_before(&path, "d").unwrap());
+    }
+
+    #[test]
+    fn the_file_rotates_and_history_reads_back_through_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("reports.jsonl");
+        let r = FileReporter::rotated(
+            path.clone(),
+            Rotation {
+                max_bytes: 100,
+                keep: 2,
+            },
+        );
+        for i in 0..10 {
+            let line = format!(
+                "{{\"service\":\"{}\",\"n\":{i},\"pad\":\"{}\"}}",
+                if i % 2 == 0 { "web" } else { "api" },
+                "x".repeat(15)
+            );
+            r.rotate_for(line.len() + 1).unwrap();
+            append_line(&path, &line).unwrap();
+        }
+        // 48 bytes a line, 100 at most: two lines a file, two rotated files kept
+        assert!(std::fs::metadata(&path).unwrap().len() <= 100);
+        assert!(dir.path().join("reports.jsonl.2").exists());
+        assert!(!dir.path().join("reports.jsonl.3").exists());
+        let all: Vec<u64> = r
+            .history(None, 100)
+            .unwrap()
+            .iter()
+            .map(|v| v["n"].as_u64().unwrap())
+            .collect();
+        assert_eq!(
+            all,
+            [9, 8, 7, 6, 5, 4],
+            "newest first, the oldest rotated away"
+        );
+        let web: Vec<u64> = r
+            .history(Some("web"), 2)
+            .unwrap()
+            .iter()
+            .map(|v| v["n"].as_u64().unwrap())
+            .collect();
+        assert_eq!(web, [8, 6]);
     }
 
     #[test]

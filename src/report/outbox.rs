@@ -66,6 +66,26 @@ impl Outbox {
         Ok(true)
     }
 
+    /// How many reports wait, and how old the oldest is (for metrics: no file is read).
+    pub fn depth(&self) -> super::metrics::OutboxDepth {
+        let mut depth = super::metrics::OutboxDepth::default();
+        let now = std::time::SystemTime::now();
+        for entry in std::fs::read_dir(&self.dir).into_iter().flatten().flatten() {
+            if !entry.path().extension().is_some_and(|x| x == "json") {
+                continue;
+            }
+            depth.reports += 1;
+            let age = entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| now.duration_since(t).ok())
+                .map_or(0.0, |d| d.as_secs_f64());
+            depth.oldest_age_secs = depth.oldest_age_secs.max(age);
+        }
+        depth
+    }
+
     /// Reports waiting to be sent, oldest first.
     pub fn pending(&self) -> Vec<Pending> {
         let mut files: Vec<(std::time::SystemTime, PathBuf)> = std::fs::read_dir(&self.dir)

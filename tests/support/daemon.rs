@@ -281,6 +281,30 @@ impl Daemon {
             .collect()
     }
 
+    /// `GET /metrics` on the control socket, checked by `promtool check metrics` (Debian's
+    /// prometheus package; scripts/install-deps installs it): the text, or what is wrong.
+    pub fn metrics(&self) -> String {
+        let socket = self.socket.clone();
+        let text = std::thread::spawn(move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(hotswap::control::client::Client::new(&socket).metrics())
+        })
+        .join()
+        .unwrap()
+        .expect("GET /metrics");
+        promtool_check(&text);
+        text
+    }
+
+    /// The value of the metric line that starts with `series` (name and labels as written).
+    pub fn metric(text: &str, series: &str) -> Option<f64> {
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("hotswapd.log")).unwrap_or_default()
     }
@@ -313,4 +337,31 @@ impl Drop for Daemon {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// Fails the test with promtool's findings unless `promtool check metrics` passes `text`.
+pub fn promtool_check(text: &str) {
+    use std::io::Write;
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!("promtool is missing ({e}): scripts/install-deps installs Debian's prometheus package")
+        });
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success() && out.stdout.is_empty() && out.stderr.is_empty(),
+        "promtool check metrics: {}{}\non:\n{text}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

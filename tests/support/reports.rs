@@ -16,6 +16,7 @@ pub fn host_report(deploy_id: &str, instance: &str, ok: bool) -> String {
         archive: None,
         code: None,
         no_ramp: false,
+        requested_by: None,
     };
     let budgets = Budgets {
         health_deadline: Duration::from_secs(60),

@@ -83,6 +83,7 @@ async fn no_ramp_switches_at_once_and_says_so() {
     r.handle
         .submit(crate::engine::phase::Release {
             no_ramp: true,
+            requested_by: None,
             ..Rig::release("2")
         })
         .unwrap();

@@ -133,6 +133,7 @@ impl Rig {
             archive: None,
             code: None,
             no_ramp: false,
+            requested_by: None,
         }
     }
 

@@ -39,6 +39,7 @@ impl<H: Prober> Processes<H> {
                     archive: None,
                     code: None,
                     no_ramp: false,
+                    requested_by: None,
                 },
                 runs: Runs::Process {
                     master,

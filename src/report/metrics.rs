@@ -1,0 +1,380 @@
+//! Prometheus metrics: what an operator graphs and alerts on. Counters and histograms are fed
+//! by the reports (`observe`, called by `Reporters` once a report is written), so a metric never
+//! says something the reports file does not; gauges (state, queue, outbox) are read
+//! from the services' views when scraped (`render`). Served at `GET /metrics` on the control
+//! socket and, with `[daemon] metrics_listen`, on a TCP address.
+//!
+//! Names follow Prometheus conventions: `hotswap_` prefix, base units (seconds), `_total` for
+//! counters, labels for service, result, phase and verdict. Counters start at zero with the
+//! daemon, as Prometheus expects of a process's counters.
+
+use prometheus::{
+    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
+};
+
+use super::Report;
+use crate::engine::{ServiceView, State};
+
+/// Phase and swap durations run from milliseconds (a switch) to minutes (a drain).
+const DURATION_BUCKETS: &[f64] = &[
+    0.005, 0.025, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 180.0, 600.0,
+];
+
+const STATES: [State; 6] = [
+    State::Recovering,
+    State::Serving,
+    State::Swapping,
+    State::Repairing,
+    State::Degraded,
+    State::Down,
+];
+
+pub struct Metrics {
+    registry: Registry,
+    swaps: IntCounterVec,
+    swap_seconds: HistogramVec,
+    phase_seconds: HistogramVec,
+    swap_failed_requests: IntCounterVec,
+    repairs: IntCounterVec,
+    canary_steps: IntCounterVec,
+    canary_error_ratio: GaugeVec,
+    canary_response_seconds: GaugeVec,
+    last_success: GaugeVec,
+    state: IntGaugeVec,
+    queued: IntGaugeVec,
+    outbox_reports: IntGauge,
+    outbox_oldest_age: prometheus::Gauge,
+}
+
+/// What the outbox holds when scraped: reports not yet accepted by SQS.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct OutboxDepth {
+    pub reports: u64,
+    pub oldest_age_secs: f64,
+}
+
+fn counter(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
+    r.register(Box::new(c.clone())).expect("registered once");
+    c
+}
+
+fn histogram(r: &Registry, name: &str, help: &str, labels: &[&str]) -> HistogramVec {
+    let h = HistogramVec::new(
+        HistogramOpts::new(name, help).buckets(DURATION_BUCKETS.to_vec()),
+        labels,
+    )
+    .expect("valid metric");
+    r.register(Box::new(h.clone())).expect("registered once");
+    h
+}
+
+fn gauge(r: &Registry, name: &str, help: &str, labels: &[&str]) -> GaugeVec {
+    let g = GaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
+    r.register(Box::new(g.clone())).expect("registered once");
+    g
+}
+
+fn int_gauge(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
+    r.register(Box::new(g.clone())).expect("registered once");
+    g
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let r = Registry::new();
+        let build = IntGaugeVec::new(
+            Opts::new(
+                "hotswap_build_info",
+                "hotswapd's version; always 1 (join on it for the version)",
+            ),
+            &["version"],
+        )
+        .expect("valid metric");
+        build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        r.register(Box::new(build)).expect("registered once");
+        let outbox_reports = IntGauge::new(
+            "hotswap_outbox_reports",
+            "Reports written but not yet accepted by SQS",
+        )
+        .expect("valid metric");
+        r.register(Box::new(outbox_reports.clone()))
+            .expect("registered once");
+        let outbox_oldest_age = prometheus::Gauge::new(
+            "hotswap_outbox_oldest_age_seconds",
+            "Age of the oldest report waiting for SQS (0 when none waits)",
+        )
+        .expect("valid metric");
+        r.register(Box::new(outbox_oldest_age.clone()))
+            .expect("registered once");
+        Metrics {
+            swaps: counter(
+                &r,
+                "hotswap_swaps_total",
+                "Swaps finished, by service and result (success, failure)",
+                &["service", "result"],
+            ),
+            swap_seconds: histogram(
+                &r,
+                "hotswap_swap_duration_seconds",
+                "From a release accepted to its swap's end",
+                &["service", "result"],
+            ),
+            phase_seconds: histogram(
+                &r,
+                "hotswap_swap_phase_duration_seconds",
+                "Time spent in each phase of a swap",
+                &["service", "phase"],
+            ),
+            swap_failed_requests: counter(
+                &r,
+                "hotswap_swap_failed_requests_total",
+                "Requests HAProxy counted as failed on the service's backend during swaps",
+                &["service"],
+            ),
+            repairs: counter(
+                &r,
+                "hotswap_repairs_total",
+                "Dead or unhealthy parts of the current release replaced between swaps, by result",
+                &["service", "result"],
+            ),
+            canary_steps: counter(
+                &r,
+                "hotswap_canary_steps_total",
+                "Canary steps and watch windows judged, by verdict (passed, too_few_requests, aborted)",
+                &["service", "verdict"],
+            ),
+            canary_error_ratio: gauge(
+                &r,
+                "hotswap_canary_last_step_error_ratio",
+                "Share of failed requests in the last canary step, for the new and the old release",
+                &["service", "release"],
+            ),
+            canary_response_seconds: gauge(
+                &r,
+                "hotswap_canary_last_step_response_time_seconds",
+                "HAProxy's average response time in the last canary step, for the new and the old release",
+                &["service", "release"],
+            ),
+            last_success: gauge(
+                &r,
+                "hotswap_last_success_timestamp_seconds",
+                "When the service's last successful swap ended (unix time)",
+                &["service"],
+            ),
+            state: int_gauge(
+                &r,
+                "hotswap_service_state",
+                "1 for the state the service is in, 0 for the others",
+                &["service", "state"],
+            ),
+            queued: int_gauge(
+                &r,
+                "hotswap_queued_releases",
+                "Releases waiting for the service's swap in flight",
+                &["service"],
+            ),
+            outbox_reports,
+            outbox_oldest_age,
+            registry: r,
+        }
+    }
+
+    /// Counts a report that was written.
+    pub fn observe(&self, report: &Report) {
+        let service = report.service.as_str();
+        let secs = |ms: u64| ms as f64 / 1000.0;
+        if report.kind == "repair" {
+            self.repairs
+                .with_label_values(&[service, report.result])
+                .inc();
+            return;
+        }
+        self.swaps
+            .with_label_values(&[service, report.result])
+            .inc();
+        self.swap_seconds
+            .with_label_values(&[service, report.result])
+            .observe(secs(report.finished_ms.saturating_sub(report.accepted_ms)));
+        for p in &report.phases {
+            self.phase_seconds
+                .with_label_values(&[service, &p.phase])
+                .observe(secs(p.took_ms));
+        }
+        if let Some(n) = report.failed_requests {
+            self.swap_failed_requests
+                .with_label_values(&[service])
+                .inc_by(n);
+        }
+        if report.result == "success" {
+            self.last_success
+                .with_label_values(&[service])
+                .set(secs(report.finished_ms));
+        }
+        for step in report.canary.iter().flat_map(|c| &c.steps) {
+            self.canary_steps
+                .with_label_values(&[service, verdict(&step.verdict)])
+                .inc();
+            for (release, f) in [("new", &step.new), ("old", &step.old)] {
+                let ratio = if f.requests == 0 {
+                    0.0
+                } else {
+                    f.errors as f64 / f.requests as f64
+                };
+                self.canary_error_ratio
+                    .with_label_values(&[service, release])
+                    .set(ratio);
+                self.canary_response_seconds
+                    .with_label_values(&[service, release])
+                    .set(secs(f.rtime_ms));
+            }
+        }
+    }
+
+    /// The text exposition (format 0.0.4), gauges read from `views` and `outbox` now.
+    pub fn render(&self, views: &[ServiceView], outbox: Option<OutboxDepth>) -> String {
+        for v in views {
+            for s in STATES {
+                self.state
+                    .with_label_values(&[&v.service, s.name()])
+                    .set(i64::from(v.state == s));
+            }
+            self.queued
+                .with_label_values(&[&v.service])
+                .set(v.queued.len() as i64);
+        }
+        let outbox = outbox.unwrap_or_default();
+        self.outbox_reports.set(outbox.reports as i64);
+        self.outbox_oldest_age.set(outbox.oldest_age_secs);
+        let mut out = Vec::new();
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut out)
+            .expect("metrics encode");
+        String::from_utf8(out).expect("metrics are UTF-8")
+    }
+
+    /// A service removed by a config reload leaves the gauges.
+    pub fn forget(&self, service: &str) {
+        for s in STATES {
+            let _ = self.state.remove_label_values(&[service, s.name()]);
+        }
+        let _ = self.queued.remove_label_values(&[service]);
+    }
+}
+
+/// A step's verdict as a label: its reason text would make a label per figure.
+fn verdict(text: &str) -> &'static str {
+    match text {
+        "passed" => "passed",
+        t if t.starts_with("too few") => "too_few_requests",
+        _ => "aborted",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::phase::{Figures, StepRecord};
+    use crate::report::CanaryReport;
+
+    fn report(kind: &'static str, result: &'static str) -> Report {
+        Report {
+            schema: 1,
+            kind,
+            report_id: "d1".into(),
+            instance_id: "i-1".into(),
+            stack: None,
+            service: "web".into(),
+            image: "web:2".into(),
+            version: "2".into(),
+            deploy_id: "d1".into(),
+            result,
+            phase_reached: "retiring".into(),
+            reason: None,
+            warnings: vec![],
+            accepted_ms: 1_000,
+            finished_ms: 1_450,
+            phases: vec![super::super::PhaseTiming {
+                phase: "starting".into(),
+                started_ms: 1_000,
+                took_ms: 300,
+            }],
+            health_response: None,
+            previous_image: None,
+            failed_requests: Some(2),
+            images_reclaimed_bytes: None,
+            signalled_ms: None,
+            canary: None,
+            repair: None,
+            requested_by: None,
+        }
+    }
+
+    #[test]
+    fn reports_become_counters_and_histograms() {
+        let m = Metrics::new();
+        m.observe(&report("swap", "success"));
+        m.observe(&report("swap", "failure"));
+        m.observe(&report("repair", "success"));
+        let mut canary = report("swap", "failure");
+        let figures = |requests, errors| Figures {
+            requests,
+            errors,
+            rtime_ms: 12,
+        };
+        canary.canary = Some(CanaryReport {
+            skipped: false,
+            planned: vec![],
+            watch_ms: 0,
+            steps: vec![StepRecord {
+                kind: "ramp".into(),
+                share_pct: 10,
+                started_ms: 0,
+                ended_ms: 1,
+                new: figures(100, 25),
+                old: figures(900, 0),
+                verdict: "error rate 25.00 % over 5.00 %".into(),
+            }],
+        });
+        m.observe(&canary);
+        let view = ServiceView {
+            service: "web".into(),
+            state: State::Serving,
+            ..Default::default()
+        };
+        let text = m.render(
+            &[view],
+            Some(OutboxDepth {
+                reports: 3,
+                oldest_age_secs: 4.5,
+            }),
+        );
+        for line in [
+            "hotswap_swaps_total{result=\"success\",service=\"web\"} 1",
+            "hotswap_swaps_total{result=\"failure\",service=\"web\"} 2",
+            "hotswap_repairs_total{result=\"success\",service=\"web\"} 1",
+            "hotswap_swap_failed_requests_total{service=\"web\"} 6",
+            "hotswap_swap_phase_duration_seconds_count{phase=\"starting\",service=\"web\"} 3",
+            "hotswap_swap_duration_seconds_bucket{result=\"success\",service=\"web\",le=\"0.5\"} 1",
+            "hotswap_canary_steps_total{service=\"web\",verdict=\"aborted\"} 1",
+            "hotswap_canary_last_step_error_ratio{release=\"new\",service=\"web\"} 0.25",
+            "hotswap_last_success_timestamp_seconds{service=\"web\"} 1.45",
+            "hotswap_service_state{service=\"web\",state=\"serving\"} 1",
+            "hotswap_service_state{service=\"web\",state=\"down\"} 0",
+            "hotswap_queued_releases{service=\"web\"} 0",
+            "hotswap_outbox_reports 3",
+            "hotswap_outbox_oldest_age_seconds 4.5",
+            "hotswap_build_info{version=\"",
+        ] {
+            assert!(text.contains(line), "no {line:?} in:\n{text}");
+        }
+    }
+}

@@ -1,0 +1,164 @@
+//! The operator's view against the real daemon, Docker and HAProxy: history names who asked for
+//! each release and how, `rollback --to` goes two versions back under load, and /metrics is
+//! also served over TCP.
+
+mod support;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use support::blocking;
+use support::daemon::{add_daemon_lines, Daemon, ServiceOpts};
+use support::env::TestEnv;
+use support::images::ImageOpts;
+use support::load::Load;
+
+/// Waits until the deploy `id` shows in the reports (an inbox release is not followed by a CLI).
+fn wait_report(daemon: &Daemon, id: &str) -> serde_json::Value {
+    let until = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(r) = daemon.reports().into_iter().find(|r| r["deploy_id"] == id) {
+            return r;
+        }
+        assert!(
+            Instant::now() < until,
+            "no report of {id}:\n{}",
+            daemon.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_names_each_requester_and_rollback_to_goes_two_versions_back_under_load() {
+    let mut env = TestEnv::new("operator");
+    let v1 = env.image("1", &ImageOpts::default());
+    let v2 = env.image("2", &ImageOpts::default());
+    let v3 = env.image("3", &ImageOpts::default());
+    let config = env.config(&ServiceOpts {
+        keep_images: 2,
+        ..Default::default()
+    });
+    // a free loopback port for the TCP metrics listener
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    add_daemon_lines(&config, &format!("metrics_listen = \"127.0.0.1:{port}\""));
+    let daemon = Arc::new(Daemon::start(env.dir.path(), &config));
+
+    // 1 over the socket, 2 through the inbox, 3 over the socket
+    daemon.deploy_ok(&v1);
+    let inbox = env.dir.path().join("state/inbox");
+    std::fs::write(
+        inbox.join(".rel-2.tmp"),
+        format!(r#"{{"service":"web","image":"{v2}","deploy_id":"by-inbox"}}"#),
+    )
+    .unwrap();
+    std::fs::rename(inbox.join(".rel-2.tmp"), inbox.join("rel-2.json")).unwrap();
+    let d = daemon.clone();
+    let r2 = blocking(move || wait_report(&d, "by-inbox")).await;
+    assert_eq!(r2["result"], "success", "{r2}");
+    daemon.deploy_ok(&v3);
+
+    let out = daemon.ctl(&["history", "web", "--json"]);
+    assert!(out.status.success(), "{}", support::text(&out));
+    let h: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let versions: Vec<&str> = h.iter().map(|r| r["version"].as_str().unwrap()).collect();
+    assert_eq!(versions, ["3", "2", "1"], "newest first: {h:?}");
+    let by = |r: &serde_json::Value| r["requested_by"].clone();
+    assert_eq!(by(&h[1])["via"], "inbox", "{}", h[1]);
+    assert_eq!(by(&h[1])["source"], "rel-2.json", "{}", h[1]);
+    assert_eq!(by(&h[1])["uid"], nix::unistd::getuid().as_raw(), "{}", h[1]);
+    for r in [&h[0], &h[2]] {
+        assert_eq!(by(r)["via"], "socket", "{r}");
+        assert_eq!(by(r)["uid"], nix::unistd::getuid().as_raw(), "{r}");
+        let command = by(r)["command"].as_str().unwrap_or_default().to_string();
+        assert!(
+            command.contains("hotswapctl") && command.contains("deploy web --image"),
+            "{r}"
+        );
+    }
+    let table = daemon.ctl(&["history"]);
+    let table = support::text(&table);
+    assert!(table.contains("inbox uid="), "{table}");
+    assert!(table.contains("rel-2.json"), "{table}");
+    assert_eq!(
+        table.lines().count(),
+        4,
+        "a heading and three swaps:\n{table}"
+    );
+
+    // a version that was never kept is refused, naming what is kept
+    let out = daemon.ctl(&["rollback", "web", "--to", "7"]);
+    let said = support::text(&out);
+    assert_ne!(out.status.code(), Some(0), "{said}");
+    assert!(
+        said.contains("no kept release \"7\"") && said.contains("2 (") && said.contains("1 ("),
+        "{said}"
+    );
+
+    // two versions back, under load: nothing fails, 1 serves, the output says where it went
+    let load = Load::start_with_rate(env.haproxy.frontend, 4, "/", Some(1000));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let d = daemon.clone();
+    let out = blocking(move || {
+        d.ctl(&[
+            "rollback",
+            "web",
+            "--to",
+            "1",
+            "--wait",
+            "--timeout-secs",
+            "2m",
+        ])
+    })
+    .await;
+    let said = support::text(&out);
+    assert_eq!(out.status.code(), Some(0), "{said}\n{}", daemon.log());
+    assert!(said.contains("back to version 1"), "{said}");
+    assert!(
+        said.contains("switching") && said.contains("succeeded"),
+        "phases shown: {said}"
+    );
+    let mark = load.mark();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let since = load.releases_since(&mark);
+    let stats = load.stop().await;
+    assert_eq!(
+        stats.failed, 0,
+        "requests failed during the rollback: {stats}"
+    );
+    assert!(stats.requests > 200, "load too light: {stats}");
+    assert_eq!(since.keys().collect::<Vec<_>>(), ["1"], "{stats}");
+    let back = daemon.reports().pop().unwrap();
+    assert_eq!(back["image"], v1.as_str(), "{back}");
+    assert_eq!(back["requested_by"]["via"], "socket", "{back}");
+    assert!(
+        back["requested_by"]["command"]
+            .as_str()
+            .unwrap()
+            .contains("rollback web --to 1"),
+        "{back}"
+    );
+
+    // /metrics over TCP is the same exposition as on the socket
+    let mut tcp = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    use std::io::{Read, Write};
+    tcp.write_all(b"GET /metrics HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+        .unwrap();
+    let mut answer = String::new();
+    tcp.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let body = answer.split_once("\r\n\r\n").unwrap().1;
+    assert!(
+        body.contains(r#"hotswap_swaps_total{result="success",service="web"} 4"#),
+        "{body}"
+    );
+    let text = daemon.metrics();
+    assert!(
+        text.contains(r#"hotswap_swaps_total{result="success",service="web"} 4"#),
+        "{text}"
+    );
+}
