@@ -128,6 +128,9 @@ fn next_interval(current: Duration, passed: bool, min: Duration, max: Duration) 
     }
 }
 
+/// Told of each failed attempt: how many attempts so far, and what the last one answered.
+pub type OnMiss<'a> = &'a (dyn Fn(u32, &str) + Send + Sync);
+
 /// The health gate as the engine sees it; `Http` is the real one.
 pub trait Prober: Send + Sync + 'static {
     fn gate(
@@ -136,6 +139,7 @@ pub trait Prober: Send + Sync + 'static {
         settings: &HealthSettings,
         version: &str,
         deadline: Instant,
+        on_miss: OnMiss<'_>,
     ) -> impl std::future::Future<Output = Result<Passed, GateFailed>> + Send;
 }
 
@@ -150,17 +154,20 @@ impl Prober for Http {
         settings: &HealthSettings,
         version: &str,
         deadline: Instant,
+        on_miss: OnMiss<'_>,
     ) -> Result<Passed, GateFailed> {
-        gate(addr, settings, version, deadline).await
+        gate(addr, settings, version, deadline, on_miss).await
     }
 }
 
-/// Polls until `consecutive_passes` attempts in a row pass, or `deadline`.
+/// Polls until `consecutive_passes` attempts in a row pass, or `deadline`; `on_miss` hears of
+/// each attempt that did not pass.
 pub async fn gate(
     addr: SocketAddr,
     settings: &HealthSettings,
     version: &str,
     deadline: Instant,
+    on_miss: OnMiss<'_>,
 ) -> Result<Passed, GateFailed> {
     let started = Instant::now();
     let mut interval = settings.min_interval;
@@ -180,6 +187,7 @@ pub async fn gate(
             }
             Ok(Err(why)) => {
                 streak = 0;
+                on_miss(attempts, &why);
                 last = why;
                 false
             }
@@ -272,10 +280,22 @@ mod tests {
             min_interval: Duration::from_millis(2),
             max_interval: Duration::from_millis(20),
         };
-        let err = gate(addr, &settings, "1", Instant::now() + settings.deadline)
-            .await
-            .unwrap_err();
+        let misses = std::sync::atomic::AtomicU32::new(0);
+        let on_miss = |n: u32, why: &str| {
+            assert!(why.contains("connect"), "{why}");
+            misses.store(n, std::sync::atomic::Ordering::Relaxed);
+        };
+        let err = gate(
+            addr,
+            &settings,
+            "1",
+            Instant::now() + settings.deadline,
+            &on_miss,
+        )
+        .await
+        .unwrap_err();
         assert!(err.attempts > 3, "{err}");
+        assert_eq!(misses.into_inner(), err.attempts, "every miss was told");
         assert!(err.last.contains("connect"), "{err}");
     }
 }

@@ -1,6 +1,6 @@
 //! The operator's view against the real daemon, Docker and HAProxy: history names who asked for
 //! each release and how, `rollback --to` goes two versions back under load, and /metrics is
-//! also served over TCP.
+//! also served over TCP; `deploy --wait` shows what a slow health gate last heard.
 
 mod support;
 
@@ -34,7 +34,14 @@ async fn history_names_each_requester_and_rollback_to_goes_two_versions_back_und
     let mut env = TestEnv::new("operator");
     let v1 = env.image("1", &ImageOpts::default());
     let v2 = env.image("2", &ImageOpts::default());
-    let v3 = env.image("3", &ImageOpts::default());
+    // 3 warms up for 4 s: its health route answers 503 until then
+    let v3 = env.image(
+        "3",
+        &ImageOpts {
+            warmup_ms: 4000,
+            ..Default::default()
+        },
+    );
     let config = env.config(&ServiceOpts {
         keep_images: 2,
         ..Default::default()
@@ -60,7 +67,17 @@ async fn history_names_each_requester_and_rollback_to_goes_two_versions_back_und
     let d = daemon.clone();
     let r2 = blocking(move || wait_report(&d, "by-inbox")).await;
     assert_eq!(r2["result"], "success", "{r2}");
-    daemon.deploy_ok(&v3);
+    // no silent wait: deploy --wait says, about once a second, what the gate last heard
+    let (code, out, err) = daemon.deploy(&v3);
+    assert_eq!(code, 0, "{out}{err}\n{}", daemon.log());
+    let gate_lines = err
+        .lines()
+        .filter(|l| l.contains("health gate: ") && l.contains("last answer: status 503"))
+        .count();
+    assert!(
+        gate_lines >= 2,
+        "the gate's wait is shown about once a second:\n{err}"
+    );
 
     let out = daemon.ctl(&["history", "web", "--json"]);
     assert!(out.status.success(), "{}", support::text(&out));

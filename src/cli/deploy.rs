@@ -131,8 +131,11 @@ pub struct Progress {
     steps_begun: usize,
     /// Step records printed (each once it has ended).
     steps_done: usize,
-    /// What the phase was last said to be doing (a pull's progress).
+    /// What the phase was last said to be doing (a pull's progress, the gate's last answer, the
+    /// drain's sessions left).
     activity: Option<String>,
+    /// The running canary step's figures last printed.
+    live: Option<String>,
 }
 
 impl Progress {
@@ -185,6 +188,15 @@ impl Progress {
             self.marks_done += 1;
         }
         self.print_steps(&steps, steps.len());
+        // the step in progress: its figures so far, once a second while they change
+        let live = steps
+            .last()
+            .filter(|s| s.get("ended_ms").and_then(|v| v.as_u64()) == Some(0))
+            .map(|s| format!("so far: {}", figures_of(s)));
+        if let Some(l) = live.as_deref().filter(|l| Some(*l) != self.live.as_deref()) {
+            eprintln!("    {l}");
+        }
+        self.live = live;
         let activity = swap.get("activity").and_then(|a| a.as_str());
         if let Some(a) = activity.filter(|a| Some(*a) != self.activity.as_deref()) {
             eprintln!("    {a}");
@@ -202,8 +214,8 @@ impl Progress {
     }
 }
 
-/// One canary step's line: its share, how long, both releases' figures, the verdict.
-fn describe_step(step: &serde_json::Value) -> String {
+/// Both releases' figures of a step: "new 120 requests, 0 errors (0.00 %), 3 ms; old ...".
+fn figures_of(step: &serde_json::Value) -> String {
     let n = |v: &serde_json::Value, k: &str| v.get(k).and_then(|x| x.as_u64()).unwrap_or(0);
     let figures = |who: &str| {
         let f = step.get(who).cloned().unwrap_or_default();
@@ -216,6 +228,12 @@ fn describe_step(step: &serde_json::Value) -> String {
             n(&f, "rtime_ms")
         )
     };
+    format!("{}; {}", figures("new"), figures("old"))
+}
+
+/// One canary step's line: its share, how long, both releases' figures, the verdict.
+fn describe_step(step: &serde_json::Value) -> String {
+    let n = |v: &serde_json::Value, k: &str| v.get(k).and_then(|x| x.as_u64()).unwrap_or(0);
     let took = n(step, "ended_ms").saturating_sub(n(step, "started_ms"));
     let kind = step.get("kind").and_then(|k| k.as_str()).unwrap_or("ramp");
     let what = if kind == "watch" {
@@ -224,11 +242,10 @@ fn describe_step(step: &serde_json::Value) -> String {
         format!("step at {} %", n(step, "share_pct"))
     };
     format!(
-        "{what} for {}.{} s: {}; {}: {}",
+        "{what} for {}.{} s: {}: {}",
         took / 1000,
         (took % 1000) / 100,
-        figures("new"),
-        figures("old"),
+        figures_of(step),
         step.get("verdict").and_then(|v| v.as_str()).unwrap_or("?")
     )
 }
@@ -266,6 +283,17 @@ fn describe_accepted(a: &DeployAccepted, image: &str) {
 
 /// Prints how a followed deploy ended and returns the exit code for it.
 pub fn outcome(status: &DeployStatus, json: bool) -> Exit {
+    if !json && status.finished {
+        let warnings = status
+            .state
+            .pointer("/swap/warnings")
+            .and_then(|w| w.as_array())
+            .cloned()
+            .unwrap_or_default();
+        for w in warnings {
+            eprintln!("  warning: {}", w.as_str().unwrap_or_default());
+        }
+    }
     match (status.finished, status.status(), status.phase()) {
         (true, _, Some("succeeded")) => {
             if !json {

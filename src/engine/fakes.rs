@@ -380,6 +380,7 @@ impl Prober for FakeGate {
         settings: &HealthSettings,
         version: &str,
         _deadline: Instant,
+        _on_miss: crate::health::OnMiss<'_>,
     ) -> Result<Passed, GateFailed> {
         self.calls.push(format!("gate {} {version}", addr.port()));
         if self.failing_versions.lock().unwrap().contains(version) {

@@ -11,7 +11,7 @@ use super::book::Book;
 use super::error::StepError;
 use super::handle::State;
 use super::phase::{Event, Phase, Swap};
-use super::steps::Steps;
+use super::steps::{Activity, Ledger, Steps};
 use super::supervise::Repairs;
 use crate::clock::{instant_of, within};
 use crate::report::Reporter;
@@ -142,10 +142,15 @@ impl<S: Steps, P: Reporter> Walker<S, P> {
                 .await
                 .map(Event::Started)
             }
-            Phase::HealthGate { deadline } => steps.gate(&swap, deadline).await.map(|passed| {
-                swap.health_response = Some(passed.body);
-                Event::GatePassed
-            }),
+            Phase::HealthGate { deadline } => {
+                let board = steps.activity();
+                showing(book, &swap, &board, steps.gate(&swap, deadline))
+                    .await
+                    .map(|passed| {
+                        swap.health_response = Some(passed.body);
+                        Event::GatePassed
+                    })
+            }
             Phase::Switching { deadline } => {
                 let work = steps.switch(book, &mut swap);
                 within(deadline, work, || StepError::Deadline {
@@ -171,7 +176,8 @@ impl<S: Steps, P: Reporter> Walker<S, P> {
                 .map(|()| Event::Watched)
             }
             Phase::Draining { deadline } => {
-                steps.drain(&mut swap, deadline).await;
+                let (board, shown) = (steps.activity(), swap.clone());
+                showing(book, &shown, &board, steps.drain(&mut swap, deadline)).await;
                 Ok(Event::Drained)
             }
             Phase::Retiring { .. } => {
@@ -193,6 +199,40 @@ impl<S: Steps, P: Reporter> Walker<S, P> {
         };
         let event = event.unwrap_or_else(|e| Event::Fail(e.to_string()));
         self.book.advance(swap, event).await
+    }
+}
+
+/// How often what a step waits on is shown.
+const SHOW_EVERY: Duration = Duration::from_secs(1);
+
+/// Runs a step that has no ledger, showing what it waits on (`board`) about once a second as
+/// the swap's `activity` (not journaled); the board is cleared when the step ends.
+async fn showing<T>(
+    ledger: &mut dyn Ledger,
+    swap: &Swap,
+    board: &Activity,
+    work: impl std::future::Future<Output = T>,
+) -> T {
+    board.clear();
+    tokio::pin!(work);
+    let mut shown = swap.clone();
+    let mut tick = tokio::time::interval(SHOW_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await; // the first tick is now
+    loop {
+        tokio::select! {
+            out = &mut work => {
+                board.clear();
+                return out;
+            }
+            _ = tick.tick() => {
+                let now = board.get();
+                if now.is_some() && now != shown.activity {
+                    shown.activity = now;
+                    ledger.show(&shown);
+                }
+            }
+        }
     }
 }
 

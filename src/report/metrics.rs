@@ -273,8 +273,8 @@ impl Metrics {
 /// A step's verdict as a label: its reason text would make a label per figure.
 fn verdict(text: &str) -> &'static str {
     match text {
-        "passed" => "passed",
-        t if t.starts_with("too few") => "too_few_requests",
+        t if t.starts_with("passed: too few") => "too_few_requests",
+        t if t.starts_with("passed") => "passed",
         _ => "aborted",
     }
 }
@@ -341,7 +341,7 @@ mod tests {
                 ended_ms: 1,
                 new: figures(100, 25),
                 old: figures(900, 0),
-                verdict: "error rate 25.00 % over 5.00 %".into(),
+                verdict: "aborted: error rate 25.00 % over 5.00 %".into(),
             }],
         });
         m.observe(&canary);

@@ -55,6 +55,33 @@ impl std::fmt::Display for Part {
     }
 }
 
+/// What a step that has no ledger (the gate, the drain) is waiting on now: the walker shows it
+/// about once a second (`deploy --wait` prints it), and clears it when the phase ends.
+#[derive(Debug, Clone, Default)]
+pub struct Activity(std::sync::Arc<std::sync::Mutex<Option<String>>>);
+
+impl Activity {
+    pub fn set(&self, text: String) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(text);
+    }
+
+    pub fn get(&self) -> Option<String> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub fn clear(&self) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    }
+
+    /// A health gate attempt that did not pass.
+    pub fn gate_missed(&self, attempts: u32, last: &str) {
+        let last: String = last.chars().take(160).collect();
+        self.set(format!(
+            "health gate: {attempts} attempt(s) not passed yet; last answer: {last}"
+        ));
+    }
+}
+
 /// What a step may do with the service's record while its phase runs: the walker journals every
 /// phase change itself, a step only adds to it mid-phase.
 pub trait Ledger: Send {
@@ -73,6 +100,10 @@ pub trait Ledger: Send {
 pub trait Steps: Send {
     /// The service's name, for logs.
     fn service(&self) -> &str;
+    /// What a step without a ledger is waiting on (see `Activity`); none by default.
+    fn activity(&self) -> Activity {
+        Activity::default()
+    }
     /// Takes settings from a config reload (between swaps only).
     fn refresh(&mut self) {}
     /// The time limits of a swap taken now.

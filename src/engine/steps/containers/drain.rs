@@ -66,6 +66,11 @@ impl<R: Runtime, B: Balancer, H: Prober> Containers<R, B, H> {
             if busy.is_empty() && failed.is_none() {
                 return;
             }
+            self.activity.set(format!(
+                "draining: {} in flight on the old release ({} s of the budget left)",
+                busy.join(", "),
+                deadline.saturating_sub(now_ms()).div_ceil(1000)
+            ));
             if now_ms() >= deadline {
                 swap.warnings.push(failed.unwrap_or_else(|| {
                     format!(

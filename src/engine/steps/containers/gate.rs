@@ -39,11 +39,13 @@ impl<R: Runtime, B: Balancer, H: Prober> Containers<R, B, H> {
         deadline: UnixMs,
     ) -> Result<Passed, StepError> {
         let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, m.host_port));
+        let on_miss = |n, last: &str| self.activity.gate_missed(n, last);
         let gate = self.prober.gate(
             addr,
             &self.settings.health,
             &release.version,
             instant_of(deadline),
+            &on_miss,
         );
         let died = async {
             loop {

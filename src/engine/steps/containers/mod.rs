@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use super::{Dead, Ledger, Part, Steps};
+use super::{Activity, Dead, Ledger, Part, Steps};
 use crate::balancer::{Balancer, ServerSpec, ServerStatus};
 use crate::clock::UnixMs;
 use crate::config::{HaproxySettings, ServiceSettings};
@@ -46,6 +46,8 @@ pub struct Containers<R, B, H> {
     secrets: Arc<Secrets>,
     balancer: B,
     prober: H,
+    /// What the gate or the drain waits on now, shown by the walker.
+    activity: Activity,
 }
 
 /// Builds the balancer of a service from its settings (again after a config reload changes them).
@@ -77,6 +79,7 @@ impl<R: Runtime, B: Balancer, H: Prober> Containers<R, B, H> {
             archives: parts.archives,
             secrets: parts.secrets,
             prober: parts.prober,
+            activity: Activity::default(),
         }
     }
 
@@ -151,6 +154,10 @@ fn servers_of(i: Option<&Instance>) -> Vec<String> {
 impl<R: Runtime, B: Balancer, H: Prober> Steps for Containers<R, B, H> {
     fn service(&self) -> &str {
         self.name()
+    }
+
+    fn activity(&self) -> Activity {
+        self.activity.clone()
     }
 
     fn refresh(&mut self) {

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use super::{Dead, Ledger, Part, Steps};
+use super::{Activity, Dead, Ledger, Part, Steps};
 use crate::clock::{instant_of, UnixMs};
 use crate::code::layout::Layout;
 use crate::config::{ProcessSettings, ReloadStrategy};
@@ -38,6 +38,8 @@ pub struct Processes<H> {
     /// Wakes the walker when the master exits (None in unit tests).
     nudge: Option<Nudge>,
     watched: Option<supervise::Watched>,
+    /// What the gate waits on now, shown by the walker.
+    activity: Activity,
 }
 
 fn budgets_of(s: &ProcessSettings) -> Budgets {
@@ -65,6 +67,7 @@ impl<H: Prober> Processes<H> {
             prober,
             nudge,
             watched: None,
+            activity: Activity::default(),
         }
     }
 
@@ -80,6 +83,10 @@ impl<H: Prober> Processes<H> {
 impl<H: Prober> Steps for Processes<H> {
     fn service(&self) -> &str {
         &self.settings.name
+    }
+
+    fn activity(&self) -> Activity {
+        self.activity.clone()
     }
 
     fn refresh(&mut self) {
@@ -106,11 +113,13 @@ impl<H: Prober> Steps for Processes<H> {
             .as_ref()
             .ok_or(StepError::Missing("no new code to check"))?;
         let master = new.master().ok_or(StepError::Missing("no master pid"))?;
+        let on_miss = |n, last: &str| self.activity.gate_missed(n, last);
         let gate = self.prober.gate(
             self.addr(),
             &self.settings.health,
             &swap.release.version,
             instant_of(deadline),
+            &on_miss,
         );
         let died = async {
             loop {

@@ -96,6 +96,7 @@ impl<H: Prober> Processes<H> {
             &self.settings.health,
             &current.release.version,
             instant_of(deadline),
+            &|_, _| {},
         );
         if let Err(e) = gate.await {
             let _ = process::signal(pid, nix::sys::signal::Signal::SIGTERM);
