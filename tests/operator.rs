@@ -179,3 +179,75 @@ async fn history_names_each_requester_and_rollback_to_goes_two_versions_back_und
         "{text}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn host_hooks_see_the_swap_and_a_failing_before_switch_hook_leaves_the_old_release_serving() {
+    let mut env = TestEnv::new("hooks");
+    let v1 = env.image("1", &ImageOpts::default());
+    let v2 = env.image("2", &ImageOpts::default());
+    let v3 = env.image("3", &ImageOpts::default());
+    let log = env.dir.path().join("hooks.log");
+    // before_switch: a smoke test that refuses version 3; after_swap: notes every result
+    let before = format!(
+        r#"echo "smoke $HOTSWAP_VERSION at $HOTSWAP_NEW_ADDRESSES from $HOTSWAP_PREVIOUS_VERSION"; [ "$HOTSWAP_VERSION" != 3 ] || {{ echo "version 3 is refused" >&2; exit 4; }}"#
+    );
+    let after = format!(
+        r#"echo "$HOTSWAP_HOOK $HOTSWAP_VERSION $HOTSWAP_RESULT $HOTSWAP_DEPLOY_ID" >> {}"#,
+        log.display()
+    );
+    let config = env.config(&ServiceOpts {
+        extra: format!(
+            "[services.web.hooks]\nbefore_switch = [\"/bin/sh\", \"-c\", {before:?}]\nafter_swap = [\"/bin/sh\", \"-c\", {after:?}]\ntimeout_secs = 10\n"
+        ),
+        ..Default::default()
+    });
+    let daemon = Arc::new(Daemon::start(env.dir.path(), &config));
+    daemon.deploy_ok(&v1);
+    let load = Load::start_with_rate(env.haproxy.frontend, 4, "/", Some(500));
+    let d = daemon.clone();
+    let img = v2.clone();
+    blocking(move || d.deploy_ok(&img)).await;
+    let r2 = daemon.reports().pop().unwrap();
+    let hooks = r2["hooks"].as_array().unwrap();
+    assert_eq!(hooks.len(), 2, "{r2}");
+    assert_eq!(hooks[0]["hook"], "before_switch", "{r2}");
+    assert_eq!(hooks[0]["exit_code"], 0, "{r2}");
+    let said = hooks[0]["output_tail"][0].as_str().unwrap();
+    assert!(said.starts_with("smoke 2 at 127.0.0.1:") && said.ends_with("from 1"), "{said}");
+    assert_eq!(hooks[1]["hook"], "after_swap", "{r2}");
+
+    // version 3 is refused by the hook: the swap rolls back, 2 keeps serving, nothing fails
+    let d = daemon.clone();
+    let img = v3.clone();
+    let (code, out, err) = blocking(move || d.deploy(&img)).await;
+    assert_eq!(code, 5, "the deploy fails: {out}{err}");
+    assert!(
+        err.contains("the before_switch hook") && err.contains("exited with code 4"),
+        "{err}"
+    );
+    let mark = load.mark();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let since = load.releases_since(&mark);
+    let stats = load.stop().await;
+    assert_eq!(stats.failed, 0, "{stats}");
+    assert_eq!(since.keys().collect::<Vec<_>>(), ["2"], "{stats}");
+    let containers = env.containers();
+    assert_eq!(containers.len(), 1, "the refused release's container is gone: {containers:?}");
+    assert_eq!(containers[0].1, v2);
+    let r3 = daemon.reports().pop().unwrap();
+    assert_eq!(r3["result"], "failure", "{r3}");
+    assert_eq!(r3["hooks"][0]["output_tail"][1], "version 3 is refused", "{r3}");
+    let notes = std::fs::read_to_string(&log).unwrap();
+    let results: Vec<(&str, &str)> = notes
+        .lines()
+        .map(|l| {
+            let f: Vec<&str> = l.split(' ').collect();
+            (f[1], f[2])
+        })
+        .collect();
+    assert_eq!(
+        results,
+        [("1", "success"), ("2", "success"), ("3", "failure")],
+        "{notes}"
+    );
+}

@@ -12,6 +12,7 @@ use hotswap::cli::{
 #[derive(Parser, Debug)]
 #[command(name = "hotswapctl", version, about = "Command line for hotswapd", after_help = Exit::help())]
 struct Cli {
+    // --socket and --config before the verb, for the verbs that talk to hotswapd
     #[command(flatten)]
     globals: Globals,
     #[command(subcommand)]
@@ -43,9 +44,9 @@ fn main() -> ExitCode {
         Verb::Rollback(a) => rollback::run(a, g),
         Verb::History(a) => history::run(a, g),
         Verb::Reload(a) => reload::run(a, g),
-        Verb::StackUpdate(a) => stack_update::run(a, g),
-        Verb::LintTemplate(a) => lint_template::run(a, g),
-        Verb::AsgSwitch(a) => asg_switch::run(a, g),
+        Verb::StackUpdate(a) => stack_update::run(a),
+        Verb::LintTemplate(a) => lint_template::run(a),
+        Verb::AsgSwitch(a) => asg_switch::run(a),
         Verb::CheckConfig(a) => check_config::run(a, g),
         Verb::GenerateDocs(a) => return ExitCode::from(docs::run(Cli::command(), "1", &a.dir)),
     }
@@ -75,6 +76,79 @@ mod tests {
             assert!(listed.contains(&line.as_str()), "{e:?} not listed: {help}");
         }
         assert_eq!(listed.len(), Exit::ALL.len(), "{help}");
+    }
+
+    #[test]
+    fn where_hotswapd_is_goes_before_or_after_the_verb_and_only_where_it_is_used() {
+        for line in ["--socket /s status", "status --socket /s"] {
+            let Cli { globals, verb } = parse(line).unwrap();
+            let Verb::Status(a) = verb else { panic!("{line}") };
+            assert_eq!(a.daemon.or(&globals).socket.as_deref(), Some(std::path::Path::new("/s")), "{line}");
+        }
+        let Cli { globals, verb } = parse("--socket /a status --socket /b").unwrap();
+        let Verb::Status(a) = verb else { panic!() };
+        assert_eq!(a.daemon.or(&globals).socket.as_deref(), Some(std::path::Path::new("/b")), "after the verb wins");
+        let mut cmd = Cli::command();
+        for verb in ["stack-update", "lint-template", "asg-switch"] {
+            let help = cmd.find_subcommand_mut(verb).unwrap().render_long_help().to_string();
+            assert!(!help.contains("--socket"), "{verb} does not talk to hotswapd: {help}");
+            assert!(parse(&format!("{verb} --socket /s")).is_err(), "{verb}");
+        }
+        for verb in ["deploy", "status", "services", "rollback", "history", "reload", "check-config"] {
+            let help = cmd.find_subcommand_mut(verb).unwrap().render_long_help().to_string();
+            assert!(help.contains("--socket") && help.contains("--config"), "{verb}: {help}");
+        }
+    }
+
+    /// The README's table of verbs, made from the clap definitions (usage and about).
+    fn verb_table() -> String {
+        let mut cmd = Cli::command();
+        cmd.build();
+        let mut out = String::from("| command | what it does |\n| --- | --- |\n");
+        for sub in cmd.get_subcommands_mut().filter(|s| !s.is_hide_set()) {
+            let usage = sub.render_usage().to_string();
+            let usage = usage.trim_start_matches("Usage: ").replace('|', "\\|");
+            let about = sub.get_about().map(|a| a.to_string()).unwrap_or_default();
+            out.push_str(&format!("| `{usage}` | {about} |\n"));
+        }
+        out
+    }
+
+    #[test]
+    fn the_readme_verb_table_is_the_clap_definitions() {
+        const BEGIN: &str = "<!-- verbs: generated from the clap definitions (src/bin/hotswapctl.rs test) -->\n";
+        const END: &str = "<!-- verbs end -->";
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/README.md");
+        let readme = std::fs::read_to_string(path).unwrap();
+        let (head, rest) = readme.split_once(BEGIN).expect("the README has the verbs marker");
+        let (table, tail) = rest.split_once(END).expect("the README has the verbs end marker");
+        let want = verb_table();
+        if std::env::var_os("HOTSWAP_UPDATE_README").is_some() {
+            std::fs::write(path, format!("{head}{BEGIN}{want}{END}{tail}")).unwrap();
+            return;
+        }
+        assert_eq!(table, want, "the README's verb table is stale: run HOTSWAP_UPDATE_README=1 cargo test --bin hotswapctl");
+    }
+
+    #[test]
+    fn the_man_pages_examples_parse() {
+        let mut pages = vec!["hotswapctl".to_string()];
+        pages.extend(
+            Cli::command()
+                .get_subcommands()
+                .map(|s| format!("hotswapctl-{}", s.get_name())),
+        );
+        let mut seen = 0;
+        for page in pages {
+            for (_, command) in docs::examples(&page) {
+                // the hotswapctl part of a pipeline
+                let line = command.rsplit("| ").next().unwrap();
+                parse(line.trim_start_matches("hotswapctl"))
+                    .unwrap_or_else(|e| panic!("{page}: {command}: {e}"));
+                seen += 1;
+            }
+        }
+        assert!(seen >= 10, "{seen} examples");
     }
 
     #[test]

@@ -5,7 +5,7 @@ use std::time::Duration;
 use crate::fleet::asg_switch;
 use crate::fleet::aws::Clients;
 
-use super::{block_on, Exit, Globals};
+use super::{block_on, Exit};
 
 /// Attach a new Auto Scaling group to a load balancer's target group, wait until its
 /// instances are healthy, then detach every other group.
@@ -29,7 +29,7 @@ pub struct Args {
     pub json: bool,
 }
 
-pub fn run(args: Args, _globals: &Globals) -> Exit {
+pub fn run(args: Args) -> Exit {
     block_on(switch(
         &args.load_balancer,
         &args.new_group,

@@ -19,11 +19,14 @@ pub struct Args {
     /// writable. Exits 15 when one is not so.
     #[arg(long)]
     pub live: bool,
+    #[command(flatten)]
+    pub daemon: Globals,
 }
 
-pub fn run(args: Args, globals: &Globals) -> Exit {
+pub fn run(args: Args, before: &Globals) -> Exit {
+    let globals = &args.daemon.or(before);
     check(
-        args.file.as_deref().unwrap_or(&globals.config),
+        &args.file.clone().unwrap_or_else(|| globals.config_path()),
         args.json,
         args.live,
     )

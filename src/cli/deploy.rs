@@ -48,9 +48,12 @@ pub struct Args {
     pub no_ramp: bool,
     #[command(flatten)]
     pub waiting: Waiting,
+    #[command(flatten)]
+    pub daemon: Globals,
 }
 
-pub fn run(args: Args, globals: &Globals) -> Exit {
+pub fn run(args: Args, before: &Globals) -> Exit {
+    let globals = &args.daemon.or(before);
     globals.with_daemon(|client| async move {
         let timeout = Duration::from_secs(args.waiting.timeout_secs);
         match &args.from_metadata {

@@ -17,9 +17,12 @@ pub struct Args {
     /// Print the reports as JSON on stdout, as they were written.
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub daemon: Globals,
 }
 
-pub fn run(args: Args, globals: &Globals) -> Exit {
+pub fn run(args: Args, before: &Globals) -> Exit {
+    let globals = &args.daemon.or(before);
     globals.with_daemon(|client| async move { show(&client, &args).await })
 }
 

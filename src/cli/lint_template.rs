@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use crate::fleet::lint::lint;
 use crate::fleet::template::Template;
 
-use super::{Exit, Globals};
+use super::Exit;
 
 /// Warn about blue-green pitfalls in a CloudFormation template.
 #[derive(clap::Args, Debug)]
@@ -17,7 +17,7 @@ pub struct Args {
     pub json: bool,
 }
 
-pub fn run(args: Args, _globals: &Globals) -> Exit {
+pub fn run(args: Args) -> Exit {
     lint_file(&args.file, args.json)
 }
 

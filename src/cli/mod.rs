@@ -23,24 +23,41 @@ use crate::control::client::{Client, ClientError};
 
 pub use exit::Exit;
 
-// The options every verb takes. (No doc comment: clap would make it the program's about.)
-#[derive(clap::Args, Debug)]
+// Where hotswapd is: taken by the verbs that talk to it (and check-config), after the verb or
+// before it (`hotswapctl --socket S status`); the build-box verbs have none. (No doc comment:
+// clap would make it the program's about.)
+#[derive(clap::Args, Debug, Clone, Default)]
 pub struct Globals {
     /// The daemon's control socket (default: the one named in --config).
-    #[arg(long, global = true)]
+    #[arg(long, value_name = "PATH")]
     pub socket: Option<PathBuf>,
-    /// The daemon's config file, read for the socket path.
-    #[arg(long, global = true, default_value = DEFAULT_PATH)]
-    pub config: PathBuf,
+    /// The daemon's config file, read for the socket path (default: /etc/hotswap/config.toml).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
 }
 
 impl Globals {
+    /// These, each filled from `before` (given before the verb) where not given after it.
+    pub fn or(&self, before: &Globals) -> Globals {
+        Globals {
+            socket: self.socket.clone().or_else(|| before.socket.clone()),
+            config: self.config.clone().or_else(|| before.config.clone()),
+        }
+    }
+
+    /// --config, else the packaged default.
+    pub fn config_path(&self) -> PathBuf {
+        self.config
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_PATH))
+    }
+
     /// --socket, else the socket named in --config.
     fn socket_path(&self) -> Result<PathBuf, String> {
         if let Some(s) = &self.socket {
             return Ok(s.clone());
         }
-        match Settings::load(&self.config) {
+        match Settings::load(&self.config_path()) {
             Ok(s) => Ok(s.daemon.socket),
             Err(e) => Err(format!("{e} (or pass --socket)")),
         }

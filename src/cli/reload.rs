@@ -16,9 +16,12 @@ pub struct Args {
     /// Print what changed as JSON on stdout.
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub daemon: Globals,
 }
 
-pub fn run(args: Args, globals: &Globals) -> Exit {
+pub fn run(args: Args, before: &Globals) -> Exit {
+    let globals = &args.daemon.or(before);
     globals.with_daemon(|client| async move { reload(&client, args.json).await })
 }
 

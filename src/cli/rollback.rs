@@ -19,9 +19,12 @@ pub struct Args {
     pub to: Option<String>,
     #[command(flatten)]
     pub waiting: Waiting,
+    #[command(flatten)]
+    pub daemon: Globals,
 }
 
-pub fn run(args: Args, globals: &Globals) -> Exit {
+pub fn run(args: Args, before: &Globals) -> Exit {
+    let globals = &args.daemon.or(before);
     globals.with_daemon(|client| async move {
         let w = &args.waiting;
         let timeout = Duration::from_secs(w.timeout_secs);

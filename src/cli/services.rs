@@ -10,9 +10,12 @@ pub struct Args {
     /// Print the services as JSON on stdout.
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub daemon: Globals,
 }
 
-pub fn run(args: Args, globals: &Globals) -> Exit {
+pub fn run(args: Args, before: &Globals) -> Exit {
+    let globals = &args.daemon.or(before);
     globals.with_daemon(|client| async move { list(&client, args.json).await })
 }
 

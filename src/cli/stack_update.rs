@@ -8,7 +8,7 @@ use crate::fleet::aws::Clients;
 use crate::fleet::stack_update::{self, new_deploy_id, Options};
 use crate::fleet::template::Template;
 
-use super::{block_on, Exit, Globals};
+use super::{block_on, Exit};
 
 /// Hot swap a whole stack from the build box: check it, UpdateStack, wait for one success
 /// report per instance on SQS.
@@ -53,7 +53,7 @@ pub struct Args {
     pub json: bool,
 }
 
-pub fn run(args: Args, _globals: &Globals) -> Exit {
+pub fn run(args: Args) -> Exit {
     block_on(update(args))
 }
 

@@ -11,9 +11,12 @@ pub struct Args {
     /// Print the daemon's whole status as JSON on stdout.
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub daemon: Globals,
 }
 
-pub fn run(args: Args, globals: &Globals) -> Exit {
+pub fn run(args: Args, before: &Globals) -> Exit {
+    let globals = &args.daemon.or(before);
     globals.with_daemon(|client| async move { show(&client, args.json).await })
 }
 

@@ -10,10 +10,12 @@ use super::*;
 use crate::engine::phase::RampStep;
 
 mod container;
+mod hooks;
 mod ramp;
 mod services;
 
 use container::Container;
+use hooks::Hooks;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -48,6 +50,8 @@ struct Process {
     keep_releases: Option<usize>,
     #[serde(default)]
     start_command: Vec<String>,
+    #[serde(default)]
+    hooks: Hooks,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -119,6 +123,8 @@ struct Service {
     replicas: Option<usize>,
     batch: Option<usize>,
     repair_backoff_max_secs: Option<u64>,
+    #[serde(default)]
+    hooks: Hooks,
 }
 
 #[derive(Debug, Deserialize)]

@@ -72,6 +72,13 @@ pub enum StepError {
     Missing(&'static str),
     #[error("a code reload has no canary ramp")]
     NoRamp,
+    /// A `before_start` or `before_switch` hook failed: the swap does not go on.
+    #[error("the {hook} hook ({command}) failed: {why}")]
+    Hook {
+        hook: &'static str,
+        command: String,
+        why: String,
+    },
     /// What a step must journal before it acts could not be written.
     #[error(transparent)]
     Journal(#[from] crate::engine::journal::JournalError),

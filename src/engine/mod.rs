@@ -8,6 +8,7 @@ pub mod canary;
 pub mod crash;
 pub mod error;
 pub mod handle;
+pub mod hooks;
 pub mod instance;
 pub mod journal;
 pub mod phase;

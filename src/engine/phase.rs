@@ -274,6 +274,9 @@ pub struct Swap {
     /// Each ramp step (and the watch window) as it went, with HAProxy's figures.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub steps: Vec<StepRecord>,
+    /// The host hooks run so far (a hook already here is not run again after a restart).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hooks: Vec<crate::runtime::hook::HookRun>,
 }
 
 /// One step of a canary ramp: the new release's share of traffic and how long it is held.
@@ -352,6 +355,7 @@ impl Swap {
             watch_ms: 0,
             ramp_skipped: false,
             steps: Vec::new(),
+            hooks: Vec::new(),
         }
     }
 

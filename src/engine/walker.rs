@@ -11,7 +11,9 @@ use super::book::Book;
 use super::error::StepError;
 use super::handle::State;
 use super::phase::{Event, Phase, Swap};
+use super::hooks;
 use super::steps::{Activity, Ledger, Steps};
+use crate::config::Hook;
 use super::supervise::Repairs;
 use crate::clock::{instant_of, within};
 use crate::report::Reporter;
@@ -121,6 +123,8 @@ impl<S: Steps, P: Reporter> Walker<S, P> {
             swap = self.step(swap).await;
         }
         self.steps.finish(&mut swap).await;
+        // a warning at worst: the swap's result stands
+        let _ = hooks::run(&self.steps.hooks(), Hook::AfterSwap, &mut swap).await;
         self.book.settle(swap).await;
         // a new release (or the old one, rolled back) starts with a clean repair record
         self.repairs = Repairs::default();
@@ -135,7 +139,11 @@ impl<S: Steps, P: Reporter> Walker<S, P> {
             // HAProxy not answering, the backend missing) fails now, naming it
             Phase::Accepted => steps.reachable().await.map(|()| Event::Begin),
             Phase::Starting { deadline } => {
-                let work = steps.start(book, &mut swap);
+                let hooks = steps.hooks();
+                let work = async {
+                    hooks::run(&hooks, Hook::BeforeStart, &mut swap).await?;
+                    steps.start(book, &mut swap).await
+                };
                 within(deadline, work, || StepError::Deadline {
                     what: "starting the new release",
                 })
@@ -144,20 +152,29 @@ impl<S: Steps, P: Reporter> Walker<S, P> {
             }
             Phase::HealthGate { deadline } => {
                 let board = steps.activity();
-                showing(book, &swap, &board, steps.gate(&swap, deadline))
-                    .await
-                    .map(|passed| {
+                match showing(book, &swap, &board, steps.gate(&swap, deadline)).await {
+                    Ok(passed) => {
                         swap.health_response = Some(passed.body);
-                        Event::GatePassed
-                    })
+                        // the new release runs, no traffic yet: the last word before the switch
+                        hooks::run(&steps.hooks(), Hook::BeforeSwitch, &mut swap)
+                            .await
+                            .map(|()| Event::GatePassed)
+                    }
+                    Err(e) => Err(e),
+                }
             }
             Phase::Switching { deadline } => {
                 let work = steps.switch(book, &mut swap);
-                within(deadline, work, || StepError::Deadline {
+                let switched = within(deadline, work, || StepError::Deadline {
                     what: "switching HAProxy",
                 })
-                .await
-                .map(|()| Event::Switched)
+                .await;
+                match switched {
+                    Ok(()) => hooks::run(&steps.hooks(), Hook::AfterSwitch, &mut swap)
+                        .await
+                        .map(|()| Event::Switched),
+                    Err(e) => Err(e),
+                }
             }
             Phase::Ramping { step, deadline } => {
                 let work = steps.ramp(book, &mut swap, step);

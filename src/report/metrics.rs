@@ -314,6 +314,7 @@ mod tests {
             signalled_ms: None,
             canary: None,
             repair: None,
+            hooks: vec![],
             requested_by: None,
         }
     }

@@ -76,6 +76,9 @@ pub struct Report {
     /// A repair: what died and what replaced it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub repair: Option<RepairReport>,
+    /// The host hooks run during the swap: command, exit code, how long, their output's tail.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub hooks: Vec<crate::runtime::hook::HookRun>,
     /// Who asked for the release (a repair: who asked for the release it repaired).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub requested_by: Option<Requester>,
@@ -192,6 +195,7 @@ impl Report {
                 steps: swap.steps.clone(),
             }),
             repair: None,
+            hooks: swap.hooks.clone(),
             requested_by: swap.release.requested_by.clone(),
         }
     }
@@ -233,6 +237,7 @@ impl Report {
             signalled_ms: None,
             canary: None,
             repair: Some(repair),
+            hooks: Vec::new(),
             requested_by: release.requested_by.clone(),
         }
     }

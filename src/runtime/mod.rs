@@ -4,6 +4,7 @@ pub mod archive;
 mod docker;
 mod docker_errors;
 mod docker_events;
+pub mod hook;
 pub mod process;
 mod pull;
 pub mod registry_auth;

@@ -143,6 +143,7 @@ impl Process {
             host_budget,
             keep_releases: self.keep_releases.unwrap_or(1),
             start_command: self.start_command,
+            hooks: self.hooks.validate(ctx, &format!("{key}.hooks"))?,
         })
     }
 }
@@ -321,7 +322,9 @@ impl Service {
                 "a ramp sets server weights through the runtime API: it needs switch = \"runtime\"",
             ));
         }
+        let hooks = self.hooks.validate(ctx, &format!("{key}.hooks"))?;
         Ok(ServiceSettings {
+            hooks,
             ramp,
             replicas,
             batch,

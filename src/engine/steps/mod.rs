@@ -100,6 +100,10 @@ pub trait Ledger: Send {
 pub trait Steps: Send {
     /// The service's name, for logs.
     fn service(&self) -> &str;
+    /// The host hooks the service runs around a swap (none by default).
+    fn hooks(&self) -> crate::config::HookSettings {
+        crate::config::HookSettings::default()
+    }
     /// What a step without a ledger is waiting on (see `Activity`); none by default.
     fn activity(&self) -> Activity {
         Activity::default()

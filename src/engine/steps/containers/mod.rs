@@ -160,6 +160,10 @@ impl<R: Runtime, B: Balancer, H: Prober> Steps for Containers<R, B, H> {
         self.activity.clone()
     }
 
+    fn hooks(&self) -> crate::config::HookSettings {
+        self.settings.hooks.clone()
+    }
+
     fn refresh(&mut self) {
         if self.updates.has_changed().unwrap_or(false) {
             let new = self.updates.borrow_and_update().clone();

@@ -89,6 +89,10 @@ impl<H: Prober> Steps for Processes<H> {
         self.activity.clone()
     }
 
+    fn hooks(&self) -> crate::config::HookSettings {
+        self.settings.hooks.clone()
+    }
+
     fn refresh(&mut self) {
         if self.updates.has_changed().unwrap_or(false) {
             self.settings = self.updates.borrow_and_update().clone();
