@@ -213,7 +213,10 @@ async fn host_hooks_see_the_swap_and_a_failing_before_switch_hook_leaves_the_old
     assert_eq!(hooks[0]["hook"], "before_switch", "{r2}");
     assert_eq!(hooks[0]["exit_code"], 0, "{r2}");
     let said = hooks[0]["output_tail"][0].as_str().unwrap();
-    assert!(said.starts_with("smoke 2 at 127.0.0.1:") && said.ends_with("from 1"), "{said}");
+    assert!(
+        said.starts_with("smoke 2 at 127.0.0.1:") && said.ends_with("from 1"),
+        "{said}"
+    );
     assert_eq!(hooks[1]["hook"], "after_swap", "{r2}");
 
     // version 3 is refused by the hook: the swap rolls back, 2 keeps serving, nothing fails
@@ -232,11 +235,18 @@ async fn host_hooks_see_the_swap_and_a_failing_before_switch_hook_leaves_the_old
     assert_eq!(stats.failed, 0, "{stats}");
     assert_eq!(since.keys().collect::<Vec<_>>(), ["2"], "{stats}");
     let containers = env.containers();
-    assert_eq!(containers.len(), 1, "the refused release's container is gone: {containers:?}");
+    assert_eq!(
+        containers.len(),
+        1,
+        "the refused release's container is gone: {containers:?}"
+    );
     assert_eq!(containers[0].1, v2);
     let r3 = daemon.reports().pop().unwrap();
     assert_eq!(r3["result"], "failure", "{r3}");
-    assert_eq!(r3["hooks"][0]["output_tail"][1], "version 3 is refused", "{r3}");
+    assert_eq!(
+        r3["hooks"][0]["output_tail"][1], "version 3 is refused",
+        "{r3}"
+    );
     let notes = std::fs::read_to_string(&log).unwrap();
     let results: Vec<(&str, &str)> = notes
         .lines()

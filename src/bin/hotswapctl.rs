@@ -82,21 +82,53 @@ mod tests {
     fn where_hotswapd_is_goes_before_or_after_the_verb_and_only_where_it_is_used() {
         for line in ["--socket /s status", "status --socket /s"] {
             let Cli { globals, verb } = parse(line).unwrap();
-            let Verb::Status(a) = verb else { panic!("{line}") };
-            assert_eq!(a.daemon.or(&globals).socket.as_deref(), Some(std::path::Path::new("/s")), "{line}");
+            let Verb::Status(a) = verb else {
+                panic!("{line}")
+            };
+            assert_eq!(
+                a.daemon.or(&globals).socket.as_deref(),
+                Some(std::path::Path::new("/s")),
+                "{line}"
+            );
         }
         let Cli { globals, verb } = parse("--socket /a status --socket /b").unwrap();
         let Verb::Status(a) = verb else { panic!() };
-        assert_eq!(a.daemon.or(&globals).socket.as_deref(), Some(std::path::Path::new("/b")), "after the verb wins");
+        assert_eq!(
+            a.daemon.or(&globals).socket.as_deref(),
+            Some(std::path::Path::new("/b")),
+            "after the verb wins"
+        );
         let mut cmd = Cli::command();
         for verb in ["stack-update", "lint-template", "asg-switch"] {
-            let help = cmd.find_subcommand_mut(verb).unwrap().render_long_help().to_string();
-            assert!(!help.contains("--socket"), "{verb} does not talk to hotswapd: {help}");
+            let help = cmd
+                .find_subcommand_mut(verb)
+                .unwrap()
+                .render_long_help()
+                .to_string();
+            assert!(
+                !help.contains("--socket"),
+                "{verb} does not talk to hotswapd: {help}"
+            );
             assert!(parse(&format!("{verb} --socket /s")).is_err(), "{verb}");
         }
-        for verb in ["deploy", "status", "services", "rollback", "history", "reload", "check-config"] {
-            let help = cmd.find_subcommand_mut(verb).unwrap().render_long_help().to_string();
-            assert!(help.contains("--socket") && help.contains("--config"), "{verb}: {help}");
+        for verb in [
+            "deploy",
+            "status",
+            "services",
+            "rollback",
+            "history",
+            "reload",
+            "check-config",
+        ] {
+            let help = cmd
+                .find_subcommand_mut(verb)
+                .unwrap()
+                .render_long_help()
+                .to_string();
+            assert!(
+                help.contains("--socket") && help.contains("--config"),
+                "{verb}: {help}"
+            );
         }
     }
 
@@ -105,7 +137,10 @@ mod tests {
         let mut cmd = Cli::command();
         cmd.build();
         let mut out = String::from("| command | what it does |\n| --- | --- |\n");
-        for sub in cmd.get_subcommands_mut().filter(|s| !s.is_hide_set()) {
+        for sub in cmd
+            .get_subcommands_mut()
+            .filter(|s| !s.is_hide_set() && s.get_name() != "help")
+        {
             let usage = sub.render_usage().to_string();
             let usage = usage.trim_start_matches("Usage: ").replace('|', "\\|");
             let about = sub.get_about().map(|a| a.to_string()).unwrap_or_default();
@@ -116,12 +151,17 @@ mod tests {
 
     #[test]
     fn the_readme_verb_table_is_the_clap_definitions() {
-        const BEGIN: &str = "<!-- verbs: generated from the clap definitions (src/bin/hotswapctl.rs test) -->\n";
+        const BEGIN: &str =
+            "<!-- verbs: generated from the clap definitions (src/bin/hotswapctl.rs test) -->\n";
         const END: &str = "<!-- verbs end -->";
         let path = concat!(env!("CARGO_MANIFEST_DIR"), "/README.md");
         let readme = std::fs::read_to_string(path).unwrap();
-        let (head, rest) = readme.split_once(BEGIN).expect("the README has the verbs marker");
-        let (table, tail) = rest.split_once(END).expect("the README has the verbs end marker");
+        let (head, rest) = readme
+            .split_once(BEGIN)
+            .expect("the README has the verbs marker");
+        let (table, tail) = rest
+            .split_once(END)
+            .expect("the README has the verbs end marker");
         let want = verb_table();
         if std::env::var_os("HOTSWAP_UPDATE_README").is_some() {
             std::fs::write(path, format!("{head}{BEGIN}{want}{END}{tail}")).unwrap();
@@ -252,7 +292,7 @@ mod tests {
     fn defaults_and_globals_are_as_documented() {
         let cli = parse("deploy web --image web:2").unwrap();
         assert_eq!(
-            cli.globals.config,
+            cli.globals.config_path(),
             std::path::Path::new("/etc/hotswap/config.toml")
         );
         assert_eq!(cli.globals.socket, None);
@@ -268,13 +308,13 @@ mod tests {
             (false, 600, None)
         );
         let cli = parse("rollback web --socket /s").unwrap();
-        assert_eq!(
-            cli.globals.socket.as_deref(),
-            Some(std::path::Path::new("/s"))
-        );
         let Verb::Rollback(r) = cli.verb else {
             panic!("{cli:?}")
         };
+        assert_eq!(
+            r.daemon.or(&cli.globals).socket.as_deref(),
+            Some(std::path::Path::new("/s"))
+        );
         assert_eq!((r.service.as_str(), r.waiting.timeout_secs), ("web", 600));
         let Verb::StackUpdate(s) = parse("stack-update --stack s --template t").unwrap().verb
         else {

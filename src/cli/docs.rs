@@ -198,35 +198,76 @@ fn extra_sections(program: &str, title: &str) -> Roff {
 pub fn examples(title: &str) -> &'static [(&'static str, &'static str)] {
     match title {
         "hotswapd" => &[
-            ("Check a config before installing it, and that this host can run it:", "hotswapd --check-config --live --config /etc/hotswap/config.toml"),
-            ("Run in the foreground with debug logs:", "RUST_LOG=hotswap=debug hotswapd --config ./config.toml"),
+            (
+                "Check a config before installing it, and that this host can run it:",
+                "hotswapd --check-config --live --config /etc/hotswap/config.toml",
+            ),
+            (
+                "Run in the foreground with debug logs:",
+                "RUST_LOG=hotswap=debug hotswapd --config ./config.toml",
+            ),
         ],
         "hotswapctl" => &[
-            ("Swap service web to a new image and follow it to the end:", "hotswapctl deploy web --image registry.example/web:42 --wait"),
+            (
+                "Swap service web to a new image and follow it to the end:",
+                "hotswapctl deploy web --image registry.example/web:42 --wait",
+            ),
             ("What every service runs and does:", "hotswapctl status"),
-            ("The last ten swaps and repairs of web, and who asked:", "hotswapctl history web --limit 10"),
-            ("Go back two releases (a kept image):", "hotswapctl rollback web --to 40 --wait"),
+            (
+                "The last ten swaps and repairs of web, and who asked:",
+                "hotswapctl history web --limit 10",
+            ),
+            (
+                "Go back two releases (a kept image):",
+                "hotswapctl rollback web --to 40 --wait",
+            ),
         ],
         "hotswapctl-deploy" => &[
-            ("Swap to an image, waiting at most ten minutes:", "hotswapctl deploy web --image web:42 --wait --timeout-secs 10m"),
-            ("Skip the canary ramp (the report says so):", "hotswapctl deploy web --image web:42 --no-ramp --wait"),
-            ("Hot code reload of a gunicorn service:", "hotswapctl deploy app --code /srv/bundles/app-17.tar.gz --wait"),
-            ("From a cfn-hup hook:", "cfn-get-metadata -s STACK -r Hosts | hotswapctl deploy --from-metadata -"),
+            (
+                "Swap to an image, waiting at most ten minutes:",
+                "hotswapctl deploy web --image web:42 --wait --timeout-secs 10m",
+            ),
+            (
+                "Skip the canary ramp (the report says so):",
+                "hotswapctl deploy web --image web:42 --no-ramp --wait",
+            ),
+            (
+                "Hot code reload of a gunicorn service:",
+                "hotswapctl deploy app --code /srv/bundles/app-17.tar.gz --wait",
+            ),
+            (
+                "From a cfn-hup hook:",
+                "cfn-get-metadata -s STACK -r Hosts | hotswapctl deploy --from-metadata -",
+            ),
         ],
         "hotswapctl-rollback" => &[
-            ("Back to the previous release:", "hotswapctl rollback web --wait"),
-            ("Back to version 40, if its image was kept (keep_images):", "hotswapctl rollback web --to 40 --wait"),
+            (
+                "Back to the previous release:",
+                "hotswapctl rollback web --wait",
+            ),
+            (
+                "Back to version 40, if its image was kept (keep_images):",
+                "hotswapctl rollback web --to 40 --wait",
+            ),
         ],
         "hotswapctl-history" => &[
-            ("Every service's last 20 swaps and repairs:", "hotswapctl history"),
-            ("As JSON, the reports as written:", "hotswapctl history web --limit 100 --json"),
+            (
+                "Every service's last 20 swaps and repairs:",
+                "hotswapctl history",
+            ),
+            (
+                "As JSON, the reports as written:",
+                "hotswapctl history web --limit 100 --json",
+            ),
         ],
-        "hotswapctl-status" => &[
-            ("For a script (exit 14 when a service is not serving):", "hotswapctl status --json"),
-        ],
-        "hotswapctl-stack-update" => &[
-            ("Update the stack and wait for every host's report:", "hotswapctl stack-update --stack shop --template fleet.yaml --parameter ImageTag=42"),
-        ],
+        "hotswapctl-status" => &[(
+            "For a script (exit 14 when a service is not serving):",
+            "hotswapctl status --json",
+        )],
+        "hotswapctl-stack-update" => &[(
+            "Update the stack and wait for every host's report:",
+            "hotswapctl stack-update --stack shop --template fleet.yaml --parameter ImageTag=42",
+        )],
         _ => &[],
     }
 }

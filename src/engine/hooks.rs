@@ -20,7 +20,13 @@ pub async fn run(settings: &HookSettings, hook: Hook, swap: &mut Swap) -> Result
     let service = swap.release.service.clone();
     let deploy_id = swap.release.deploy_id.clone();
     tracing::info!(service = %service, deploy_id = %deploy_id, hook = hook.name(), "hook started");
-    let run = crate::runtime::hook::run(hook.name(), argv, &environment(hook, swap), settings.timeout).await;
+    let run = crate::runtime::hook::run(
+        hook.name(),
+        argv,
+        &environment(hook, swap),
+        settings.timeout,
+    )
+    .await;
     let failure = run.failure.clone();
     let took_ms = run.took_ms;
     swap.hooks.push(run);
@@ -37,8 +43,10 @@ pub async fn run(settings: &HookSettings, hook: Hook, swap: &mut Swap) -> Result
             why,
         });
     }
-    swap.warnings
-        .push(format!("the {} hook ({command}) failed: {why}", hook.name()));
+    swap.warnings.push(format!(
+        "the {} hook ({command}) failed: {why}",
+        hook.name()
+    ));
     Ok(())
 }
 
@@ -69,7 +77,10 @@ fn environment(hook: Hook, swap: &Swap) -> Vec<(String, String)> {
     }
     if hook == Hook::AfterSwap {
         let ok = swap.phase == Phase::Succeeded;
-        env.push(("HOTSWAP_RESULT", if ok { "success" } else { "failure" }.to_string()));
+        env.push((
+            "HOTSWAP_RESULT",
+            if ok { "success" } else { "failure" }.to_string(),
+        ));
         if let Some(reason) = &swap.reason {
             env.push(("HOTSWAP_REASON", reason.clone()));
         }

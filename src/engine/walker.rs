@@ -10,12 +10,12 @@ use std::time::Duration;
 use super::book::Book;
 use super::error::StepError;
 use super::handle::State;
-use super::phase::{Event, Phase, Swap};
 use super::hooks;
+use super::phase::{Event, Phase, Swap};
 use super::steps::{Activity, Ledger, Steps};
-use crate::config::Hook;
 use super::supervise::Repairs;
 use crate::clock::{instant_of, within};
+use crate::config::Hook;
 use crate::report::Reporter;
 
 /// How often containers Docker could not remove are tried again, while any are left.

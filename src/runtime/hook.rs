@@ -31,7 +31,12 @@ pub struct HookRun {
 }
 
 /// Runs `argv` with `env` added to hotswapd's environment, for at most `timeout`.
-pub async fn run(hook: &str, argv: &[String], env: &[(String, String)], timeout: Duration) -> HookRun {
+pub async fn run(
+    hook: &str,
+    argv: &[String],
+    env: &[(String, String)],
+    timeout: Duration,
+) -> HookRun {
     let started = Instant::now();
     let mut run = HookRun {
         hook: hook.to_string(),
@@ -97,7 +102,10 @@ async fn spawn_and_wait(
     let (code, failure) = match status {
         None => (
             None,
-            Some(format!("killed after its timeout of {} s", timeout.as_secs())),
+            Some(format!(
+                "killed after its timeout of {} s",
+                timeout.as_secs()
+            )),
         ),
         Some(s) if s.success() => (Some(0), None),
         Some(s) => match s.code() {
@@ -149,40 +157,70 @@ mod tests {
     #[tokio::test]
     async fn a_hook_sees_the_swap_and_its_output_tail_is_kept() {
         let env = vec![("HOTSWAP_VERSION".to_string(), "42".to_string())];
-        let script = "for i in $(seq 1 30); do echo line $i; done; echo \"to $HOTSWAP_VERSION\" >&2";
+        let script =
+            "for i in $(seq 1 30); do echo line $i; done; echo \"to $HOTSWAP_VERSION\" >&2";
         let run = run("before_switch", &sh(script), &env, Duration::from_secs(5)).await;
         assert_eq!(run.exit_code, Some(0), "{run:?}");
         assert_eq!(run.failure, None);
         assert_eq!(run.output_tail.len(), TAIL_LINES);
-        assert_eq!(run.output_tail.last().unwrap(), "to 42", "stderr in order: {run:?}");
+        assert_eq!(
+            run.output_tail.last().unwrap(),
+            "to 42",
+            "stderr in order: {run:?}"
+        );
         assert_eq!(run.output_tail[0], "line 12");
     }
 
     #[tokio::test]
     async fn a_failing_hook_says_how() {
-        let run = run("before_start", &sh("echo nope; exit 3"), &[], Duration::from_secs(5)).await;
+        let run = run(
+            "before_start",
+            &sh("echo nope; exit 3"),
+            &[],
+            Duration::from_secs(5),
+        )
+        .await;
         assert_eq!(run.exit_code, Some(3));
         assert_eq!(run.failure.as_deref(), Some("exited with code 3"));
         assert_eq!(run.output_tail, ["nope"]);
-        let run = run("before_start", &["/nonexistent/hook".to_string()], &[], Duration::from_secs(5)).await;
-        assert!(run.failure.unwrap().starts_with("cannot start it"));
+        let gone = super::run(
+            "before_start",
+            &["/nonexistent/hook".to_string()],
+            &[],
+            Duration::from_secs(5),
+        )
+        .await;
+        assert!(gone.failure.unwrap().starts_with("cannot start it"));
     }
 
     #[tokio::test]
     async fn a_hook_past_its_timeout_is_killed_with_what_it_started() {
         let dir = tempfile::tempdir().unwrap();
         let pidfile = dir.path().join("child.pid");
-        let script = format!("sleep 30 & echo $! > {}; echo started; wait", pidfile.display());
+        let script = format!(
+            "sleep 30 & echo $! > {}; echo started; wait",
+            pidfile.display()
+        );
         let t = Instant::now();
         let run = run("before_switch", &sh(&script), &[], Duration::from_secs(1)).await;
         assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
         assert_eq!(run.exit_code, None);
-        assert_eq!(run.failure.as_deref(), Some("killed after its timeout of 1 s"));
+        assert_eq!(
+            run.failure.as_deref(),
+            Some("killed after its timeout of 1 s")
+        );
         assert_eq!(run.output_tail, ["started"]);
-        let pid: i32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
+        let pid: i32 = std::fs::read_to_string(&pidfile)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
         std::thread::sleep(Duration::from_millis(100));
         // the background sleep was in the hook's group: gone (or a zombie of init's)
         let state = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        assert!(state.is_empty() || state.contains(") Z "), "the hook's child still runs: {state}");
+        assert!(
+            state.is_empty() || state.contains(") Z "),
+            "the hook's child still runs: {state}"
+        );
     }
 }

@@ -23,7 +23,8 @@ pub(super) struct Hooks {
 
 impl Hooks {
     pub(super) fn validate(self, ctx: &Ctx, key: &str) -> Result<HookSettings, ConfigError> {
-        let command = |name: &str, argv: Option<Vec<String>>| match argv {
+        let command = |name: &str, argv: Option<Vec<String>>| {
+            match argv {
             None => Ok(None),
             Some(argv) => match argv.first() {
                 None => Err(ctx.invalid(
@@ -40,6 +41,7 @@ impl Hooks {
                 )),
                 Some(_) => Ok(Some(argv)),
             },
+        }
         };
         let timeout_secs = self.timeout_secs.unwrap_or(DEFAULT_TIMEOUT_SECS);
         if !(1..=3600).contains(&timeout_secs) {
