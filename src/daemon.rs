@@ -134,6 +134,8 @@ pub async fn run(settings: Settings, config_path: PathBuf) -> anyhow::Result<()>
     let mut int = signal(SignalKind::interrupt())?;
     let mut hup = signal(SignalKind::hangup())?;
     crate::systemd::recovered(&shared.handles()).await;
+    // what the journal holds in maintenance, HAProxy answers 503 for (a restart of both)
+    shared.reapply_maintenance().await;
     // releases from the stack's metadata, once what runs is known (a restart resubmits the
     // same deploy ids, which the services already know)
     let _metadata_watch = settings

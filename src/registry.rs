@@ -97,6 +97,58 @@ impl Registry {
         }
     }
 
+    /// A container service's HAProxy runtime API, backend and config file (None for a process
+    /// service or an unknown name).
+    pub(crate) fn haproxy_of(
+        &self,
+        name: &str,
+    ) -> Option<(
+        crate::balancer::RuntimeApi,
+        String,
+        Option<std::path::PathBuf>,
+    )> {
+        let settings = self.settings.lock().expect("settings lock");
+        let h = &settings.service(name)?.haproxy;
+        Some((
+            crate::balancer::RuntimeApi::new(&h.runtime_socket, h.command_timeout),
+            h.backend.clone(),
+            h.config_file.clone(),
+        ))
+    }
+
+    /// Sets HAProxy's maintenance variables again for every service the journal holds in
+    /// maintenance and HAProxy does not (it lost them in a reload or restart). Logged, never
+    /// fatal: the sweep comes back.
+    pub async fn reapply_maintenance(&self) {
+        for handle in self.handles() {
+            let Some(m) = handle.view().maintenance else {
+                continue;
+            };
+            let Some((api, backend, _)) = self.haproxy_of(&handle.name) else {
+                continue;
+            };
+            use crate::balancer::maintenance;
+            let result = async {
+                if maintenance::is_on(&api, &backend).await? {
+                    return Ok(false);
+                }
+                if !maintenance::rule_loaded(&api, &backend).await? {
+                    return Err(crate::balancer::BalancerError::Reload(format!(
+                        "the running HAProxy has no maintenance rule for backend {backend}: clients are not told"
+                    )));
+                }
+                maintenance::apply(&api, &backend, Some((&m.message, m.retry_after_secs))).await?;
+                Ok(true)
+            }
+            .await;
+            match result {
+                Ok(true) => tracing::info!(service = %handle.name, "maintenance set again in HAProxy (it had reloaded or restarted)"),
+                Ok(false) => {}
+                Err(e) => tracing::warn!(service = %handle.name, error = %e, "service in maintenance, but HAProxy does not have it"),
+            }
+        }
+    }
+
     pub fn service_names(&self) -> Vec<String> {
         self.services
             .read()

@@ -76,6 +76,7 @@ pub fn sweep(registry: Arc<Registry>, every: Duration) -> tokio::task::JoinHandl
         loop {
             tick.tick().await;
             nudge_all(&registry);
+            registry.reapply_maintenance().await;
         }
     })
 }
@@ -145,6 +146,7 @@ pub fn haproxy_files_changed(
             // what came during the second is folded into this nudge
             while rx.try_recv().is_ok() {}
             nudge_all(&registry);
+            registry.reapply_maintenance().await;
         }
     });
     Ok(watcher)

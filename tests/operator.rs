@@ -261,3 +261,73 @@ async fn host_hooks_see_the_swap_and_a_failing_before_switch_hook_leaves_the_old
         "{notes}"
     );
 }
+
+/// One request through HAProxy's frontend: (status, headers lowercased, body).
+fn get(frontend: std::net::SocketAddr) -> (u16, String, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(frontend).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nhost: web\r\nconnection: close\r\n\r\n")
+        .unwrap();
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).unwrap();
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
+    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    (status, head.to_ascii_lowercase(), body.to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn maintenance_mode_answers_503_with_retry_after_without_a_reload_and_outlives_restarts() {
+    let mut env = TestEnv::new("maint");
+    let v1 = env.image("1", &ImageOpts::default());
+    let config = env.config(&ServiceOpts::default());
+    let mut daemon = Daemon::start(env.dir.path(), &config);
+    daemon.deploy_ok(&v1);
+    let on = [
+        "maintenance", "web", "on", "--message", "Back at 14:00 UTC, sorry.", "--retry-after", "2m",
+    ];
+    // the HAProxy running since before hotswapd wrote its block has no rule yet: refused, saying why
+    let out = daemon.ctl(&on);
+    let said = support::text(&out);
+    assert_eq!(out.status.code(), Some(4), "{said}");
+    assert!(said.contains("has not loaded hotswapd's maintenance rule") && said.contains("reload HAProxy"), "{said}");
+    assert_eq!(get(env.haproxy.frontend).0, 200);
+
+    env.haproxy.reload_and_wait();
+    let worker = env.haproxy.worker_pid();
+    let out = daemon.ctl(&on);
+    assert!(out.status.success(), "{}", support::text(&out));
+    let (status, head, body) = get(env.haproxy.frontend);
+    assert_eq!(status, 503, "{head}{body}");
+    assert!(head.contains("retry-after: 120"), "{head}");
+    assert_eq!(body, "Back at 14:00 UTC, sorry.");
+    assert_eq!(env.haproxy.worker_pid(), worker, "no HAProxy reload");
+    let status = daemon.ctl(&["status"]);
+    assert!(support::text(&status).contains("maintenance: clients get 503 (Retry-After 120 s): Back at 14:00 UTC, sorry."), "{}", support::text(&status));
+    assert_eq!(Daemon::metric(&daemon.metrics(), r#"hotswap_maintenance{service="web"}"#), Some(1.0));
+
+    // a restart of hotswapd keeps it (journaled); a reload of HAProxy loses the variables, and
+    // hotswapd sets them again
+    daemon.kill();
+    drop(daemon);
+    let daemon = Daemon::start(env.dir.path(), &config);
+    let view = daemon.status_json().unwrap();
+    assert_eq!(view["services"][0]["maintenance"]["retry_after_secs"], 120, "{view}");
+    env.haproxy.reload_and_wait();
+    let until = Instant::now() + Duration::from_secs(10);
+    while get(env.haproxy.frontend).0 != 503 {
+        assert!(Instant::now() < until, "maintenance not set again after HAProxy reloaded:\n{}", daemon.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    let worker = env.haproxy.worker_pid();
+    let out = daemon.ctl(&["maintenance", "web", "off"]);
+    assert!(out.status.success(), "{}", support::text(&out));
+    let (status, _, body) = get(env.haproxy.frontend);
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("\"release\":\"1\""), "{body}");
+    assert_eq!(env.haproxy.worker_pid(), worker, "no HAProxy reload");
+    let bad = daemon.ctl(&["maintenance", "web", "on", "--message", "100% down; sorry"]);
+    assert_eq!(bad.status.code(), Some(4), "{}", support::text(&bad));
+    assert!(support::text(&bad).contains("cannot be passed"), "{}", support::text(&bad));
+}

@@ -63,6 +63,8 @@ pub fn rewrite_managed_block(
     };
     let mut out: Vec<String> = lines[..cut_from].iter().map(|l| l.to_string()).collect();
     out.push(format!("    {begin} (managed by hotswapd: do not edit)"));
+    // maintenance mode's rule, off until hotswapd sets its variables (maintenance.rs)
+    out.push(format!("    {}", super::maintenance::rule(backend)));
     out.extend(server_lines.iter().map(|l| format!("    {l}")));
     out.push(format!("    {end}"));
     out.extend(lines[cut_to..].iter().map(|l| l.to_string()));
@@ -81,7 +83,8 @@ mod tests {
     fn inserts_then_replaces_the_block_and_touches_nothing_else() {
         let once =
             rewrite_managed_block(CFG, "web", &["server web-a 127.0.0.1:1 check".into()]).unwrap();
-        assert!(once.contains("backend web\n    # hotswap:begin web (managed by hotswapd: do not edit)\n    server web-a 127.0.0.1:1 check\n    # hotswap:end web\n    balance roundrobin\n"), "{once}");
+        let rule = crate::balancer::maintenance::rule("web");
+        assert!(once.contains(&format!("backend web\n    # hotswap:begin web (managed by hotswapd: do not edit)\n    {rule}\n    server web-a 127.0.0.1:1 check\n    # hotswap:end web\n    balance roundrobin\n")), "{once}");
         let twice = rewrite_managed_block(&once, "web", &["server web-b 127.0.0.1:2 check".into()])
             .unwrap();
         assert!(!twice.contains("web-a"));

@@ -3,6 +3,7 @@
 
 mod config_file;
 mod haproxy;
+pub mod maintenance;
 mod runtime_api;
 
 use std::future::Future;

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser, Subcommand};
 use hotswap::cli::{
-    asg_switch, check_config, deploy, docs, history, lint_template, reload, rollback, services,
+    asg_switch, check_config, deploy, docs, history, lint_template, maintenance, reload, rollback, services,
     stack_update, status, Exit, Globals,
 };
 
@@ -26,6 +26,7 @@ enum Verb {
     Services(services::Args),
     Rollback(rollback::Args),
     History(history::Args),
+    Maintenance(maintenance::Args),
     Reload(reload::Args),
     StackUpdate(stack_update::Args),
     LintTemplate(lint_template::Args),
@@ -43,6 +44,7 @@ fn main() -> ExitCode {
         Verb::Services(a) => services::run(a, g),
         Verb::Rollback(a) => rollback::run(a, g),
         Verb::History(a) => history::run(a, g),
+        Verb::Maintenance(a) => maintenance::run(a, g),
         Verb::Reload(a) => reload::run(a, g),
         Verb::StackUpdate(a) => stack_update::run(a),
         Verb::LintTemplate(a) => lint_template::run(a),
@@ -99,12 +101,14 @@ mod tests {
             "after the verb wins"
         );
         let mut cmd = Cli::command();
-        for verb in ["stack-update", "lint-template", "asg-switch"] {
-            let help = cmd
-                .find_subcommand_mut(verb)
+        let mut help = |verb: &str| {
+            cmd.find_subcommand_mut(verb)
                 .unwrap()
                 .render_long_help()
-                .to_string();
+                .to_string()
+        };
+        for verb in ["stack-update", "lint-template", "asg-switch"] {
+            let help = help(verb);
             assert!(
                 !help.contains("--socket"),
                 "{verb} does not talk to hotswapd: {help}"
@@ -117,14 +121,11 @@ mod tests {
             "services",
             "rollback",
             "history",
+            "maintenance",
             "reload",
             "check-config",
         ] {
-            let help = cmd
-                .find_subcommand_mut(verb)
-                .unwrap()
-                .render_long_help()
-                .to_string();
+            let help = help(verb);
             assert!(
                 help.contains("--socket") && help.contains("--config"),
                 "{verb}: {help}"

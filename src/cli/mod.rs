@@ -9,6 +9,7 @@ pub mod docs;
 pub mod exit;
 pub mod history;
 pub mod lint_template;
+pub mod maintenance;
 pub mod reload;
 pub mod rollback;
 pub mod services;

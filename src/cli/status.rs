@@ -116,6 +116,14 @@ async fn show(client: &Client, json: bool) -> Exit {
         if let Some(why) = s["reason"].as_str() {
             println!("{:<16} {why}", "");
         }
+        if let Some(m) = s.get("maintenance").filter(|m| !m.is_null()) {
+            println!(
+                "{:<16} maintenance: clients get 503 (Retry-After {} s): {}",
+                "",
+                m["retry_after_secs"].as_u64().unwrap_or(0),
+                m["message"].as_str().unwrap_or("")
+            );
+        }
     }
     exit
 }

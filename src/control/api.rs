@@ -102,6 +102,24 @@ pub struct RollbackRequest {
     pub to: Option<String>,
 }
 
+/// `POST /v1/services/{name}/maintenance`: on with a message and Retry-After, or off.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct MaintenanceRequest {
+    pub on: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_after_secs: Option<u64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct MaintenanceOutcome {
+    pub service: String,
+    /// What HAProxy now answers with; None: maintenance is off.
+    pub maintenance: Option<crate::engine::Maintenance>,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct ReloadOutcome {
     pub services: Vec<String>,

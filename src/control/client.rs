@@ -294,6 +294,21 @@ impl Client {
             .await
     }
 
+    pub async fn maintenance(
+        &self,
+        service: &str,
+        req: &super::api::MaintenanceRequest,
+    ) -> Result<super::api::MaintenanceOutcome, ClientError> {
+        let path = format!("/v1/services/{service}/maintenance");
+        self.call(
+            Method::POST,
+            &path,
+            Some(serde_json::to_vec(req).expect("serializes")),
+            Duration::from_secs(30),
+        )
+        .await
+    }
+
     /// `GET /metrics`: Prometheus' text format.
     pub async fn metrics(&self) -> Result<String, ClientError> {
         self.text(Method::GET, "/metrics", Duration::from_secs(30))

@@ -8,6 +8,7 @@
 //! | GET | /v1/services/{name} | a service's full view |
 //! | POST | /v1/services/{name}/rollback | queue the previous release again, or `to` a kept one |
 //! | GET | /v1/history?service=NAME&limit=N | the last N reports, newest first |
+//! | POST | /v1/services/{name}/maintenance | maintenance mode on (503, message, Retry-After) or off |
 //! | GET | /metrics | Prometheus' text format (also over TCP with `metrics_listen`) |
 //! | POST | /v1/reload | re-read the config file |
 //! | GET | /v1/health | version, host, uptime, per-service state |

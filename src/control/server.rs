@@ -14,7 +14,8 @@ use tokio::net::{UnixListener, UnixStream};
 
 use super::access::{check_peer, Peer};
 use super::api::{
-    parse_body, DaemonStatus, DeployRequest, DeployStatus, ErrorBody, Health, RollbackRequest,
+    parse_body, DaemonStatus, DeployRequest, DeployStatus, ErrorBody, Health, MaintenanceRequest,
+    RollbackRequest,
     ServiceSummary, MAX_BODY,
 };
 use super::conns::{Admission, Bounds, Reply, Table, Ticket};
@@ -184,6 +185,7 @@ fn refused(r: Refusal) -> Reply {
             StatusCode::CONFLICT
         }
         Refusal::NotQueued(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        Refusal::Unavailable(_) => StatusCode::BAD_GATEWAY,
     };
     error(status, r.to_string())
 }
@@ -220,6 +222,15 @@ async fn handle(shared: &Registry, req: Request<Incoming>, by: &Requester) -> Re
             match body::<RollbackRequest>(req, "rollback request", true).await {
                 Ok(r) => match intake::rollback(shared, name, r, by.clone()) {
                     Ok(a) => json(StatusCode::ACCEPTED, &a),
+                    Err(r) => refused(r),
+                },
+                Err(reply) => reply,
+            }
+        }
+        (&Method::POST, ["v1", "services", name, "maintenance"]) => {
+            match body::<MaintenanceRequest>(req, "maintenance request", false).await {
+                Ok(r) => match intake::maintenance::set(shared, name, r, by.clone()).await {
+                    Ok(o) => json(StatusCode::OK, &o),
                     Err(r) => refused(r),
                 },
                 Err(reply) => reply,

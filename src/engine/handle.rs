@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{watch, Notify};
 
 use super::phase::Release;
-pub use super::view::{DeployState, ServiceView, State, Superseded};
+pub use super::view::{DeployState, Maintenance, ServiceView, State, Superseded};
 use crate::clock::now_ms;
 use crate::fsutil::write_atomic;
 
@@ -58,6 +58,8 @@ pub enum Submitted {
 struct QueueFile {
     queued: Vec<Release>,
     superseded: Vec<Superseded>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    maintenance: Option<Maintenance>,
 }
 
 pub struct ServiceHandle {
@@ -99,6 +101,7 @@ impl ServiceHandle {
             since_ms: now_ms(),
             queued: saved.queued.clone(),
             superseded: saved.superseded,
+            maintenance: saved.maintenance,
             ..Default::default()
         };
         Ok(ServiceHandle {
@@ -115,13 +118,19 @@ impl ServiceHandle {
         ServiceHandle::open(name, None).expect("no file to read")
     }
 
-    fn save(&self, queue: &VecDeque<Release>, superseded: &[Superseded]) -> Result<(), QueueError> {
+    fn save(
+        &self,
+        queue: &VecDeque<Release>,
+        superseded: &[Superseded],
+        maintenance: Option<&Maintenance>,
+    ) -> Result<(), QueueError> {
         let Some(path) = &self.queue_file else {
             return Ok(());
         };
         let file = QueueFile {
             queued: queue.iter().cloned().collect(),
             superseded: superseded.to_vec(),
+            maintenance: maintenance.cloned(),
         };
         let bytes = serde_json::to_vec_pretty(&file).expect("queue serializes");
         write_atomic(path, &bytes).map_err(|source| QueueError::Write {
@@ -151,7 +160,7 @@ impl ServiceHandle {
         let extra = superseded.len().saturating_sub(SUPERSEDED_KEPT);
         superseded.drain(..extra);
         let mut new_queue = VecDeque::from([release]);
-        if let Err(e) = self.save(&new_queue, &superseded) {
+        if let Err(e) = self.save(&new_queue, &superseded, view.maintenance.as_ref()) {
             // nothing changed: put the replaced releases back
             new_queue.clear();
             queue.extend(replaced);
@@ -198,10 +207,22 @@ impl ServiceHandle {
     /// Drops the release the walker took from the queue file, once its swap is journaled.
     pub(super) fn taken(&self, deploy_id: &str) {
         let queue = self.queue.lock().expect("queue lock");
-        let superseded = self.view.borrow().superseded.clone();
-        if let Err(e) = self.save(&queue, &superseded) {
+        let (superseded, maintenance) = {
+            let v = self.view.borrow();
+            (v.superseded.clone(), v.maintenance.clone())
+        };
+        if let Err(e) = self.save(&queue, &superseded, maintenance.as_ref()) {
             tracing::error!(service = %self.name, deploy_id, error = %e, "queue journal");
         }
+    }
+
+    /// Journals maintenance mode on (Some) or off (None), then shows it.
+    pub fn set_maintenance(&self, maintenance: Option<Maintenance>) -> Result<(), QueueError> {
+        let queue = self.queue.lock().expect("queue lock");
+        let superseded = self.view.borrow().superseded.clone();
+        self.save(&queue, &superseded, maintenance.as_ref())?;
+        self.view.send_modify(|v| v.maintenance = maintenance);
+        Ok(())
     }
 
     /// Asks the walker to compare what runs with the record (see `drift`).

@@ -24,6 +24,6 @@ mod fakes;
 mod tests;
 
 pub use error::StepError;
-pub use handle::{DeployState, ServiceHandle, ServiceView, State, Submitted};
+pub use handle::{DeployState, Maintenance, ServiceHandle, ServiceView, State, Submitted};
 pub use phase::{Instance, Phase, Release, Swap};
 pub use walker::Walker;

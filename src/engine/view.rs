@@ -72,6 +72,20 @@ pub struct ServiceView {
     pub history: Vec<Swap>,
     /// Releases replaced in the queue by a later one before they started.
     pub superseded: Vec<Superseded>,
+    /// Maintenance mode: the backend answers 503 (journaled with the queue, so a restart keeps it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub maintenance: Option<Maintenance>,
+}
+
+/// A service in maintenance mode: HAProxy answers its clients 503 with this message and
+/// Retry-After, whatever runs behind (swaps and repairs go on).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Maintenance {
+    pub message: String,
+    pub retry_after_secs: u64,
+    pub since_ms: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requested_by: Option<super::phase::Requester>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

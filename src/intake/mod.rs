@@ -3,6 +3,7 @@
 
 mod dirfd;
 pub mod inbox;
+pub mod maintenance;
 pub mod metadata;
 pub mod metadata_watch;
 pub mod validate;
@@ -32,6 +33,9 @@ pub enum Refusal {
     },
     #[error("the previous release's bundle {0} is gone")]
     BundleGone(String),
+    /// HAProxy cannot do it now (not answering, or a rule it needs is not loaded).
+    #[error("{0}")]
+    Unavailable(String),
     /// The queue could not be journaled: nothing was accepted.
     #[error("{0}")]
     NotQueued(String),

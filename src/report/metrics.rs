@@ -1,6 +1,6 @@
 //! Prometheus metrics: what an operator graphs and alerts on. Counters and histograms are fed
 //! by the reports (`observe`, called by `Reporters` once a report is written), so a metric never
-//! says something the reports file does not; gauges (state, queue, outbox) are read
+//! says something the reports file does not; gauges (state, queue, outbox, maintenance) are read
 //! from the services' views when scraped (`render`). Served at `GET /metrics` on the control
 //! socket and, with `[daemon] metrics_listen`, on a TCP address.
 //!
@@ -43,6 +43,7 @@ pub struct Metrics {
     last_success: GaugeVec,
     state: IntGaugeVec,
     queued: IntGaugeVec,
+    maintenance: IntGaugeVec,
     outbox_reports: IntGauge,
     outbox_oldest_age: prometheus::Gauge,
 }
@@ -182,6 +183,12 @@ impl Metrics {
                 "Releases waiting for the service's swap in flight",
                 &["service"],
             ),
+            maintenance: int_gauge(
+                &r,
+                "hotswap_maintenance",
+                "1 while the service is in maintenance mode (HAProxy answers its clients 503)",
+                &["service"],
+            ),
             outbox_reports,
             outbox_oldest_age,
             registry: r,
@@ -250,6 +257,9 @@ impl Metrics {
             self.queued
                 .with_label_values(&[&v.service])
                 .set(v.queued.len() as i64);
+            self.maintenance
+                .with_label_values(&[&v.service])
+                .set(i64::from(v.maintenance.is_some()));
         }
         let outbox = outbox.unwrap_or_default();
         self.outbox_reports.set(outbox.reports as i64);
@@ -267,6 +277,7 @@ impl Metrics {
             let _ = self.state.remove_label_values(&[service, s.name()]);
         }
         let _ = self.queued.remove_label_values(&[service]);
+        let _ = self.maintenance.remove_label_values(&[service]);
     }
 }
 
