@@ -43,10 +43,32 @@ impl RuntimeApi {
         }
     }
 
+    /// Connects to the socket, asking again while HAProxy is busy or between processes: a full
+    /// accept backlog (many services at once) answers EAGAIN (asked again until the command's
+    /// timeout), a reload's moment without a listener ECONNREFUSED (asked again for 500 ms: a
+    /// stopped HAProxy is told at once). Waits double from 5 ms to 100 ms.
+    async fn connect(&self) -> std::io::Result<UnixStream> {
+        let mut wait = Duration::from_millis(5);
+        let refused_until = tokio::time::Instant::now() + Duration::from_millis(500);
+        loop {
+            match UnixStream::connect(&self.socket).await {
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::WouldBlock
+                        || (e.kind() == std::io::ErrorKind::ConnectionRefused
+                            && tokio::time::Instant::now() < refused_until) =>
+                {
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(Duration::from_millis(100));
+                }
+                other => return other,
+            }
+        }
+    }
+
     /// Sends one command and returns HAProxy's reply text.
     pub async fn command(&self, command: &str) -> Result<String, BalancerError> {
         let io = async {
-            let mut stream = UnixStream::connect(&self.socket).await?;
+            let mut stream = self.connect().await?;
             stream.write_all(command.as_bytes()).await?;
             stream.write_all(b"\n").await?;
             let mut reply = String::new();
