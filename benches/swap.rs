@@ -14,7 +14,7 @@
 //! the release that should now serve answers (or nothing answers at all); violations and failed
 //! swaps make the bench exit 1. The first deploy (no old release) is printed apart and not counted.
 //! The last line printed is exactly
-//! `swaps=N requests=M failed=F switch_ms_p50=A swap_ms_p50=B ready_detect_ms_p50=C mode=MODE`.
+//! `swaps=N requests=M failed=F switch_ms_p50=A swap_ms_p50=B time_to_traffic_ms_p50=T ready_detect_ms_p50=C mode=MODE`.
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -147,6 +147,8 @@ struct Figures {
     warnings: Vec<String>,
     switch_ms: Option<i64>,
     swap_ms: i64,
+    /// Accepted to the new release taking all traffic (the report's time_to_traffic_ms).
+    time_to_traffic_ms: Option<i64>,
     ready_detect_ms: Option<i64>,
     /// took_ms of each phase, in order.
     phases: Vec<(String, i64)>,
@@ -195,6 +197,7 @@ impl Figures {
             switch_ms: None,
             swap_ms: int(&r["finished_ms"], "finished_ms")?
                 - int(&r["accepted_ms"], "accepted_ms")?,
+            time_to_traffic_ms: r["time_to_traffic_ms"].as_i64(),
             ready_detect_ms: match (switching_started, ready_at) {
                 (Some(s), Some(r)) => Some(s - r),
                 _ => None,
@@ -514,6 +517,7 @@ async fn run(args: Args) -> i32 {
     let ok: Vec<&Figures> = figures.iter().filter(|f| f.success).collect();
     let switch = summarize(ok.iter().filter_map(|f| f.switch_ms));
     let swap = summarize(ok.iter().map(|f| f.swap_ms));
+    let to_traffic = summarize(ok.iter().filter_map(|f| f.time_to_traffic_ms));
     let ready = summarize(ok.iter().filter_map(|f| f.ready_detect_ms));
     let client_ms = summarize(ok.iter().map(|f| f.client_ms));
     let mut by_phase: BTreeMap<usize, (String, Vec<i64>)> = BTreeMap::new();
@@ -542,6 +546,7 @@ async fn run(args: Args) -> i32 {
     for (name, s) in [
         ("switch_ms", &switch),
         ("swap_ms", &swap),
+        ("time_to_traffic_ms", &to_traffic),
         ("ready_detect_ms", &ready),
         ("client_ms (bench)", &client_ms),
     ] {
@@ -599,12 +604,13 @@ async fn run(args: Args) -> i32 {
     }
     println!("wall time: {:.1} s", wall.elapsed().as_secs_f64());
     println!(
-        "swaps={} requests={} failed={} switch_ms_p50={} swap_ms_p50={} ready_detect_ms_p50={} mode={}",
+        "swaps={} requests={} failed={} switch_ms_p50={} swap_ms_p50={} time_to_traffic_ms_p50={} ready_detect_ms_p50={} mode={}",
         figures.len(),
         stats.requests,
         stats.failed,
         switch.p50,
         swap.p50,
+        to_traffic.p50,
         ready.p50,
         args.mode
     );

@@ -152,6 +152,9 @@ async fn history_names_each_requester_and_rollback_to_goes_two_versions_back_und
     let back = daemon.reports().pop().unwrap();
     assert_eq!(back["image"], v1.as_str(), "{back}");
     assert_eq!(back["requested_by"]["via"], "socket", "{back}");
+    let took = back["finished_ms"].as_u64().unwrap() - back["accepted_ms"].as_u64().unwrap();
+    let to_traffic = back["time_to_traffic_ms"].as_u64().unwrap();
+    assert!(to_traffic > 0 && to_traffic <= took, "time to traffic {to_traffic} of {took}: {back}");
     assert!(
         back["requested_by"]["command"]
             .as_str()

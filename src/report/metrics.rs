@@ -312,6 +312,7 @@ mod tests {
             reason: None,
             warnings: vec![],
             accepted_ms: 1_000,
+            time_to_traffic_ms: None,
             finished_ms: 1_450,
             phases: vec![super::super::PhaseTiming {
                 phase: "starting".into(),

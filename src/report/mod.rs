@@ -55,6 +55,10 @@ pub struct Report {
     pub warnings: Vec<String>,
     pub accepted_ms: u64,
     pub finished_ms: u64,
+    /// From the release accepted to the new release taking all traffic (the switch done, or the
+    /// canary's last step reached); None when it never did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub time_to_traffic_ms: Option<u64>,
     /// Phase name and how long it took, in order.
     pub phases: Vec<PhaseTiming>,
     /// What the new release answered on its health route when the gate passed.
@@ -177,6 +181,12 @@ impl Report {
             reason: swap.reason.clone(),
             warnings: swap.warnings.clone(),
             accepted_ms: swap.accepted_ms,
+            time_to_traffic_ms: swap
+                .marks
+                .iter()
+                .find(|m| matches!(m.phase.as_str(), "watching" | "draining"))
+                .filter(|_| succeeded)
+                .map(|m| m.at_ms.saturating_sub(swap.accepted_ms)),
             finished_ms: swap
                 .marks
                 .last()
@@ -228,6 +238,7 @@ impl Report {
             reason,
             warnings: Vec::new(),
             accepted_ms: started_ms,
+            time_to_traffic_ms: None,
             finished_ms,
             phases: Vec::new(),
             health_response: None,
