@@ -138,7 +138,8 @@ impl Runtime for FakeDocker {
         );
         Ok(Started {
             id,
-            host_port: port,
+            addr: "127.0.0.1".into(),
+            port,
         })
     }
     async fn stop_and_remove(&self, id: &str, _grace: Duration) -> Result<(), RuntimeError> {
@@ -188,6 +189,7 @@ impl Runtime for FakeDocker {
                 running: c.running,
                 unhealthy: false,
                 host_port: Some(c.host_port),
+                ip: None,
             })
             .collect())
     }

@@ -70,7 +70,7 @@ fn environment(hook: Hook, swap: &Swap) -> Vec<(String, String)> {
         .new
         .iter()
         .flat_map(|n| n.members())
-        .map(|m| format!("127.0.0.1:{}", m.host_port))
+        .map(|m| format!("{}:{}", m.addr, m.host_port))
         .collect();
     if !addresses.is_empty() {
         env.push(("HOTSWAP_NEW_ADDRESSES", addresses.join(",")));

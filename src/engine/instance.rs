@@ -46,7 +46,17 @@ pub enum Runs {
 pub struct Replica {
     pub container_id: String,
     pub server: String,
+    /// Where HAProxy and the health gate reach it: the container's address on its Docker
+    /// network, or 127.0.0.1 for a port published on the host (`reach = "published"`, and every
+    /// journal written before `addr` existed).
+    #[serde(default = "loopback")]
+    pub addr: String,
+    /// The port at `addr`: the container port, or the published host port.
     pub host_port: u16,
+}
+
+fn loopback() -> String {
+    "127.0.0.1".to_string()
 }
 
 impl Instance {
@@ -100,10 +110,11 @@ impl Instance {
         }
     }
 
-    /// Sets the host port of member `index` (in `members()` order).
-    pub fn set_host_port(&mut self, index: usize, port: u16) {
+    /// Sets where member `index` (in `members()` order) is reached.
+    pub fn set_endpoint(&mut self, index: usize, addr: &str, port: u16) {
         if let Runs::Containers { members, .. } = &mut self.runs {
             if let Some(m) = members.get_mut(index) {
+                m.addr = addr.to_string();
                 m.host_port = port;
             }
         }
@@ -164,6 +175,7 @@ impl From<InstanceV1> for Instance {
                 let mut members = vec![Replica {
                     container_id: v1.container_id,
                     server: v1.server,
+                    addr: loopback(),
                     host_port: v1.host_port,
                 }];
                 members.extend(v1.replicas);

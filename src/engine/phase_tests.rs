@@ -20,6 +20,7 @@ fn instance(v: &str) -> Instance {
         vec![Replica {
             container_id: format!("c{v}"),
             server: format!("web-d{v}"),
+            addr: "127.0.0.1".into(),
             host_port: 30000,
         }],
     )

@@ -86,21 +86,38 @@ impl Docker {
         }
     }
 
-    async fn inspect_port(
+    /// Where a started container answers: (address, port) on its Docker network, or 127.0.0.1
+    /// and the host port its container port is published on.
+    async fn inspect_endpoint(
         &self,
         id: &str,
         container_port: u16,
-    ) -> Result<Option<u16>, RuntimeError> {
+        published: bool,
+    ) -> Result<Option<(String, u16)>, RuntimeError> {
         let info = self
             .client
             .inspect_container(id, None::<InspectContainerOptions>)
             .await
             .map_err(|e| self.container_err(id, "inspecting", &e))?;
-        Ok(published_port(
-            info.network_settings.and_then(|n| n.ports),
-            container_port,
-        ))
+        let net = info.network_settings;
+        Ok(if published {
+            published_port(net.and_then(|n| n.ports), container_port)
+                .map(|p| ("127.0.0.1".to_string(), p))
+        } else {
+            first_ip(net.and_then(|n| n.networks).unwrap_or_default().into_values())
+                .map(|ip| (ip, container_port))
+        })
     }
+}
+
+/// The first non-empty IPv4 address among a container's networks.
+fn first_ip(
+    networks: impl IntoIterator<Item = bollard::models::EndpointSettings>,
+) -> Option<String> {
+    networks
+        .into_iter()
+        .filter_map(|e| e.ip_address)
+        .find(|ip| !ip.is_empty())
 }
 
 fn published_port(
@@ -206,13 +223,15 @@ impl Runtime for Docker {
                 cap_add: (!o.cap_add.is_empty()).then(|| o.cap_add.clone()),
                 network_mode: o.network.clone(),
                 binds: (!spec.volumes.is_empty()).then(|| spec.volumes.clone()),
-                port_bindings: Some(HashMap::from([(
-                    port_key,
-                    Some(vec![PortBinding {
-                        host_ip: Some("127.0.0.1".into()),
-                        host_port: Some(String::new()),
-                    }]),
-                )])),
+                port_bindings: o.publish.then(|| {
+                    HashMap::from([(
+                        port_key,
+                        Some(vec![PortBinding {
+                            host_ip: Some("127.0.0.1".into()),
+                            host_port: Some(String::new()),
+                        }]),
+                    )])
+                }),
                 ..Default::default()
             }),
             ..Default::default()
@@ -235,16 +254,20 @@ impl Runtime for Docker {
                 )
                 .await
                 .map_err(|e| self.container_err(&spec.name, "starting", &e))?;
-            self.inspect_port(&id, spec.container_port)
+            self.inspect_endpoint(&id, spec.container_port, spec.options.publish)
                 .await?
                 .ok_or_else(|| RuntimeError::Container {
                     container: spec.name.clone(),
-                    action: "reading its published port",
-                    message: "Docker published no host port".into(),
+                    action: "reading where it answers",
+                    message: if spec.options.publish {
+                        "Docker published no host port".into()
+                    } else {
+                        "it has no address on a Docker network".into()
+                    },
                 })
         };
         match started.await {
-            Ok(host_port) => Ok(Started { id, host_port }),
+            Ok((addr, port)) => Ok(Started { id, addr, port }),
             Err(e) => {
                 // never leave a half-started container behind
                 let _ = self
@@ -420,6 +443,10 @@ impl Runtime for Docker {
                     .unwrap_or_default()
                     .iter()
                     .find_map(|p| p.public_port),
+                ip: c
+                    .network_settings
+                    .and_then(|n| n.networks)
+                    .and_then(|n| first_ip(n.into_values())),
             })
             .collect())
     }

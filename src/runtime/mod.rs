@@ -42,8 +42,10 @@ pub struct ContainerSpec {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Started {
     pub id: String,
-    /// The host port on 127.0.0.1 that Docker published the container port on.
-    pub host_port: u16,
+    /// Where the container answers: its address on its Docker network and the container port,
+    /// or 127.0.0.1 and the host port Docker published it on (`options.publish`).
+    pub addr: String,
+    pub port: u16,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,7 +57,10 @@ pub struct Found {
     pub running: bool,
     /// Its image's HEALTHCHECK says unhealthy.
     pub unhealthy: bool,
+    /// The host port its container port is published on, if it is.
     pub host_port: Option<u16>,
+    /// Its address on its (first) Docker network, if it has one.
+    pub ip: Option<String>,
 }
 
 /// How a container ended, for a repair report.

@@ -33,6 +33,7 @@ pub fn host_report(deploy_id: &str, instance: &str, ok: bool) -> String {
             vec![Replica {
                 container_id: "c".into(),
                 server: "hs-x".into(),
+                addr: "127.0.0.1".into(),
                 host_port: 1,
             }],
         );

@@ -53,6 +53,7 @@ pub(super) struct Container {
     #[serde(default)]
     cap_add: Vec<String>,
     network: Option<String>,
+    reach: Option<String>,
     #[serde(default)]
     env_files: Vec<PathBuf>,
     /// NAME = "ssm:PARAMETER" or "secretsmanager:ID[#FIELD]".
@@ -283,6 +284,16 @@ impl Container {
                 return Err(ctx.invalid(format!("{ck}.network"), format!("{n:?}: {why}")));
             }
         }
+        let publish = match self.reach.as_deref() {
+            None | Some("direct") => false,
+            Some("published") => true,
+            Some(other) => {
+                return Err(ctx.invalid(
+                    format!("{ck}.reach"),
+                    format!("{other:?}: expected \"direct\" (the container's address on its network) or \"published\" (a port published on 127.0.0.1)"),
+                ))
+            }
+        };
         for (i, f) in self.env_files.iter().enumerate() {
             if !f.is_absolute() {
                 return Err(ctx.invalid(
@@ -352,6 +363,7 @@ impl Container {
                 cap_drop,
                 cap_add,
                 network: self.network,
+                publish,
             },
         })
     }

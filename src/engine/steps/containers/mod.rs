@@ -135,7 +135,7 @@ pub fn server_name(deploy_id: &str) -> String {
 fn member_spec(r: &Replica, weight: Option<u16>) -> ServerSpec {
     ServerSpec {
         name: r.server.clone(),
-        addr: Ipv4Addr::LOCALHOST.to_string(),
+        addr: r.addr.clone(),
         port: r.host_port,
         weight,
     }

@@ -45,11 +45,19 @@ impl<R: Runtime, B: Balancer, H: Prober> Containers<R, B, H> {
                 match found.iter().find(|f| f.id == m.container_id) {
                     Some(f) if f.running && !f.unhealthy => {
                         let mut m = m;
-                        if let Some(port) = f.host_port.filter(|p| *p != m.host_port) {
-                            tracing::warn!(service = self.name(), server = %m.server, port, "current container has a new host port");
+                        let now = if self.settings.container.options.publish {
+                            f.host_port.map(|p| ("127.0.0.1".to_string(), p))
+                        } else {
+                            f.ip.clone().map(|ip| (ip, self.settings.container_port))
+                        };
+                        if let Some((addr, port)) =
+                            now.filter(|(a, p)| (a.as_str(), *p) != (m.addr.as_str(), m.host_port))
+                        {
+                            tracing::warn!(service = self.name(), server = %m.server, %addr, port, "current container answers somewhere new");
+                            m.addr = addr.clone();
                             m.host_port = port;
                             moved = true;
-                            cur.set_host_port(index, port);
+                            cur.set_endpoint(index, &addr, port);
                         }
                         self.balancer.put_in(&member_spec(&m, None)).await.map_err(
                             StepError::haproxy(format!("putting {} back in HAProxy", m.server)),

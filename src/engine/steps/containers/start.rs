@@ -159,7 +159,8 @@ impl<R: Runtime, B: Balancer, H: Prober> Containers<R, B, H> {
         Ok(Replica {
             container_id: started.id,
             server,
-            host_port: started.host_port,
+            addr: started.addr,
+            host_port: started.port,
         })
     }
 
