@@ -43,7 +43,11 @@ impl Run {
 }
 
 /// One keep-alive connection sending `GET /` back to back (or every `gap`) until `until`.
-async fn connection(addr: SocketAddr, until: Instant, gap: Option<Duration>) -> (u64, u64, Vec<u64>) {
+async fn connection(
+    addr: SocketAddr,
+    until: Instant,
+    gap: Option<Duration>,
+) -> (u64, u64, Vec<u64>) {
     let (mut ok, mut failed, mut lat) = (0, 0, Vec::new());
     let mut next = Instant::now();
     'reconnect: while Instant::now() < until {
@@ -62,7 +66,10 @@ async fn connection(addr: SocketAddr, until: Instant, gap: Option<Duration>) -> 
                 }
             }
             let t = Instant::now();
-            if s.write_all(b"GET / HTTP/1.1\r\nhost: bench\r\n\r\n").await.is_err() {
+            if s.write_all(b"GET / HTTP/1.1\r\nhost: bench\r\n\r\n")
+                .await
+                .is_err()
+            {
                 failed += 1;
                 continue 'reconnect;
             }
@@ -127,10 +134,17 @@ async fn run(addr: SocketAddr, secs: u64, conns: usize, rate: Option<u32>) -> Ru
 async fn main() {
     let arg = |name: &str, default: u64| -> u64 {
         support::cli_arg(name)
-            .map(|v| v.parse().unwrap_or_else(|_| panic!("{name} takes a number")))
+            .map(|v| {
+                v.parse()
+                    .unwrap_or_else(|_| panic!("{name} takes a number"))
+            })
             .unwrap_or(default)
     };
-    let (secs, conns, rate) = (arg("--secs", 10), arg("--conns", 10) as usize, arg("--rate", 1000) as u32);
+    let (secs, conns, rate) = (
+        arg("--secs", 10),
+        arg("--conns", 10) as usize,
+        arg("--rate", 1000) as u32,
+    );
     let mut env = TestEnv::new("path");
     let v1 = env.image("1", &ImageOpts::default());
     let config = env.config(&ServiceOpts::default());
@@ -154,7 +168,10 @@ async fn main() {
     let haproxy_flat = run(frontend, secs, conns, None).await;
     let direct_paced = run(direct, secs, conns, Some(rate)).await;
     let haproxy_paced = run(frontend, secs, conns, Some(rate)).await;
-    println!("{:<28} {:>9} {:>7} {:>9} {:>9} {:>9}", "run", "req/s", "failed", "p50 µs", "p90 µs", "p99 µs");
+    println!(
+        "{:<28} {:>9} {:>7} {:>9} {:>9} {:>9}",
+        "run", "req/s", "failed", "p50 µs", "p90 µs", "p99 µs"
+    );
     for (name, r) in [
         ("direct, flat out", &direct_flat),
         ("through HAProxy, flat out", &haproxy_flat),

@@ -142,9 +142,13 @@ impl Registry {
             }
             .await;
             match result {
-                Ok(true) => tracing::info!(service = %handle.name, "maintenance set again in HAProxy (it had reloaded or restarted)"),
+                Ok(true) => {
+                    tracing::info!(service = %handle.name, "maintenance set again in HAProxy (it had reloaded or restarted)")
+                }
                 Ok(false) => {}
-                Err(e) => tracing::warn!(service = %handle.name, error = %e, "service in maintenance, but HAProxy does not have it"),
+                Err(e) => {
+                    tracing::warn!(service = %handle.name, error = %e, "service in maintenance, but HAProxy does not have it")
+                }
             }
         }
     }

@@ -176,12 +176,30 @@ async fn a_failing_canary_turns_back_at_its_first_step_and_a_good_one_ramps_to_a
         Daemon::metric(&text, series).unwrap_or_else(|| panic!("no {series} in:\n{text}"))
     };
     for (series, want) in [
-        (r#"hotswap_swaps_total{result="success",service="web"}"#, 3.0),
-        (r#"hotswap_swaps_total{result="failure",service="web"}"#, 1.0),
-        (r#"hotswap_canary_steps_total{service="web",verdict="aborted"}"#, 1.0),
-        (r#"hotswap_canary_steps_total{service="web",verdict="passed"}"#, 3.0),
-        (r#"hotswap_swap_duration_seconds_count{result="success",service="web"}"#, 3.0),
-        (r#"hotswap_service_state{service="web",state="serving"}"#, 1.0),
+        (
+            r#"hotswap_swaps_total{result="success",service="web"}"#,
+            3.0,
+        ),
+        (
+            r#"hotswap_swaps_total{result="failure",service="web"}"#,
+            1.0,
+        ),
+        (
+            r#"hotswap_canary_steps_total{service="web",verdict="aborted"}"#,
+            1.0,
+        ),
+        (
+            r#"hotswap_canary_steps_total{service="web",verdict="passed"}"#,
+            3.0,
+        ),
+        (
+            r#"hotswap_swap_duration_seconds_count{result="success",service="web"}"#,
+            3.0,
+        ),
+        (
+            r#"hotswap_service_state{service="web",state="serving"}"#,
+            1.0,
+        ),
         (r#"hotswap_queued_releases{service="web"}"#, 0.0),
     ] {
         assert_eq!(m(series), want, "{series}");

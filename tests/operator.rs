@@ -154,7 +154,10 @@ async fn history_names_each_requester_and_rollback_to_goes_two_versions_back_und
     assert_eq!(back["requested_by"]["via"], "socket", "{back}");
     let took = back["finished_ms"].as_u64().unwrap() - back["accepted_ms"].as_u64().unwrap();
     let to_traffic = back["time_to_traffic_ms"].as_u64().unwrap();
-    assert!(to_traffic > 0 && to_traffic <= took, "time to traffic {to_traffic} of {took}: {back}");
+    assert!(
+        to_traffic > 0 && to_traffic <= took,
+        "time to traffic {to_traffic} of {took}: {back}"
+    );
     assert!(
         back["requested_by"]["command"]
             .as_str()
@@ -290,13 +293,23 @@ async fn maintenance_mode_answers_503_with_retry_after_without_a_reload_and_outl
     let mut daemon = Daemon::start(env.dir.path(), &config);
     daemon.deploy_ok(&v1);
     let on = [
-        "maintenance", "web", "on", "--message", "Back at 14:00 UTC, sorry.", "--retry-after", "2m",
+        "maintenance",
+        "web",
+        "on",
+        "--message",
+        "Back at 14:00 UTC, sorry.",
+        "--retry-after",
+        "2m",
     ];
     // the HAProxy running since before hotswapd wrote its block has no rule yet: refused, saying why
     let out = daemon.ctl(&on);
     let said = support::text(&out);
     assert_eq!(out.status.code(), Some(4), "{said}");
-    assert!(said.contains("has not loaded hotswapd's maintenance rule") && said.contains("reload HAProxy"), "{said}");
+    assert!(
+        said.contains("has not loaded hotswapd's maintenance rule")
+            && said.contains("reload HAProxy"),
+        "{said}"
+    );
     assert_eq!(get(env.haproxy.frontend).0, 200);
 
     env.haproxy.reload_and_wait();
@@ -309,8 +322,17 @@ async fn maintenance_mode_answers_503_with_retry_after_without_a_reload_and_outl
     assert_eq!(body, "Back at 14:00 UTC, sorry.");
     assert_eq!(env.haproxy.worker_pid(), worker, "no HAProxy reload");
     let status = daemon.ctl(&["status"]);
-    assert!(support::text(&status).contains("maintenance: clients get 503 (Retry-After 120 s): Back at 14:00 UTC, sorry."), "{}", support::text(&status));
-    assert_eq!(Daemon::metric(&daemon.metrics(), r#"hotswap_maintenance{service="web"}"#), Some(1.0));
+    assert!(
+        support::text(&status).contains(
+            "maintenance: clients get 503 (Retry-After 120 s): Back at 14:00 UTC, sorry."
+        ),
+        "{}",
+        support::text(&status)
+    );
+    assert_eq!(
+        Daemon::metric(&daemon.metrics(), r#"hotswap_maintenance{service="web"}"#),
+        Some(1.0)
+    );
 
     // a restart of hotswapd keeps it (journaled); a reload of HAProxy loses the variables, and
     // hotswapd sets them again
@@ -318,11 +340,18 @@ async fn maintenance_mode_answers_503_with_retry_after_without_a_reload_and_outl
     drop(daemon);
     let daemon = Daemon::start(env.dir.path(), &config);
     let view = daemon.status_json().unwrap();
-    assert_eq!(view["services"][0]["maintenance"]["retry_after_secs"], 120, "{view}");
+    assert_eq!(
+        view["services"][0]["maintenance"]["retry_after_secs"], 120,
+        "{view}"
+    );
     env.haproxy.reload_and_wait();
     let until = Instant::now() + Duration::from_secs(10);
     while get(env.haproxy.frontend).0 != 503 {
-        assert!(Instant::now() < until, "maintenance not set again after HAProxy reloaded:\n{}", daemon.log());
+        assert!(
+            Instant::now() < until,
+            "maintenance not set again after HAProxy reloaded:\n{}",
+            daemon.log()
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
 
@@ -335,5 +364,9 @@ async fn maintenance_mode_answers_503_with_retry_after_without_a_reload_and_outl
     assert_eq!(env.haproxy.worker_pid(), worker, "no HAProxy reload");
     let bad = daemon.ctl(&["maintenance", "web", "on", "--message", "100% down; sorry"]);
     assert_eq!(bad.status.code(), Some(4), "{}", support::text(&bad));
-    assert!(support::text(&bad).contains("cannot be passed"), "{}", support::text(&bad));
+    assert!(
+        support::text(&bad).contains("cannot be passed"),
+        "{}",
+        support::text(&bad)
+    );
 }

@@ -113,8 +113,14 @@ mod tests {
     #[test]
     fn the_rule_and_names_are_per_backend() {
         let r = rule("web-eu");
-        assert!(r.contains("var(proc.hotswap_maint_web_eu) -m str hotswap-maintenance-web_eu"), "{r}");
-        assert!(r.contains("hdr Retry-After \"%[var(proc.hotswap_maint_retry_web_eu)]\""), "{r}");
+        assert!(
+            r.contains("var(proc.hotswap_maint_web_eu) -m str hotswap-maintenance-web_eu"),
+            "{r}"
+        );
+        assert!(
+            r.contains("hdr Retry-After \"%[var(proc.hotswap_maint_retry_web_eu)]\""),
+            "{r}"
+        );
     }
 
     #[test]

@@ -5,8 +5,8 @@ use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser, Subcommand};
 use hotswap::cli::{
-    asg_switch, check_config, deploy, docs, history, lint_template, maintenance, reload, rollback, services,
-    stack_update, status, Exit, Globals,
+    asg_switch, check_config, deploy, docs, history, lint_template, maintenance, reload, rollback,
+    services, stack_update, status, Exit, Globals,
 };
 
 #[derive(Parser, Debug)]

@@ -15,8 +15,7 @@ use tokio::net::{UnixListener, UnixStream};
 use super::access::{check_peer, Peer};
 use super::api::{
     parse_body, DaemonStatus, DeployRequest, DeployStatus, ErrorBody, Health, MaintenanceRequest,
-    RollbackRequest,
-    ServiceSummary, MAX_BODY,
+    RollbackRequest, ServiceSummary, MAX_BODY,
 };
 use super::conns::{Admission, Bounds, Reply, Table, Ticket};
 use crate::engine::phase::Requester;

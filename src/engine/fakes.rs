@@ -47,7 +47,10 @@ pub struct FakeContainer {
     pub image: String,
     pub labels: BTreeMap<String, String>,
     pub running: bool,
+    /// The port its container port is published on (whether or not it is asked for).
     pub host_port: u16,
+    /// Its address on its Docker network.
+    pub ip: String,
 }
 
 #[derive(Default)]
@@ -125,6 +128,7 @@ impl Runtime for FakeDocker {
         s.next += 1;
         let id = format!("c{:02}{}", s.next, "0".repeat(10));
         let port = 20_000 + u16::try_from(s.next).unwrap();
+        let ip = format!("10.0.0.{}", s.next);
         let running = !s.dies.contains(&spec.image);
         s.containers.insert(
             id.clone(),
@@ -134,13 +138,15 @@ impl Runtime for FakeDocker {
                 labels: spec.labels.clone(),
                 running,
                 host_port: port,
+                ip: ip.clone(),
             },
         );
-        Ok(Started {
-            id,
-            addr: "127.0.0.1".into(),
-            port,
-        })
+        let (addr, port) = if spec.options.publish {
+            ("127.0.0.1".to_string(), port)
+        } else {
+            (ip, spec.container_port)
+        };
+        Ok(Started { id, addr, port })
     }
     async fn stop_and_remove(&self, id: &str, _grace: Duration) -> Result<(), RuntimeError> {
         self.calls.push(format!("docker remove {id}"));
@@ -189,7 +195,7 @@ impl Runtime for FakeDocker {
                 running: c.running,
                 unhealthy: false,
                 host_port: Some(c.host_port),
-                ip: None,
+                ip: Some(c.ip.clone()),
             })
             .collect())
     }
@@ -205,6 +211,7 @@ impl Runtime for FakeDocker {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FakeServer {
+    pub addr: String,
     pub port: u16,
     pub admin: AdminState,
     pub weight: u16,
@@ -264,7 +271,7 @@ impl Balancer for FakeHaproxy {
             .iter()
             .map(|(name, v)| ServerStatus {
                 name: name.clone(),
-                addr: "127.0.0.1".into(),
+                addr: v.addr.clone(),
                 port: v.port,
                 admin: v.admin,
                 up: true,
@@ -282,6 +289,7 @@ impl Balancer for FakeHaproxy {
         s.servers.insert(
             server.name.clone(),
             FakeServer {
+                addr: server.addr.clone(),
                 port: server.port,
                 admin: AdminState::Ready,
                 weight,

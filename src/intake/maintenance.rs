@@ -48,7 +48,11 @@ pub async fn set(
         None
     };
     let unreachable = |e: crate::balancer::BalancerError| Refusal::Unavailable(e.to_string());
-    if wanted.is_some() && !maintenance::rule_loaded(&api, &backend).await.map_err(unreachable)? {
+    if wanted.is_some()
+        && !maintenance::rule_loaded(&api, &backend)
+            .await
+            .map_err(unreachable)?
+    {
         let how = match config_file {
             Some(f) => format!(
                 "hotswapd writes it into its block of backend {backend} in {} at every swap; reload HAProxy once it is there (e.g. systemctl reload haproxy), then ask again",
@@ -67,9 +71,7 @@ pub async fn set(
     let on = |m: &Option<Maintenance>| m.as_ref().map(|m| (m.message.clone(), m.retry_after_secs));
     let set_in_haproxy = |m: Option<(String, u64)>| {
         let (api, backend) = (&api, &backend);
-        async move {
-            maintenance::apply(api, backend, m.as_ref().map(|(t, s)| (t.as_str(), *s))).await
-        }
+        async move { maintenance::apply(api, backend, m.as_ref().map(|(t, s)| (t.as_str(), *s))).await }
     };
     set_in_haproxy(on(&wanted)).await.map_err(unreachable)?;
     if let Err(e) = handle.set_maintenance(wanted.clone()) {
@@ -78,7 +80,9 @@ pub async fn set(
         return Err(Refusal::NotQueued(e.to_string()));
     }
     match &wanted {
-        Some(m) => tracing::warn!(service, message = %m.message, retry_after_secs = m.retry_after_secs, "maintenance on: clients get 503"),
+        Some(m) => {
+            tracing::warn!(service, message = %m.message, retry_after_secs = m.retry_after_secs, "maintenance on: clients get 503")
+        }
         None => tracing::info!(service, "maintenance off"),
     }
     Ok(MaintenanceOutcome {

@@ -104,8 +104,12 @@ impl Docker {
             published_port(net.and_then(|n| n.ports), container_port)
                 .map(|p| ("127.0.0.1".to_string(), p))
         } else {
-            first_ip(net.and_then(|n| n.networks).unwrap_or_default().into_values())
-                .map(|ip| (ip, container_port))
+            first_ip(
+                net.and_then(|n| n.networks)
+                    .unwrap_or_default()
+                    .into_values(),
+            )
+            .map(|ip| (ip, container_port))
         })
     }
 }

@@ -36,6 +36,7 @@ async fn recovery_removes_orphans_and_stray_servers() {
     r.haproxy.state.lock().unwrap().servers.insert(
         "hs-stray".into(),
         crate::engine::fakes::FakeServer {
+            addr: "127.0.0.1".into(),
             port: 1,
             admin: AdminState::Ready,
             weight: 1,
@@ -58,8 +59,29 @@ async fn recovery_puts_the_current_release_back_after_haproxy_lost_it() {
 }
 
 #[tokio::test]
-async fn recovery_follows_a_current_container_to_its_new_host_port() {
+async fn recovery_follows_a_current_container_to_its_new_address() {
     let r = Rig::new();
+    let mut w = r.started().await;
+    r.deploy(&mut w, "1").await;
+    let id = r.current_container();
+    r.docker
+        .state
+        .lock()
+        .unwrap()
+        .containers
+        .get_mut(&id)
+        .unwrap()
+        .ip = "10.9.9.9".into();
+    r.restart(w).await;
+    let server = r.haproxy.server("hs-d1").unwrap();
+    assert_eq!((server.addr.as_str(), server.port), ("10.9.9.9", 8080));
+    let member = r.journal().current.unwrap().members()[0].clone();
+    assert_eq!((member.addr.as_str(), member.host_port), ("10.9.9.9", 8080));
+}
+
+#[tokio::test]
+async fn recovery_follows_a_published_container_to_its_new_host_port() {
+    let r = Rig::with("container = { reach = \"published\" }");
     let mut w = r.started().await;
     r.deploy(&mut w, "1").await;
     let id = r.current_container();
@@ -72,7 +94,8 @@ async fn recovery_follows_a_current_container_to_its_new_host_port() {
         .unwrap()
         .host_port = 31_000;
     r.restart(w).await;
-    assert_eq!(r.haproxy.server("hs-d1").unwrap().port, 31_000);
+    let server = r.haproxy.server("hs-d1").unwrap();
+    assert_eq!((server.addr.as_str(), server.port), ("127.0.0.1", 31_000));
     assert_eq!(r.journal().current.unwrap().members()[0].host_port, 31_000);
 }
 
@@ -97,10 +120,10 @@ async fn a_dead_current_container_is_replaced_at_start_up_and_the_repair_reporte
             .contains_key(&dead),
         "the dead one is removed"
     );
-    let port = r.docker.state.lock().unwrap().containers[&new].host_port;
+    let ip = r.docker.state.lock().unwrap().containers[&new].ip.clone();
     assert_eq!(
-        r.haproxy.server("hs-d1").unwrap().port,
-        port,
+        r.haproxy.server("hs-d1").unwrap().addr,
+        ip,
         "HAProxy follows it"
     );
     assert_eq!(r.haproxy.serving(), vec!["hs-d1"]);
@@ -269,6 +292,7 @@ async fn a_journal_written_by_hotswap_0_1_is_recovered() {
             labels,
             running: true,
             host_port: port,
+            ip: format!("10.1.0.{}", port % 250),
         };
         r.docker
             .state

@@ -38,7 +38,10 @@ impl<R: Runtime, B: Balancer, H: Prober> Containers<R, B, H> {
         release: &Release,
         deadline: UnixMs,
     ) -> Result<Passed, StepError> {
-        let ip = m.addr.parse::<IpAddr>().unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST));
+        let ip = m
+            .addr
+            .parse::<IpAddr>()
+            .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST));
         let addr = SocketAddr::from((ip, m.host_port));
         let on_miss = |n, last: &str| self.activity.gate_missed(n, last);
         let gate = self.prober.gate(

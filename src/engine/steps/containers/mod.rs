@@ -14,7 +14,6 @@ mod rollback;
 mod start;
 mod switch;
 
-use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::time::Duration;
 
