@@ -148,7 +148,13 @@ async fn a_failing_canary_turns_back_at_its_first_step_and_a_good_one_ramps_to_a
     };
     assert!((0.04..0.2).contains(&share(&s[0])), "step 1: {s:?}");
     assert!((0.35..0.65).contains(&share(&s[1])), "step 2: {s:?}");
-    assert_eq!(s[2]["old"]["requests"], 0, "at 100 % the old release rests");
+    // at 100 % the old release rests: it finishes at most the requests already sent to it when
+    // its weight went to 0 (one per client connection)
+    assert!(
+        s[2]["old"]["requests"].as_u64().unwrap() <= 8,
+        "at 100 % the old release rests: {:?}",
+        s[2]
+    );
     assert_eq!(answering_for(&load, 300).await.0, ["3"]);
     let stats = load.stop().await;
     eprintln!("{stats}");
