@@ -1,4 +1,5 @@
-//! `scripts/bench path [--secs S] [--conns C] [--rate R]`: the request path. One release
+//! `scripts/bench path [--secs S] [--conns C] [--rate R] [--reach direct|published]`: the
+//! request path. One release
 //! deployed by hotswapd (release build) as it configures it by default; the same keep-alive
 //! client (C connections, default 10) runs S seconds (default 10) against the container itself
 //! (the address HAProxy has for it) and then through HAProxy's frontend, flat out and then paced
@@ -147,7 +148,13 @@ async fn main() {
     );
     let mut env = TestEnv::new("path");
     let v1 = env.image("1", &ImageOpts::default());
-    let config = env.config(&ServiceOpts::default());
+    // --reach published: HAProxy reaches the container through a port Docker publishes on
+    // 127.0.0.1 (docker-proxy), as before `reach = "direct"`
+    let reach = support::cli_arg("--reach").unwrap_or_else(|| "direct".into());
+    let config = env.config(&ServiceOpts {
+        container: format!("reach = \"{reach}\""),
+        ..Default::default()
+    });
     let daemon = Daemon::start(env.dir.path(), &config);
     daemon.deploy_ok(&v1);
     let status = daemon.status_json().expect("status");
@@ -160,7 +167,7 @@ async fn main() {
     .parse()
     .expect("an address");
     let frontend = env.haproxy.frontend;
-    eprintln!("bench path: container at {direct}, HAProxy's frontend at {frontend}; {conns} connections, {secs} s a run");
+    eprintln!("bench path: container at {direct} (reach = {reach}), HAProxy's frontend at {frontend}; {conns} connections, {secs} s a run");
     // warm both paths (HAProxy's idle connection pool, the app)
     run(direct, 1, conns, None).await;
     run(frontend, 1, conns, None).await;
