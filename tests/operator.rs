@@ -205,8 +205,8 @@ async fn host_hooks_see_the_swap_and_a_failing_before_switch_hook_leaves_the_old
         extra: format!(
             "[services.web.hooks]\nbefore_switch = [\"/bin/sh\", \"-c\", {before:?}]\nafter_swap = [\"/bin/sh\", \"-c\", {after:?}]\ntimeout_secs = 10\n"
         ),
-        // the published way is still there: the hook sees the loopback port
-        container: "reach = \"published\"".into(),
+        // HAProxy and the gate go to the container's own address
+        container: "reach = \"direct\"".into(),
         ..Default::default()
     });
     let daemon = Arc::new(Daemon::start(env.dir.path(), &config));
@@ -221,9 +221,11 @@ async fn host_hooks_see_the_swap_and_a_failing_before_switch_hook_leaves_the_old
     assert_eq!(hooks[0]["hook"], "before_switch", "{r2}");
     assert_eq!(hooks[0]["exit_code"], 0, "{r2}");
     let said = hooks[0]["output_tail"][0].as_str().unwrap();
-    // reach = "published": the new container's port published on loopback
+    // reach = "direct": the new container's own address on its Docker network, the app's port
     assert!(
-        said.starts_with("smoke 2 at 127.0.0.1:") && said.ends_with("from 1"),
+        said.starts_with("smoke 2 at ")
+            && !said.contains("127.0.0.1")
+            && said.contains(":8080 from 1"),
         "{said}"
     );
     assert_eq!(hooks[1]["hook"], "after_swap", "{r2}");

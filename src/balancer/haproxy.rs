@@ -109,13 +109,18 @@ impl Balancer for Haproxy {
         let name = &server.name;
         match self.find(name).await? {
             Some(s) => {
-                if s.addr != server.addr || s.port != server.port {
+                let moved = s.addr != server.addr || s.port != server.port;
+                if moved {
                     self.api
                         .command(&format!(
                             "set server {be}/{name} addr {} port {}",
                             server.addr, server.port
                         ))
                         .await?;
+                }
+                // a replacement at the same address (Docker gives a freed address out again)
+                // finds the server marked down by HAProxy's checks of the dead one
+                if moved || !s.up {
                     // HAProxy's checks found the old address dead; the new one passed our gate.
                     // Its checks go on and take it out again if it fails them (a server
                     // without checks answers that it has none, which is fine).

@@ -353,9 +353,9 @@ pub struct ContainerOptions {
     pub cap_drop: Vec<String>,
     pub cap_add: Vec<String>,
     pub network: Option<String>,
-    /// How HAProxy and the health gate reach a container: true publishes its port on
-    /// 127.0.0.1 (through Docker's userland proxy), false (the default) goes to its address on
-    /// its Docker network, one proxy fewer on every request.
+    /// How HAProxy and the health gate reach a container: true (the default) publishes its port
+    /// on 127.0.0.1 (through Docker's userland proxy), false goes to its address on its Docker
+    /// network, one proxy fewer on every request.
     pub publish: bool,
 }
 

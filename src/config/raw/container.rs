@@ -284,9 +284,12 @@ impl Container {
                 return Err(ctx.invalid(format!("{ck}.network"), format!("{n:?}: {why}")));
             }
         }
+        // published by default: a dead container's network address answers nothing, so until
+        // hotswapd takes its server out, HAProxy's connects to it wait for `timeout connect`
+        // (a published port refuses them at once); see config.example.toml
         let publish = match self.reach.as_deref() {
-            None | Some("direct") => false,
-            Some("published") => true,
+            Some("direct") => false,
+            None | Some("published") => true,
             Some(other) => {
                 return Err(ctx.invalid(
                     format!("{ck}.reach"),

@@ -60,7 +60,7 @@ async fn recovery_puts_the_current_release_back_after_haproxy_lost_it() {
 
 #[tokio::test]
 async fn recovery_follows_a_current_container_to_its_new_address() {
-    let r = Rig::new();
+    let r = Rig::with("container = { reach = \"direct\" }");
     let mut w = r.started().await;
     r.deploy(&mut w, "1").await;
     let id = r.current_container();
@@ -81,7 +81,7 @@ async fn recovery_follows_a_current_container_to_its_new_address() {
 
 #[tokio::test]
 async fn recovery_follows_a_published_container_to_its_new_host_port() {
-    let r = Rig::with("container = { reach = \"published\" }");
+    let r = Rig::new();
     let mut w = r.started().await;
     r.deploy(&mut w, "1").await;
     let id = r.current_container();
@@ -120,10 +120,10 @@ async fn a_dead_current_container_is_replaced_at_start_up_and_the_repair_reporte
             .contains_key(&dead),
         "the dead one is removed"
     );
-    let ip = r.docker.state.lock().unwrap().containers[&new].ip.clone();
+    let port = r.docker.state.lock().unwrap().containers[&new].host_port;
     assert_eq!(
-        r.haproxy.server("hs-d1").unwrap().addr,
-        ip,
+        r.haproxy.server("hs-d1").unwrap().port,
+        port,
         "HAProxy follows it"
     );
     assert_eq!(r.haproxy.serving(), vec!["hs-d1"]);
