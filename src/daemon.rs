@@ -113,7 +113,7 @@ pub async fn run(settings: Settings, config_path: PathBuf) -> anyhow::Result<()>
         .with_context(|| format!("listening on control socket {}", d.socket.display()))?;
     let _metrics_http = match d.metrics_listen {
         Some(addr) => Some(
-            crate::control::server::serve_metrics(shared.clone(), addr)
+            crate::control::metrics::serve_metrics(shared.clone(), addr)
                 .await
                 .with_context(|| {
                     format!("listening for metrics on {addr} (daemon.metrics_listen)")

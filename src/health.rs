@@ -141,6 +141,14 @@ pub trait Prober: Send + Sync + 'static {
         deadline: Instant,
         on_miss: OnMiss<'_>,
     ) -> impl std::future::Future<Output = Result<Passed, GateFailed>> + Send;
+    /// Sends `method path` to the app at `addr` (a drain notice) and returns the status it
+    /// answered; Err says what went wrong.
+    fn notify(
+        &self,
+        addr: SocketAddr,
+        method: &str,
+        path: &str,
+    ) -> impl std::future::Future<Output = Result<u16, String>> + Send;
 }
 
 /// End-to-end HTTP checks (`gate` below).
@@ -158,7 +166,39 @@ impl Prober for Http {
     ) -> Result<Passed, GateFailed> {
         gate(addr, settings, version, deadline, on_miss).await
     }
+
+    async fn notify(&self, addr: SocketAddr, method: &str, path: &str) -> Result<u16, String> {
+        let attempt = async {
+            let stream = TcpStream::connect(addr)
+                .await
+                .map_err(|e| format!("connect: {e}"))?;
+            let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+                .await
+                .map_err(|e| format!("handshake: {e}"))?;
+            let conn = tokio::spawn(conn);
+            let req = hyper::Request::builder()
+                .method(method)
+                .uri(path)
+                .header(hyper::header::HOST, addr.to_string())
+                .header(hyper::header::CONNECTION, "close")
+                .header(hyper::header::USER_AGENT, "hotswapd-drain")
+                .body(Empty::<Bytes>::new())
+                .map_err(|e| format!("{method} {path}: {e}"))?;
+            let res = sender
+                .send_request(req)
+                .await
+                .map_err(|e| format!("request: {e}"))?;
+            conn.abort();
+            Ok(res.status().as_u16())
+        };
+        tokio::time::timeout(NOTIFY_TIMEOUT, attempt)
+            .await
+            .unwrap_or_else(|_| Err(format!("no answer within {} s", NOTIFY_TIMEOUT.as_secs())))
+    }
 }
+
+/// How long a drain notice may take to be answered.
+const NOTIFY_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Polls until `consecutive_passes` attempts in a row pass, or `deadline`; `on_miss` hears of
 /// each attempt that did not pass.

@@ -185,6 +185,14 @@ impl Balancer for Haproxy {
             .map(|(_, n)| n))
     }
 
+    async fn sessions(&self) -> Result<Vec<super::Session>, BalancerError> {
+        self.api.sessions(self.backend()).await
+    }
+
+    async fn shutdown_sessions(&self, ids: &[String]) -> Result<usize, BalancerError> {
+        self.api.shutdown_sessions(ids).await
+    }
+
     async fn take_out(&self, name: &str) -> Result<(), BalancerError> {
         let be = self.backend();
         if self.find(name).await?.is_none() {

@@ -5,6 +5,7 @@ mod config_file;
 mod haproxy;
 pub mod maintenance;
 mod runtime_api;
+mod sessions;
 
 use std::future::Future;
 
@@ -13,6 +14,7 @@ use thiserror::Error;
 pub use config_file::rewrite_managed_block;
 pub use haproxy::Haproxy;
 pub use runtime_api::RuntimeApi;
+pub use sessions::Session;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServerSpec {
@@ -88,6 +90,13 @@ pub trait Balancer: Send + Sync + 'static {
         &self,
         name: &str,
     ) -> impl Future<Output = Result<Option<u64>, BalancerError>> + Send;
+    /// The sessions HAProxy holds on our backend's servers, requests and streams told apart.
+    fn sessions(&self) -> impl Future<Output = Result<Vec<Session>, BalancerError>> + Send;
+    /// Closes the sessions named; how many were still open.
+    fn shutdown_sessions(
+        &self,
+        ids: &[String],
+    ) -> impl Future<Output = Result<usize, BalancerError>> + Send;
     /// Maint, then delete. A server already gone is fine.
     fn take_out(&self, name: &str) -> impl Future<Output = Result<(), BalancerError>> + Send;
     /// Writes the servers into the persistent config so a reload or restart keeps them.

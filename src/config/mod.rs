@@ -1,8 +1,13 @@
 //! Configuration: TOML parsed into serde structs (`raw`), defaults filled, then validated into
 //! settings that cannot be wrong (`Settings`). Unknown keys are errors naming the file and key.
 
+mod hooks;
 pub mod live;
 mod raw;
+mod streams;
+
+pub use hooks::{Hook, HookSettings};
+pub use streams::{parse_notice, DrainNotice, StreamSettings};
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -163,55 +168,8 @@ pub struct ServiceSettings {
     /// New containers started (and gated) together; the first batch is the canary.
     pub batch: usize,
     pub hooks: HookSettings,
-}
-
-/// Commands run on this host around a swap (`[services.NAME.hooks]`): each an argv, run with
-/// the swap's description in its environment, killed (with its process group) after `timeout`.
-/// A failing `before_start` or `before_switch` fails the swap (the old release keeps serving);
-/// `after_switch` and `after_swap` failing are warnings.
-#[derive(Debug, Clone, PartialEq, Default)]
-pub struct HookSettings {
-    pub before_start: Option<Vec<String>>,
-    pub before_switch: Option<Vec<String>>,
-    pub after_switch: Option<Vec<String>>,
-    pub after_swap: Option<Vec<String>>,
-    pub timeout: Duration,
-}
-
-/// When a hook runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Hook {
-    BeforeStart,
-    BeforeSwitch,
-    AfterSwitch,
-    AfterSwap,
-}
-
-impl Hook {
-    pub fn name(self) -> &'static str {
-        match self {
-            Hook::BeforeStart => "before_start",
-            Hook::BeforeSwitch => "before_switch",
-            Hook::AfterSwitch => "after_switch",
-            Hook::AfterSwap => "after_swap",
-        }
-    }
-
-    /// Whether its failure fails the swap (it runs before the switch) or is a warning.
-    pub fn gates(self) -> bool {
-        matches!(self, Hook::BeforeStart | Hook::BeforeSwitch)
-    }
-}
-
-impl HookSettings {
-    pub fn command(&self, hook: Hook) -> Option<&[String]> {
-        match hook {
-            Hook::BeforeStart => self.before_start.as_deref(),
-            Hook::BeforeSwitch => self.before_switch.as_deref(),
-            Hook::AfterSwitch => self.after_switch.as_deref(),
-            Hook::AfterSwap => self.after_swap.as_deref(),
-        }
-    }
+    /// Long-lived connections: the old app's notice, their budget, the close window.
+    pub streams: StreamSettings,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -125,6 +125,9 @@ struct Service {
     repair_backoff_max_secs: Option<u64>,
     #[serde(default)]
     hooks: Hooks,
+    stream_budget_secs: Option<u64>,
+    close_spread_secs: Option<u64>,
+    drain_notice: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

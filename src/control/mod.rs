@@ -22,4 +22,5 @@ pub mod access;
 pub mod api;
 pub mod client;
 pub mod conns;
+pub mod metrics;
 pub mod server;

@@ -25,7 +25,7 @@ use crate::registry::Registry;
 /// The longest a `wait` may hold a connection.
 const MAX_WAIT: Duration = Duration::from_secs(600);
 /// A request's body must arrive within this (its headers: within `conns.rs`'s timeout).
-const READ_TIMEOUT: Duration = Duration::from_secs(10);
+pub(super) const READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Binds the socket (replacing a stale one), mode 0660 with the configured group, and serves
 /// at most `bounds.max_connections` connections until the task is dropped.
@@ -166,7 +166,7 @@ fn json(status: StatusCode, body: &impl serde::Serialize) -> Reply {
         .expect("static response parts are valid")
 }
 
-fn error(status: StatusCode, message: impl Into<String>) -> Reply {
+pub(super) fn error(status: StatusCode, message: impl Into<String>) -> Reply {
     json(
         status,
         &ErrorBody {
@@ -258,7 +258,7 @@ async fn handle(shared: &Registry, req: Request<Incoming>, by: &Requester) -> Re
             )
         }
         (&Method::GET, ["v1", "history"]) => history(shared, &query).await,
-        (&Method::GET, ["metrics"]) => metrics(shared).await,
+        (&Method::GET, ["metrics"]) => super::metrics::metrics(shared).await,
         (_, ["v1", ..]) => error(StatusCode::NOT_FOUND, format!("no route {method} {path}")),
         _ => error(
             StatusCode::NOT_FOUND,
@@ -393,22 +393,6 @@ async fn deploy_status(shared: &Registry, id: &str, query: &str) -> Reply {
     }
 }
 
-/// `GET /metrics`: Prometheus' text format.
-pub(crate) async fn metrics(shared: &Registry) -> Reply {
-    let views: Vec<_> = shared.handles().iter().map(|h| h.view()).collect();
-    let outbox = shared.reporter.outbox.clone();
-    let depth = match outbox {
-        Some(o) => tokio::task::spawn_blocking(move || o.depth()).await.ok(),
-        None => None,
-    };
-    let text = shared.reporter.metrics.render(&views, depth);
-    Response::builder()
-        .status(StatusCode::OK)
-        .header("content-type", "text/plain; version=0.0.4; charset=utf-8")
-        .body(Full::new(Bytes::from(text)))
-        .expect("a valid response")
-}
-
 /// `GET /v1/history?service=NAME&limit=N`: the last N reports (swaps and repairs), newest
 /// first, from the reports file and its rotated copies.
 async fn history(shared: &Registry, query: &str) -> Reply {
@@ -440,44 +424,4 @@ async fn history(shared: &Registry, query: &str) -> Reply {
         Ok(Err(e)) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
-}
-
-/// `[daemon] metrics_listen`: `GET /metrics` (and nothing else) over TCP, for a Prometheus that
-/// cannot reach the socket. At most 16 connections at once; headers within 10 s.
-pub async fn serve_metrics(
-    shared: Arc<Registry>,
-    addr: std::net::SocketAddr,
-) -> std::io::Result<tokio::task::JoinHandle<()>> {
-    let listener = tokio::net::TcpListener::bind(addr).await?;
-    tracing::info!(%addr, "serving metrics over TCP");
-    let slots = Arc::new(tokio::sync::Semaphore::new(16));
-    Ok(tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            };
-            let Ok(slot) = slots.clone().try_acquire_owned() else {
-                continue; // dropped: a scraper retries
-            };
-            let shared = shared.clone();
-            tokio::spawn(async move {
-                let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
-                    let shared = shared.clone();
-                    async move {
-                        Ok::<_, std::convert::Infallible>(match (req.method(), req.uri().path()) {
-                            (&Method::GET, "/metrics") => metrics(&shared).await,
-                            _ => error(StatusCode::NOT_FOUND, "only GET /metrics here"),
-                        })
-                    }
-                });
-                let conn = hyper::server::conn::http1::Builder::new()
-                    .timer(hyper_util::rt::TokioTimer::new())
-                    .header_read_timeout(READ_TIMEOUT)
-                    .serve_connection(hyper_util::rt::TokioIo::new(stream), svc);
-                let _ = tokio::time::timeout(Duration::from_secs(60), conn).await;
-                drop(slot);
-            });
-        }
-    }))
 }

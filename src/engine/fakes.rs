@@ -11,7 +11,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::balancer::{
-    AdminState, Balancer, BalancerError, ServerFigures, ServerSpec, ServerStatus,
+    AdminState, Balancer, BalancerError, ServerFigures, ServerSpec, ServerStatus, Session,
 };
 use crate::config::HealthSettings;
 use crate::health::{GateFailed, Passed, Prober};
@@ -231,6 +231,9 @@ pub struct HaproxyState {
     /// What each reading of the figures adds per server (responses, errors): traffic going on.
     pub growth: BTreeMap<String, (u64, u64)>,
     pub backend_failures: u64,
+    /// Open sessions (requests and streams), and how many readings of the sessions each still
+    /// lasts by itself (None: until closed).
+    pub sessions: Vec<(Session, Option<u32>)>,
 }
 
 #[derive(Clone, Default)]
@@ -311,10 +314,30 @@ impl Balancer for FakeHaproxy {
             return Ok(None);
         }
         // each reading finds one request fewer: the server drains away
+        let open = s.sessions.iter().filter(|(x, _)| x.server == name).count() as u64;
         let n = s.in_flight.entry(name.to_string()).or_insert(0);
         let now = *n;
         *n = n.saturating_sub(1);
-        Ok(Some(now))
+        Ok(Some(now + open))
+    }
+    async fn sessions(&self) -> Result<Vec<Session>, BalancerError> {
+        self.fail("sessions")?;
+        let mut s = self.state.lock().unwrap();
+        s.sessions.retain(|(_, left)| *left != Some(0));
+        for (_, left) in s.sessions.iter_mut() {
+            if let Some(n) = left {
+                *n -= 1;
+            }
+        }
+        Ok(s.sessions.iter().map(|(x, _)| x.clone()).collect())
+    }
+    async fn shutdown_sessions(&self, ids: &[String]) -> Result<usize, BalancerError> {
+        self.calls
+            .push(format!("haproxy shutdown_sessions {}", ids.len()));
+        let mut s = self.state.lock().unwrap();
+        let before = s.sessions.len();
+        s.sessions.retain(|(x, _)| !ids.contains(&x.id));
+        Ok(before - s.sessions.len())
     }
     async fn take_out(&self, name: &str) -> Result<(), BalancerError> {
         self.calls.push(format!("haproxy take_out {name}"));
@@ -406,6 +429,11 @@ impl Prober for FakeGate {
             body: format!("{{\"release\":\"{version}\"}}"),
             attempts: 1,
         })
+    }
+    async fn notify(&self, addr: SocketAddr, method: &str, path: &str) -> Result<u16, String> {
+        self.calls
+            .push(format!("notify {} {method} {path}", addr.port()));
+        Ok(200)
     }
 }
 

@@ -207,3 +207,13 @@ impl<'de> Deserialize<'de> for Instance {
         })
     }
 }
+
+/// What became of the long-lived streams (WebSockets, event streams) on the old release while it
+/// drained: `open` were seen, `ended` ended by themselves (the app, the client), `closed` were
+/// closed by hotswapd after the stream budget.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StreamCounts {
+    pub open: u64,
+    pub ended: u64,
+    pub closed: u64,
+}

@@ -13,6 +13,7 @@ pub mod instance;
 pub mod journal;
 pub mod phase;
 pub mod recover;
+pub mod requester;
 pub mod steps;
 pub mod supervise;
 pub mod view;
@@ -25,5 +26,6 @@ mod tests;
 
 pub use error::StepError;
 pub use handle::{DeployState, Maintenance, ServiceHandle, ServiceView, State, Submitted};
+pub use instance::StreamCounts;
 pub use phase::{Instance, Phase, Release, Swap};
 pub use walker::Walker;

@@ -323,6 +323,7 @@ mod tests {
             previous_image: None,
             failed_requests: Some(2),
             images_reclaimed_bytes: None,
+            streams: None,
             signalled_ms: None,
             canary: None,
             repair: None,

@@ -73,7 +73,7 @@ impl Docker {
         }
     }
 
-    fn container_err(
+    pub(super) fn container_err(
         &self,
         id: &str,
         action: &'static str,
@@ -85,54 +85,6 @@ impl Docker {
             message: self.said(e),
         }
     }
-
-    /// Where a started container answers: (address, port) on its Docker network, or 127.0.0.1
-    /// and the host port its container port is published on.
-    async fn inspect_endpoint(
-        &self,
-        id: &str,
-        container_port: u16,
-        published: bool,
-    ) -> Result<Option<(String, u16)>, RuntimeError> {
-        let info = self
-            .client
-            .inspect_container(id, None::<InspectContainerOptions>)
-            .await
-            .map_err(|e| self.container_err(id, "inspecting", &e))?;
-        let net = info.network_settings;
-        Ok(if published {
-            published_port(net.and_then(|n| n.ports), container_port)
-                .map(|p| ("127.0.0.1".to_string(), p))
-        } else {
-            first_ip(
-                net.and_then(|n| n.networks)
-                    .unwrap_or_default()
-                    .into_values(),
-            )
-            .map(|ip| (ip, container_port))
-        })
-    }
-}
-
-/// The first non-empty IPv4 address among a container's networks.
-fn first_ip(
-    networks: impl IntoIterator<Item = bollard::models::EndpointSettings>,
-) -> Option<String> {
-    networks
-        .into_iter()
-        .filter_map(|e| e.ip_address)
-        .find(|ip| !ip.is_empty())
-}
-
-fn published_port(
-    ports: Option<HashMap<String, Option<Vec<PortBinding>>>>,
-    container_port: u16,
-) -> Option<u16> {
-    ports?
-        .get(&format!("{container_port}/tcp"))?
-        .as_ref()?
-        .iter()
-        .find_map(|b| b.host_port.as_deref()?.parse().ok())
 }
 
 /// How much of an image archive is read at a time while it streams into Docker.
@@ -450,7 +402,7 @@ impl Runtime for Docker {
                 ip: c
                     .network_settings
                     .and_then(|n| n.networks)
-                    .and_then(|n| first_ip(n.into_values())),
+                    .and_then(|n| super::docker_endpoint::first_ip(n.into_values())),
             })
             .collect())
     }

@@ -13,6 +13,14 @@
 //! - `DELAY_MS`  delay before answering a non-health request (default 0)
 //! - `EXIT_AFTER_MS` exit with code 3 this long after start, a crash (default 0: never)
 //!
+//! - `DRAIN_ENDS` which long-lived streams the app ends itself on a drain notice: `sse`, `ws`,
+//!   `all` or `none` (default)
+//!
+//! Long-lived streams (`streams.rs`): `GET /ws` is a WebSocket echo (its first message is
+//! `{"release":...}`), `GET /events` a server-sent-events stream (`event: hello` with the release,
+//! then `data: tick` every 500 ms). A drain notice (SIGUSR1, or `POST /drain`) ends the kinds
+//! `DRAIN_ENDS` names gracefully: SSE with `event: bye`, WebSockets with a close frame 1001.
+//!
 //! `GET /env/NAME` answers the value of env var NAME (what the container was given).
 //! `GET /alloc/MB` allocates MB MiB, touches every page and keeps it: an app over its memory
 //! limit (the OOM killer's case).
@@ -28,6 +36,8 @@ use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+mod streams;
 
 /// How often a connection thread wakes up to look at the shutdown flag.
 const TICK: Duration = Duration::from_millis(25);
@@ -48,6 +58,8 @@ static SIGNAL_PIPE_WR: AtomicI32 = AtomicI32::new(-1);
 static SIGNAL_SEEN: AtomicI32 = AtomicI32::new(0);
 /// SIGHUP: re-read the code version from CODE_DIR (a hot code reload).
 static RELOAD_SEEN: AtomicBool = AtomicBool::new(false);
+/// SIGUSR1 or `POST /drain`: the proxy is about to stop sending us traffic; end streams.
+static DRAIN_NOTICE: AtomicBool = AtomicBool::new(false);
 
 extern "C" fn on_signal(sig: libc::c_int) {
     // Only async-signal-safe operations here: lock-free atomics and write(2).
@@ -56,6 +68,8 @@ extern "C" fn on_signal(sig: libc::c_int) {
         let saved = *errno;
         if sig == libc::SIGHUP {
             RELOAD_SEEN.store(true, Ordering::SeqCst);
+        } else if sig == libc::SIGUSR1 {
+            DRAIN_NOTICE.store(true, Ordering::SeqCst);
         } else {
             SIGNAL_SEEN.store(sig, Ordering::SeqCst);
         }
@@ -74,7 +88,7 @@ fn install_signal_handlers() -> std::io::Result<libc::c_int> {
         return Err(std::io::Error::last_os_error());
     }
     SIGNAL_PIPE_WR.store(fds[1], Ordering::SeqCst);
-    for sig in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP] {
+    for sig in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP, libc::SIGUSR1] {
         unsafe {
             let mut sa: libc::sigaction = std::mem::zeroed();
             sa.sa_sigaction = on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
@@ -98,6 +112,8 @@ struct Config {
     delay_ms: u64,
     /// Exit (code 3) this long after start: a crash.
     exit_after_ms: u64,
+    /// Streams ended by the app itself on a drain notice.
+    drain_ends: streams::DrainEnds,
 }
 
 fn env_num<T: std::str::FromStr>(name: &str, default: T) -> T {
@@ -142,6 +158,7 @@ impl Config {
             fail_after_ms: env_num("FAIL_AFTER_MS", 0u64),
             delay_ms: env_num("DELAY_MS", 0u64),
             exit_after_ms: env_num("EXIT_AFTER_MS", 0u64),
+            drain_ends: streams::DrainEnds::from_env(),
         }
     }
 }
@@ -165,6 +182,9 @@ impl State {
     }
     fn draining(&self) -> bool {
         self.shutting_down.load(Ordering::SeqCst)
+    }
+    fn drain_noticed(&self) -> bool {
+        DRAIN_NOTICE.load(Ordering::SeqCst)
     }
 }
 
@@ -353,6 +373,8 @@ fn accept_pending(listener: &TcpListener, state: &Arc<State>) {
 struct Request {
     method: String,
     path: String,
+    /// `Upgrade: websocket` with its `Sec-WebSocket-Key`.
+    ws_key: Option<String>,
     keep_alive: bool,
     head_len: usize,
     body_len: usize,
@@ -389,6 +411,8 @@ fn parse_request(buf: &[u8]) -> Parse {
     }
     let mut keep_alive = version == "HTTP/1.1";
     let mut body_len = 0usize;
+    let mut upgrade_ws = false;
+    let mut ws_key = None;
     for line in lines {
         if line.is_empty() {
             continue;
@@ -403,6 +427,10 @@ fn parse_request(buf: &[u8]) -> Parse {
                 Ok(_) => return Parse::Bad(413, "Content Too Large"),
                 Err(_) => return Parse::Bad(400, "Bad Request"),
             }
+        } else if name.eq_ignore_ascii_case("upgrade") {
+            upgrade_ws = value.eq_ignore_ascii_case("websocket");
+        } else if name.eq_ignore_ascii_case("sec-websocket-key") {
+            ws_key = Some(value.to_string());
         } else if name.eq_ignore_ascii_case("transfer-encoding") {
             return Parse::Bad(501, "Not Implemented");
         } else if name.eq_ignore_ascii_case("connection") {
@@ -420,6 +448,7 @@ fn parse_request(buf: &[u8]) -> Parse {
     Parse::Done(Request {
         method: method.to_string(),
         path: path.to_string(),
+        ws_key: ws_key.filter(|_| upgrade_ws),
         keep_alive,
         head_len,
         body_len,
@@ -477,6 +506,10 @@ fn handle(state: &State, req: &Request) -> (u16, String) {
                 format!("{{\"release\":{},\"ready\":false}}", state.release_json.read().unwrap()),
             )
         }
+    } else if req.path == "/drain" && req.method.eq_ignore_ascii_case("POST") {
+        DRAIN_NOTICE.store(true, Ordering::SeqCst);
+        println!("hotswap-testapp: release={} drain notice (POST /drain)", state.cfg.release);
+        (200, format!("{{\"release\":{},\"draining\":true}}", state.release_json.read().unwrap()))
     } else if let Some(name) = req.path.strip_prefix("/env/") {
         match std::env::var(name) {
             Ok(v) => (200, format!("{{\"release\":{},\"value\":{:?}}}", state.release_json.read().unwrap(), v)),
@@ -530,6 +563,10 @@ fn serve_conn(state: &State, mut stream: TcpStream) {
             }
             Parse::Done(req) if buf.len() >= req.head_len + req.body_len => {
                 buf.drain(..req.head_len + req.body_len);
+                if req.path == "/ws" || req.path == "/events" {
+                    // a long-lived stream takes the connection for the rest of its life
+                    return streams::serve(state, stream, &req, buf);
+                }
                 let (code, body) = handle(state, &req);
                 // Decide on keep-alive only after handling: a signal may have
                 // arrived during DELAY_MS.
@@ -589,21 +626,26 @@ fn serve_conn(state: &State, mut stream: TcpStream) {
     }
 
     if graceful_close {
-        // We sent a final response: half-close and wait (bounded) for the
-        // peer's FIN so unread input can't turn our close into an RST.
-        let _ = stream.shutdown(Shutdown::Write);
-        let deadline = Instant::now() + LINGER;
-        while Instant::now() < deadline {
-            match stream.read(&mut tmp) {
-                Ok(0) => break,
-                Ok(_) => {}
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted
-                    ) => {}
-                Err(_) => break,
-            }
+        linger_close(&mut stream);
+    }
+}
+
+/// After a final response: half-close and wait (bounded) for the peer's FIN so unread input
+/// can't turn our close into an RST.
+fn linger_close(stream: &mut TcpStream) {
+    let mut tmp = [0u8; 4096];
+    let _ = stream.shutdown(Shutdown::Write);
+    let deadline = Instant::now() + LINGER;
+    while Instant::now() < deadline {
+        match stream.read(&mut tmp) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted
+                ) => {}
+            Err(_) => break,
         }
     }
 }

@@ -71,7 +71,7 @@ impl Haproxy {
         let pidfile = dir.join("haproxy.pid");
         let mut text = format!(
             "global\n    stats socket {admin} mode 600 level admin expose-fd listeners\n    maxconn 4000\n\n\
-             defaults\n    mode http\n    timeout connect 2s\n    timeout client 30s\n    timeout server 30s\n    timeout http-keep-alive 30s\n{defaults}\n",
+             defaults\n    mode http\n    timeout connect 2s\n    timeout client 30s\n    timeout server 30s\n    timeout http-keep-alive 30s\n    timeout tunnel 1h\n{defaults}\n",
             admin = admin_socket.display()
         );
         let mut frontends = std::collections::BTreeMap::new();

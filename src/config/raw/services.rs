@@ -323,7 +323,15 @@ impl Service {
             ));
         }
         let hooks = self.hooks.validate(ctx, &format!("{key}.hooks"))?;
+        let streams = stream_settings(
+            ctx,
+            &key,
+            (self.stream_budget_secs, self.close_spread_secs),
+            self.drain_notice.as_deref(),
+            host_budget,
+        )?;
         Ok(ServiceSettings {
+            streams,
             hooks,
             ramp,
             replicas,
@@ -344,4 +352,44 @@ impl Service {
             )?),
         })
     }
+}
+
+/// `stream_budget_secs`, `close_spread_secs` and `drain_notice` of a container service.
+fn stream_settings(
+    ctx: &Ctx,
+    key: &str,
+    (budget_secs, spread_secs): (Option<u64>, Option<u64>),
+    notice: Option<&str>,
+    host_budget: Duration,
+) -> Result<StreamSettings, ConfigError> {
+    let d = StreamSettings::default();
+    let budget = budget_secs.map(Duration::from_secs).unwrap_or(d.budget);
+    let close_spread = spread_secs
+        .map(Duration::from_secs)
+        .unwrap_or(d.close_spread);
+    if budget + close_spread >= host_budget {
+        return Err(ctx.invalid(
+            format!("{key}.stream_budget_secs"),
+            format!(
+                "with close_spread_secs ({} s) it must be shorter than host_budget_secs ({} s), the budget of the whole swap",
+                close_spread.as_secs(),
+                host_budget.as_secs()
+            ),
+        ));
+    }
+    let notice = match notice {
+        None => None,
+        Some(n) if n.contains(' ') => {
+            Some(parse_notice(n).map_err(|e| ctx.invalid(format!("{key}.drain_notice"), e))?)
+        }
+        Some(n) => {
+            parse_signal(ctx, &format!("{key}.drain_notice"), n)?;
+            Some(DrainNotice::Signal(n.to_string()))
+        }
+    };
+    Ok(StreamSettings {
+        budget,
+        close_spread,
+        notice,
+    })
 }

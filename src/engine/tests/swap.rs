@@ -131,3 +131,64 @@ async fn the_same_deploy_id_never_swaps_twice() {
     assert!(matches!(again, crate::engine::Submitted::Existing { .. }));
     assert_eq!(r.calls.count("docker start"), 1);
 }
+
+/// A stream on `server` that ends by itself after `readings` readings of the sessions (None:
+/// until closed).
+fn stream(r: &Rig, id: &str, server: &str, readings: Option<u32>) {
+    let session = crate::balancer::Session {
+        id: id.into(),
+        server: server.into(),
+        streaming: true,
+    };
+    r.haproxy
+        .state
+        .lock()
+        .unwrap()
+        .sessions
+        .push((session, readings));
+}
+
+#[tokio::test]
+async fn streams_are_told_given_their_budget_then_closed_and_counted() {
+    let r =
+        Rig::with("stream_budget_secs = 1\nclose_spread_secs = 1\ndrain_notice = \"SIGUSR1\"\n");
+    let mut w = r.started().await;
+    r.deploy(&mut w, "1").await;
+    let old = r.current_container();
+    stream(&r, "0x1", "hs-d1", Some(2));
+    stream(&r, "0x2", "hs-d1", None);
+    stream(&r, "0x3", "hs-d1", None);
+    let began = std::time::Instant::now();
+    let s = r.deploy(&mut w, "2").await;
+    assert!(s.warnings.is_empty(), "{:?}", s.warnings);
+    assert_eq!(r.calls.count(&format!("docker signal {old} SIGUSR1")), 1);
+    let counts = s.streams.expect("streams counted");
+    assert_eq!(
+        (counts.open, counts.ended, counts.closed),
+        (3, 1, 2),
+        "{counts:?}"
+    );
+    assert!(r.haproxy.state.lock().unwrap().sessions.is_empty());
+    // the budget (1 s) passed before anything was closed
+    assert!(began.elapsed() >= std::time::Duration::from_secs(1));
+    let report = r.reporter.all().pop().unwrap();
+    assert_eq!(report.streams, Some(counts));
+}
+
+#[tokio::test]
+async fn a_drain_with_no_stream_reports_none_and_sends_an_http_notice() {
+    let r = Rig::with("drain_notice = \"POST /drain\"\n");
+    let mut w = r.started().await;
+    r.deploy(&mut w, "1").await;
+    r.in_flight("hs-d1", 2);
+    let s = r.deploy(&mut w, "2").await;
+    assert!(s.warnings.is_empty(), "{:?}", s.warnings);
+    assert_eq!(s.streams, None);
+    let notices: Vec<String> = r
+        .calls
+        .all()
+        .into_iter()
+        .filter(|c| c.starts_with("notify ") && c.ends_with(" POST /drain"))
+        .collect();
+    assert_eq!(notices.len(), 1, "{:?}", r.calls.all());
+}

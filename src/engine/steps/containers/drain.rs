@@ -9,12 +9,12 @@ use tokio::time::Instant;
 use super::{servers_of, specs_of, Containers};
 use crate::balancer::Balancer;
 use crate::clock::{instant_of, now_ms, UnixMs};
-use crate::engine::phase::Swap;
+use crate::engine::phase::{Replica, Swap};
 use crate::health::Prober;
 use crate::runtime::Runtime;
 
 /// How often a draining server's in-flight count is read.
-const DRAIN_POLL: Duration = Duration::from_millis(10);
+pub(super) const DRAIN_POLL: Duration = Duration::from_millis(10);
 /// With `switch = "reload"` the old HAProxy worker's sessions cannot be read: wait this long.
 const RELOAD_SETTLE: Duration = Duration::from_millis(500);
 
@@ -33,12 +33,24 @@ impl<R: Runtime, B: Balancer, H: Prober> Containers<R, B, H> {
             return;
         }
         let new = servers_of(swap.new.as_ref());
-        let old: Vec<String> = servers_of(Some(&old))
+        let old: Vec<Replica> = old
+            .members()
             .into_iter()
-            .filter(|s| !new.contains(s))
+            .filter(|m| !new.contains(&m.server))
             .collect();
         // after a ramp the old servers are ready at weight 0: drain them now (idempotent)
-        self.drain_servers(swap, &old, deadline).await;
+        for m in &old {
+            if let Err(e) = self.balancer.drain(&m.server).await {
+                swap.warnings.push(format!("draining {}: {e}", m.server));
+            }
+        }
+        let started = swap
+            .marks
+            .iter()
+            .rev()
+            .find(|m| m.phase == "draining")
+            .map_or_else(now_ms, |m| m.at_ms);
+        self.drain_with_streams(swap, &old, started, deadline).await;
     }
 
     /// Sets `servers` to drain, then waits until none has a request in flight, or the deadline.

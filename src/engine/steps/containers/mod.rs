@@ -12,6 +12,7 @@ mod repair;
 mod retire;
 mod rollback;
 mod start;
+mod streams;
 mod switch;
 
 use std::sync::Arc;
@@ -120,7 +121,7 @@ impl<R: Runtime, B: Balancer, H: Prober> Containers<R, B, H> {
 pub fn budgets_of(settings: &ServiceSettings) -> Budgets {
     Budgets {
         health_deadline: settings.health.deadline,
-        drain_budget: settings.drain_budget,
+        drain_budget: settings.streams.phase_budget(settings.drain_budget),
         host_budget: settings.host_budget,
         rollback: ROLLBACK_BUDGET,
     }
