@@ -324,3 +324,39 @@ fn two_services_cannot_share_a_backend() {
     let err = parse(&text).unwrap_err().to_string();
     assert!(err.contains("already managed by service"), "{err}");
 }
+
+#[test]
+fn stream_settings_are_read_and_bad_ones_named() {
+    let ok = parse(&MINIMAL.replace(
+        "8080",
+        "8080\nstream_budget_secs = 30\nclose_spread_secs = 5\ndrain_notice = \"POST /drain\"",
+    ))
+    .unwrap();
+    let web = ok.service("web").unwrap();
+    assert_eq!(web.streams.budget, Duration::from_secs(30));
+    assert_eq!(web.streams.close_spread, Duration::from_secs(5));
+    assert_eq!(
+        web.streams.notice,
+        Some(crate::config::DrainNotice::Http {
+            method: "POST".into(),
+            path: "/drain".into()
+        })
+    );
+    let defaults = parse(MINIMAL).unwrap();
+    assert_eq!(defaults.service("web").unwrap().streams, Default::default());
+    for (line, says) in [
+        ("drain_notice = \"SIGNOPE\"", "not a signal name"),
+        ("drain_notice = \"DELETE /drain\"", "GET, POST or PUT"),
+        ("drain_notice = \"POST drain\"", "must start with '/'"),
+        ("stream_budget_secs = 175", "host_budget_secs"),
+    ] {
+        let err = parse(&MINIMAL.replace("8080", &format!("8080\n{line}")))
+            .unwrap_err()
+            .to_string();
+        let key = line.split(' ').next().unwrap();
+        assert!(
+            err.contains(&format!("services.web.{key}")) && err.contains(says),
+            "{line}: {err}"
+        );
+    }
+}
