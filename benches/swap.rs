@@ -19,6 +19,9 @@
 #[path = "../tests/support/mod.rs"]
 mod support;
 
+#[path = "swap/many.rs"]
+mod many;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -40,7 +43,9 @@ const USAGE: &str = "usage: scripts/bench swap [--swaps N] [--rate R] [--mode ru
   --conns C      keep-alive connections of the load (default: R/100, at least 4, at most 64)
   --dwell-ms D   after each swap, how long to watch that only the new release answers (default 200)
   --server-options S
-                 replace the HAProxy server_options of the test config (default \"check inter 1s\")";
+                 replace the HAProxy server_options of the test config (default \"check inter 1s\")
+  --services K   K services, each behind its own HAProxy backend, swapped all at once in each of
+                 the N rounds; R is then split among them (default 1)";
 
 /// Longest a single deploy may take before the bench gives up on it.
 const DEPLOY_TIMEOUT: Duration = Duration::from_secs(180);
@@ -53,6 +58,7 @@ struct Args {
     conns: Option<usize>,
     dwell: Duration,
     server_options: Option<String>,
+    services: usize,
 }
 
 fn parse_args(raw: impl Iterator<Item = String>) -> Result<Args, String> {
@@ -63,6 +69,7 @@ fn parse_args(raw: impl Iterator<Item = String>) -> Result<Args, String> {
         conns: None,
         dwell: Duration::from_millis(200),
         server_options: None,
+        services: 1,
     };
     let mut raw = raw.peekable();
     while let Some(a) = raw.next() {
@@ -93,6 +100,7 @@ fn parse_args(raw: impl Iterator<Item = String>) -> Result<Args, String> {
             "--conns" => args.conns = Some(num("--conns", value()?)?),
             "--dwell-ms" => args.dwell = Duration::from_millis(num("--dwell-ms", value()?)?),
             "--server-options" => args.server_options = Some(value()?),
+            "--services" => args.services = num("--services", value()?)?,
             "--mode" => {
                 args.mode = match value()?.as_str() {
                     "runtime" => "runtime",
@@ -110,6 +118,9 @@ fn parse_args(raw: impl Iterator<Item = String>) -> Result<Args, String> {
     }
     if args.rate == 0 {
         return Err("--rate must be at least 1".into());
+    }
+    if args.services == 0 {
+        return Err("--services must be at least 1".into());
     }
     if args.conns == Some(0) {
         return Err("--conns must be at least 1".into());
@@ -253,10 +264,20 @@ async fn read_report(path: &Path, deploy_id: &str) -> Result<Value, String> {
 
 /// Deploys `image` through the control API, waits for the end, and reads its report.
 async fn deploy(client: &Client, reports: &Path, image: &str) -> Result<Figures, String> {
+    deploy_to(client, reports, "web", image).await
+}
+
+/// Deploys `image` to `service`, as `deploy`.
+async fn deploy_to(
+    client: &Client,
+    reports: &Path,
+    service: &str,
+    image: &str,
+) -> Result<Figures, String> {
     let t0 = Instant::now();
     // From JSON so that optional fields added to the API later keep their defaults.
     let req: DeployRequest =
-        serde_json::from_value(serde_json::json!({ "service": "web", "image": image }))
+        serde_json::from_value(serde_json::json!({ "service": service, "image": image }))
             .map_err(|e| format!("deploy request: {e}"))?;
     let accepted = client
         .deploy(&req)
@@ -361,6 +382,9 @@ fn set_server_options(config: &Path, options: &str) -> Result<(), String> {
 }
 
 async fn run(args: Args) -> i32 {
+    if args.services > 1 {
+        return many::run(args).await;
+    }
     let wall = Instant::now();
     let stop = Arc::new(AtomicBool::new(false));
     {
