@@ -134,14 +134,7 @@ async fn run(addr: SocketAddr, secs: u64, conns: usize, rate: Option<u32>) -> Ru
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    let arg = |name: &str, default: u64| -> u64 {
-        support::cli_arg(name)
-            .map(|v| {
-                v.parse()
-                    .unwrap_or_else(|_| panic!("{name} takes a number"))
-            })
-            .unwrap_or(default)
-    };
+    let arg = support::cli_num;
     let (secs, conns, rate) = (
         arg("--secs", 10),
         arg("--conns", 10) as usize,

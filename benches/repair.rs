@@ -18,14 +18,7 @@ use support::env::TestEnv;
 use support::images::ImageOpts;
 use support::load::Load;
 
-fn arg(name: &str, default: u64) -> u64 {
-    support::cli_arg(name)
-        .map(|v| {
-            v.parse()
-                .unwrap_or_else(|_| panic!("{name} needs a number, got {v:?}"))
-        })
-        .unwrap_or(default)
-}
+use support::cli_num as arg;
 
 fn repairs(d: &Daemon) -> usize {
     d.reports().iter().filter(|r| r["kind"] == "repair").count()

@@ -13,37 +13,17 @@
 mod support;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use support::daemon::{Daemon, ServiceOpts};
+use support::daemon::Daemon;
 use support::env::TestEnv;
 use support::images::ImageOpts;
 use support::load::Load;
 use support::streams::{Life, StreamClients};
 
-async fn wait_open(clients: &StreamClients, release: &str, want: usize) {
-    let until = Instant::now() + Duration::from_secs(30);
-    while clients.open_on(release) < want {
-        assert!(
-            Instant::now() < until,
-            "{} of {want} streams open on {release}; failures: {:?}",
-            clients.open_on(release),
-            clients.failures()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    let arg = |name: &str, default: u64| -> u64 {
-        support::cli_arg(name)
-            .map(|v| {
-                v.parse()
-                    .unwrap_or_else(|_| panic!("{name} takes a number"))
-            })
-            .unwrap_or(default)
-    };
+    let arg = support::cli_num;
     let (ws, sse, swaps) = (
         arg("--ws", 200) as usize,
         arg("--sse", 50) as usize,
@@ -59,21 +39,15 @@ async fn main() {
         env.image("1", &ImageOpts::default()),
         env.image("2", &ImageOpts::default()),
     ];
-    let config = env.config(&ServiceOpts {
-        top: format!(
-            "stream_budget_secs = {}\nclose_spread_secs = {}\ndrain_notice = \"SIGUSR1\"\n",
-            budget_ms / 1000,
-            spread_ms / 1000
-        ),
-        env: vec![("DRAIN_ENDS", "sse".to_string())],
-        ..Default::default()
-    });
+    let config = env.config(&support::streams::service_opts(budget_ms, spread_ms));
     let daemon = Arc::new(Daemon::start(env.dir.path(), &config));
     daemon.deploy_ok(&images[0]);
     let addr = env.haproxy.frontends["web"];
     let load = Load::start_with_rate(addr, 4, "/", Some(rate));
     let clients = StreamClients::start(addr, ws, sse);
-    wait_open(&clients, "1", ws + sse).await;
+    clients
+        .wait_open("1", ws + sse, Duration::from_secs(30))
+        .await;
     eprintln!("bench streams: {ws} WebSockets and {sse} event streams open on 1, HTTP at {rate} req/s; budget {budget_ms} ms, spread {spread_ms} ms");
 
     let marker = load.mark();
@@ -83,7 +57,9 @@ async fn main() {
         let d = daemon.clone();
         let image = images[((k + 1) % 2) as usize].clone();
         support::blocking(move || d.deploy_ok(&image)).await;
-        wait_open(&clients, &new, ws + sse).await;
+        clients
+            .wait_open(&new, ws + sse, Duration::from_secs(30))
+            .await;
         let report = daemon
             .reports()
             .into_iter()

@@ -6,9 +6,8 @@
 
 mod support;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use support::daemon::ServiceOpts;
 use support::env::TestEnv;
 use support::images::ImageOpts;
 use support::load::Load;
@@ -24,33 +23,16 @@ async fn streams_outlive_the_budget_then_come_back_on_the_new_release_without_a_
     let mut env = TestEnv::new("streams");
     let v1 = env.image("1", &ImageOpts::default());
     let v2 = env.image("2", &ImageOpts::default());
-    let config = env.config(&ServiceOpts {
-        top: format!(
-            "stream_budget_secs = {}\nclose_spread_secs = {}\ndrain_notice = \"SIGUSR1\"\n",
-            BUDGET_MS / 1000,
-            SPREAD_MS / 1000
-        ),
-        // the app ends its event streams itself when told; its WebSockets it leaves to us
-        env: vec![("DRAIN_ENDS", "sse".to_string())],
-        ..Default::default()
-    });
+    let config = env.config(&support::streams::service_opts(BUDGET_MS, SPREAD_MS));
     let daemon = support::daemon::Daemon::start(env.dir.path(), &config);
     daemon.deploy_ok(&v1);
 
     let addr = env.haproxy.frontends["web"];
     let load = Load::start_with_rate(addr, 4, "/", Some(200));
     let clients = StreamClients::start(addr, WS, SSE);
-    let until = Instant::now() + Duration::from_secs(20);
-    while clients.open_on("1") < WS + SSE {
-        assert!(
-            Instant::now() < until,
-            "{} of {} streams open on 1; failures: {:?}",
-            clients.open_on("1"),
-            WS + SSE,
-            clients.failures()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    clients
+        .wait_open("1", WS + SSE, Duration::from_secs(20))
+        .await;
     let marker = load.mark();
 
     let d = std::sync::Arc::new(daemon);
@@ -58,17 +40,9 @@ async fn streams_outlive_the_budget_then_come_back_on_the_new_release_without_a_
     let v = v2.clone();
     support::blocking(move || dd.deploy_ok(&v)).await;
     // every client back on 2
-    let until = Instant::now() + Duration::from_secs(10);
-    while clients.open_on("2") < WS + SSE {
-        assert!(
-            Instant::now() < until,
-            "{} of {} streams back on 2; failures: {:?}",
-            clients.open_on("2"),
-            WS + SSE,
-            clients.failures()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    clients
+        .wait_open("2", WS + SSE, Duration::from_secs(10))
+        .await;
     let failed = load.failed_since(&marker);
     let requests = load.requests_since(&marker);
     let stats = load.stop().await;

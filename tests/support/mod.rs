@@ -22,6 +22,16 @@ pub fn cli_arg(name: &str) -> Option<String> {
         .cloned()
 }
 
+/// The number after flag `name` on the command line (a bench's), or `default`.
+pub fn cli_num(name: &str, default: u64) -> u64 {
+    cli_arg(name)
+        .map(|v| {
+            v.parse()
+                .unwrap_or_else(|_| panic!("{name} needs a number, got {v:?}"))
+        })
+        .unwrap_or(default)
+}
+
 /// Runs `docker ARGS`, failing the test with what it said when it fails.
 pub fn docker(args: &[&str]) {
     let out = std::process::Command::new("docker")

@@ -89,6 +89,20 @@ impl StreamClients {
             .count()
     }
 
+    /// Waits until `want` streams are open on `release`, failing after `limit` with how many are.
+    pub async fn wait_open(&self, release: &str, want: usize, limit: Duration) {
+        let until = std::time::Instant::now() + limit;
+        while self.open_on(release) < want {
+            assert!(
+                std::time::Instant::now() < until,
+                "{} of {want} streams open on {release}; failures: {:?}",
+                self.open_on(release),
+                self.failures()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     pub fn failures(&self) -> Vec<String> {
         self.failures.lock().unwrap().clone()
     }
@@ -249,4 +263,19 @@ fn release_in(text: &str) -> Option<String> {
     let at = text.find("\"release\":\"")? + "\"release\":\"".len();
     let end = text[at..].find('"')?;
     Some(text[at..at + end].to_string())
+}
+
+/// A service's `[services.NAME]` lines and container env for the streams test and bench: the
+/// stream budget and close window (whole seconds), SIGUSR1 as the drain notice, and a test app
+/// that ends its event streams itself when told and leaves its WebSockets to hotswapd.
+pub fn service_opts(budget_ms: u64, spread_ms: u64) -> super::daemon::ServiceOpts {
+    super::daemon::ServiceOpts {
+        top: format!(
+            "stream_budget_secs = {}\nclose_spread_secs = {}\ndrain_notice = \"SIGUSR1\"\n",
+            budget_ms / 1000,
+            spread_ms / 1000
+        ),
+        env: vec![("DRAIN_ENDS", "sse".to_string())],
+        ..Default::default()
+    }
 }
