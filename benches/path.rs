@@ -1,6 +1,6 @@
 //! `scripts/bench path [--secs S] [--conns C] [--rate R] [--reach direct|published]`: the
 //! request path. One release
-//! deployed by hotswapd (release build), reached as `--reach` says (default: published, as
+//! deployed by hotswapd (release build), reached as `--reach` says (default: direct, as
 //! hotswapd's default); the same keep-alive
 //! client (C connections, default 10) runs S seconds (default 10) against the container itself
 //! (the address HAProxy has for it) and then through HAProxy's frontend, flat out and then paced
@@ -142,9 +142,9 @@ async fn main() {
     );
     let mut env = TestEnv::new("path");
     let v1 = env.image("1", &ImageOpts::default());
-    // --reach published (the default): HAProxy reaches the container through a port Docker
-    // publishes on 127.0.0.1 (docker-proxy); direct: at its address on its network
-    let reach = support::cli_arg("--reach").unwrap_or_else(|| "published".into());
+    // --reach direct (the default): HAProxy reaches the container at its address on its network;
+    // published: through a port Docker publishes on 127.0.0.1 (docker-proxy)
+    let reach = support::cli_arg("--reach").unwrap_or_else(|| "direct".into());
     let config = env.config(&ServiceOpts {
         container: format!("reach = \"{reach}\""),
         ..Default::default()

@@ -39,11 +39,17 @@ pub fn docker_events(registry: Arc<Registry>, docker: Arc<Docker>) -> tokio::tas
             first = false;
             while let Some(event) = events.next().await {
                 match event {
-                    Ok((service, action)) => {
+                    Ok((service, action, id)) => {
                         wait = Duration::from_secs(1);
                         tracing::debug!(service, action, "docker event");
                         if let Some(h) = registry.handle(&service) {
-                            h.nudge();
+                            // `kill` is any signal (a drain notice, a code reload): only `die`
+                            // says the container is gone (`oom` may name a child process)
+                            if action == "die" && !id.is_empty() {
+                                h.died(&id);
+                            } else {
+                                h.nudge();
+                            }
                             if action != "start" {
                                 tokio::spawn(async move {
                                     let mut slept = Duration::ZERO;

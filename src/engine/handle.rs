@@ -72,6 +72,8 @@ pub struct ServiceHandle {
     view: watch::Sender<ServiceView>,
     /// Where the queue is journaled; None in unit tests.
     queue_file: Option<PathBuf>,
+    /// Containers Docker said died (its `die` event) since the walker last looked.
+    died: Mutex<Vec<String>>,
 }
 
 impl ServiceHandle {
@@ -111,6 +113,7 @@ impl ServiceHandle {
             drift: Notify::new(),
             view: watch::Sender::new(view),
             queue_file,
+            died: Mutex::new(Vec::new()),
         })
     }
 
@@ -228,6 +231,23 @@ impl ServiceHandle {
     /// Asks the walker to compare what runs with the record (see `drift`).
     pub fn nudge(&self) {
         self.drift.notify_one();
+    }
+
+    /// Docker said container `id` died: the walker's next look takes it as dead at once, before
+    /// Docker's list shows it exited (a moment that grows on a loaded host), and its server goes
+    /// out of HAProxy with the repair.
+    pub fn died(&self, id: &str) {
+        {
+            let mut died = self.died.lock().expect("died lock");
+            if died.len() < 256 && !died.iter().any(|d| d == id) {
+                died.push(id.to_string());
+            }
+        }
+        self.nudge();
+    }
+
+    pub(super) fn take_died(&self) -> Vec<String> {
+        std::mem::take(&mut *self.died.lock().expect("died lock"))
     }
 
     pub(super) async fn drifted(&self) {

@@ -67,6 +67,10 @@ impl<S: Steps, P: Reporter> Walker<S, P> {
     pub(super) async fn supervise(&mut self) {
         tracing::debug!(service = self.steps.service(), "looking at what runs");
         self.repairs.next_try = None;
+        let died = self.book.handle.take_died();
+        if !died.is_empty() {
+            self.steps.died(died);
+        }
         if !self.book.record.leftovers.is_empty() {
             self.steps.tidy(&mut self.book).await;
         }

@@ -9,12 +9,12 @@ use super::docker_errors::chain;
 
 impl Docker {
     /// The life events (start, die, OOM, kill, health status) of the containers labelled
-    /// `hotswap.instance=<instance>`, as (service label, action). The stream ends when Docker
+    /// `hotswap.instance=<instance>`, as (service label, action, container id). The stream ends when Docker
     /// goes away; the caller subscribes again.
     pub fn container_events(
         &self,
         instance: &str,
-    ) -> impl futures_util::Stream<Item = Result<(String, String), String>> + use<> {
+    ) -> impl futures_util::Stream<Item = Result<(String, String, String), String>> + use<> {
         let filters = HashMap::from([
             ("type".to_string(), vec!["container".to_string()]),
             (
@@ -35,12 +35,16 @@ impl Docker {
         let endpoint = self.endpoint.clone();
         self.client.events(Some(options)).map(move |e| match e {
             Ok(m) => {
-                let service = m
-                    .actor
-                    .and_then(|a| a.attributes)
+                let actor = m.actor.unwrap_or_default();
+                let service = actor
+                    .attributes
                     .and_then(|mut a| a.remove(super::LABEL_SERVICE))
                     .unwrap_or_default();
-                Ok((service, m.action.unwrap_or_default()))
+                Ok((
+                    service,
+                    m.action.unwrap_or_default(),
+                    actor.id.unwrap_or_default(),
+                ))
             }
             Err(e) => Err(format!("Docker at {endpoint}: {}", chain(&e))),
         })

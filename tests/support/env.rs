@@ -26,9 +26,10 @@ ids=$(docker ps -aq --filter "label=hotswap.instance=$instance")
 for tag in "$@"; do docker rmi "$tag"; done
 "#;
 
-/// `defaults` lines for `with_redispatch`.
-pub const REDISPATCH: &str =
-    "    retries 3\n    option redispatch 1\n    retry-on conn-failure empty-response\n";
+/// `defaults` lines for `with_redispatch`: a request a dead container refused, dropped or never
+/// answered the connect of is sent to another server; a connect on the host's bridge takes well
+/// under a millisecond, so 250 ms is long enough to say the address is dead.
+pub const REDISPATCH: &str = "    retries 3\n    option redispatch 1\n    retry-on conn-failure empty-response\n    timeout connect 250ms\n";
 
 impl TestEnv {
     pub fn new(name: &str) -> TestEnv {

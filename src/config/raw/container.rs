@@ -284,12 +284,13 @@ impl Container {
                 return Err(ctx.invalid(format!("{ck}.network"), format!("{n:?}: {why}")));
             }
         }
-        // published by default: a dead container's network address answers nothing, so until
-        // hotswapd takes its server out, HAProxy's connects to it wait for `timeout connect`
-        // (a published port refuses them at once); see config.example.toml
+        // direct by default: no docker-proxy on the request path. A dead container's address
+        // answers nothing, so its server goes out of HAProxy on Docker's `die` event, and
+        // HAProxy's `timeout connect` bounds the wait of what was sent to it meanwhile (see
+        // config.example.toml); a published port refuses at once
         let publish = match self.reach.as_deref() {
-            Some("direct") => false,
-            None | Some("published") => true,
+            None | Some("direct") => false,
+            Some("published") => true,
             Some(other) => {
                 return Err(ctx.invalid(
                     format!("{ck}.reach"),

@@ -179,6 +179,9 @@ pub trait Steps: Send {
     async fn reconcile(&mut self, _ledger: &mut dyn Ledger) -> Result<Vec<Dead>, StepError> {
         Ok(Vec::new())
     }
+    /// Containers Docker said died: the next `reconcile` takes them as dead even while Docker's
+    /// list still shows them running.
+    fn died(&mut self, _ids: Vec<String>) {}
     /// Replaces a part of the current release that does not serve: a fresh container of the
     /// same release (or the local server started again), gated, put in the load balancer,
     /// journaled as current; the dead one removed. Returns the replacement.

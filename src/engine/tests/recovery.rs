@@ -60,7 +60,7 @@ async fn recovery_puts_the_current_release_back_after_haproxy_lost_it() {
 
 #[tokio::test]
 async fn recovery_follows_a_current_container_to_its_new_address() {
-    let r = Rig::with("container = { reach = \"direct\" }");
+    let r = Rig::new();
     let mut w = r.started().await;
     r.deploy(&mut w, "1").await;
     let id = r.current_container();
@@ -81,7 +81,7 @@ async fn recovery_follows_a_current_container_to_its_new_address() {
 
 #[tokio::test]
 async fn recovery_follows_a_published_container_to_its_new_host_port() {
-    let r = Rig::new();
+    let r = Rig::with("container = { reach = \"published\" }");
     let mut w = r.started().await;
     r.deploy(&mut w, "1").await;
     let id = r.current_container();
@@ -120,10 +120,10 @@ async fn a_dead_current_container_is_replaced_at_start_up_and_the_repair_reporte
             .contains_key(&dead),
         "the dead one is removed"
     );
-    let port = r.docker.state.lock().unwrap().containers[&new].host_port;
+    let ip = r.docker.state.lock().unwrap().containers[&new].ip.clone();
     assert_eq!(
-        r.haproxy.server("hs-d1").unwrap().port,
-        port,
+        r.haproxy.server("hs-d1").unwrap().addr,
+        ip,
         "HAProxy follows it"
     );
     assert_eq!(r.haproxy.serving(), vec!["hs-d1"]);
@@ -315,4 +315,25 @@ async fn a_journal_written_by_hotswap_0_1_is_recovered() {
     assert_eq!(journal.schema, crate::engine::journal::JOURNAL_SCHEMA);
     assert_eq!(journal.current.unwrap().members().len(), 2);
     assert_eq!(journal.history.len(), 2);
+}
+
+#[tokio::test]
+async fn a_container_docker_said_died_is_repaired_while_its_list_still_shows_it_running() {
+    let r = Rig::new();
+    let mut w = r.started().await;
+    r.deploy(&mut w, "1").await;
+    let dead = r.current_container();
+    // the list says running (Docker's lag after `die`); a look without the event sees nothing
+    w.supervise().await;
+    assert_eq!(r.current_container(), dead);
+    r.handle.died(&dead);
+    w.supervise().await;
+    assert_eq!(w.health.0, State::Serving);
+    assert_ne!(r.current_container(), dead, "replaced on the event alone");
+    let report = r.reporter.all().pop().unwrap();
+    assert_eq!((report.kind, report.result), ("repair", "success"));
+    // the event is taken once: the replacement is left alone
+    let now = r.current_container();
+    w.supervise().await;
+    assert_eq!(r.current_container(), now);
 }

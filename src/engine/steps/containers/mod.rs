@@ -48,6 +48,8 @@ pub struct Containers<R, B, H> {
     prober: H,
     /// What the gate or the drain waits on now, shown by the walker.
     activity: Activity,
+    /// Containers Docker said died, for the next reconcile.
+    died: Vec<String>,
 }
 
 /// Builds the balancer of a service from its settings (again after a config reload changes them).
@@ -80,6 +82,7 @@ impl<R: Runtime, B: Balancer, H: Prober> Containers<R, B, H> {
             secrets: parts.secrets,
             prober: parts.prober,
             activity: Activity::default(),
+            died: Vec::new(),
         }
     }
 
@@ -277,7 +280,12 @@ impl<R: Runtime, B: Balancer, H: Prober> Steps for Containers<R, B, H> {
     }
 
     async fn reconcile(&mut self, ledger: &mut dyn Ledger) -> Result<Vec<Dead>, StepError> {
-        self.reconcile_current(ledger).await
+        let died = std::mem::take(&mut self.died);
+        self.reconcile_current(ledger, &died).await
+    }
+
+    fn died(&mut self, ids: Vec<String>) {
+        self.died.extend(ids);
     }
 
     async fn repair(&mut self, ledger: &mut dyn Ledger, dead: &Dead) -> Result<Part, StepError> {

@@ -16,6 +16,7 @@ impl<R: Runtime, B: Balancer, H: Prober> Containers<R, B, H> {
     pub(super) async fn reconcile_current(
         &self,
         ledger: &mut dyn Ledger,
+        died: &[String],
     ) -> Result<Vec<Dead>, StepError> {
         let found = self.containers().await?;
         let current = ledger.record().current.clone();
@@ -43,7 +44,7 @@ impl<R: Runtime, B: Balancer, H: Prober> Containers<R, B, H> {
             let mut moved = false;
             for (index, m) in cur.members().into_iter().enumerate() {
                 match found.iter().find(|f| f.id == m.container_id) {
-                    Some(f) if f.running && !f.unhealthy => {
+                    Some(f) if f.running && !f.unhealthy && !died.contains(&f.id) => {
                         let mut m = m;
                         let now = if self.settings.container.options.publish {
                             f.host_port.map(|p| ("127.0.0.1".to_string(), p))
@@ -72,9 +73,15 @@ impl<R: Runtime, B: Balancer, H: Prober> Containers<R, B, H> {
                                 .unwrap_or_default(),
                             None => Death::default(),
                         };
+                        // Docker said it died, though its list may still say running
+                        let f = f.map(|f| Found {
+                            running: f.running && !died.contains(&f.id),
+                            ..f.clone()
+                        });
+                        let why = why_dead(f.as_ref(), &death);
                         dead.push(Dead {
                             index,
-                            why: why_dead(f, &death),
+                            why,
                             part: Part::Container(m),
                             death,
                         });
