@@ -120,7 +120,7 @@ impl Balancer for Haproxy {
                 }
                 // a replacement at the same address (Docker gives a freed address out again)
                 // finds the server marked down by HAProxy's checks of the dead one
-                if moved || !s.up {
+                if moved || !s.up || server.fresh {
                     // HAProxy's checks found the old address dead; the new one passed our gate.
                     // Its checks go on and take it out again if it fails them (a server
                     // without checks answers that it has none, which is fine).

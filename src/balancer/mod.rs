@@ -23,6 +23,10 @@ pub struct ServerSpec {
     pub port: u16,
     /// The weight it is added with (HAProxy's default, 1, when None).
     pub weight: Option<u16>,
+    /// A new container behind a server that served another one (a repair): its health is
+    /// forced up, since HAProxy's checks may still be judging the dead one (a check sent to a
+    /// dead address before the replacement took it fails a second later).
+    pub fresh: bool,
 }
 
 /// A server's cumulative counters from `show stat`.

@@ -141,6 +141,7 @@ fn member_spec(r: &Replica, weight: Option<u16>) -> ServerSpec {
         addr: r.addr.clone(),
         port: r.host_port,
         weight,
+        fresh: false,
     }
 }
 

@@ -7,6 +7,7 @@
 
 use super::{member_spec, Containers};
 use crate::balancer::Balancer;
+use crate::balancer::ServerSpec;
 use crate::clock::now_ms;
 use crate::engine::error::StepError;
 use crate::engine::phase::Replica;
@@ -54,7 +55,10 @@ impl<R: Runtime, B: Balancer, H: Prober> Containers<R, B, H> {
             self.gate_members(std::slice::from_ref(&member), &release, deadline)
                 .await?;
             self.balancer
-                .put_in(&member_spec(&member, None))
+                .put_in(&ServerSpec {
+                    fresh: true,
+                    ..member_spec(&member, None)
+                })
                 .await
                 .map_err(StepError::haproxy(format!(
                     "putting {} back in HAProxy",
