@@ -36,6 +36,7 @@ pub struct Metrics {
     swap_seconds: HistogramVec,
     phase_seconds: HistogramVec,
     swap_failed_requests: IntCounterVec,
+    drained_streams: IntCounterVec,
     repairs: IntCounterVec,
     canary_steps: IntCounterVec,
     canary_error_ratio: GaugeVec,
@@ -141,6 +142,12 @@ impl Metrics {
                 "Requests HAProxy counted as failed on the service's backend during swaps",
                 &["service"],
             ),
+            drained_streams: counter(
+                &r,
+                "hotswap_drained_streams_total",
+                "Long-lived streams on releases being replaced, by how they ended: by themselves (the app or the client) or closed by hotswapd after the stream budget",
+                &["service", "end"],
+            ),
             repairs: counter(
                 &r,
                 "hotswap_repairs_total",
@@ -220,6 +227,13 @@ impl Metrics {
             self.swap_failed_requests
                 .with_label_values(&[service])
                 .inc_by(n);
+        }
+        if let Some(c) = report.streams {
+            for (end, n) in [("ended", c.ended), ("closed", c.closed)] {
+                self.drained_streams
+                    .with_label_values(&[service, end])
+                    .inc_by(n);
+            }
         }
         if report.result == "success" {
             self.last_success
@@ -323,7 +337,11 @@ mod tests {
             previous_image: None,
             failed_requests: Some(2),
             images_reclaimed_bytes: None,
-            streams: None,
+            streams: Some(crate::engine::StreamCounts {
+                open: 5,
+                ended: 1,
+                closed: 4,
+            }),
             signalled_ms: None,
             canary: None,
             repair: None,
@@ -376,6 +394,8 @@ mod tests {
             "hotswap_swaps_total{result=\"failure\",service=\"web\"} 2",
             "hotswap_repairs_total{result=\"success\",service=\"web\"} 1",
             "hotswap_swap_failed_requests_total{service=\"web\"} 6",
+            "hotswap_drained_streams_total{end=\"closed\",service=\"web\"} 12",
+            "hotswap_drained_streams_total{end=\"ended\",service=\"web\"} 3",
             "hotswap_swap_phase_duration_seconds_count{phase=\"starting\",service=\"web\"} 3",
             "hotswap_swap_duration_seconds_bucket{result=\"success\",service=\"web\",le=\"0.5\"} 1",
             "hotswap_canary_steps_total{service=\"web\",verdict=\"aborted\"} 1",

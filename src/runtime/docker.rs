@@ -26,6 +26,8 @@ pub struct Docker {
     pub(super) endpoint: String,
     /// Credentials, deadline and disk room for pulls (`[registry]`).
     pub(super) pulls: std::sync::Arc<super::pull::Pulls>,
+    /// Container creates and starts in flight at once, across services (experiment).
+    pub(super) starts: std::sync::Arc<tokio::sync::Semaphore>,
 }
 
 /// Where bollard looks for the engine: the configured socket, else DOCKER_HOST, else its default.
@@ -55,6 +57,13 @@ impl Docker {
             client,
             endpoint: endpoint(socket),
             pulls: Default::default(),
+            starts: std::sync::Arc::new(tokio::sync::Semaphore::new(
+                std::env::var("HOTSWAP_CONCURRENT_STARTS")
+                    .ok()
+                    .and_then(|v| v.parse().ok())
+                    .filter(|n| *n > 0)
+                    .unwrap_or(tokio::sync::Semaphore::MAX_PERMITS),
+            )),
         };
         let client = docker
             .client
@@ -141,6 +150,7 @@ impl Runtime for Docker {
     }
 
     async fn start(&self, spec: &ContainerSpec) -> Result<Started, RuntimeError> {
+        let _permit = self.starts.acquire().await.ok();
         let port_key = format!("{}/tcp", spec.container_port);
         let o = &spec.options;
         let body = ContainerCreateBody {

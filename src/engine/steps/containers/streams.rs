@@ -19,9 +19,14 @@ use crate::engine::phase::{Replica, Swap};
 use crate::health::Prober;
 use crate::runtime::Runtime;
 
-/// How often the sessions themselves are read (`show sess`) while some are open; the count of
-/// them is read every `DRAIN_POLL`.
+/// How often the sessions themselves are read (`show sess`, every session HAProxy holds, so a
+/// long reply on a busy proxy) while some are open: at first often, since requests end within
+/// milliseconds, then less, since streams only wait on their budget. Their count is read every
+/// `DRAIN_POLL`.
 const SESSIONS_POLL: Duration = Duration::from_millis(100);
+const SESSIONS_POLL_MAX: Duration = Duration::from_secs(1);
+/// How often the count of sessions is read once only streams are left.
+const STREAMS_POLL: Duration = Duration::from_millis(100);
 /// Closes due within this much of each other go in one runtime API call.
 const CLOSE_TICK: Duration = Duration::from_millis(20);
 
@@ -32,7 +37,7 @@ impl<R: Runtime, B: Balancer, H: Prober> Containers<R, B, H> {
         let Some(notice) = &self.settings.streams.notice else {
             return;
         };
-        for m in old {
+        let notices = old.iter().map(|m| async move {
             let said = match notice {
                 DrainNotice::Signal(sig) => self
                     .runtime
@@ -52,9 +57,11 @@ impl<R: Runtime, B: Balancer, H: Prober> Containers<R, B, H> {
                     }
                 }
             };
-            if let Err(e) = said {
-                swap.warnings
-                    .push(format!("drain notice {notice} to {}: {e}", m.server));
+            said.map_err(|e| format!("drain notice {notice} to {}: {e}", m.server))
+        });
+        for r in futures_util::future::join_all(notices).await {
+            if let Err(e) = r {
+                swap.warnings.push(e);
             }
         }
     }
@@ -83,6 +90,7 @@ impl<R: Runtime, B: Balancer, H: Prober> Containers<R, B, H> {
         let mut read_at = now_ms();
         let mut known = false;
         let mut notified = false;
+        let mut every = SESSIONS_POLL;
         loop {
             let (in_flight, failed) = self.in_flight_on(&servers).await;
             let now = now_ms();
@@ -92,7 +100,8 @@ impl<R: Runtime, B: Balancer, H: Prober> Containers<R, B, H> {
             }
             let fresh = now >= read_at;
             if fresh {
-                read_at = now + ms(SESSIONS_POLL);
+                read_at = now + ms(every);
+                every = (every * 3 / 2).min(SESSIONS_POLL_MAX);
                 match self.balancer.sessions().await {
                     Ok(all) => {
                         let ours: Vec<_> = all
@@ -122,7 +131,7 @@ impl<R: Runtime, B: Balancer, H: Prober> Containers<R, B, H> {
             let requests_done = waiting == 0 || now >= requests_until;
             let may_end = known && requests_done && (open.is_empty() || now >= streams_until);
             if may_end && !fresh {
-                // decide on a fresh reading of the sessions, not one up to SESSIONS_POLL old
+                // decide on a fresh reading of the sessions, not an old one
                 read_at = now;
                 continue;
             }
@@ -147,7 +156,13 @@ impl<R: Runtime, B: Balancer, H: Prober> Containers<R, B, H> {
                 }));
                 break;
             }
-            tokio::time::sleep(DRAIN_POLL).await;
+            // requests end within milliseconds; streams only wait on their budget
+            tokio::time::sleep(if known && requests_done {
+                STREAMS_POLL
+            } else {
+                DRAIN_POLL
+            })
+            .await;
         }
         if !notified {
             self.notify_old(swap, old).await;
