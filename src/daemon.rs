@@ -35,7 +35,8 @@ pub async fn run(settings: Settings, config_path: PathBuf) -> anyhow::Result<()>
         Docker::connect(d.docker_socket.as_deref())
             .await
             .context("hotswapd needs the Docker engine")?
-            .with_registry(settings.registry.clone()),
+            .with_registry(settings.registry.clone())
+            .with_concurrent_starts(d.concurrent_starts),
     );
     let identity = Arc::new(identity(&settings).await);
     let outbox = match &settings.report.sqs_queue_url {

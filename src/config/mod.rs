@@ -115,6 +115,8 @@ pub struct DaemonSettings {
     pub inbox_dir: Option<PathBuf>,
     /// How often every service is looked at even when no event came (a backstop).
     pub sweep: Duration,
+    /// Container creates and starts Docker is asked for at once, across services.
+    pub concurrent_starts: usize,
     /// Image archives on this host are taken only from these directories.
     pub archive_dirs: Vec<PathBuf>,
     pub access: AccessSettings,

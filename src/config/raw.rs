@@ -64,6 +64,7 @@ struct Daemon {
     docker_socket: Option<PathBuf>,
     inbox_dir: Option<PathBuf>,
     sweep_secs: Option<u64>,
+    concurrent_starts: Option<usize>,
     archive_dirs: Option<Vec<PathBuf>>,
     reports_max_mb: Option<u64>,
     reports_keep: Option<usize>,
@@ -295,7 +296,13 @@ impl Config {
                 )
             })?),
         };
+        let concurrent_starts = positive(
+            &ctx,
+            "daemon.concurrent_starts".into(),
+            d.concurrent_starts.unwrap_or(4) as u64,
+        )? as usize;
         let daemon = DaemonSettings {
+            concurrent_starts,
             reports_rotation: crate::config::Rotation {
                 max_bytes: reports_max_mb << 20,
                 keep: reports_keep,

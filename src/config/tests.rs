@@ -360,3 +360,17 @@ fn stream_settings_are_read_and_bad_ones_named() {
         );
     }
 }
+
+#[test]
+fn concurrent_starts_defaults_to_four_and_zero_is_refused() {
+    assert_eq!(parse(MINIMAL).unwrap().daemon.concurrent_starts, 4);
+    let two = parse(&format!("[daemon]\nconcurrent_starts = 2\n{MINIMAL}")).unwrap();
+    assert_eq!(two.daemon.concurrent_starts, 2);
+    let err = parse(&format!("[daemon]\nconcurrent_starts = 0\n{MINIMAL}"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("daemon.concurrent_starts") && err.contains("greater than 0"),
+        "{err}"
+    );
+}

@@ -26,7 +26,8 @@ pub struct Docker {
     pub(super) endpoint: String,
     /// Credentials, deadline and disk room for pulls (`[registry]`).
     pub(super) pulls: std::sync::Arc<super::pull::Pulls>,
-    /// Container creates and starts in flight at once, across services (experiment).
+    /// Container creates and starts in flight at once, across services
+    /// (`[daemon] concurrent_starts`).
     pub(super) starts: std::sync::Arc<tokio::sync::Semaphore>,
 }
 
@@ -58,11 +59,7 @@ impl Docker {
             endpoint: endpoint(socket),
             pulls: Default::default(),
             starts: std::sync::Arc::new(tokio::sync::Semaphore::new(
-                std::env::var("HOTSWAP_CONCURRENT_STARTS")
-                    .ok()
-                    .and_then(|v| v.parse().ok())
-                    .filter(|n| *n > 0)
-                    .unwrap_or(tokio::sync::Semaphore::MAX_PERMITS),
+                tokio::sync::Semaphore::MAX_PERMITS,
             )),
         };
         let client = docker
@@ -72,6 +69,15 @@ impl Docker {
             .await
             .map_err(|e| RuntimeError::Connect(docker.said(&e)))?;
         Ok(Docker { client, ..docker })
+    }
+
+    /// At most `n` container creates and starts at once, whatever the service: twenty at once
+    /// on 2 cores took longer each than four at a time (README, Performance).
+    pub fn with_concurrent_starts(self, n: usize) -> Docker {
+        Docker {
+            starts: std::sync::Arc::new(tokio::sync::Semaphore::new(n.max(1))),
+            ..self
+        }
     }
 
     /// An engine error as text; one that never reached the engine names where it was looked for.
