@@ -192,3 +192,21 @@ async fn a_drain_with_no_stream_reports_none_and_sends_an_http_notice() {
         .collect();
     assert_eq!(notices.len(), 1, "{:?}", r.calls.all());
 }
+
+#[tokio::test]
+async fn sessions_that_cannot_be_read_leave_the_drain_budget_and_one_warning() {
+    let r = Rig::new();
+    let mut w = r.started().await;
+    r.deploy(&mut w, "1").await;
+    r.in_flight("hs-d1", 30);
+    r.haproxy.state.lock().unwrap().failing.insert("sessions");
+    let s = r.deploy(&mut w, "2").await;
+    assert_eq!(s.phase, Phase::Succeeded);
+    let said: Vec<_> = s
+        .warnings
+        .iter()
+        .filter(|w| w.contains("reading HAProxy's sessions"))
+        .collect();
+    assert_eq!(said.len(), 1, "{:?}", s.warnings);
+    assert_eq!(s.streams, None);
+}

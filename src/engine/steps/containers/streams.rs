@@ -91,6 +91,7 @@ impl<R: Runtime, B: Balancer, H: Prober> Containers<R, B, H> {
         let mut known = false;
         let mut notified = false;
         let mut every = SESSIONS_POLL;
+        let mut sessions_failed: Option<String> = None;
         loop {
             let (in_flight, failed) = self.in_flight_on(&servers).await;
             let now = now_ms();
@@ -117,9 +118,19 @@ impl<R: Runtime, B: Balancer, H: Prober> Containers<R, B, H> {
                         seen.extend(open.iter().cloned());
                         known = true;
                     }
-                    Err(e) => swap
-                        .warnings
-                        .push(format!("reading HAProxy's sessions: {e}")),
+                    Err(e) => {
+                        // no stream can be told apart: whatever is in flight is a request, and
+                        // the drain budget is what it gets (said once in the report)
+                        if sessions_failed.is_none() {
+                            swap.warnings.push(format!(
+                                "reading HAProxy's sessions: {e}; what was in flight got the drain budget"
+                            ));
+                        }
+                        sessions_failed = Some(e.to_string());
+                        open.clear();
+                        waiting = 0;
+                        known = true;
+                    }
                 }
             }
             if !notified {
@@ -199,6 +210,7 @@ impl<R: Runtime, B: Balancer, H: Prober> Containers<R, B, H> {
         let window = ms(self.settings.streams.close_spread).min(deadline.saturating_sub(start));
         let due = spread(ids, window, start);
         let mut closed = 0u64;
+        let mut failed: Option<(usize, String)> = None;
         let mut next = 0;
         while next < due.len() {
             let now = now_ms();
@@ -214,12 +226,20 @@ impl<R: Runtime, B: Balancer, H: Prober> Containers<R, B, H> {
             next += batch.len();
             match self.balancer.shutdown_sessions(&batch).await {
                 Ok(n) => closed += n as u64,
-                Err(e) => swap.warnings.push(format!("closing streams: {e}")),
+                Err(e) => {
+                    let n = failed.as_ref().map_or(0, |f| f.0) + batch.len();
+                    failed = Some((n, e.to_string()));
+                }
             }
             self.activity.set(format!(
                 "draining: closed {closed} stream(s) of {}, {} s of the close window left",
                 due.len(),
                 (start + window).saturating_sub(now_ms()).div_ceil(1000)
+            ));
+        }
+        if let Some((n, e)) = failed {
+            swap.warnings.push(format!(
+                "closing {n} stream(s) failed (they end when the old container stops): {e}"
             ));
         }
         closed
