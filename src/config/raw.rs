@@ -9,6 +9,7 @@ use serde::Deserialize;
 use super::*;
 use crate::engine::phase::RampStep;
 
+mod aws;
 mod container;
 mod hooks;
 mod ramp;
@@ -392,60 +393,11 @@ impl Config {
             imds_endpoint,
             region: r.region,
         };
-        let g = self.registry;
-        let defaults = RegistrySettings::default();
-        if let Some((i, h)) = g
-            .ecr_registries
-            .iter()
-            .enumerate()
-            .find(|(_, h)| h.is_empty() || h.contains(['/', ' ']))
-        {
-            return Err(ctx.invalid(
-                format!("registry.ecr_registries[{i}]"),
-                format!("{h:?}: expected a registry host such as 123456789012.dkr.ecr.eu-west-1.amazonaws.com"),
-            ));
-        }
-        let registry = RegistrySettings {
-            auth_file: g.auth_file,
-            ecr_registries: g.ecr_registries,
-            ecr_region: g.ecr_region,
-            pull_timeout: match g.pull_timeout_secs {
-                None => defaults.pull_timeout,
-                Some(s) => std::time::Duration::from_secs(positive(
-                    &ctx,
-                    "registry.pull_timeout_secs".into(),
-                    s,
-                )?),
-            },
-            min_free_disk_mb: g.min_free_disk_mb.unwrap_or(defaults.min_free_disk_mb),
-        };
-        let cloudformation = match self.cloudformation {
-            None => None,
-            Some(c) => {
-                for (key, value) in [("stack", &c.stack), ("resource", &c.resource)] {
-                    if value.is_empty() || value.contains(char::is_whitespace) {
-                        return Err(ctx.invalid(
-                            format!("cloudformation.{key}"),
-                            format!("{value:?}: expected a stack name or a logical resource id"),
-                        ));
-                    }
-                }
-                let poll = c.poll_secs.unwrap_or(15);
-                if !(1..=3600).contains(&poll) {
-                    return Err(ctx.invalid(
-                        "cloudformation.poll_secs",
-                        format!("{poll}: expected 1 to 3600 seconds"),
-                    ));
-                }
-                Some(MetadataWatchSettings {
-                    stack: c.stack,
-                    resource: c.resource,
-                    key: c.key.unwrap_or_else(|| "hotswap".into()),
-                    region: c.region.or_else(|| report.region.clone()),
-                    poll: std::time::Duration::from_secs(poll),
-                })
-            }
-        };
+        let registry = aws::registry_settings(&ctx, self.registry)?;
+        let cloudformation = self
+            .cloudformation
+            .map(|c| aws::cloudformation_settings(&ctx, c, report.region.clone()))
+            .transpose()?;
         Ok(Settings {
             source: path.to_owned(),
             daemon,

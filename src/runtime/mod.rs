@@ -2,6 +2,7 @@
 
 pub mod archive;
 mod docker;
+mod docker_create;
 mod docker_endpoint;
 mod docker_errors;
 mod docker_events;
