@@ -12,6 +12,8 @@ mod support;
 
 use std::time::Duration;
 
+use hotswap::clock::now_ms;
+
 use support::fleet::Fleet;
 use support::load::Load;
 
@@ -89,11 +91,4 @@ async fn main() {
     eprintln!("stack-update exited with {}", out.status);
     drop(fleet);
     println!("hosts={hosts} succeeded={succeeded} failed_requests={failed} deploy_ms={deploy_ms} detect_ms={detect_ms}");
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64
 }

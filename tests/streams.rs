@@ -11,7 +11,7 @@ use std::time::Duration;
 use support::env::TestEnv;
 use support::images::ImageOpts;
 use support::load::Load;
-use support::streams::{now_ms, Kind, StreamClients};
+use support::streams::{Kind, StreamClients};
 
 const WS: usize = 200;
 const SSE: usize = 50;
@@ -115,6 +115,5 @@ async fn streams_outlive_the_budget_then_come_back_on_the_new_release_without_a_
     assert_eq!(streams["open"], (WS + SSE) as u64, "{report}");
     assert_eq!(streams["ended"], SSE as u64, "{report}");
     assert_eq!(streams["closed"], WS as u64, "{report}");
-    assert!(now_ms() >= last);
     drop(d);
 }

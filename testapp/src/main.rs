@@ -616,11 +616,7 @@ fn serve_conn(state: &State, mut stream: TcpStream) {
         match stream.read(&mut tmp) {
             Ok(0) => return, // peer closed
             Ok(n) => buf.extend_from_slice(&tmp[..n]),
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted
-                ) => {}
+            Err(e) if is_timeout(&e) => {}
             Err(_) => return,
         }
     }
@@ -640,12 +636,16 @@ fn linger_close(stream: &mut TcpStream) {
         match stream.read(&mut tmp) {
             Ok(0) => break,
             Ok(_) => {}
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted
-                ) => {}
+            Err(e) if is_timeout(&e) => {}
             Err(_) => break,
         }
     }
+}
+
+/// A read that timed out (the TICK) or was interrupted: nothing happened, look again.
+fn is_timeout(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted
+    )
 }

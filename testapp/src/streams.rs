@@ -2,11 +2,11 @@
 //! (`GET /events`). Each holds its connection's thread until the peer leaves, the app shuts
 //! down (SIGTERM), or a drain notice ends the kinds `DRAIN_ENDS` names.
 
-use std::io::{ErrorKind, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use super::{linger_close, Request, State};
+use super::{is_timeout, linger_close, Request, State};
 
 /// How often an SSE stream sends `data: tick`.
 const TICK_EVERY: Duration = Duration::from_millis(500);
@@ -91,13 +91,6 @@ fn sse(state: &State, stream: &mut TcpStream) {
             Err(_) => return,
         }
     }
-}
-
-fn is_timeout(e: &std::io::Error) -> bool {
-    matches!(
-        e.kind(),
-        ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted
-    )
 }
 
 fn accept_key(key: &str) -> String {

@@ -14,6 +14,8 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use hotswap::clock::now_ms;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
     Ws,
@@ -39,13 +41,6 @@ pub struct StreamClients {
     lives: Arc<Mutex<Vec<Life>>>,
     /// Attempts to open a stream that failed (connect, handshake, first message).
     failures: Arc<Mutex<Vec<String>>>,
-}
-
-pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64
 }
 
 /// How long opening a stream (connect, handshake, first message) may take.

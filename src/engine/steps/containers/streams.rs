@@ -12,7 +12,7 @@ use std::time::Duration;
 use super::drain::DRAIN_POLL;
 use super::Containers;
 use crate::balancer::Balancer;
-use crate::clock::{now_ms, UnixMs};
+use crate::clock::{ms, now_ms, UnixMs};
 use crate::config::DrainNotice;
 use crate::engine::instance::StreamCounts;
 use crate::engine::phase::{Replica, Swap};
@@ -244,10 +244,6 @@ impl<R: Runtime, B: Balancer, H: Prober> Containers<R, B, H> {
         }
         closed
     }
-}
-
-fn ms(d: Duration) -> u64 {
-    d.as_millis() as u64
 }
 
 /// When each of `ids` is closed: the window cut in one slot per stream, a random instant in each
