@@ -44,11 +44,12 @@ pub async fn run(settings: Settings, config_path: PathBuf) -> anyhow::Result<()>
             let outbox = Arc::new(
                 Outbox::open(&d.state_dir.join("outbox")).context("opening the report outbox")?,
             );
-            let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
-            if let Some(region) = &settings.report.region {
-                loader = loader.region(aws_config::Region::new(region.clone()));
-            }
-            let client = aws_sdk_sqs::Client::new(&loader.load().await);
+            let conf = crate::sdk::config(
+                settings.report.region.as_deref(),
+                crate::sdk::Deadlines::CALL,
+            )
+            .await;
+            let client = aws_sdk_sqs::Client::new(&conf);
             let sender = SqsSender {
                 client,
                 queue_url: url.clone(),

@@ -28,12 +28,21 @@ pub fn append_line(path: &Path, line: &str) -> std::io::Result<()> {
     use std::os::unix::fs::FileExt;
     static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    use std::os::unix::fs::OpenOptionsExt;
     let mut f = std::fs::OpenOptions::new()
         .create(true)
         .read(true)
         .append(true)
+        .custom_flags(libc::O_NONBLOCK)
         .open(path)?;
-    let before = f.metadata()?.len();
+    let meta = f.metadata()?;
+    if !meta.file_type().is_file() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("{} is not a regular file", path.display()),
+        ));
+    }
+    let before = meta.len();
     let mut buf = Vec::with_capacity(line.len() + 2);
     if before > 0 {
         let mut last = [0u8; 1];
@@ -67,6 +76,73 @@ pub fn open_regular(path: &Path) -> std::io::Result<std::fs::File> {
         ));
     }
     Ok(f)
+}
+
+/// The largest pidfile read: a pid and a newline.
+pub const PIDFILE_MAX_BYTES: u64 = 4096;
+/// The largest config file read (hotswap's, HAProxy's, Docker's config.json).
+pub const CONFIG_MAX_BYTES: u64 = 16 << 20;
+
+/// Reads a whole state file that another process could have replaced: only a regular file
+/// (never blocking on a FIFO, never reading a device such as `/dev/zero`), and at most `limit`
+/// bytes. A larger file is an `InvalidData` error naming the limit: nothing is read past it.
+pub fn read_bounded(path: &Path, limit: u64) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let f = open_regular(path)?;
+    let len = f.metadata()?.len();
+    if len > limit {
+        return Err(too_large(path, limit));
+    }
+    let mut bytes = Vec::with_capacity(len as usize);
+    f.take(limit + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > limit {
+        // it grew while being read
+        return Err(too_large(path, limit));
+    }
+    Ok(bytes)
+}
+
+/// `read_bounded` as UTF-8 text.
+pub fn read_bounded_string(path: &Path, limit: u64) -> std::io::Result<String> {
+    String::from_utf8(read_bounded(path, limit)?).map_err(|_| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("{} is not UTF-8 text", path.display()),
+        )
+    })
+}
+
+fn too_large(path: &Path, limit: u64) -> std::io::Error {
+    std::io::Error::new(
+        std::io::ErrorKind::InvalidData,
+        format!(
+            "{} is larger than {} bytes, more than this file can hold",
+            path.display(),
+            limit
+        ),
+    )
+}
+
+/// Whether an error from `read_bounded` says the file itself is wrong (not a regular file, too
+/// large, not text), as opposed to one that may pass (a permission, an I/O error).
+pub fn is_damaged(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::InvalidInput | std::io::ErrorKind::InvalidData
+    ) || e.raw_os_error() == Some(libc::ELOOP)
+}
+
+/// Moves a damaged state file aside (`<name>.damaged-<unix ms>`), keeping it for the operator;
+/// returns where it went.
+pub fn move_aside(path: &Path) -> std::io::Result<std::path::PathBuf> {
+    let mut name = path.as_os_str().to_owned();
+    name.push(format!(".damaged-{}", crate::clock::now_ms()));
+    let to = std::path::PathBuf::from(name);
+    std::fs::rename(path, &to)?;
+    if let Some(dir) = path.parent() {
+        let _ = std::fs::File::open(dir).and_then(|d| d.sync_all());
+    }
+    Ok(to)
 }
 
 /// Hex sha256 of a file, read in chunks off the async runtime.
@@ -110,6 +186,34 @@ mod tests {
         let file = dir.path().join("ok");
         std::fs::write(&file, b"x").unwrap();
         assert!(open_regular(&file).is_ok());
+    }
+
+    #[test]
+    fn read_bounded_refuses_devices_fifos_and_files_past_the_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let zero = dir.path().join("journal.json");
+        std::os::unix::fs::symlink("/dev/zero", &zero).unwrap();
+        let e = read_bounded(&zero, 1 << 20).unwrap_err();
+        assert!(
+            is_damaged(&e) && e.to_string().contains("not a regular file"),
+            "{e}"
+        );
+        let fifo = dir.path().join("queue.json");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        assert!(is_damaged(&read_bounded(&fifo, 10).unwrap_err()));
+        let big = dir.path().join("big");
+        std::fs::write(&big, vec![b'x'; 11]).unwrap();
+        let e = read_bounded(&big, 10).unwrap_err();
+        assert!(
+            is_damaged(&e) && e.to_string().contains("larger than 10 bytes"),
+            "{e}"
+        );
+        assert_eq!(read_bounded(&big, 11).unwrap().len(), 11);
+        let missing = read_bounded(&dir.path().join("missing"), 10).unwrap_err();
+        assert_eq!(missing.kind(), std::io::ErrorKind::NotFound);
+        assert!(!is_damaged(&missing));
+        let aside = move_aside(&fifo).unwrap();
+        assert!(!fifo.exists() && aside.to_string_lossy().contains("queue.json.damaged-"));
     }
 
     #[test]

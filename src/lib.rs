@@ -16,5 +16,6 @@ pub mod journald;
 pub mod registry;
 pub mod report;
 pub mod runtime;
+pub mod sdk;
 pub mod systemd;
 pub mod watchers;

@@ -227,8 +227,7 @@ impl Balancer for Haproxy {
             path: path.display().to_string(),
             message,
         };
-        let text = tokio::fs::read_to_string(path)
-            .await
+        let text = crate::fsutil::read_bounded_string(path, crate::fsutil::CONFIG_MAX_BYTES)
             .map_err(|e| err(e.to_string()))?;
         let lines: Vec<String> = servers.iter().map(|s| self.server_line(s)).collect();
         let new = rewrite_managed_block(&text, self.backend(), &lines).map_err(err)?;
@@ -274,9 +273,11 @@ impl Balancer for Haproxy {
             }
             Some(ReloadVia::MasterSocket(socket)) => self.master_reload(socket).await?,
             Some(ReloadVia::Signal { pidfile, signal }) => {
-                let text = tokio::fs::read_to_string(pidfile).await.map_err(|e| {
-                    BalancerError::Reload(format!("reading pidfile {}: {e}", pidfile.display()))
-                })?;
+                let text =
+                    crate::fsutil::read_bounded_string(pidfile, crate::fsutil::PIDFILE_MAX_BYTES)
+                        .map_err(|e| {
+                        BalancerError::Reload(format!("reading pidfile {}: {e}", pidfile.display()))
+                    })?;
                 let pid: i32 = text
                     .split_whitespace()
                     .next()

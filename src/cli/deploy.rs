@@ -298,6 +298,15 @@ pub fn outcome(status: &DeployStatus, json: bool) -> Exit {
         }
     }
     match (status.finished, status.status(), status.phase()) {
+        (true, "reported", _) if status.result() == Some("success") => {
+            if !json {
+                println!(
+                    "deploy {} to {} succeeded (from its report)",
+                    status.deploy_id, status.service
+                );
+            }
+            Exit::Ok
+        }
         (true, _, Some("succeeded")) => {
             if !json {
                 let took = status

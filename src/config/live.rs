@@ -101,7 +101,7 @@ pub async fn check(settings: &Settings) -> Vec<Finding> {
         found.push(finding(what, servers));
         if let (Some(file), SwitchMode::Runtime) = (&h.config_file, h.switch) {
             let what = format!("service {}: balance of backend {:?}", s.name, h.backend);
-            let result = match std::fs::read_to_string(file) {
+            let result = match crate::fsutil::read_bounded_string(file, crate::fsutil::CONFIG_MAX_BYTES) {
                 Err(e) => Err(format!("reading {}: {e}", file.display())),
                 Ok(text) => match balance_of(&text, &h.backend) {
                     None => Ok("not set (roundrobin)".into()),

@@ -380,10 +380,11 @@ pub struct HaproxySettings {
 
 impl Settings {
     pub fn load(path: &Path) -> Result<Settings, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
+        let text = crate::fsutil::read_bounded_string(path, crate::fsutil::CONFIG_MAX_BYTES)
+            .map_err(|source| ConfigError::Read {
+                path: path.to_owned(),
+                source,
+            })?;
         Settings::parse(&text, path)
     }
 

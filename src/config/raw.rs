@@ -207,6 +207,46 @@ fn hostname() -> String {
         .unwrap_or_else(|| "localhost".to_string())
 }
 
+/// A path the daemon opens must mean the same wherever it runs: relative, it would resolve
+/// against the working directory (`/` under systemd, something else from a shell).
+fn absolute(ctx: &Ctx, key: impl Into<String>, p: &Path) -> Result<(), ConfigError> {
+    use std::os::unix::ffi::OsStrExt;
+    let key = key.into();
+    if p.as_os_str().as_bytes().contains(&0) {
+        return Err(ctx.invalid(key, "holds a NUL byte: not a path"));
+    }
+    if !p.is_absolute() {
+        return Err(ctx.invalid(
+            key,
+            format!(
+                "{}: must be an absolute path (a relative one would resolve against the daemon's working directory, / under systemd)",
+                p.display()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Every path `[daemon]` takes, checked before any is used.
+fn check_daemon_paths(ctx: &Ctx, d: &Daemon) -> Result<(), ConfigError> {
+    let paths = [
+        ("daemon.socket", &d.socket),
+        ("daemon.state_dir", &d.state_dir),
+        ("daemon.reports_file", &d.reports_file),
+        ("daemon.docker_socket", &d.docker_socket),
+    ];
+    for (key, p) in paths {
+        if let Some(p) = p {
+            absolute(ctx, key, p)?;
+        }
+    }
+    // an empty inbox_dir turns the inbox off
+    match &d.inbox_dir {
+        Some(p) if !p.as_os_str().is_empty() => absolute(ctx, "daemon.inbox_dir", p),
+        _ => Ok(()),
+    }
+}
+
 /// Names go into container names, HAProxy server names and file names: keep them plain.
 fn is_plain_name(s: &str) -> bool {
     !s.is_empty()
@@ -242,6 +282,7 @@ impl Config {
     pub(super) fn validate(self, path: &Path) -> Result<Settings, ConfigError> {
         let ctx = Ctx { path };
         let d = self.daemon;
+        check_daemon_paths(&ctx, &d)?;
         let state_dir = d
             .state_dir
             .unwrap_or_else(|| PathBuf::from("/var/lib/hotswap"));
@@ -262,15 +303,8 @@ impl Config {
         let archive_dirs = d
             .archive_dirs
             .unwrap_or_else(|| vec![state_dir.join("archives")]);
-        if let Some((i, dir)) = archive_dirs
-            .iter()
-            .enumerate()
-            .find(|(_, p)| !p.is_absolute())
-        {
-            return Err(ctx.invalid(
-                format!("daemon.archive_dirs[{i}]"),
-                format!("{}: must be an absolute path", dir.display()),
-            ));
+        for (i, dir) in archive_dirs.iter().enumerate() {
+            absolute(&ctx, format!("daemon.archive_dirs[{i}]"), dir)?;
         }
         let reports_max_mb = d.reports_max_mb.unwrap_or(10);
         if !(1..=10_240).contains(&reports_max_mb) {

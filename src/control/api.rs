@@ -191,7 +191,15 @@ impl DeployStatus {
     }
 
     pub fn reason(&self) -> Option<&str> {
-        self.state.pointer("/swap/reason").and_then(|v| v.as_str())
+        self.state
+            .pointer("/swap/reason")
+            .or_else(|| self.state.get("reason"))
+            .and_then(|v| v.as_str())
+    }
+
+    /// For a deploy known only from its report: "success", "failure" or "superseded".
+    pub fn result(&self) -> Option<&str> {
+        self.state.get("result").and_then(|v| v.as_str())
     }
 
     /// For a superseded deploy: the deploy that replaced it.

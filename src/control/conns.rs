@@ -26,7 +26,6 @@ use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
-use tokio::net::UnixStream;
 use tokio::sync::{watch, Notify, Semaphore};
 use tokio::time::Instant;
 
@@ -37,7 +36,7 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Descriptors left to the engine whatever the socket does.
 pub const ENGINE_FDS: u64 = 512;
 /// A request's headers must arrive within this (hyper's own timer).
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// What a connection told to close gets to finish a response in progress.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
 /// 503s being written at once; past this a refused connection is just closed.
@@ -51,6 +50,8 @@ pub type Reply = Response<Full<Bytes>>;
 pub struct Bounds {
     pub max_connections: usize,
     pub idle_timeout: Duration,
+    /// A request's headers must arrive within this of its first byte (or of the connection).
+    pub header_timeout: Duration,
 }
 
 impl Bounds {
@@ -59,6 +60,7 @@ impl Bounds {
         Bounds {
             max_connections: bound_for_nofile(nofile),
             idle_timeout: IDLE_TIMEOUT,
+            header_timeout: HEADER_READ_TIMEOUT,
         }
     }
 
@@ -246,8 +248,9 @@ impl Ticket {
 
 /// Serves one admitted connection with `handle`, until the client closes it, it is idle too
 /// long, or it gives way.
-pub async fn serve<F, Fut>(ticket: Ticket, stream: UnixStream, handle: F)
+pub async fn serve<S, F, Fut>(ticket: Ticket, stream: S, handle: F)
 where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     F: Fn(Request<Incoming>) -> Fut + Send + Clone + 'static,
     Fut: Future<Output = Reply> + Send + 'static,
 {
@@ -263,7 +266,7 @@ where
     });
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(hyper_util::rt::TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .header_read_timeout(ticket.table.bounds.header_timeout)
         .serve_connection(TokioIo::new(stream), svc);
     tokio::pin!(conn);
     let why = tokio::select! {
@@ -281,7 +284,10 @@ where
 }
 
 /// Answers a connection that found every other one busy: 503 with the reason, then closed.
-pub async fn refuse(table: &Table, stream: UnixStream) {
+pub async fn refuse<S>(table: &Table, stream: S)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let Ok(_permit) = table.refusing.clone().try_acquire_owned() else {
         return;
     };

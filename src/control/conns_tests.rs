@@ -2,11 +2,13 @@
 //! a connection counts as idle.
 
 use super::*;
+use tokio::net::UnixStream;
 
 fn table(max: usize) -> Arc<Table> {
     Table::new(Bounds {
         max_connections: max,
         idle_timeout: Duration::from_millis(200),
+        header_timeout: HEADER_READ_TIMEOUT,
     })
 }
 

@@ -8,8 +8,8 @@ use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
 use hyper::{Method, Request, Response, StatusCode};
 
-use super::conns::Reply;
-use super::server::{error, READ_TIMEOUT};
+use super::conns::{Admission, Bounds, Reply, Table};
+use super::server::error;
 use crate::registry::Registry;
 
 /// `GET /metrics`: Prometheus' text format.
@@ -28,42 +28,65 @@ pub(super) async fn metrics(shared: &Registry) -> Reply {
         .expect("a valid response")
 }
 
+/// Connections the metrics listener holds at once.
+const METRICS_CONNECTIONS: usize = 32;
+
+/// The bounds of the metrics listener, which may face a network: fewer connections than the
+/// control socket, and shorter patience with idle or slow ones (a scrape is one quick request).
+fn metrics_bounds() -> Bounds {
+    Bounds {
+        max_connections: METRICS_CONNECTIONS,
+        idle_timeout: Duration::from_secs(5),
+        header_timeout: Duration::from_secs(5),
+    }
+}
+
 /// `[daemon] metrics_listen`: `GET /metrics` (and nothing else) over TCP, for a Prometheus that
-/// cannot reach the socket. At most 16 connections at once; headers within 10 s.
+/// cannot reach the socket. Connections are held in a table like the control socket's
+/// (`conns.rs`): at most `METRICS_CONNECTIONS`, closed after 5 s idle, headers within 5 s, and
+/// at the bound the connection idle the longest (one that sent nothing, or is still trickling
+/// its headers) gives way to the new one, so a scraper is answered however many idle or slow
+/// connections others hold open.
 pub async fn serve_metrics(
     shared: Arc<Registry>,
     addr: std::net::SocketAddr,
 ) -> std::io::Result<tokio::task::JoinHandle<()>> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     tracing::info!(%addr, "serving metrics over TCP");
-    let slots = Arc::new(tokio::sync::Semaphore::new(16));
+    let table = Table::new(metrics_bounds());
     Ok(tokio::spawn(async move {
         loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
+            let stream = match listener.accept().await {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    // out of descriptors, most likely: let closing connections give theirs back
+                    tracing::debug!(error = %e, "metrics listener: accept failed");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    continue;
+                }
             };
-            let Ok(slot) = slots.clone().try_acquire_owned() else {
-                continue; // dropped: a scraper retries
-            };
-            let shared = shared.clone();
-            tokio::spawn(async move {
-                let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+            let _ = stream.set_nodelay(true);
+            match table.admit(tokio::time::Instant::now()) {
+                Admission::Admitted(ticket) => {
                     let shared = shared.clone();
-                    async move {
-                        Ok::<_, std::convert::Infallible>(match (req.method(), req.uri().path()) {
-                            (&Method::GET, "/metrics") => metrics(&shared).await,
-                            _ => error(StatusCode::NOT_FOUND, "only GET /metrics here"),
-                        })
-                    }
-                });
-                let conn = hyper::server::conn::http1::Builder::new()
-                    .timer(hyper_util::rt::TokioTimer::new())
-                    .header_read_timeout(READ_TIMEOUT)
-                    .serve_connection(hyper_util::rt::TokioIo::new(stream), svc);
-                let _ = tokio::time::timeout(Duration::from_secs(60), conn).await;
-                drop(slot);
-            });
+                    tokio::spawn(super::conns::serve(ticket, stream, move |req| {
+                        let shared = shared.clone();
+                        async move { route(&shared, &req).await }
+                    }));
+                }
+                Admission::Busy => {
+                    let table = table.clone();
+                    tokio::spawn(async move { super::conns::refuse(&table, stream).await });
+                }
+                Admission::Shed => drop(stream),
+            }
         }
     }))
+}
+
+async fn route(shared: &Registry, req: &Request<Incoming>) -> Reply {
+    match (req.method(), req.uri().path()) {
+        (&Method::GET, "/metrics") => metrics(shared).await,
+        _ => error(StatusCode::NOT_FOUND, "only GET /metrics here"),
+    }
 }

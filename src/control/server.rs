@@ -19,6 +19,7 @@ use super::api::{
 };
 use super::conns::{Admission, Bounds, Reply, Table, Ticket};
 use crate::engine::phase::Requester;
+use crate::engine::DeployState;
 use crate::intake::{self, Refusal};
 use crate::registry::Registry;
 
@@ -185,6 +186,7 @@ fn refused(r: Refusal) -> Reply {
         }
         Refusal::NotQueued(_) => StatusCode::INTERNAL_SERVER_ERROR,
         Refusal::Unavailable(_) => StatusCode::BAD_GATEWAY,
+        Refusal::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
     };
     error(status, r.to_string())
 }
@@ -366,17 +368,15 @@ async fn deploy_status(shared: &Registry, id: &str, query: &str) -> Reply {
     let Some(handle) = shared
         .handles()
         .into_iter()
-        .find(|h| h.view().deploy(id).is_some())
+        .find(|h| h.deploy(id).is_some())
     else {
-        return error(
-            StatusCode::NOT_FOUND,
-            format!("no deploy {id:?} on this host"),
-        );
+        return reported(shared, id).await;
     };
     let mut rx = handle.subscribe();
     let until = tokio::time::Instant::now() + wait.unwrap_or_default();
     loop {
-        let state = rx.borrow_and_update().deploy(id);
+        rx.borrow_and_update();
+        let state = handle.deploy(id);
         let Some(state) = state else {
             return error(
                 StatusCode::NOT_FOUND,
@@ -391,6 +391,42 @@ async fn deploy_status(shared: &Registry, id: &str, query: &str) -> Reply {
             _ => return json(StatusCode::OK, &DeployStatus::new(id, &handle.name, &state)),
         }
     }
+}
+
+/// A deploy no service holds in memory (answered before a restart, or long ago): its report in
+/// the reports file says how it ended.
+async fn reported(shared: &Registry, id: &str) -> Reply {
+    let file = shared.reporter.file.clone();
+    let key = id.to_string();
+    let found = tokio::task::spawn_blocking(move || file.find_deploy(&key)).await;
+    let report = match found {
+        Ok(Ok(Some(r))) => r,
+        Ok(Ok(None)) => {
+            return error(
+                StatusCode::NOT_FOUND,
+                format!("no deploy {id:?} on this host"),
+            )
+        }
+        Ok(Err(e)) => {
+            return error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("looking for deploy {id:?} in the reports file: {e}"),
+            )
+        }
+        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    };
+    let text = |k: &str| report[k].as_str().map(String::from);
+    let state = match (text("result").as_deref(), text("superseded_by")) {
+        (Some("superseded"), Some(by)) => DeployState::Superseded { release: None, by },
+        _ => DeployState::Reported {
+            result: text("result").unwrap_or_default(),
+            phase_reached: text("phase_reached").unwrap_or_default(),
+            reason: text("reason"),
+            finished_ms: report["finished_ms"].as_u64().unwrap_or_default(),
+        },
+    };
+    let service = text("service").unwrap_or_default();
+    json(StatusCode::OK, &DeployStatus::new(id, &service, &state))
 }
 
 /// `GET /v1/history?service=NAME&limit=N`: the last N reports (swaps and repairs), newest

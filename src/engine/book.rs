@@ -227,6 +227,10 @@ impl<P: Reporter> Book<P> {
             reason = swap.reason.as_deref().unwrap_or(""),
             "swap finished"
         );
+        if swap.phase == Phase::Succeeded {
+            // the record is the engine's own again: what was found damaged is behind us
+            self.record.damaged.clear();
+        }
         self.record.finish();
         self.store_until_written().await;
         // the walker shows what is true now (serving, or degraded and why)

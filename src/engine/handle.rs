@@ -26,16 +26,31 @@ pub enum QueueError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("queue file {} is not valid: {source}", path.display())]
-    Corrupt {
-        path: PathBuf,
-        source: serde_json::Error,
-    },
     #[error("journaling the queue to {}: {source}", path.display())]
     Write {
         path: PathBuf,
         source: std::io::Error,
     },
+    /// Too many superseded deploys wait for their report: nothing new is accepted until they
+    /// are answered (a storm of releases is slowed down, never accepted and lost).
+    #[error("service {service:?} has {waiting} superseded deploys waiting for their report; try again in a moment")]
+    Full { service: String, waiting: usize },
+}
+
+/// Superseded deploys waiting for their report, at most (count; each is one release's worth of
+/// bytes, which intake bounds).
+pub const UNANSWERED_MAX: usize = 256;
+/// Answered deploys remembered in memory for `deploy --wait` (older ones are looked up in the
+/// reports file).
+const ANSWERED_KEPT: usize = 10_000;
+
+/// Superseded deploys: those still to be reported, and the answers given since start-up.
+#[derive(Debug, Default)]
+struct Answers {
+    unanswered: Vec<Superseded>,
+    /// deploy id → the deploy that superseded it, oldest first in `order`.
+    answered: std::collections::HashMap<String, String>,
+    order: VecDeque<String>,
 }
 
 /// Superseded deploys remembered for status queries.
@@ -58,6 +73,9 @@ pub enum Submitted {
 struct QueueFile {
     queued: Vec<Release>,
     superseded: Vec<Superseded>,
+    /// Superseded deploys whose report is not written yet (the answerer writes them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    unanswered: Vec<Superseded>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     maintenance: Option<Maintenance>,
 }
@@ -74,28 +92,82 @@ pub struct ServiceHandle {
     queue_file: Option<PathBuf>,
     /// Containers Docker said died (its `die` event) since the walker last looked.
     died: Mutex<Vec<String>>,
+    /// The queue file could not be read at start-up: moved aside, and why (for the walker to
+    /// journal and show).
+    damaged: Mutex<Option<String>>,
+    /// Locked after `queue` when both are.
+    answers: Mutex<Answers>,
+    /// Something was superseded: the answerer has work.
+    to_answer: Notify,
+}
+
+/// The largest queue file read back: one queued release and the superseded ones remembered.
+const QUEUE_MAX_BYTES: u64 = 16 << 20;
+
+/// Reads the queue file back. One that cannot be a queue (not a regular file, too large, not
+/// JSON of the queue's shape) is moved aside and the queue starts empty: the service is still
+/// supervised, and the note says what was found and where it went.
+fn read_queue(path: &std::path::Path) -> Result<(QueueFile, Option<String>), QueueError> {
+    let why = match crate::fsutil::read_bounded(path, QUEUE_MAX_BYTES) {
+        Ok(bytes) => match serde_json::from_slice(&bytes) {
+            Ok(q) => return Ok((q, None)),
+            Err(e) => format!("not a valid queue: {e}"),
+        },
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Ok((QueueFile::default(), None))
+        }
+        Err(e) if crate::fsutil::is_damaged(&e) => e.to_string(),
+        Err(source) => {
+            return Err(QueueError::Read {
+                path: path.to_owned(),
+                source,
+            })
+        }
+    };
+    let to = crate::fsutil::move_aside(path).map_err(|source| QueueError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    let note = format!(
+        "queue file {} was damaged ({why}); moved to {}, the releases it held are not run",
+        path.display(),
+        to.display()
+    );
+    tracing::error!(file = %path.display(), moved_to = %to.display(), error = %why, "queue file damaged; moved aside, supervision goes on");
+    Ok((QueueFile::default(), Some(note)))
+}
+
+impl Answers {
+    fn knows(&self, deploy_id: &str) -> bool {
+        self.answered.contains_key(deploy_id)
+            || self
+                .unanswered
+                .iter()
+                .any(|s| s.release.deploy_id == deploy_id)
+    }
+
+    fn remember(&mut self, deploy_id: &str, by: &str) {
+        if self
+            .answered
+            .insert(deploy_id.to_string(), by.to_string())
+            .is_none()
+        {
+            self.order.push_back(deploy_id.to_string());
+        }
+        while self.order.len() > ANSWERED_KEPT {
+            if let Some(old) = self.order.pop_front() {
+                self.answered.remove(&old);
+            }
+        }
+    }
 }
 
 impl ServiceHandle {
     /// A handle whose queue is journaled in `queue_file` (and read back from it).
     pub fn open(name: &str, queue_file: Option<PathBuf>) -> Result<ServiceHandle, QueueError> {
-        let saved: QueueFile = match &queue_file {
-            Some(path) => match std::fs::read(path) {
-                Ok(bytes) => {
-                    serde_json::from_slice(&bytes).map_err(|source| QueueError::Corrupt {
-                        path: path.clone(),
-                        source,
-                    })?
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => QueueFile::default(),
-                Err(source) => {
-                    return Err(QueueError::Read {
-                        path: path.clone(),
-                        source,
-                    })
-                }
-            },
-            None => QueueFile::default(),
+        let (saved, damaged) = match &queue_file {
+            Some(path) => read_queue(path)?,
+            None => (QueueFile::default(), None),
         };
         let view = ServiceView {
             service: name.to_string(),
@@ -114,7 +186,18 @@ impl ServiceHandle {
             view: watch::Sender::new(view),
             queue_file,
             died: Mutex::new(Vec::new()),
+            damaged: Mutex::new(damaged),
+            answers: Mutex::new(Answers {
+                unanswered: saved.unanswered,
+                ..Default::default()
+            }),
+            to_answer: Notify::new(),
         })
+    }
+
+    /// What was wrong with the queue file at start-up (moved aside, named), once.
+    pub(super) fn take_damaged(&self) -> Option<String> {
+        self.damaged.lock().expect("damaged lock").take()
     }
 
     pub fn new(name: &str) -> ServiceHandle {
@@ -125,6 +208,7 @@ impl ServiceHandle {
         &self,
         queue: &VecDeque<Release>,
         superseded: &[Superseded],
+        unanswered: &[Superseded],
         maintenance: Option<&Maintenance>,
     ) -> Result<(), QueueError> {
         let Some(path) = &self.queue_file else {
@@ -133,6 +217,7 @@ impl ServiceHandle {
         let file = QueueFile {
             queued: queue.iter().cloned().collect(),
             superseded: superseded.to_vec(),
+            unanswered: unanswered.to_vec(),
             maintenance: maintenance.cloned(),
         };
         let bytes = serde_json::to_vec_pretty(&file).expect("queue serializes");
@@ -145,30 +230,49 @@ impl ServiceHandle {
     /// Queues a release under the policy above. The release is journaled before this returns Ok.
     pub fn submit(&self, release: Release) -> Result<Submitted, QueueError> {
         let mut queue = self.queue.lock().expect("queue lock");
+        let mut answers = self.answers.lock().expect("answers lock");
         let deploy_id = release.deploy_id.clone();
         let view = self.view.borrow().clone();
-        if view.deploy(&deploy_id).is_some() {
+        if view.deploy(&deploy_id).is_some() || answers.knows(&deploy_id) {
             return Ok(Submitted::Existing { deploy_id });
+        }
+        if answers.unanswered.len() + queue.len() > UNANSWERED_MAX {
+            return Err(QueueError::Full {
+                service: self.name.clone(),
+                waiting: answers.unanswered.len(),
+            });
         }
         let now = now_ms();
         let mut superseded = view.superseded.clone();
+        let mut unanswered = answers.unanswered.clone();
         let replaced: Vec<Release> = queue.drain(..).collect();
         for r in &replaced {
-            superseded.push(Superseded {
+            let s = Superseded {
                 release: r.clone(),
                 by: deploy_id.clone(),
                 at_ms: now,
-            });
+            };
+            superseded.push(s.clone());
+            unanswered.push(s);
         }
         let extra = superseded.len().saturating_sub(SUPERSEDED_KEPT);
         superseded.drain(..extra);
-        let mut new_queue = VecDeque::from([release]);
-        if let Err(e) = self.save(&new_queue, &superseded, view.maintenance.as_ref()) {
+        let new_queue = VecDeque::from([release]);
+        if let Err(e) = self.save(
+            &new_queue,
+            &superseded,
+            &unanswered,
+            view.maintenance.as_ref(),
+        ) {
             // nothing changed: put the replaced releases back
-            new_queue.clear();
             queue.extend(replaced);
             return Err(e);
         }
+        if unanswered.len() > answers.unanswered.len() {
+            self.to_answer.notify_one();
+        }
+        answers.unanswered = unanswered;
+        drop(answers);
         *queue = new_queue;
         let queued: Vec<Release> = queue.iter().cloned().collect();
         self.view.send_modify(|v| {
@@ -210,11 +314,17 @@ impl ServiceHandle {
     /// Drops the release the walker took from the queue file, once its swap is journaled.
     pub(super) fn taken(&self, deploy_id: &str) {
         let queue = self.queue.lock().expect("queue lock");
+        let unanswered = self
+            .answers
+            .lock()
+            .expect("answers lock")
+            .unanswered
+            .clone();
         let (superseded, maintenance) = {
             let v = self.view.borrow();
             (v.superseded.clone(), v.maintenance.clone())
         };
-        if let Err(e) = self.save(&queue, &superseded, maintenance.as_ref()) {
+        if let Err(e) = self.save(&queue, &superseded, &unanswered, maintenance.as_ref()) {
             tracing::error!(service = %self.name, deploy_id, error = %e, "queue journal");
         }
     }
@@ -222,9 +332,83 @@ impl ServiceHandle {
     /// Journals maintenance mode on (Some) or off (None), then shows it.
     pub fn set_maintenance(&self, maintenance: Option<Maintenance>) -> Result<(), QueueError> {
         let queue = self.queue.lock().expect("queue lock");
+        let unanswered = self
+            .answers
+            .lock()
+            .expect("answers lock")
+            .unanswered
+            .clone();
         let superseded = self.view.borrow().superseded.clone();
-        self.save(&queue, &superseded, maintenance.as_ref())?;
+        self.save(&queue, &superseded, &unanswered, maintenance.as_ref())?;
         self.view.send_modify(|v| v.maintenance = maintenance);
+        Ok(())
+    }
+
+    /// Where a deploy is: what the view shows, else a superseded deploy waiting for its report
+    /// or answered since start-up. None: not known in memory (its report may be on disk).
+    pub fn deploy(&self, deploy_id: &str) -> Option<DeployState> {
+        if let Some(state) = self.view.borrow().deploy(deploy_id) {
+            return Some(state);
+        }
+        let answers = self.answers.lock().expect("answers lock");
+        if let Some(s) = answers
+            .unanswered
+            .iter()
+            .find(|s| s.release.deploy_id == deploy_id)
+        {
+            return Some(DeployState::Superseded {
+                release: Some(s.release.clone()),
+                by: s.by.clone(),
+            });
+        }
+        answers
+            .answered
+            .get(deploy_id)
+            .map(|by| DeployState::Superseded {
+                release: None,
+                by: by.clone(),
+            })
+    }
+
+    /// Waits until superseded deploys wait for their report, and returns the oldest (at most
+    /// `max`), still journaled as unanswered.
+    pub async fn unanswered(&self, max: usize) -> Vec<Superseded> {
+        loop {
+            let waiting: Vec<Superseded> = {
+                let answers = self.answers.lock().expect("answers lock");
+                answers.unanswered.iter().take(max).cloned().collect()
+            };
+            if !waiting.is_empty() {
+                return waiting;
+            }
+            self.to_answer.notified().await;
+        }
+    }
+
+    /// Superseded deploys whose report is written: journaled as answered (dropped from the
+    /// queue file), remembered for `deploy --wait`.
+    pub fn answered(&self, done: &[Superseded]) -> Result<(), QueueError> {
+        let queue = self.queue.lock().expect("queue lock");
+        let mut answers = self.answers.lock().expect("answers lock");
+        let left: Vec<Superseded> = answers
+            .unanswered
+            .iter()
+            .filter(|s| {
+                !done
+                    .iter()
+                    .any(|d| d.release.deploy_id == s.release.deploy_id)
+            })
+            .cloned()
+            .collect();
+        let (superseded, maintenance) = {
+            let v = self.view.borrow();
+            (v.superseded.clone(), v.maintenance.clone())
+        };
+        self.save(&queue, &superseded, &left, maintenance.as_ref())?;
+        answers.unanswered = left;
+        for d in done {
+            answers.remember(&d.release.deploy_id, &d.by);
+        }
         Ok(())
     }
 
@@ -310,7 +494,7 @@ mod tests {
         assert_eq!(
             v.deploy("a"),
             Some(DeployState::Superseded {
-                release: release("a"),
+                release: Some(release("a")),
                 by: "b".into()
             })
         );
@@ -365,6 +549,99 @@ mod tests {
         let v = h.view();
         assert_eq!(v.queued, vec![release("b")]);
         assert_eq!(v.superseded.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn every_superseded_deploy_waits_journaled_until_answered_and_a_full_backlog_refuses() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("web.json");
+        let h = ServiceHandle::open("web", Some(path.clone())).unwrap();
+        for i in 0..=UNANSWERED_MAX {
+            h.submit(release(&format!("r{i}"))).unwrap();
+        }
+        // r0..r255 superseded, r256 queued: one more would leave 257 unanswered
+        let err = h.submit(release("over")).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                QueueError::Full {
+                    waiting: UNANSWERED_MAX,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert!(err.to_string().contains("try again"), "{err}");
+        assert_eq!(
+            h.view().queued,
+            vec![release(&format!("r{UNANSWERED_MAX}"))]
+        );
+        // a restart still owes them their answers
+        drop(h);
+        let h = ServiceHandle::open("web", Some(path.clone())).unwrap();
+        let batch = h.unanswered(1000).await;
+        assert_eq!(batch.len(), UNANSWERED_MAX);
+        assert_eq!(batch[0].release.deploy_id, "r0");
+        assert_eq!(batch[0].by, "r1");
+        h.answered(&batch[..200]).unwrap();
+        // answered ones are still known, beyond the 50 the view keeps
+        assert_eq!(
+            h.deploy("r0"),
+            Some(DeployState::Superseded {
+                release: None,
+                by: "r1".into()
+            })
+        );
+        assert!(matches!(
+            h.deploy("r250"),
+            Some(DeployState::Superseded {
+                release: Some(_),
+                ..
+            })
+        ));
+        assert_eq!(
+            h.submit(release("r3")).unwrap(),
+            Submitted::Existing {
+                deploy_id: "r3".into()
+            },
+            "an answered deploy id is not run again"
+        );
+        h.submit(release("next")).unwrap();
+        drop(h);
+        let h = ServiceHandle::open("web", Some(path)).unwrap();
+        assert_eq!(h.unanswered(1000).await.len(), UNANSWERED_MAX - 200 + 1);
+    }
+
+    #[test]
+    fn a_damaged_queue_file_is_moved_aside_and_named() {
+        let dir = tempfile::tempdir().unwrap();
+        for (n, bytes) in [&b"{\"queued\": [tru"[..], &[0u8, 7, 255, 1][..]]
+            .iter()
+            .enumerate()
+        {
+            let path = dir.path().join(format!("web{n}.json"));
+            std::fs::write(&path, bytes).unwrap();
+            let h = ServiceHandle::open("web", Some(path.clone())).unwrap();
+            let note = h.take_damaged().unwrap();
+            assert!(
+                note.contains(&path.display().to_string()) && note.contains("moved to"),
+                "{note}"
+            );
+            assert!(!path.exists());
+            assert!(h.view().queued.is_empty());
+        }
+        let fifo = dir.path().join("fifo.json");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let h = ServiceHandle::open("web", Some(fifo)).unwrap();
+        assert!(h.take_damaged().unwrap().contains("not a regular file"));
+        let zero = dir.path().join("zero.json");
+        std::os::unix::fs::symlink("/dev/zero", &zero).unwrap();
+        let h = ServiceHandle::open("web", Some(zero.clone())).unwrap();
+        assert!(h.take_damaged().is_some());
+        assert!(
+            std::fs::symlink_metadata(&zero).is_err(),
+            "the link moved, not /dev/zero"
+        );
     }
 
     #[test]

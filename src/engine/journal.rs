@@ -11,6 +11,8 @@ use crate::fsutil::write_atomic;
 
 /// How many finished swaps a service remembers for `status`.
 const HISTORY: usize = 20;
+/// The largest journal read back: 20 swaps with their canary steps take well under 1 MiB.
+pub const JOURNAL_MAX_BYTES: u64 = 16 << 20;
 
 #[derive(Debug, Error)]
 pub enum JournalError {
@@ -29,6 +31,8 @@ pub enum JournalError {
         path: PathBuf,
         source: serde_json::Error,
     },
+    #[error("journal {path} cannot be a journal: {why}")]
+    Damaged { path: PathBuf, why: String },
     #[error("journal {path} has schema {found}, newer than this hotswapd reads ({JOURNAL_SCHEMA}): run the hotswapd that wrote it")]
     Newer { path: PathBuf, found: u32 },
 }
@@ -58,6 +62,10 @@ pub struct ServiceRecord {
     /// Containers a step could not remove (Docker did not answer): removed when it answers again.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub leftovers: Vec<Leftover>,
+    /// State files of this service found damaged and moved aside, each named with where it went:
+    /// the service shows degraded until a swap succeeds (the record is then the engine's own).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub damaged: Vec<String>,
 }
 
 /// A container of ours that should be gone and is not yet.
@@ -78,6 +86,7 @@ impl Default for ServiceRecord {
             swap: None,
             history: Vec::new(),
             leftovers: Vec::new(),
+            damaged: Vec::new(),
         }
     }
 }
@@ -121,7 +130,7 @@ impl Journal {
 
     pub fn load(&self, service: &str) -> Result<ServiceRecord, JournalError> {
         let path = self.path(service);
-        match std::fs::read(&path) {
+        match crate::fsutil::read_bounded(&path, JOURNAL_MAX_BYTES) {
             Ok(bytes) => {
                 let mut record: ServiceRecord =
                     serde_json::from_slice(&bytes).map_err(|source| JournalError::Corrupt {
@@ -138,8 +147,18 @@ impl Journal {
                 Ok(record)
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(ServiceRecord::default()),
+            Err(e) if crate::fsutil::is_damaged(&e) => Err(JournalError::Damaged {
+                path,
+                why: e.to_string(),
+            }),
             Err(source) => Err(JournalError::Read { path, source }),
         }
+    }
+
+    /// Moves the service's journal aside (it could not be read as one), keeping it for the
+    /// operator; returns where it went.
+    pub fn move_aside(&self, service: &str) -> std::io::Result<PathBuf> {
+        crate::fsutil::move_aside(&self.path(service))
     }
 
     pub fn store(&self, service: &str, record: &ServiceRecord) -> Result<(), JournalError> {

@@ -15,6 +15,7 @@ pub mod phase;
 pub mod recover;
 pub mod requester;
 pub mod steps;
+pub mod superseded;
 pub mod supervise;
 pub mod view;
 pub mod walker;

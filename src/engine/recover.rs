@@ -4,7 +4,7 @@
 
 use super::error::StepError;
 use super::handle::State;
-use super::journal::JournalError;
+use super::journal::{JournalError, ServiceRecord};
 use super::phase::{Event, Phase, Swap};
 use super::steps::Steps;
 use super::walker::Walker;
@@ -50,7 +50,19 @@ impl<S: Steps, P: Reporter> Walker<S, P> {
     /// Brings the service's swap to an end after a start.
     pub(super) async fn recover(&mut self) -> Result<(), RecoverError> {
         let name = self.steps.service().to_string();
-        self.book.record = self.book.journal.load(&name)?;
+        self.book
+            .publish(State::Recovering, Some("reading the journal".into()));
+        self.book.record = match self.book.journal.load(&name) {
+            Ok(record) => record,
+            Err(e @ (JournalError::Corrupt { .. } | JournalError::Damaged { .. })) => {
+                self.rebuilt(&name, &e).await?
+            }
+            Err(e) => return Err(e.into()),
+        };
+        if let Some(note) = self.book.handle.take_damaged() {
+            self.book.record.damaged.push(note);
+            self.book.store()?;
+        }
         self.book.publish(State::Recovering, None);
         // fail fast when Docker or HAProxy are not there; `run` retries
         self.steps.reachable().await?;
@@ -60,6 +72,51 @@ impl<S: Steps, P: Reporter> Walker<S, P> {
             self.walk(swap).await;
         }
         Ok(())
+    }
+
+    /// A journal that cannot be read as one: what serves is read from Docker and HAProxy
+    /// (which must answer first: until they do the damaged journal stays where it is), the
+    /// journal moved aside and a new one written naming it. Nothing serving is removed.
+    async fn rebuilt(
+        &mut self,
+        name: &str,
+        e: &JournalError,
+    ) -> Result<ServiceRecord, RecoverError> {
+        tracing::error!(service = name, error = %e, "journal damaged; rebuilding it from the containers and HAProxy");
+        self.book.publish(
+            State::Recovering,
+            Some(format!(
+                "{e}; rebuilding it from the containers and HAProxy"
+            )),
+        );
+        self.steps.reachable().await?;
+        let current = self.steps.observed_current().await?;
+        let to = self
+            .book
+            .journal
+            .move_aside(name)
+            .map_err(|source| JournalError::Write {
+                path: std::path::PathBuf::from(name),
+                source,
+            })?;
+        let found = match &current {
+            Some(c) => format!(
+                "rebuilt from the containers and HAProxy: {} ({}) serves",
+                c.release.image, c.release.deploy_id
+            ),
+            None => "nothing of this service was found serving to rebuild it from".into(),
+        };
+        tracing::warn!(service = name, moved_to = %to.display(), "{found}");
+        let mut record = ServiceRecord {
+            current,
+            ..ServiceRecord::default()
+        };
+        record
+            .damaged
+            .push(format!("{e}; moved to {}; {found}", to.display()));
+        self.book.record = record.clone();
+        self.book.store()?;
+        Ok(record)
     }
 
     async fn resumed(&mut self, swap: Swap) -> Swap {

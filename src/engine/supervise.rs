@@ -103,8 +103,11 @@ impl<S: Steps, P: Reporter> Walker<S, P> {
                 return;
             }
         }
+        let damaged = self.book.record.damaged.join("; ");
         self.health = match (&self.book.record.current, self.leftovers()) {
+            (None, _) if !damaged.is_empty() => (State::Down, Some(damaged)),
             (None, _) => (State::Down, Some("no release deployed yet".into())),
+            (Some(_), None) if !damaged.is_empty() => (State::Degraded, Some(damaged)),
             (Some(_), None) => (State::Serving, None),
             (Some(_), Some(left)) => (State::Degraded, Some(left)),
         };

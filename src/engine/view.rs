@@ -111,8 +111,17 @@ pub enum DeployState {
         swap: Swap,
     },
     Superseded {
-        release: Release,
+        /// None once only its answer is remembered (see `ServiceHandle::deploy`).
+        release: Option<Release>,
         by: String,
+    },
+    /// A deploy this host no longer holds in memory, as its report in the reports file says.
+    Reported {
+        /// "success", "failure" or "superseded".
+        result: String,
+        phase_reached: String,
+        reason: Option<String>,
+        finished_ms: u64,
     },
 }
 
@@ -120,7 +129,9 @@ impl DeployState {
     pub fn is_finished(&self) -> bool {
         matches!(
             self,
-            DeployState::Finished { .. } | DeployState::Superseded { .. }
+            DeployState::Finished { .. }
+                | DeployState::Superseded { .. }
+                | DeployState::Reported { .. }
         )
     }
 }
@@ -162,7 +173,7 @@ impl ServiceView {
             .rev()
             .find(|s| s.release.deploy_id == deploy_id)
             .map(|s| DeployState::Superseded {
-                release: s.release.clone(),
+                release: Some(s.release.clone()),
                 by: s.by.clone(),
             })
     }

@@ -41,8 +41,18 @@ impl<S: Steps, P: Reporter> Walker<S, P> {
 
     /// Recovers (retrying with backoff while Docker or HAProxy do not answer) and brings the
     /// current release back where it does not run, then swaps releases as they come, one at a
-    /// time, and supervises between them, for ever.
-    pub async fn run(mut self) {
+    /// time, and supervises between them, for ever. Beside it, in the same task (so both stop
+    /// together), superseded deploys are answered with their reports.
+    pub async fn run(self) {
+        let answer = super::superseded::answer(
+            self.book.handle.clone(),
+            self.book.reporter.clone(),
+            self.book.identity.clone(),
+        );
+        tokio::join!(answer, self.serve());
+    }
+
+    async fn serve(mut self) {
         let mut wait = Duration::from_millis(200);
         loop {
             match self.recover().await {

@@ -10,15 +10,13 @@ pub struct Clients {
 
 impl Clients {
     pub async fn from_env(region: Option<&str>) -> Clients {
-        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
-        if let Some(r) = region {
-            loader = loader.region(aws_config::Region::new(r.to_string()));
-        }
-        let conf = loader.load().await;
+        let conf = crate::sdk::config(region, crate::sdk::Deadlines::CALL).await;
+        // the report wait long-polls SQS: its attempts may take the poll's 20 s
+        let polls = crate::sdk::config(region, crate::sdk::Deadlines::LONG_POLL).await;
         Clients {
             cfn: aws_sdk_cloudformation::Client::new(&conf),
             asg: aws_sdk_autoscaling::Client::new(&conf),
-            sqs: aws_sdk_sqs::Client::new(&conf),
+            sqs: aws_sdk_sqs::Client::new(&polls),
             elb: aws_sdk_elasticloadbalancingv2::Client::new(&conf),
         }
     }

@@ -66,14 +66,15 @@ impl Tally {
                     services.push(service);
                 }
             }
-            Some("failure") if self.failure.is_none() => {
+            // superseded on a host by a later deploy: this one will not succeed there
+            Some("failure" | "superseded") if self.failure.is_none() => {
                 let reason = v["reason"]
                     .as_str()
                     .unwrap_or("no reason given")
                     .to_string();
                 self.failure = Some((instance, service, reason));
             }
-            Some("failure") => self.repeats += 1,
+            Some("failure" | "superseded") => self.repeats += 1,
             _ => self.unreadable += 1,
         }
         self.outcome()

@@ -20,7 +20,7 @@ use notify::{RecursiveMode, Watcher};
 use tokio::sync::mpsc;
 
 use crate::control::api::{DeployRequest, MAX_BODY};
-use crate::intake;
+use crate::intake::{self, Refusal};
 use crate::registry::Registry;
 
 use super::dirfd::Dir;
@@ -95,14 +95,14 @@ pub fn watch(shared: Arc<Registry>, dir: &Path) -> anyhow::Result<Inbox> {
         .collect();
     let task = tokio::spawn(async move {
         for name in existing {
-            process(&shared, &inbox, &name, Arrival::Complete);
+            process_when_room(&shared, &inbox, &name, Arrival::Complete).await;
         }
         while let Some((path, how)) = rx.recv().await {
             if path.parent() != Some(dir.as_path()) {
                 continue;
             }
             if let Some(name) = path.file_name() {
-                process(&shared, &inbox, name, how);
+                process_when_room(&shared, &inbox, name, how).await;
             }
         }
     });
@@ -200,10 +200,47 @@ fn parse(text: &str, format: Format) -> Result<DeployRequest, String> {
     }
 }
 
-fn process(shared: &Registry, inbox: &Dir, name: &OsStr, how: Arrival) {
+/// How long a release file waits in the inbox, at most, while its service is too busy to take
+/// it (superseded deploys waiting for their reports); then it is rejected with the reason.
+const BUSY_PATIENCE: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// Processes `name`; while its service is busy the file stays in the inbox and is tried again
+/// (the inbox waits: releases arriving meanwhile queue behind it, in order).
+async fn process_when_room(shared: &Registry, inbox: &Dir, name: &OsStr, how: Arrival) {
+    let started = std::time::Instant::now();
+    let mut wait = std::time::Duration::from_millis(10);
+    loop {
+        let busy = started.elapsed() < BUSY_PATIENCE;
+        match process(shared, inbox, name, how, busy) {
+            None => return,
+            Some(Processed::Busy(why)) => {
+                tracing::debug!(file = ?name, reason = %why, "inbox waits: the service is busy");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(std::time::Duration::from_millis(500));
+            }
+        }
+    }
+}
+
+enum Processed {
+    /// Left in the inbox: its service cannot take it yet.
+    Busy(String),
+}
+
+/// Accepts or rejects `name`; `Busy` when its service cannot take it yet and `wait_if_busy`.
+fn process(
+    shared: &Registry,
+    inbox: &Dir,
+    name: &OsStr,
+    how: Arrival,
+    wait_if_busy: bool,
+) -> Option<Processed> {
     let (req, uid) = match examine(inbox, name, how) {
-        Examined::Ignore => return,
-        Examined::Reject(why) => return reject(inbox, name, &why),
+        Examined::Ignore => return None,
+        Examined::Reject(why) => {
+            reject(inbox, name, &why);
+            return None;
+        }
         Examined::Release(req, uid) => (req, uid),
     };
     let by = crate::engine::phase::Requester {
@@ -221,8 +258,10 @@ fn process(shared: &Registry, inbox: &Dir, name: &OsStr, how: Arrival) {
                 tracing::error!(file = ?name, error = %e, deploy_id = %a.deploy_id, "inbox release accepted; the file could not be moved to accepted/")
             }
         },
+        Err(Refusal::Busy(why)) if wait_if_busy => return Some(Processed::Busy(why)),
         Err(refusal) => reject(inbox, name, &refusal.to_string()),
     }
+    None
 }
 
 /// A name for a moved file: the original made plain (not UTF-8 or control characters replaced).

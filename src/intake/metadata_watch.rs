@@ -39,16 +39,14 @@ pub struct WatchView {
 /// Runs the watcher for ever (until the daemon stops).
 pub fn spawn(registry: Arc<Registry>, s: MetadataWatchSettings) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
-        if let Some(r) = &s.region {
-            loader = loader.region(aws_config::Region::new(r.clone()));
-        }
-        let cfn = aws_sdk_cloudformation::Client::new(&loader.load().await);
+        let conf = crate::sdk::config(s.region.as_deref(), crate::sdk::Deadlines::CALL).await;
+        let cfn = aws_sdk_cloudformation::Client::new(&conf);
         publish(&registry, |v| {
             v.stack = s.stack.clone();
             v.resource = s.resource.clone();
         });
         let mut last: Option<String> = None;
+        let mut retry = false;
         let mut wait = s.poll;
         loop {
             match read(&cfn, &s).await {
@@ -70,13 +68,19 @@ pub fn spawn(registry: Arc<Registry>, s: MetadataWatchSettings) -> tokio::task::
                                     v.error = None;
                                 });
                             }
-                            Err(e) => {
-                                // the same metadata would be refused again: wait for a change
+                            Err((e, busy)) => {
                                 tracing::error!(stack = %s.stack, resource = %s.resource, error = %e, "the stack's releases cannot be taken");
                                 publish(&registry, |v| v.error = Some(e.clone()));
+                                // refused for what it says: it would be refused again, so
+                                // wait for a change; a busy service takes it at a later read
+                                if busy {
+                                    retry = true;
+                                }
                             }
                         }
-                        last = Some(text);
+                        if !std::mem::take(&mut retry) {
+                            last = Some(text);
+                        }
                     }
                     publish(&registry, |v| {
                         v.read_ms = Some(now);
@@ -170,15 +174,24 @@ pub async fn read(
 
 /// Submits every release of the metadata for a service this host runs; returns their deploy
 /// ids. Services this host does not run are left to the hosts that do.
-fn submit(registry: &Registry, text: &str, key: &str, source: &str) -> Result<Vec<String>, String> {
+/// The deploy ids submitted; or why not, and whether trying the same metadata again may work
+/// (a service too busy to take a release now).
+fn submit(
+    registry: &Registry,
+    text: &str,
+    key: &str,
+    source: &str,
+) -> Result<Vec<String>, (String, bool)> {
+    let fixed = |e: String| (e, false);
     let value: serde_json::Value =
-        serde_json::from_str(text).map_err(|e| format!("the metadata is not JSON: {e}"))?;
+        serde_json::from_str(text).map_err(|e| fixed(format!("the metadata is not JSON: {e}")))?;
     if value.get(key).is_none() {
-        return Err(format!("the metadata has no {key:?} key"));
+        return Err(fixed(format!("the metadata has no {key:?} key")));
     }
-    let requests = super::metadata::requests(text, key)?;
+    let requests = super::metadata::requests(text, key).map_err(fixed)?;
     let mut ids = Vec::new();
     let mut refused = Vec::new();
+    let mut busy = false;
     for req in requests {
         if registry.handle(&req.service).is_none() {
             tracing::info!(service = %req.service, "the stack names a service this host does not run");
@@ -192,12 +205,15 @@ fn submit(registry: &Registry, text: &str, key: &str, source: &str) -> Result<Ve
         };
         match super::accept(registry, req, by) {
             Ok(a) => ids.push(a.deploy_id),
-            Err(e) => refused.push(format!("service {service:?}: {e}")),
+            Err(e) => {
+                busy |= matches!(e, super::Refusal::Busy(_));
+                refused.push(format!("service {service:?}: {e}"));
+            }
         }
     }
     if refused.is_empty() {
         Ok(ids)
     } else {
-        Err(refused.join("; "))
+        Err((refused.join("; "), busy))
     }
 }

@@ -39,6 +39,9 @@ pub enum Refusal {
     /// The queue could not be journaled: nothing was accepted.
     #[error("{0}")]
     NotQueued(String),
+    /// Too much already waits for an answer: nothing was accepted; try again shortly.
+    #[error("{0}")]
+    Busy(String),
 }
 
 impl Refusal {
@@ -344,6 +347,9 @@ fn submit(handle: &ServiceHandle, release: Release) -> Result<DeployAccepted, Re
             queued_behind: None,
             superseded: vec![],
         }),
+        Err(e @ crate::engine::handle::QueueError::Full { .. }) => {
+            Err(Refusal::Busy(e.to_string()))
+        }
         Err(e) => Err(Refusal::NotQueued(e.to_string())),
     }
 }

@@ -60,8 +60,10 @@ impl FileReporter {
         Ok(())
     }
 
-    /// The last `limit` reports (of `service`, or all), newest first, read from the file and
-    /// then its rotated copies; lines that are not JSON objects are skipped.
+    /// The last `limit` reports (of `service`, or all), newest first, read from the end of the
+    /// file and then its rotated copies, a chunk at a time: memory stays bounded by `limit`
+    /// whatever the files' size. Lines that are not JSON objects are skipped; a file in the
+    /// way that is not a regular file is named.
     pub fn history(
         &self,
         service: Option<&str>,
@@ -69,26 +71,113 @@ impl FileReporter {
     ) -> std::io::Result<Vec<serde_json::Value>> {
         let mut out = Vec::new();
         for n in 0..=self.rotation.keep {
-            let text = match std::fs::read(self.generation(n)) {
-                Ok(t) => t,
+            let f = match crate::fsutil::open_regular(&self.generation(n)) {
+                Ok(f) => f,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
                 Err(e) => return Err(e),
             };
-            for line in text.split(|b| *b == b'\n').rev() {
+            lines_backwards(&f, |line| {
                 let Ok(v) = serde_json::from_slice::<serde_json::Value>(line) else {
-                    continue;
+                    return true;
                 };
-                if !v.is_object() || service.is_some_and(|s| v["service"] != s) {
-                    continue;
+                if v.is_object() && !service.is_some_and(|s| v["service"] != s) {
+                    out.push(v);
                 }
-                out.push(v);
-                if out.len() == limit {
-                    return Ok(out);
-                }
+                out.len() < limit
+            })?;
+            if out.len() == limit {
+                break;
             }
         }
         Ok(out)
     }
+
+    /// The newest report of `deploy_id` (a swap's, not a repair's) in the file and its rotated
+    /// copies, for a deploy this host no longer remembers in memory.
+    pub fn find_deploy(&self, deploy_id: &str) -> std::io::Result<Option<serde_json::Value>> {
+        let needle = serde_json::to_string(deploy_id).expect("strings serialize");
+        let needle = format!("\"deploy_id\":{needle}");
+        let mut found = None;
+        for n in 0..=self.rotation.keep {
+            let f = match crate::fsutil::open_regular(&self.generation(n)) {
+                Ok(f) => f,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e),
+            };
+            lines_backwards(&f, |line| {
+                if !contains(line, needle.as_bytes()) {
+                    return true;
+                }
+                match serde_json::from_slice::<serde_json::Value>(line) {
+                    Ok(v) if v["deploy_id"] == deploy_id && v["kind"] != "repair" => {
+                        found = Some(v);
+                        false
+                    }
+                    _ => true,
+                }
+            })?;
+            if found.is_some() {
+                break;
+            }
+        }
+        Ok(found)
+    }
+
+    /// A reports file that is not a regular file (a FIFO, a link to a device) is moved aside
+    /// and a new one begun: reports are never written into something that is not a file.
+    fn set_aside_if_damaged(&self) -> std::io::Result<()> {
+        match std::fs::metadata(&self.path) {
+            Ok(m) if !m.is_file() => {
+                let to = crate::fsutil::move_aside(&self.path)?;
+                tracing::warn!(file = %self.path.display(), moved_to = %to.display(), "the reports file is not a regular file; moved aside, a new one begun");
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+/// Lines longer than this are not reports: skipped whole, never held in memory.
+const MAX_LINE: usize = 1 << 20;
+/// How much of a file is read at a time, from its end.
+const CHUNK: u64 = 64 << 10;
+
+/// Calls `visit` with each line of `f`, the last one first, until it returns false. Reads
+/// `CHUNK` bytes at a time from the end: memory is bounded by `MAX_LINE`, whatever the size.
+fn lines_backwards(f: &std::fs::File, mut visit: impl FnMut(&[u8]) -> bool) -> std::io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    let mut pos = f.metadata()?.len();
+    // the part of the line that straddles the chunk boundary (after `pos`)
+    let mut carry: Vec<u8> = Vec::new();
+    // the line being carried is too long: it is skipped once its start is found
+    let mut oversize = false;
+    while pos > 0 {
+        let start = pos.saturating_sub(CHUNK);
+        let mut buf = vec![0u8; (pos - start) as usize];
+        f.read_exact_at(&mut buf, start)?;
+        pos = start;
+        buf.extend_from_slice(&carry);
+        let mut end = buf.len();
+        while let Some(nl) = buf[..end].iter().rposition(|b| *b == b'\n') {
+            if !std::mem::take(&mut oversize) && !visit(&buf[nl + 1..end]) {
+                return Ok(());
+            }
+            end = nl;
+        }
+        carry = buf[..end].to_vec();
+        if carry.len() > MAX_LINE {
+            carry = Vec::new();
+            oversize = true;
+        }
+    }
+    if !oversize {
+        visit(&carry);
+    }
+    Ok(())
 }
 
 impl Reporter for FileReporter {
@@ -97,6 +186,7 @@ impl Reporter for FileReporter {
         let me = self.clone();
         let id = report.report_id.clone();
         tokio::task::spawn_blocking(move || {
+            me.set_aside_if_damaged()?;
             // a report written just before a rotation is in `.1`
             if written_before(&me.path, &id)? || written_before(&me.generation(1), &id)? {
                 return Ok(());
@@ -205,6 +295,61 @@ mod tests {
             .map(|v| v["n"].as_u64().unwrap())
             .collect();
         assert_eq!(web, [8, 6]);
+    }
+
+    #[test]
+    fn lines_are_read_from_the_end_across_chunks_and_overlong_lines_skipped() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("reports.jsonl");
+        let mut text = String::new();
+        for i in 0..3000 {
+            text.push_str(&format!(
+                "{{\"n\":{i},\"pad\":\"{}\"}}\n",
+                "p".repeat(i % 97)
+            ));
+            if i == 1500 {
+                text.push_str(&"x".repeat(MAX_LINE + CHUNK as usize + 5));
+                text.push('\n');
+            }
+        }
+        text.push_str("{\"torn\":");
+        std::fs::write(&path, &text).unwrap();
+        let f = std::fs::File::open(&path).unwrap();
+        let mut seen = Vec::new();
+        lines_backwards(&f, |l| {
+            seen.push(l.to_vec());
+            true
+        })
+        .unwrap();
+        assert_eq!(seen[0], b"{\"torn\":");
+        let ns: Vec<u64> = seen
+            .iter()
+            .filter_map(|l| serde_json::from_slice::<serde_json::Value>(l).ok())
+            .map(|v| v["n"].as_u64().unwrap())
+            .collect();
+        assert_eq!(ns, (0..3000).rev().collect::<Vec<u64>>());
+        assert!(
+            seen.iter().all(|l| l.len() < MAX_LINE),
+            "the long line is skipped"
+        );
+        let r = FileReporter::new(path.clone());
+        assert_eq!(r.history(None, 2).unwrap().len(), 2);
+        assert_eq!(r.history(None, 2).unwrap()[0]["n"], 2999, "newest first");
+    }
+
+    #[test]
+    fn history_names_a_reports_file_that_is_not_a_file_and_never_blocks() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("reports.jsonl");
+        nix::unistd::mkfifo(&path, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let r = FileReporter::new(path.clone());
+        let e = r.history(None, 20).unwrap_err().to_string();
+        assert!(
+            e.contains("reports.jsonl") && e.contains("not a regular file"),
+            "{e}"
+        );
+        r.set_aside_if_damaged().unwrap();
+        assert!(!path.exists(), "moved aside");
     }
 
     #[test]

@@ -28,8 +28,8 @@ async fn call(
         .expect("request parts are valid");
     let res = sender.send_request(req).await.map_err(|e| e.to_string())?;
     let status = res.status();
-    let body = res
-        .into_body()
+    // an instance id or a token: a few dozen bytes
+    let body = http_body_util::Limited::new(res.into_body(), 4096)
         .collect()
         .await
         .map_err(|e| e.to_string())?

@@ -347,6 +347,7 @@ mod tests {
             repair: None,
             hooks: vec![],
             requested_by: None,
+            superseded_by: None,
         }
     }
 

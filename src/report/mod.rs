@@ -91,6 +91,10 @@ pub struct Report {
     /// Who asked for the release (a repair: who asked for the release it repaired).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub requested_by: Option<Requester>,
+    /// A deploy replaced in the queue before it started (result "superseded"): the deploy that
+    /// replaced it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub superseded_by: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -213,6 +217,41 @@ impl Report {
             repair: None,
             hooks: swap.hooks.clone(),
             requested_by: swap.release.requested_by.clone(),
+            superseded_by: None,
+        }
+    }
+
+    /// A report of `release` with nothing in it yet but who sends it and what it is about.
+    pub fn empty(identity: &Identity, release: &crate::engine::Release) -> Report {
+        Report {
+            schema: SCHEMA_VERSION,
+            kind: "swap",
+            report_id: release.deploy_id.clone(),
+            instance_id: identity.instance_id.clone(),
+            stack: identity.stack.clone(),
+            service: release.service.clone(),
+            image: release.image.clone(),
+            version: release.version.clone(),
+            deploy_id: release.deploy_id.clone(),
+            result: "failure",
+            phase_reached: "accepted".into(),
+            reason: None,
+            warnings: Vec::new(),
+            accepted_ms: 0,
+            time_to_traffic_ms: None,
+            finished_ms: 0,
+            phases: Vec::new(),
+            health_response: None,
+            previous_image: None,
+            failed_requests: None,
+            images_reclaimed_bytes: None,
+            signalled_ms: None,
+            canary: None,
+            streams: None,
+            repair: None,
+            hooks: Vec::new(),
+            requested_by: None,
+            superseded_by: None,
         }
     }
 
@@ -226,15 +265,8 @@ impl Report {
         repair: RepairReport,
     ) -> Report {
         Report {
-            schema: SCHEMA_VERSION,
             kind: "repair",
             report_id: format!("{}.repair.{started_ms}", release.deploy_id),
-            instance_id: identity.instance_id.clone(),
-            stack: identity.stack.clone(),
-            service: release.service.clone(),
-            image: release.image.clone(),
-            version: release.version.clone(),
-            deploy_id: release.deploy_id.clone(),
             result: if reason.is_none() {
                 "success"
             } else {
@@ -242,21 +274,11 @@ impl Report {
             },
             phase_reached: "repairing".into(),
             reason,
-            warnings: Vec::new(),
             accepted_ms: started_ms,
-            time_to_traffic_ms: None,
             finished_ms,
-            phases: Vec::new(),
-            health_response: None,
-            previous_image: None,
-            failed_requests: None,
-            images_reclaimed_bytes: None,
-            signalled_ms: None,
-            canary: None,
-            streams: None,
             repair: Some(repair),
-            hooks: Vec::new(),
             requested_by: release.requested_by.clone(),
+            ..Report::empty(identity, release)
         }
     }
 }

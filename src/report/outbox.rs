@@ -13,6 +13,12 @@ use crate::fsutil::write_atomic;
 
 /// Keys remembered as sent (older ones are dropped when the log is compacted).
 const SENT_KEPT: usize = 2000;
+/// The largest `sent.log` read back: `SENT_KEPT` keys of a few dozen bytes each, with room.
+const SENT_LOG_MAX_BYTES: u64 = 4 << 20;
+/// The largest outbox entry read: far more than SQS takes in one message (256 KiB).
+const ENTRY_MAX_BYTES: u64 = 1 << 20;
+/// Entries read into memory at once by `pending`.
+pub const PENDING_BATCH: usize = 64;
 
 pub struct Outbox {
     dir: PathBuf,
@@ -42,9 +48,16 @@ fn sanitize(key: &str) -> String {
 impl Outbox {
     pub fn open(dir: &Path) -> std::io::Result<Outbox> {
         std::fs::create_dir_all(dir)?;
-        let sent = match std::fs::read_to_string(dir.join("sent.log")) {
+        let log = dir.join("sent.log");
+        let sent = match crate::fsutil::read_bounded_string(&log, SENT_LOG_MAX_BYTES) {
             Ok(s) => s.lines().map(String::from).collect(),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeSet::new(),
+            Err(e) if crate::fsutil::is_damaged(&e) => {
+                // what it held only guards against sending a report twice after a crash
+                let to = crate::fsutil::move_aside(&log)?;
+                tracing::warn!(file = %log.display(), moved_to = %to.display(), error = %e, "the outbox's sent log cannot be read; moved aside, a new one begun");
+                BTreeSet::new()
+            }
             Err(e) => return Err(e),
         };
         Ok(Outbox {
@@ -86,7 +99,7 @@ impl Outbox {
         depth
     }
 
-    /// Reports waiting to be sent, oldest first.
+    /// Reports waiting to be sent, oldest first, at most `PENDING_BATCH` of them.
     pub fn pending(&self) -> Vec<Pending> {
         let mut files: Vec<(std::time::SystemTime, PathBuf)> = std::fs::read_dir(&self.dir)
             .map(|d| {
@@ -108,8 +121,17 @@ impl Outbox {
         let sent = self.sent.lock().expect("sent lock").clone();
         let mut out = Vec::new();
         for (_, path) in files {
-            let Ok(text) = std::fs::read_to_string(&path) else {
-                continue;
+            if out.len() == PENDING_BATCH {
+                break;
+            }
+            let text = match crate::fsutil::read_bounded_string(&path, ENTRY_MAX_BYTES) {
+                Ok(t) => t,
+                Err(e) if crate::fsutil::is_damaged(&e) => {
+                    tracing::error!(file = %path.display(), error = %e, "outbox entry cannot be read; moved aside");
+                    let _ = std::fs::rename(&path, path.with_extension("corrupt"));
+                    continue;
+                }
+                Err(_) => continue,
             };
             let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) else {
                 tracing::error!(file = %path.display(), "outbox file is not valid JSON; moved aside");

@@ -14,7 +14,10 @@ pub struct SqsSender {
 }
 
 const BACKOFF_MIN: Duration = Duration::from_millis(200);
-const BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// A send that fails waits this long at most before the next: with the SDK's deadlines on each
+/// call (`sdk::Deadlines::CALL`: 10 s an attempt), a queue that comes back is delivered to
+/// within about 20 s.
+const BACKOFF_MAX: Duration = Duration::from_secs(10);
 
 impl SqsSender {
     fn fifo(&self) -> bool {

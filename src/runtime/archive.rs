@@ -31,11 +31,10 @@ impl ArchiveFetcher {
     async fn client(&self) -> &aws_sdk_s3::Client {
         self.s3
             .get_or_init(|| async {
-                let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
-                if let Some(r) = &self.region {
-                    loader = loader.region(aws_config::Region::new(r.clone()));
-                }
-                let conf = aws_sdk_s3::config::Builder::from(&loader.load().await)
+                let conf =
+                    crate::sdk::config(self.region.as_deref(), crate::sdk::Deadlines::DOWNLOAD)
+                        .await;
+                let conf = aws_sdk_s3::config::Builder::from(&conf)
                     .force_path_style(true)
                     .build();
                 aws_sdk_s3::Client::from_conf(conf)

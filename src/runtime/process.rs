@@ -32,10 +32,11 @@ pub enum ProcessError {
 }
 
 pub fn read_pid(pidfile: &Path) -> Result<i32, ProcessError> {
-    let text = std::fs::read_to_string(pidfile).map_err(|source| ProcessError::Pidfile {
-        path: pidfile.to_owned(),
-        source,
-    })?;
+    let text = crate::fsutil::read_bounded_string(pidfile, crate::fsutil::PIDFILE_MAX_BYTES)
+        .map_err(|source| ProcessError::Pidfile {
+            path: pidfile.to_owned(),
+            source,
+        })?;
     text.split_whitespace()
         .next()
         .and_then(|p| p.parse().ok())

@@ -121,7 +121,7 @@ impl RegistryAuth {
             from: from.clone(),
             why,
         };
-        let text = match std::fs::read(&file) {
+        let text = match crate::fsutil::read_bounded(&file, crate::fsutil::CONFIG_MAX_BYTES) {
             Ok(t) => t,
             // only a file the config names must exist
             Err(e)
@@ -189,16 +189,13 @@ impl RegistryAuth {
         let client = self
             .ecr
             .get_or_init(|| async {
-                let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
                 let region = self
                     .settings
                     .ecr_region
                     .clone()
                     .or_else(|| ecr_region_of(host).map(str::to_string));
-                if let Some(r) = region {
-                    loader = loader.region(aws_config::Region::new(r));
-                }
-                aws_sdk_ecr::Client::new(&loader.load().await)
+                let conf = crate::sdk::config(region.as_deref(), crate::sdk::Deadlines::CALL).await;
+                aws_sdk_ecr::Client::new(&conf)
             })
             .await;
         let out = client

@@ -39,11 +39,7 @@ impl Secrets {
     }
 
     async fn sdk_config(&self) -> aws_config::SdkConfig {
-        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
-        if let Some(r) = &self.region {
-            loader = loader.region(aws_config::Region::new(r.clone()));
-        }
-        loader.load().await
+        crate::sdk::config(self.region.as_deref(), crate::sdk::Deadlines::CALL).await
     }
 
     /// `KEY=VALUE` for each env file line and each secret, files first, secrets last (a secret
@@ -129,6 +125,9 @@ impl Secrets {
     }
 }
 
+/// The largest env file read (Docker's own limit on a container's env is about this).
+const ENV_FILE_MAX_BYTES: u64 = 1 << 20;
+
 /// Docker's `--env-file` format: `KEY=VALUE` per line, `#` comments and blank lines skipped,
 /// nothing unquoted. The file must be a regular file others cannot read.
 pub fn read_env_file(path: &Path) -> Result<Vec<String>, SecretError> {
@@ -145,7 +144,13 @@ pub fn read_env_file(path: &Path) -> Result<Vec<String>, SecretError> {
             mode & 0o7777
         )));
     }
-    let text = std::io::read_to_string(file).map_err(|e| fail(e.to_string()))?;
+    let text = std::io::read_to_string(std::io::Read::take(file, ENV_FILE_MAX_BYTES + 1))
+        .map_err(|e| fail(e.to_string()))?;
+    if text.len() as u64 > ENV_FILE_MAX_BYTES {
+        return Err(fail(format!(
+            "larger than {ENV_FILE_MAX_BYTES} bytes: an env file holds a few variables"
+        )));
+    }
     let mut env = Vec::new();
     for (i, line) in text.lines().enumerate() {
         let line = line.trim_start();

@@ -16,6 +16,9 @@ pub(super) fn registry_settings(ctx: &Ctx, g: Registry) -> Result<RegistrySettin
             format!("{h:?}: expected a registry host such as 123456789012.dkr.ecr.eu-west-1.amazonaws.com"),
         ));
     }
+    if let Some(f) = &g.auth_file {
+        absolute(ctx, "registry.auth_file", f)?;
+    }
     Ok(RegistrySettings {
         auth_file: g.auth_file,
         ecr_registries: g.ecr_registries,

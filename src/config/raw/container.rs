@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::{parse_signal, ConfigError, Ctx};
+use super::{absolute, parse_signal, ConfigError, Ctx};
 use crate::config::{ContainerOptions, ContainerSettings, SecretSource, Ulimit};
 
 /// Bounded json-file logs unless the config says otherwise: a chatty app cannot fill the disk.
@@ -299,11 +299,18 @@ impl Container {
             }
         };
         for (i, f) in self.env_files.iter().enumerate() {
-            if !f.is_absolute() {
+            absolute(ctx, format!("{ck}.env_files[{i}]"), f)?;
+        }
+        for (k, v) in &self.env {
+            // Docker takes `KEY=VALUE`: a key with '=' would set another variable
+            if k.is_empty() || k.contains(['=', '\0']) || k.contains(char::is_whitespace) {
                 return Err(ctx.invalid(
-                    format!("{ck}.env_files[{i}]"),
-                    format!("{}: must be an absolute path", f.display()),
+                    format!("{ck}.env"),
+                    format!("{k:?} is not an env var name (no '=', space or NUL, not empty)"),
                 ));
+            }
+            if v.contains('\0') {
+                return Err(ctx.invalid(format!("{ck}.env.{k}"), "holds a NUL byte"));
             }
         }
         let mut secrets = BTreeMap::new();

@@ -7,10 +7,11 @@ use super::*;
 fn health_settings(ctx: &Ctx, key: &str, h: Health) -> Result<HealthSettings, ConfigError> {
     let hk = format!("{key}.health");
     let path = h.path.unwrap_or_else(|| "/health".to_string());
-    if !path.starts_with('/') {
+    // it goes into the request line of every check
+    if !path.starts_with('/') || path.contains(|c: char| c.is_whitespace() || c.is_control()) {
         return Err(ctx.invalid(
             format!("{hk}.path"),
-            format!("{path:?}: must start with '/'"),
+            format!("{path:?}: must start with '/' and hold no space or control character"),
         ));
     }
     let release_match = match (
@@ -94,12 +95,8 @@ impl Process {
         if self.port == 0 {
             return Err(ctx.invalid(format!("{key}.port"), "must be 1-65535"));
         }
-        if !self.app_root.is_absolute() {
-            return Err(ctx.invalid(
-                format!("{key}.app_root"),
-                format!("{}: must be an absolute path", self.app_root.display()),
-            ));
-        }
+        absolute(ctx, format!("{key}.app_root"), &self.app_root)?;
+        absolute(ctx, format!("{key}.pidfile"), &self.pidfile)?;
         let strategy = match self.strategy.as_deref().unwrap_or("hup") {
             "hup" => ReloadStrategy::Hup,
             "usr2" => ReloadStrategy::Usr2,
@@ -164,11 +161,23 @@ impl Service {
 
         let x = self.haproxy;
         let xk = format!("{key}.haproxy");
+        absolute(ctx, format!("{xk}.runtime_socket"), &x.runtime_socket)?;
+        for (k, p) in [
+            ("config_file", &x.config_file),
+            ("master_socket", &x.master_socket),
+            ("pidfile", &x.pidfile),
+        ] {
+            if let Some(p) = p {
+                absolute(ctx, format!("{xk}.{k}"), p)?;
+            }
+        }
         let backend = x.backend.unwrap_or_else(|| name.clone());
-        if backend.is_empty() || backend.contains(char::is_whitespace) || backend.contains('/') {
+        // it goes into runtime API commands (`set server BACKEND/...; ...`) and config lines
+        let plain = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':');
+        if backend.is_empty() || !backend.chars().all(plain) {
             return Err(ctx.invalid(
                 format!("{xk}.backend"),
-                format!("{backend:?} is not a backend name"),
+                format!("{backend:?} is not a backend name (letters, digits, '-', '_', '.', ':')"),
             ));
         }
         let reload = match x.reload.as_deref() {
@@ -222,10 +231,10 @@ impl Service {
         let server_options = x
             .server_options
             .unwrap_or_else(|| "check inter 2s".to_string());
-        if server_options.contains('\n') || server_options.contains(';') {
+        if server_options.contains(|c: char| c.is_control() || c == ';' || c == '#') {
             return Err(ctx.invalid(
                 format!("{xk}.server_options"),
-                "must be one line without ';'",
+                "must be one line without ';' or '#' (it goes into runtime API commands and config lines)",
             ));
         }
         let haproxy = HaproxySettings {
@@ -257,12 +266,7 @@ impl Service {
             None => None,
             Some(c) => {
                 let ck = format!("{key}.code");
-                if !c.app_root.is_absolute() {
-                    return Err(ctx.invalid(
-                        format!("{ck}.app_root"),
-                        format!("{}: must be an absolute path", c.app_root.display()),
-                    ));
-                }
+                absolute(ctx, format!("{ck}.app_root"), &c.app_root)?;
                 let mounted = container
                     .volumes
                     .iter()

@@ -179,6 +179,11 @@ pub trait Steps: Send {
     async fn reconcile(&mut self, _ledger: &mut dyn Ledger) -> Result<Vec<Dead>, StepError> {
         Ok(Vec::new())
     }
+    /// A journal that could not be read: the release that serves, as Docker and HAProxy show
+    /// it (None: nothing to rebuild the record from; a local server's kind has nothing here).
+    async fn observed_current(&mut self) -> Result<Option<Instance>, StepError> {
+        Ok(None)
+    }
     /// Containers Docker said died: the next `reconcile` takes them as dead even while Docker's
     /// list still shows them running.
     fn died(&mut self, _ids: Vec<String>) {}

@@ -337,3 +337,80 @@ async fn a_container_docker_said_died_is_repaired_while_its_list_still_shows_it_
     w.supervise().await;
     assert_eq!(r.current_container(), now);
 }
+
+#[tokio::test]
+async fn a_damaged_journal_is_moved_aside_and_rebuilt_from_what_serves() {
+    let r = Rig::with("replicas = 2");
+    let mut w = r.started().await;
+    r.deploy(&mut w, "1").await;
+    r.deploy(&mut w, "2").await;
+    let before = r.journal().current.unwrap();
+    let journal = r.dir.path().join("journal/web.json");
+    for damage in [&b"{\"schema\": 2, \"curr"[..], &[0xff, 0, 3][..]] {
+        std::fs::write(&journal, damage).unwrap();
+        let (w2, state) = r.restart(w).await;
+        w = w2;
+        assert_eq!(state, State::Degraded, "named, not hidden");
+        let reason = w.health.1.clone().unwrap();
+        assert!(
+            reason.contains("web.json")
+                && reason.contains("moved to")
+                && reason.contains("web:2 (d2) serves"),
+            "{reason}"
+        );
+        let rebuilt = r.journal().current.unwrap();
+        assert_eq!(rebuilt.release.image, "web:2");
+        assert_eq!(rebuilt.release.deploy_id, "d2");
+        assert_eq!(
+            rebuilt.members(),
+            before.members(),
+            "the same containers and servers"
+        );
+        // nothing serving was touched
+        assert_eq!(r.running_images(), vec!["web:2", "web:2"]);
+        assert_eq!(r.haproxy.serving(), vec!["hs-d2", "hs-d2-2"]);
+    }
+    let aside = std::fs::read_dir(r.dir.path().join("journal"))
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .contains(".damaged-")
+        })
+        .count();
+    assert_eq!(aside, 2, "each damaged journal kept for the operator");
+    // the next good swap clears the note
+    r.deploy(&mut w, "3").await;
+    w.supervise().await;
+    assert_eq!(w.health.0, State::Serving);
+    assert!(r.journal().damaged.is_empty());
+}
+
+#[tokio::test]
+async fn a_journal_that_is_a_fifo_or_a_device_does_not_hang_recovery() {
+    let r = Rig::new();
+    let mut w = r.started().await;
+    r.deploy(&mut w, "1").await;
+    let journal = r.dir.path().join("journal/web.json");
+    std::fs::remove_file(&journal).unwrap();
+    nix::unistd::mkfifo(&journal, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let (w, state) = tokio::time::timeout(std::time::Duration::from_secs(5), r.restart(w))
+        .await
+        .expect("recovery returns");
+    assert_eq!(state, State::Degraded);
+    assert!(w
+        .health
+        .1
+        .as_deref()
+        .unwrap()
+        .contains("not a regular file"));
+    assert_eq!(r.journal().current.unwrap().release.image, "web:1");
+    std::fs::remove_file(&journal).unwrap();
+    std::os::unix::fs::symlink("/dev/zero", &journal).unwrap();
+    let (_, state) = r.restart(w).await;
+    assert_eq!(state, State::Degraded);
+    assert_eq!(r.journal().current.unwrap().release.image, "web:1");
+    assert_eq!(r.running_images(), vec!["web:1"]);
+}

@@ -7,6 +7,7 @@ mod code;
 mod drain;
 mod gate;
 mod ramp;
+mod rebuild;
 mod reconcile;
 mod repair;
 mod retire;
@@ -287,6 +288,10 @@ impl<R: Runtime, B: Balancer, H: Prober> Steps for Containers<R, B, H> {
 
     fn died(&mut self, ids: Vec<String>) {
         self.died.extend(ids);
+    }
+
+    async fn observed_current(&mut self) -> Result<Option<Instance>, StepError> {
+        Containers::observed_current(self).await
     }
 
     async fn repair(&mut self, ledger: &mut dyn Ledger, dead: &Dead) -> Result<Part, StepError> {

@@ -20,7 +20,7 @@ use crate::runtime::{
 const PROGRESS_EVERY: Duration = Duration::from_secs(1);
 
 impl<R: Runtime, B: Balancer, H: Prober> Containers<R, B, H> {
-    fn container_spec(&self, release: &Release) -> ContainerSpec {
+    pub(super) fn container_spec(&self, release: &Release) -> ContainerSpec {
         let c = &self.settings.container;
         let mut labels = c.labels.clone();
         labels.insert(LABEL_INSTANCE.into(), self.instance_id.clone());
