@@ -8,19 +8,7 @@ use std::time::{Duration, Instant};
 use support::daemon::{Daemon, ServiceOpts};
 use support::env::TestEnv;
 use support::images::{save_and_remove, ImageOpts};
-use support::moto::Moto;
-
-async fn sqs(moto: &Moto) -> aws_sdk_sqs::Client {
-    let conf = aws_sdk_sqs::Config::builder()
-        .behavior_version(aws_sdk_sqs::config::BehaviorVersion::latest())
-        .endpoint_url(moto.url())
-        .region(aws_sdk_sqs::config::Region::new("us-east-1"))
-        .credentials_provider(aws_sdk_sqs::config::Credentials::new(
-            "test", "test", None, None, "test",
-        ))
-        .build();
-    aws_sdk_sqs::Client::from_conf(conf)
-}
+use support::moto::{create_queue, drain, sqs, Moto};
 
 async fn s3(moto: &Moto) -> aws_sdk_s3::Client {
     let conf = aws_sdk_s3::Config::builder()
@@ -33,48 +21,6 @@ async fn s3(moto: &Moto) -> aws_sdk_s3::Client {
         ))
         .build();
     aws_sdk_s3::Client::from_conf(conf)
-}
-
-async fn create_queue(client: &aws_sdk_sqs::Client, name: &str) -> String {
-    client
-        .create_queue()
-        .queue_name(name)
-        .send()
-        .await
-        .unwrap()
-        .queue_url
-        .unwrap()
-}
-
-/// Every message on the queue within `patience`, deleted as read.
-async fn drain(
-    client: &aws_sdk_sqs::Client,
-    url: &str,
-    patience: Duration,
-) -> Vec<serde_json::Value> {
-    let mut out = Vec::new();
-    let until = Instant::now() + patience;
-    while Instant::now() < until {
-        let got = client
-            .receive_message()
-            .queue_url(url)
-            .max_number_of_messages(10)
-            .wait_time_seconds(1)
-            .send()
-            .await
-            .unwrap();
-        for m in got.messages() {
-            out.push(serde_json::from_str(m.body().unwrap()).unwrap());
-            client
-                .delete_message()
-                .queue_url(url)
-                .receipt_handle(m.receipt_handle().unwrap())
-                .send()
-                .await
-                .unwrap();
-        }
-    }
-    out
 }
 
 fn report_section(queue_url: &str, moto: &Moto) -> String {

@@ -11,6 +11,7 @@ pub mod moto;
 pub mod process;
 pub mod registry;
 pub mod reports;
+pub mod stall;
 pub mod streams;
 
 /// The value after `name` on the command line (benches: `--rate 1000`).
