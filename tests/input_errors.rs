@@ -448,3 +448,80 @@ async fn idle_connections_do_not_starve_status_or_a_swap_and_bodies_must_be_obje
     );
     assert_eq!(env.containers().len(), 1);
 }
+
+/// Paths that would resolve against the working directory (`/` under systemd), env keys Docker
+/// would read as something else, names that would go into HAProxy's commands: refused by
+/// `check-config`, naming the key, before they can mean something else.
+#[test]
+fn check_config_refuses_relative_paths_odd_env_keys_and_unsafe_names_by_key() {
+    let env = TestEnv::new("cfgpaths");
+    let good = env.config(&ServiceOpts::default());
+    let text = std::fs::read_to_string(&good).unwrap();
+    let cases: Vec<(String, &str)> = vec![
+        (
+            text.replacen(
+                "[daemon]\n",
+                "[daemon]\nreports_file = \"reports.jsonl\"\n",
+                1,
+            ),
+            "daemon.reports_file",
+        ),
+        (
+            text.replacen("[daemon]\n", "[daemon]\ninbox_dir = \"inbox\"\n", 1),
+            "daemon.inbox_dir",
+        ),
+        (
+            text.replacen("state_dir = \"/", "state_dir = \"./", 1),
+            "daemon.state_dir",
+        ),
+        (
+            format!("{text}\n[registry]\nauth_file = \"docker/config.json\"\n"),
+            "registry.auth_file",
+        ),
+        (
+            text.replace("env = {  }", "env = { \"\" = \"x\" }"),
+            "services.web.container.env",
+        ),
+        (
+            text.replace("env = {  }", "env = { \"A=B\" = \"x\" }"),
+            "services.web.container.env",
+        ),
+        (
+            text.replace("backend = \"web\"", "backend = \"web;shutdown sessions\""),
+            "services.web.haproxy.backend",
+        ),
+        (
+            text.replace(
+                "path = \"/health\"",
+                "path = \"/health HTTP/1.1\\r\\nX: y\"",
+            ),
+            "services.web.health.path",
+        ),
+        (
+            text.replace(
+                "server_options = \"check inter 1s\"",
+                "server_options = \"check # comment\"",
+            ),
+            "services.web.haproxy.server_options",
+        ),
+    ];
+    let bad = env.dir.path().join("bad.toml");
+    for (config, key) in cases {
+        assert_ne!(config, text, "{key}: the case changes the config");
+        std::fs::write(&bad, &config).unwrap();
+        let out = Command::new(HOTSWAPCTL)
+            .arg("check-config")
+            .arg(&bad)
+            .output()
+            .unwrap();
+        let err = support::text(&out);
+        assert_eq!(out.status.code(), Some(9), "{key}: {err}");
+        assert!(err.contains(key), "{key}: {err}");
+    }
+    let out = Command::new(HOTSWAPCTL)
+        .arg("check-config")
+        .arg(&good)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", support::text(&out));
+}

@@ -34,6 +34,15 @@ enum Once {
     Failed(ClientError),
 }
 
+/// Whether a request may be sent again after its connection closed with no answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Idempotent {
+    /// GET only.
+    ByMethod,
+    /// This request, whatever its method (a deploy with its id).
+    Yes,
+}
+
 #[derive(Debug, Clone)]
 pub struct Client {
     socket: PathBuf,
@@ -53,7 +62,7 @@ impl Client {
         body: Option<Vec<u8>>,
         timeout: Duration,
     ) -> Result<T, ClientError> {
-        self.call_with(method, path, body, timeout, |bytes| {
+        self.call_with(method, path, body, timeout, Idempotent::ByMethod, |bytes| {
             serde_json::from_slice(bytes)
                 .map_err(|e| format!("{e}: {}", String::from_utf8_lossy(bytes)))
         })
@@ -67,7 +76,7 @@ impl Client {
         path: &str,
         timeout: Duration,
     ) -> Result<String, ClientError> {
-        self.call_with(method, path, None, timeout, |bytes| {
+        self.call_with(method, path, None, timeout, Idempotent::ByMethod, |bytes| {
             String::from_utf8(bytes.to_vec()).map_err(|e| e.to_string())
         })
         .await
@@ -79,9 +88,10 @@ impl Client {
         path: &str,
         body: Option<Vec<u8>>,
         timeout: Duration,
+        idempotent: Idempotent,
         decode: fn(&[u8]) -> Result<T, String>,
     ) -> Result<T, ClientError> {
-        let idempotent = method == Method::GET;
+        let idempotent = method == Method::GET || idempotent == Idempotent::Yes;
         let work = async {
             // a daemon shedding load (all its control connections busy, or its socket's backlog
             // full) has not read the request: ask again, waits doubling up to 1 s
@@ -143,7 +153,15 @@ impl Client {
             .expect("request parts are valid");
         let res = sender.send_request(req).await.map_err(|e| {
             // closed with no answer: shed, or the daemon stopping
-            let closed = e.is_incomplete_message() || e.is_canceled();
+            let reset = std::error::Error::source(&e)
+                .and_then(|s| s.downcast_ref::<std::io::Error>())
+                .is_some_and(|io| {
+                    matches!(
+                        io.kind(),
+                        std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe
+                    )
+                });
+            let closed = e.is_incomplete_message() || e.is_canceled() || e.is_closed() || reset;
             let e = self.unreachable(e.to_string());
             if closed {
                 Once::Closed(e)
@@ -175,13 +193,24 @@ impl Client {
         decode(&bytes).map_err(|e| Once::Failed(ClientError::Protocol(e)))
     }
 
+    /// Submits a release. The deploy id is chosen here when the request has none, so asking
+    /// again after a connection closed with no answer is safe: the daemon takes a deploy id
+    /// once (a second submission answers `accepted: false`).
     pub async fn deploy(&self, req: &DeployRequest) -> Result<DeployAccepted, ClientError> {
-        let body = serde_json::to_vec(req).expect("requests serialize");
-        self.call(
+        let mut req = req.clone();
+        req.deploy_id
+            .get_or_insert_with(crate::intake::new_deploy_id);
+        let body = serde_json::to_vec(&req).expect("requests serialize");
+        self.call_with(
             Method::POST,
             "/v1/deploys",
             Some(body),
             Duration::from_secs(30),
+            Idempotent::Yes,
+            |bytes| {
+                serde_json::from_slice(bytes)
+                    .map_err(|e| format!("{e}: {}", String::from_utf8_lossy(bytes)))
+            },
         )
         .await
     }

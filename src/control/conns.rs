@@ -295,7 +295,7 @@ where
     let svc = hyper::service::service_fn(move |_req| async move {
         let body = super::api::ErrorBody {
             error: format!(
-                "hotswapd is busy: all {max} control connections are handling requests; try again"
+                "hotswapd is busy: all {max} connections here are handling requests; try again"
             ),
         };
         let reply = Response::builder()

@@ -29,7 +29,7 @@ pub(super) async fn metrics(shared: &Registry) -> Reply {
 }
 
 /// Connections the metrics listener holds at once.
-const METRICS_CONNECTIONS: usize = 32;
+const METRICS_CONNECTIONS: usize = 128;
 
 /// The bounds of the metrics listener, which may face a network: fewer connections than the
 /// control socket, and shorter patience with idle or slow ones (a scrape is one quick request).

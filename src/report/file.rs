@@ -138,7 +138,7 @@ impl FileReporter {
 }
 
 fn contains(hay: &[u8], needle: &[u8]) -> bool {
-    hay.windows(needle.len()).any(|w| w == needle)
+    memchr::memmem::find(hay, needle).is_some()
 }
 
 /// Lines longer than this are not reports: skipped whole, never held in memory.
@@ -162,7 +162,7 @@ fn lines_backwards(f: &std::fs::File, mut visit: impl FnMut(&[u8]) -> bool) -> s
         pos = start;
         buf.extend_from_slice(&carry);
         let mut end = buf.len();
-        while let Some(nl) = buf[..end].iter().rposition(|b| *b == b'\n') {
+        while let Some(nl) = memchr::memrchr(b'\n', &buf[..end]) {
             if !std::mem::take(&mut oversize) && !visit(&buf[nl + 1..end]) {
                 return Ok(());
             }
@@ -221,9 +221,16 @@ fn written_before(path: &std::path::Path, id: &str) -> std::io::Result<bool> {
     f.seek(SeekFrom::Start(from))?;
     let mut tail = Vec::with_capacity((len - from) as usize);
     f.read_to_end(&mut tail)?;
+    // only lines that name the id are parsed (a report id is a deploy id, or starts with one)
+    let needle = serde_json::to_string(id).expect("strings serialize");
+    let bare = needle.trim_end_matches('"');
+    if !contains(&tail, bare.as_bytes()) {
+        return Ok(false);
+    }
     // a line cut by the look-back window is not a report
     let lines = tail.split(|b| *b == b'\n').skip(usize::from(from > 0));
     Ok(lines
+        .filter(|l| contains(l, bare.as_bytes()))
         .filter_map(|l| serde_json::from_slice::<serde_json::Value>(l).ok())
         .any(|r| match r.get("report_id") {
             Some(rid) => rid == id,
