@@ -229,8 +229,12 @@ fn services_swap_in_parallel_and_the_latest_queued_release_wins() {
         find("w4")["accepted_ms"].as_u64() >= w["finished_ms"].as_u64(),
         "w4 ran after w2"
     );
-    assert!(
-        reports.iter().all(|r| r["deploy_id"] != "w3"),
+    // w3 never ran: its one report says it was superseded, and by whom
+    let w3: Vec<_> = reports.iter().filter(|r| r["deploy_id"] == "w3").collect();
+    assert_eq!(w3.len(), 1, "{w3:?}");
+    assert_eq!(
+        (&w3[0]["result"], &w3[0]["superseded_by"]),
+        (&serde_json::json!("superseded"), &serde_json::json!("w4")),
         "w3 never ran"
     );
     assert_eq!(current_of(&daemon, "web").as_deref(), Some(w4.as_str()));

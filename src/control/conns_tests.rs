@@ -171,7 +171,7 @@ async fn a_connection_told_to_give_way_closes_and_a_refused_one_reads_503() {
     });
     let reply = ask(&mut client, "GET /v1/status HTTP/1.1\r\nHost: x\r\n\r\n").await;
     assert!(
-        reply.starts_with("HTTP/1.1 503") && reply.contains("all 1 control connections"),
+        reply.starts_with("HTTP/1.1 503") && reply.contains("all 1 connections here"),
         "{reply}"
     );
     refusing.await.unwrap();
