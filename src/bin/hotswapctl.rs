@@ -133,7 +133,7 @@ mod tests {
         }
     }
 
-    /// The README's table of verbs, made from the clap definitions (usage and about).
+    /// docs/hotswapctl.md's table of verbs, made from the clap definitions (usage and about).
     fn verb_table() -> String {
         let mut cmd = Cli::command();
         cmd.build();
@@ -155,20 +155,20 @@ mod tests {
         const BEGIN: &str =
             "<!-- verbs: generated from the clap definitions (src/bin/hotswapctl.rs test) -->\n";
         const END: &str = "<!-- verbs end -->";
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/README.md");
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/hotswapctl.md");
         let readme = std::fs::read_to_string(path).unwrap();
         let (head, rest) = readme
             .split_once(BEGIN)
-            .expect("the README has the verbs marker");
+            .expect("docs/hotswapctl.md has the verbs marker");
         let (table, tail) = rest
             .split_once(END)
-            .expect("the README has the verbs end marker");
+            .expect("docs/hotswapctl.md has the verbs end marker");
         let want = verb_table();
         if std::env::var_os("HOTSWAP_UPDATE_README").is_some() {
             std::fs::write(path, format!("{head}{BEGIN}{want}{END}{tail}")).unwrap();
             return;
         }
-        assert_eq!(table, want, "the README's verb table is stale: run HOTSWAP_UPDATE_README=1 cargo test --bin hotswapctl");
+        assert_eq!(table, want, "docs/hotswapctl.md's verb table is stale: run HOTSWAP_UPDATE_README=1 cargo test --bin hotswapctl");
     }
 
     #[test]

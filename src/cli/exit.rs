@@ -1,5 +1,5 @@
 //! hotswapctl's exit codes: one per failure kind, each with the one-line meaning that
-//! `hotswapctl --help` ("Exit codes:"), the man page's EXIT STATUS and the README's table show.
+//! `hotswapctl --help` ("Exit codes:"), the man page's EXIT STATUS and the table in docs/hotswapctl.md show.
 
 use std::process::ExitCode;
 
@@ -96,8 +96,8 @@ mod tests {
     }
 
     #[test]
-    fn the_readme_table_lists_every_code_with_the_same_words() {
-        let readme = include_str!("../../README.md");
+    fn the_docs_table_lists_every_code_with_the_same_words() {
+        let readme = include_str!("../../docs/hotswapctl.md");
         let table: Vec<String> = readme
             .lines()
             .skip_while(|l| !l.starts_with("| exit code | meaning |"))
@@ -109,6 +109,6 @@ mod tests {
             .iter()
             .map(|e| format!("| {} | {} |", e.code(), e.meaning()))
             .collect();
-        assert_eq!(table, want, "README.md's hotswapctl exit-code table");
+        assert_eq!(table, want, "docs/hotswapctl.md's exit-code table");
     }
 }

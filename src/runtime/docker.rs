@@ -69,7 +69,7 @@ impl Docker {
     }
 
     /// At most `n` container creates and starts at once, whatever the service: twenty at once
-    /// on 2 cores took longer each than four at a time (README, Performance).
+    /// on 2 cores took longer each than four at a time (docs/performance.md).
     pub fn with_concurrent_starts(self, n: usize) -> Docker {
         Docker {
             starts: std::sync::Arc::new(tokio::sync::Semaphore::new(n.max(1))),

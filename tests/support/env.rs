@@ -48,7 +48,7 @@ impl TestEnv {
 
     /// As `new`, with HAProxy retrying a request a dead server refused or dropped on another
     /// one: what a service with replicas needs for a container's death to cost no request
-    /// (README, Supervision).
+    /// (docs/supervision.md).
     pub fn with_redispatch(name: &str) -> TestEnv {
         TestEnv::with_haproxy(name, &[("web", "roundrobin")], REDISPATCH)
     }
