@@ -1,6 +1,7 @@
 //! hotswap: a host-side reload supervisor. See ARCHITECTURE.md for the map.
 
 pub mod balancer;
+pub mod cfn;
 pub mod cli;
 pub mod clock;
 pub mod code;
@@ -13,9 +14,10 @@ pub mod fsutil;
 pub mod health;
 pub mod intake;
 pub mod journald;
-pub mod registry;
+pub mod model;
 pub mod report;
 pub mod runtime;
 pub mod sdk;
+pub mod services;
 pub mod systemd;
 pub mod watchers;

@@ -12,8 +12,8 @@ use futures_util::StreamExt;
 use notify::{RecursiveMode, Watcher};
 
 use crate::config::ReloadVia;
-use crate::registry::Registry;
 use crate::runtime::Docker;
+use crate::services::Services;
 
 /// When to look again after a container event: Docker sends `die` a moment before its list
 /// shows the container exited, a moment that grows on a loaded host.
@@ -27,7 +27,7 @@ const EVENT_SETTLE: [Duration; 4] = [
 /// Subscribes to Docker's events for our containers for ever: each event nudges the service it
 /// names; when the stream breaks (Docker restarting), every service is nudged once it is back,
 /// since events were missed meanwhile.
-pub fn docker_events(registry: Arc<Registry>, docker: Arc<Docker>) -> tokio::task::JoinHandle<()> {
+pub fn docker_events(registry: Arc<Services>, docker: Arc<Docker>) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut wait = Duration::from_secs(1);
         let mut first = true;
@@ -75,7 +75,7 @@ pub fn docker_events(registry: Arc<Registry>, docker: Arc<Docker>) -> tokio::tas
 }
 
 /// Nudges every service now and then, whatever happened (a backstop for a missed event).
-pub fn sweep(registry: Arc<Registry>, every: Duration) -> tokio::task::JoinHandle<()> {
+pub fn sweep(registry: Arc<Services>, every: Duration) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -87,14 +87,14 @@ pub fn sweep(registry: Arc<Registry>, every: Duration) -> tokio::task::JoinHandl
     })
 }
 
-fn nudge_all(registry: &Registry) {
+fn nudge_all(registry: &Services) {
     for h in registry.handles() {
         h.nudge();
     }
 }
 
 /// The files of HAProxy the services use: config files, runtime and master sockets, pidfiles.
-fn haproxy_files(registry: &Registry) -> BTreeSet<PathBuf> {
+fn haproxy_files(registry: &Services) -> BTreeSet<PathBuf> {
     let settings = registry.settings.lock().expect("settings lock");
     settings
         .services
@@ -121,7 +121,7 @@ fn haproxy_files(registry: &Registry) -> BTreeSet<PathBuf> {
 /// its servers).
 /// Returns the watcher, which stops when dropped.
 pub fn haproxy_files_changed(
-    registry: Arc<Registry>,
+    registry: Arc<Services>,
 ) -> notify::Result<notify::RecommendedWatcher> {
     let files = haproxy_files(&registry);
     let (tx, mut rx) = tokio::sync::mpsc::channel::<()>(1);

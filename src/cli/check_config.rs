@@ -33,15 +33,15 @@ pub fn run(args: Args, before: &Globals) -> Exit {
 }
 
 /// The host checks of `--live`; prints them unless `json`. Returns them and whether all passed.
-pub fn live(settings: &Settings, json: bool) -> (Vec<crate::config::live::Finding>, bool) {
+pub fn live(settings: &Settings, json: bool) -> (Vec<super::check_live::Finding>, bool) {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("tokio runtime");
-    let findings = runtime.block_on(crate::config::live::check(settings));
+    let findings = runtime.block_on(super::check_live::check(settings));
     let ok = findings.iter().all(|f| f.ok);
     if !json {
-        crate::config::live::print(&findings);
+        super::check_live::print(&findings);
     }
     (findings, ok)
 }

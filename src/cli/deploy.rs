@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use crate::control::api::{DeployAccepted, DeployRequest, DeployStatus};
 use crate::control::client::Client;
+use crate::model::{Figures, StepRecord};
 
 use super::{client_exit, Exit, Globals, Waiting};
 
@@ -143,34 +144,23 @@ pub struct Progress {
 
 impl Progress {
     pub fn show(&mut self, status: &DeployStatus) {
-        if status.status() == "queued" {
-            let behind = status.state.get("behind").and_then(|b| b.as_str());
-            if behind.is_some() && behind != self.behind.as_deref() {
-                eprintln!("  queued: waiting for {}", behind.unwrap_or_default());
+        if let Some(behind) = status.behind() {
+            if Some(behind) != self.behind.as_deref() {
+                eprintln!("  queued: waiting for {behind}");
             }
-            self.behind = behind.map(String::from);
+            self.behind = Some(behind.to_string());
         }
-        let Some(swap) = status.state.get("swap") else {
+        let Some(swap) = status.swap() else {
             return;
         };
-        let list = |key: &str| {
-            swap.get(key)
-                .and_then(|s| s.as_array())
-                .cloned()
-                .unwrap_or_default()
-        };
-        let (marks, steps, plan) = (list("marks"), list("steps"), list("ramp"));
-        for m in marks.iter().skip(self.marks_done) {
+        let (steps, plan) = (&swap.steps, &swap.ramp);
+        for m in swap.marks.iter().skip(self.marks_done) {
             // the steps begun before this phase ended before it began
-            self.print_steps(&steps, self.steps_begun);
-            let phase = m.get("phase").and_then(|p| p.as_str()).unwrap_or("?");
+            self.print_steps(steps, self.steps_begun);
+            let phase = m.phase.as_str();
             let detail = match phase {
                 "ramping" => {
-                    let share = plan
-                        .get(self.steps_begun)
-                        .and_then(|p| p.get("share_pct"))
-                        .and_then(|v| v.as_u64())
-                        .unwrap_or(0);
+                    let share = plan.get(self.steps_begun).map_or(0, |p| p.share_pct);
                     format!(
                         ": step {} of {}, {share} % of traffic to the new release",
                         self.steps_begun + 1,
@@ -190,17 +180,17 @@ impl Progress {
             }
             self.marks_done += 1;
         }
-        self.print_steps(&steps, steps.len());
+        self.print_steps(steps, steps.len());
         // the step in progress: its figures so far, once a second while they change
         let live = steps
             .last()
-            .filter(|s| s.get("ended_ms").and_then(|v| v.as_u64()) == Some(0))
+            .filter(|s| s.ended_ms == 0)
             .map(|s| format!("so far: {}", figures_of(s)));
         if let Some(l) = live.as_deref().filter(|l| Some(*l) != self.live.as_deref()) {
             eprintln!("    {l}");
         }
         self.live = live;
-        let activity = swap.get("activity").and_then(|a| a.as_str());
+        let activity = swap.activity.as_deref();
         if let Some(a) = activity.filter(|a| Some(*a) != self.activity.as_deref()) {
             eprintln!("    {a}");
         }
@@ -208,9 +198,8 @@ impl Progress {
     }
 
     /// Prints the ended step records among the first `upto` not printed yet, in order.
-    fn print_steps(&mut self, steps: &[serde_json::Value], upto: usize) {
-        let ended = |s: &serde_json::Value| s.get("ended_ms").and_then(|v| v.as_u64()) > Some(0);
-        while self.steps_done < upto.min(steps.len()) && ended(&steps[self.steps_done]) {
+    fn print_steps(&mut self, steps: &[StepRecord], upto: usize) {
+        while self.steps_done < upto.min(steps.len()) && steps[self.steps_done].ended_ms > 0 {
             eprintln!("    {}", describe_step(&steps[self.steps_done]));
             self.steps_done += 1;
         }
@@ -218,38 +207,39 @@ impl Progress {
 }
 
 /// Both releases' figures of a step: "new 120 requests, 0 errors (0.00 %), 3 ms; old ...".
-fn figures_of(step: &serde_json::Value) -> String {
-    let n = |v: &serde_json::Value, k: &str| v.get(k).and_then(|x| x.as_u64()).unwrap_or(0);
-    let figures = |who: &str| {
-        let f = step.get(who).cloned().unwrap_or_default();
-        let (req, err) = (n(&f, "requests"), n(&f, "errors"));
-        let bp = (err * 10_000).checked_div(req).unwrap_or(0);
+fn figures_of(step: &StepRecord) -> String {
+    let figures = |who: &str, f: &Figures| {
+        let bp = f.error_bp();
         format!(
-            "{who} {req} requests, {err} errors ({}.{:02} %), {} ms",
+            "{who} {} requests, {} errors ({}.{:02} %), {} ms",
+            f.requests,
+            f.errors,
             bp / 100,
             bp % 100,
-            n(&f, "rtime_ms")
+            f.rtime_ms
         )
     };
-    format!("{}; {}", figures("new"), figures("old"))
+    format!(
+        "{}; {}",
+        figures("new", &step.new),
+        figures("old", &step.old)
+    )
 }
 
 /// One canary step's line: its share, how long, both releases' figures, the verdict.
-fn describe_step(step: &serde_json::Value) -> String {
-    let n = |v: &serde_json::Value, k: &str| v.get(k).and_then(|x| x.as_u64()).unwrap_or(0);
-    let took = n(step, "ended_ms").saturating_sub(n(step, "started_ms"));
-    let kind = step.get("kind").and_then(|k| k.as_str()).unwrap_or("ramp");
-    let what = if kind == "watch" {
+fn describe_step(step: &StepRecord) -> String {
+    let took = step.ended_ms.saturating_sub(step.started_ms);
+    let what = if step.kind == "watch" {
         "watch window".to_string()
     } else {
-        format!("step at {} %", n(step, "share_pct"))
+        format!("step at {} %", step.share_pct)
     };
     format!(
         "{what} for {}.{} s: {}: {}",
         took / 1000,
         (took % 1000) / 100,
         figures_of(step),
-        step.get("verdict").and_then(|v| v.as_str()).unwrap_or("?")
+        step.verdict
     )
 }
 
@@ -287,14 +277,12 @@ fn describe_accepted(a: &DeployAccepted, image: &str) {
 /// Prints how a followed deploy ended and returns the exit code for it.
 pub fn outcome(status: &DeployStatus, json: bool) -> Exit {
     if !json && status.finished {
-        let warnings = status
-            .state
-            .pointer("/swap/warnings")
-            .and_then(|w| w.as_array())
-            .cloned()
-            .unwrap_or_default();
-        for w in warnings {
-            eprintln!("  warning: {}", w.as_str().unwrap_or_default());
+        for w in status
+            .swap()
+            .map(|s| s.warnings.as_slice())
+            .unwrap_or_default()
+        {
+            eprintln!("  warning: {w}");
         }
     }
     match (status.finished, status.status(), status.phase()) {
@@ -309,16 +297,9 @@ pub fn outcome(status: &DeployStatus, json: bool) -> Exit {
         }
         (true, _, Some("succeeded")) => {
             if !json {
-                let took = status
-                    .state
-                    .pointer("/swap/marks")
-                    .and_then(|m| m.as_array())
-                    .and_then(|m| {
-                        Some(
-                            m.last()?.get("at_ms")?.as_u64()?
-                                - m.first()?.get("at_ms")?.as_u64()?,
-                        )
-                    });
+                let took = status.swap().and_then(|s| {
+                    Some(s.marks.last()?.at_ms.saturating_sub(s.marks.first()?.at_ms))
+                });
                 println!(
                     "deploy {} to {} succeeded{}",
                     status.deploy_id,

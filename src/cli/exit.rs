@@ -73,6 +73,20 @@ impl From<Exit> for ExitCode {
     }
 }
 
+impl From<crate::fleet::stack_update::Ending> for Exit {
+    fn from(e: crate::fleet::stack_update::Ending) -> Exit {
+        use crate::fleet::stack_update::Ending;
+        match e {
+            Ending::Done => Exit::Ok,
+            Ending::Aws => Exit::Aws,
+            Ending::Refused => Exit::Refused,
+            Ending::Hook => Exit::Hook,
+            Ending::Failed => Exit::DeployFailed,
+            Ending::Timeout => Exit::Timeout,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -54,47 +54,63 @@ async fn show(client: &Client, args: &Args) -> Exit {
     Exit::Ok
 }
 
+/// What the table shows of a report. Every field may be missing: the reports file keeps lines
+/// that older versions wrote.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(default)]
+struct Line {
+    kind: Option<String>,
+    service: Option<String>,
+    version: Option<String>,
+    result: Option<String>,
+    phase_reached: Option<String>,
+    reason: Option<String>,
+    accepted_ms: u64,
+    finished_ms: u64,
+    phases: Vec<PhaseTook>,
+    repair: Option<RepairWhy>,
+    requested_by: Option<crate::model::Requester>,
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(default)]
+struct PhaseTook {
+    phase: String,
+    took_ms: u64,
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(default)]
+struct RepairWhy {
+    why: Option<String>,
+}
+
 /// One report as a line of the table.
 fn line(r: &serde_json::Value) -> String {
-    let s = |k: &str| r.get(k).and_then(|v| v.as_str()).unwrap_or("-");
-    let n = |k: &str| r.get(k).and_then(|v| v.as_u64()).unwrap_or(0);
-    let took = n("finished_ms").saturating_sub(n("accepted_ms"));
+    let r: Line = serde_json::from_value(r.clone()).unwrap_or_default();
+    let s = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
+    let took = r.finished_ms.saturating_sub(r.accepted_ms);
     let phases: Vec<String> = r
-        .get("phases")
-        .and_then(|p| p.as_array())
-        .map(|p| {
-            p.iter()
-                .map(|t| {
-                    format!(
-                        "{} {}",
-                        t.get("phase").and_then(|v| v.as_str()).unwrap_or("?"),
-                        t.get("took_ms").and_then(|v| v.as_u64()).unwrap_or(0)
-                    )
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    let detail = match (s("result"), s("kind")) {
-        ("failure", _) => format!("{}: {}", s("phase_reached"), s("reason")),
-        (_, "repair") => r
-            .pointer("/repair/why")
-            .and_then(|v| v.as_str())
-            .unwrap_or("-")
-            .to_string(),
+        .phases
+        .iter()
+        .map(|t| format!("{} {}", t.phase, t.took_ms))
+        .collect();
+    let detail = match (r.result.as_deref(), r.kind.as_deref()) {
+        (Some("failure"), _) => format!("{}: {}", s(&r.phase_reached), s(&r.reason)),
+        (_, Some("repair")) => s(&r.repair.and_then(|p| p.why)),
         _ => phases.join(", "),
     };
     let who = r
-        .get("requested_by")
-        .and_then(|b| serde_json::from_value::<crate::engine::phase::Requester>(b.clone()).ok())
+        .requested_by
         .map(|b| b.to_string())
         .unwrap_or_else(|| "-".into());
     format!(
         "{:<20} {:<12} {:<7} {:<20} {:<8} {:>6}ms  {:<40} {who}",
-        utc(n("accepted_ms")),
-        s("service"),
-        s("kind"),
-        s("version"),
-        s("result"),
+        utc(r.accepted_ms),
+        s(&r.service),
+        s(&r.kind),
+        s(&r.version),
+        s(&r.result),
         took,
         detail
     )

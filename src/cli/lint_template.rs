@@ -2,8 +2,8 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::cfn::template::Template;
 use crate::fleet::lint::lint;
-use crate::fleet::template::Template;
 
 use super::Exit;
 

@@ -4,6 +4,7 @@
 
 pub mod asg_switch;
 pub mod check_config;
+pub mod check_live;
 pub mod deploy;
 pub mod docs;
 pub mod exit;

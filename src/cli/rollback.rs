@@ -77,23 +77,10 @@ async fn rollback(
         client
             .follow(&accepted.deploy_id, timeout, |s| {
                 if !named {
-                    let release = s
-                        .state
-                        .get("release")
-                        .or_else(|| s.state.pointer("/swap/release"));
-                    let field = |k: &str| {
-                        release
-                            .and_then(|r| r.get(k))
-                            .and_then(|v| v.as_str())
-                            .unwrap_or("?")
-                            .to_string()
-                    };
-                    if release.is_some() {
+                    if let Some(release) = s.release() {
                         eprintln!(
                             "rollback {} of {service}: back to version {} ({})",
-                            accepted.deploy_id,
-                            field("version"),
-                            field("image")
+                            accepted.deploy_id, release.version, release.image
                         );
                         named = true;
                     }

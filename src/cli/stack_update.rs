@@ -4,9 +4,9 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::cfn::template::Template;
 use crate::fleet::aws::Clients;
 use crate::fleet::stack_update::{self, new_deploy_id, Options};
-use crate::fleet::template::Template;
 
 use super::{block_on, Exit};
 
@@ -97,7 +97,8 @@ async fn update(a: Args) -> Exit {
         post_hook: a.post_hook,
         dry_run: a.dry_run,
     };
-    let (code, summary) = stack_update::run(&clients, options, a.json).await;
+    let (ending, summary) = stack_update::run(&clients, options, a.json).await;
+    let code = Exit::from(ending);
     if a.json {
         println!(
             "{}",

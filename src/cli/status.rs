@@ -1,6 +1,7 @@
 //! `hotswapctl status [--json]`
 
 use crate::control::client::Client;
+use crate::engine::{Phase, State};
 
 use super::{client_exit, Exit, Globals};
 
@@ -28,10 +29,7 @@ async fn show(client: &Client, json: bool) -> Exit {
             return client_exit(&e);
         }
     };
-    let unwell = status
-        .services
-        .iter()
-        .any(|s| !matches!(s["state"].as_str(), Some("serving" | "swapping")));
+    let unwell = status.services.iter().any(|s| !s.state.is_well());
     let exit = if unwell { Exit::NotServing } else { Exit::Ok };
     if json {
         println!(
@@ -66,62 +64,42 @@ async fn show(client: &Client, json: bool) -> Exit {
         "SERVICE", "STATE", "CURRENT", "PREVIOUS", "LAST DEPLOY"
     );
     for s in &status.services {
-        let text = |p: &str| {
-            s.pointer(p)
-                .and_then(|v| v.as_str())
-                .unwrap_or("-")
-                .to_string()
-        };
         let last = s
-            .pointer("/history")
-            .and_then(|h| h.as_array())
-            .and_then(|h| h.last())
+            .history
+            .last()
             .map(|l| {
                 format!(
                     "{} {} {}",
-                    l.pointer("/release/deploy_id")
-                        .and_then(|v| v.as_str())
-                        .unwrap_or("?"),
-                    l.pointer("/phase/phase")
-                        .and_then(|v| v.as_str())
-                        .unwrap_or("?"),
-                    l.pointer("/reason").and_then(|v| v.as_str()).unwrap_or("")
+                    l.release.deploy_id,
+                    l.phase.name(),
+                    l.reason.as_deref().unwrap_or("")
                 )
             })
             .unwrap_or_else(|| "-".into());
-        let state = match s.pointer("/swap/phase/phase").and_then(|v| v.as_str()) {
+        let state = match s.swap.as_ref().map(|w| (w, &w.phase)) {
             // a canary step shows its share: swap:ramping@25%
-            Some("ramping") if text("/state") == "swapping" => {
-                let step = s
-                    .pointer("/swap/phase/step")
-                    .and_then(|v| v.as_u64())
-                    .unwrap_or(0);
-                let share = s
-                    .pointer(&format!("/swap/ramp/{step}/share_pct"))
-                    .and_then(|v| v.as_u64())
-                    .unwrap_or(0);
+            Some((w, Phase::Ramping { step, .. })) if s.state == State::Swapping => {
+                let share = w.ramp.get(*step).map_or(0, |r| r.share_pct);
                 format!("swap:ramping@{share}%")
             }
-            Some(p) if text("/state") == "swapping" => format!("swap:{p}"),
-            _ => text("/state"),
+            Some((_, p)) if s.state == State::Swapping => format!("swap:{}", p.name()),
+            _ => s.state.name().to_string(),
         };
         println!(
             "{:<16} {:<12} {:<28} {:<24} {}",
-            text("/service"),
+            s.service,
             state,
-            text("/current/release/image"),
-            text("/previous/image"),
+            s.current.as_ref().map_or("-", |c| c.release.image.as_str()),
+            s.previous.as_ref().map_or("-", |p| p.image.as_str()),
             last.trim_end()
         );
-        if let Some(why) = s["reason"].as_str() {
+        if let Some(why) = &s.reason {
             println!("{:<16} {why}", "");
         }
-        if let Some(m) = s.get("maintenance").filter(|m| !m.is_null()) {
+        if let Some(m) = &s.maintenance {
             println!(
                 "{:<16} maintenance: clients get 503 (Retry-After {} s): {}",
-                "",
-                m["retry_after_secs"].as_u64().unwrap_or(0),
-                m["message"].as_str().unwrap_or("")
+                "", m.retry_after_secs, m.message
             );
         }
     }

@@ -2,7 +2,6 @@
 //! settings that cannot be wrong (`Settings`). Unknown keys are errors naming the file and key.
 
 mod hooks;
-pub mod live;
 mod raw;
 mod streams;
 
@@ -177,7 +176,7 @@ pub struct ServiceSettings {
 #[derive(Debug, Clone, PartialEq)]
 pub struct RampSettings {
     /// The new release's share of traffic at each step, ascending, the last 100.
-    pub steps: Vec<crate::engine::phase::RampStep>,
+    pub steps: Vec<crate::model::RampStep>,
     /// After the last step, the old release is kept this long (no traffic) for a flip back.
     pub watch: Duration,
     /// How often HAProxy's figures are read and judged during a step.

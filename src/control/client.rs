@@ -199,7 +199,7 @@ impl Client {
     pub async fn deploy(&self, req: &DeployRequest) -> Result<DeployAccepted, ClientError> {
         let mut req = req.clone();
         req.deploy_id
-            .get_or_insert_with(crate::intake::new_deploy_id);
+            .get_or_insert_with(crate::model::new_deploy_id);
         let body = serde_json::to_vec(&req).expect("requests serialize");
         self.call_with(
             Method::POST,

@@ -46,6 +46,26 @@ const REFUSE_BUDGET: Duration = Duration::from_secs(1);
 
 pub type Reply = Response<Full<Bytes>>;
 
+/// A JSON answer.
+pub(super) fn json(status: StatusCode, body: &impl serde::Serialize) -> Reply {
+    let bytes = serde_json::to_vec(body).expect("responses serialize");
+    Response::builder()
+        .status(status)
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(bytes)))
+        .expect("static response parts are valid")
+}
+
+/// An error answer: `{"error": message}`.
+pub(super) fn error(status: StatusCode, message: impl Into<String>) -> Reply {
+    json(
+        status,
+        &crate::model::api::ErrorBody {
+            error: message.into(),
+        },
+    )
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Bounds {
     pub max_connections: usize,

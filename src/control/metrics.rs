@@ -8,19 +8,31 @@ use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
 use hyper::{Method, Request, Response, StatusCode};
 
-use super::conns::{Admission, Bounds, Reply, Table};
-use super::server::error;
-use crate::registry::Registry;
+use super::conns::{error, Admission, Bounds, Reply, Table};
+use crate::report::metrics::ServiceGauges;
+use crate::services::Services;
 
 /// `GET /metrics`: Prometheus' text format.
-pub(super) async fn metrics(shared: &Registry) -> Reply {
-    let views: Vec<_> = shared.handles().iter().map(|h| h.view()).collect();
+pub(super) async fn metrics(shared: &Services) -> Reply {
+    let services: Vec<_> = shared
+        .handles()
+        .iter()
+        .map(|h| {
+            let v = h.view();
+            ServiceGauges {
+                service: v.service,
+                state: v.state,
+                queued: v.queued.len(),
+                maintenance: v.maintenance.is_some(),
+            }
+        })
+        .collect();
     let outbox = shared.reporter.outbox.clone();
     let depth = match outbox {
         Some(o) => tokio::task::spawn_blocking(move || o.depth()).await.ok(),
         None => None,
     };
-    let text = shared.reporter.metrics.render(&views, depth);
+    let text = shared.reporter.metrics.render(&services, depth);
     Response::builder()
         .status(StatusCode::OK)
         .header("content-type", "text/plain; version=0.0.4; charset=utf-8")
@@ -48,7 +60,7 @@ fn metrics_bounds() -> Bounds {
 /// its headers) gives way to the new one, so a scraper is answered however many idle or slow
 /// connections others hold open.
 pub async fn serve_metrics(
-    shared: Arc<Registry>,
+    shared: Arc<Services>,
     addr: std::net::SocketAddr,
 ) -> std::io::Result<tokio::task::JoinHandle<()>> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
@@ -84,7 +96,7 @@ pub async fn serve_metrics(
     }))
 }
 
-async fn route(shared: &Registry, req: &Request<Incoming>) -> Reply {
+async fn route(shared: &Services, req: &Request<Incoming>) -> Reply {
     match (req.method(), req.uri().path()) {
         (&Method::GET, "/metrics") => metrics(shared).await,
         _ => error(StatusCode::NOT_FOUND, "only GET /metrics here"),

@@ -7,21 +7,21 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http_body_util::{BodyExt, Full, Limited};
-use hyper::body::{Bytes, Incoming};
-use hyper::{Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use hyper::{Method, Request, StatusCode};
 use tokio::net::{UnixListener, UnixStream};
 
 use super::access::{check_peer, Peer};
 use super::api::{
-    parse_body, DaemonStatus, DeployRequest, DeployStatus, ErrorBody, Health, MaintenanceRequest,
+    parse_body, DaemonStatus, DeployRequest, DeployStatus, Health, MaintenanceRequest,
     RollbackRequest, ServiceSummary, MAX_BODY,
 };
-use super::conns::{Admission, Bounds, Reply, Table, Ticket};
+use super::conns::{error, json, Admission, Bounds, Reply, Table, Ticket};
 use crate::engine::phase::Requester;
 use crate::engine::DeployState;
 use crate::intake::{self, Refusal};
-use crate::registry::Registry;
+use crate::services::Services;
 
 /// The longest a `wait` may hold a connection.
 const MAX_WAIT: Duration = Duration::from_secs(600);
@@ -31,7 +31,7 @@ pub(super) const READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// Binds the socket (replacing a stale one), mode 0660 with the configured group, and serves
 /// at most `bounds.max_connections` connections until the task is dropped.
 pub async fn serve(
-    shared: Arc<Registry>,
+    shared: Arc<Services>,
     socket: &Path,
     bounds: Bounds,
 ) -> std::io::Result<tokio::task::JoinHandle<()>> {
@@ -101,7 +101,7 @@ pub async fn serve(
     }))
 }
 
-async fn connection(shared: Arc<Registry>, ticket: Ticket, stream: UnixStream) {
+async fn connection(shared: Arc<Services>, ticket: Ticket, stream: UnixStream) {
     let verdict = match stream.peer_cred() {
         Ok(cred) => {
             let peer = Peer {
@@ -158,24 +158,6 @@ fn requester(stream: &UnixStream) -> Requester {
     }
 }
 
-fn json(status: StatusCode, body: &impl serde::Serialize) -> Reply {
-    let bytes = serde_json::to_vec(body).expect("responses serialize");
-    Response::builder()
-        .status(status)
-        .header("content-type", "application/json")
-        .body(Full::new(Bytes::from(bytes)))
-        .expect("static response parts are valid")
-}
-
-pub(super) fn error(status: StatusCode, message: impl Into<String>) -> Reply {
-    json(
-        status,
-        &ErrorBody {
-            error: message.into(),
-        },
-    )
-}
-
 /// The one place a refusal becomes an HTTP status.
 fn refused(r: Refusal) -> Reply {
     let status = match &r {
@@ -191,7 +173,7 @@ fn refused(r: Refusal) -> Reply {
     error(status, r.to_string())
 }
 
-async fn handle(shared: &Registry, req: Request<Incoming>, by: &Requester) -> Reply {
+async fn handle(shared: &Services, req: Request<Incoming>, by: &Requester) -> Reply {
     let path = req.uri().path().to_string();
     let query = req.uri().query().unwrap_or("").to_string();
     let method = req.method().clone();
@@ -250,7 +232,7 @@ async fn handle(shared: &Registry, req: Request<Incoming>, by: &Requester) -> Re
                     version: env!("CARGO_PKG_VERSION").to_string(),
                     instance_id: shared.instance_id.clone(),
                     uptime_secs: shared.started.elapsed().as_secs(),
-                    services: DaemonStatus::service_views(&views),
+                    services: views,
                     cloudformation: shared
                         .metadata_watch
                         .lock()
@@ -335,7 +317,7 @@ pub fn summary(v: &crate::engine::ServiceView) -> ServiceSummary {
     }
 }
 
-fn health(shared: &Registry) -> Health {
+fn health(shared: &Services) -> Health {
     Health {
         version: env!("CARGO_PKG_VERSION").to_string(),
         instance_id: shared.instance_id.clone(),
@@ -359,7 +341,7 @@ fn health(shared: &Registry) -> Health {
     }
 }
 
-async fn deploy_status(shared: &Registry, id: &str, query: &str) -> Reply {
+async fn deploy_status(shared: &Services, id: &str, query: &str) -> Reply {
     let wait = query
         .split('&')
         .find_map(|kv| kv.strip_prefix("wait="))
@@ -395,7 +377,7 @@ async fn deploy_status(shared: &Registry, id: &str, query: &str) -> Reply {
 
 /// A deploy no service holds in memory (answered before a restart, or long ago): its report in
 /// the reports file says how it ended.
-async fn reported(shared: &Registry, id: &str) -> Reply {
+async fn reported(shared: &Services, id: &str) -> Reply {
     let file = shared.reporter.file.clone();
     let key = id.to_string();
     let found = tokio::task::spawn_blocking(move || file.find_deploy(&key)).await;
@@ -431,7 +413,7 @@ async fn reported(shared: &Registry, id: &str) -> Reply {
 
 /// `GET /v1/history?service=NAME&limit=N`: the last N reports (swaps and repairs), newest
 /// first, from the reports file and its rotated copies.
-async fn history(shared: &Registry, query: &str) -> Reply {
+async fn history(shared: &Services, query: &str) -> Reply {
     let mut service = None;
     let mut limit = 20usize;
     for (k, v) in query.split('&').filter_map(|kv| kv.split_once('=')) {

@@ -211,7 +211,7 @@ impl<P: Reporter> Book<P> {
 
     /// Records the outcome, reports it, and closes the swap in the journal.
     pub async fn settle(&mut self, swap: Swap) {
-        let report = Report::from_swap(
+        let report = swap_report(
             &self.identity.instance_id,
             self.identity.stack.as_deref(),
             &swap,
@@ -249,5 +249,72 @@ impl<P: Reporter> Ledger for Book<P> {
     }
     fn store(&mut self) -> Result<(), JournalError> {
         Book::store(self)
+    }
+}
+
+/// The report of a finished swap: its result, the phase it reached, each phase's time, the canary
+/// and streams, who asked.
+pub fn swap_report(instance_id: &str, stack: Option<&str>, swap: &Swap) -> Report {
+    let succeeded = swap.phase == Phase::Succeeded;
+    let phase_reached = swap
+        .marks
+        .iter()
+        .rev()
+        .map(|m| m.phase.as_str())
+        .find(|p| !matches!(*p, "succeeded" | "failed" | "rolling_back"))
+        .unwrap_or("accepted")
+        .to_string();
+    let phases = swap
+        .marks
+        .windows(2)
+        .map(|w| crate::report::PhaseTiming {
+            phase: w[0].phase.clone(),
+            started_ms: w[0].at_ms,
+            took_ms: w[1].at_ms.saturating_sub(w[0].at_ms),
+        })
+        .collect();
+    Report {
+        schema: crate::report::SCHEMA_VERSION,
+        kind: "swap",
+        report_id: swap.release.deploy_id.clone(),
+        instance_id: instance_id.to_string(),
+        stack: stack.map(String::from),
+        service: swap.release.service.clone(),
+        image: swap.release.image.clone(),
+        version: swap.release.version.clone(),
+        deploy_id: swap.release.deploy_id.clone(),
+        result: if succeeded { "success" } else { "failure" },
+        phase_reached,
+        reason: swap.reason.clone(),
+        warnings: swap.warnings.clone(),
+        accepted_ms: swap.accepted_ms,
+        time_to_traffic_ms: swap
+            .marks
+            .iter()
+            .find(|m| matches!(m.phase.as_str(), "watching" | "draining"))
+            .filter(|_| succeeded)
+            .map(|m| m.at_ms.saturating_sub(swap.accepted_ms)),
+        finished_ms: swap
+            .marks
+            .last()
+            .map(|m| m.at_ms)
+            .unwrap_or(swap.accepted_ms),
+        phases,
+        health_response: swap.health_response.clone(),
+        previous_image: swap.old.as_ref().map(|o| o.release.image.clone()),
+        failed_requests: swap.failed_requests,
+        images_reclaimed_bytes: swap.images_reclaimed_bytes,
+        signalled_ms: swap.signalled_ms,
+        canary: (swap.ramp_skipped || !swap.ramp.is_empty()).then(|| crate::report::CanaryReport {
+            skipped: swap.ramp_skipped,
+            planned: swap.ramp.clone(),
+            watch_ms: swap.watch_ms,
+            steps: swap.steps.clone(),
+        }),
+        streams: swap.streams.filter(|c| c.open > 0),
+        repair: None,
+        hooks: swap.hooks.clone(),
+        requested_by: swap.release.requested_by.clone(),
+        superseded_by: None,
     }
 }

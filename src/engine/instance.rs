@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::phase::Release;
+use crate::model::Release;
 
 /// A release as it runs: the release and what runs it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -208,12 +208,4 @@ impl<'de> Deserialize<'de> for Instance {
     }
 }
 
-/// What became of the long-lived streams (WebSockets, event streams) on the old release while it
-/// drained: `open` were seen, `ended` ended by themselves (the app, the client), `closed` were
-/// closed by hotswapd after the stream budget.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct StreamCounts {
-    pub open: u64,
-    pub ended: u64,
-    pub closed: u64,
-}
+pub use crate::model::StreamCounts;

@@ -13,7 +13,7 @@ pub mod instance;
 pub mod journal;
 pub mod phase;
 pub mod recover;
-pub mod requester;
+mod repairs;
 pub mod steps;
 pub mod superseded;
 pub mod supervise;

@@ -9,37 +9,7 @@ use thiserror::Error;
 
 pub use super::instance::{Instance, Replica, Runs};
 pub use crate::clock::UnixMs;
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Release {
-    pub service: String,
-    /// Image reference to run, e.g. `web:2`.
-    pub image: String,
-    /// What the app reports on its health route for this release (defaults to the image tag).
-    pub version: String,
-    pub deploy_id: String,
-    /// An image archive on this host (`docker save` output) to load before the swap.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub archive: Option<ImageArchive>,
-    /// A code bundle (directory or .tar.gz) for a service that reloads instead of swapping.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub code: Option<std::path::PathBuf>,
-    /// The operator asked to skip the service's canary ramp (`--no-ramp`).
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub no_ramp: bool,
-    /// Who asked for it and how: journaled with the release, shown in history and the report.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub requested_by: Option<Requester>,
-}
-
-pub use super::requester::Requester;
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ImageArchive {
-    pub path: std::path::PathBuf,
-    /// Hex sha256 of the file; checked before loading when given.
-    pub sha256: Option<String>,
-}
+pub use crate::model::{Figures, ImageArchive, RampStep, Release, Requester, StepRecord};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "phase", rename_all = "snake_case")]
@@ -243,47 +213,7 @@ pub struct Swap {
     pub hooks: Vec<crate::runtime::hook::HookRun>,
     /// The old release's long-lived streams during the drain (None: it had none to count).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub streams: Option<super::instance::StreamCounts>,
-}
-
-/// One step of a canary ramp: the new release's share of traffic and how long it is held.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RampStep {
-    pub share_pct: u8,
-    pub hold_ms: u64,
-}
-
-/// What HAProxy counted for one release over a step (all its servers, differences of counters).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Figures {
-    /// Responses sent plus connection and response errors.
-    pub requests: u64,
-    /// 5xx responses, connection errors and response errors.
-    pub errors: u64,
-    /// HAProxy's average response time over the server's last 1024 requests, in ms.
-    pub rtime_ms: u64,
-}
-
-impl Figures {
-    /// Errors per 10 000 requests (integers keep the journal exact); 0 with no requests.
-    pub fn error_bp(&self) -> u64 {
-        (self.errors * 10_000)
-            .checked_div(self.requests)
-            .unwrap_or(0)
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct StepRecord {
-    /// "ramp" for a step, "watch" for the watch window.
-    pub kind: String,
-    pub share_pct: u8,
-    pub started_ms: UnixMs,
-    pub ended_ms: UnixMs,
-    pub new: Figures,
-    pub old: Figures,
-    /// "passed", "too few requests to judge", or why it aborted.
-    pub verdict: String,
+    pub streams: Option<crate::model::StreamCounts>,
 }
 
 /// A ramp step or watch window may overrun its hold by this much (reading figures, setting

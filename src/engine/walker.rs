@@ -11,9 +11,9 @@ use super::book::Book;
 use super::error::StepError;
 use super::handle::State;
 use super::hooks;
-use super::phase::{Event, Phase, Swap};
+use super::phase::{Event, Phase, Swap, UnixMs};
+use super::repairs::Repairs;
 use super::steps::{Activity, Ledger, Steps};
-use super::supervise::Repairs;
 use crate::clock::{instant_of, within};
 use crate::config::Hook;
 use crate::report::Reporter;
@@ -143,51 +143,15 @@ impl<S: Steps, P: Reporter> Walker<S, P> {
     /// Does the work of the swap's phase, then journals the phase it leads to (a failed step
     /// leads to rolling back). A terminal swap is returned as it is.
     pub async fn step(&mut self, mut swap: Swap) -> Swap {
-        let (steps, book) = (&mut self.steps, &mut self.book);
         let event = match swap.phase.clone() {
             // preflight: a swap that cannot succeed for a reason it cannot fix (Docker or
             // HAProxy not answering, the backend missing) fails now, naming it
-            Phase::Accepted => steps.reachable().await.map(|()| Event::Begin),
-            Phase::Starting { deadline } => {
-                let hooks = steps.hooks();
-                let work = async {
-                    hooks::run(&hooks, Hook::BeforeStart, &mut swap).await?;
-                    steps.start(book, &mut swap).await
-                };
-                within(deadline, work, || StepError::Deadline {
-                    what: "starting the new release",
-                })
-                .await
-                .map(Event::Started)
-            }
-            Phase::HealthGate { deadline } => {
-                let board = steps.activity();
-                match showing(book, &swap, &board, steps.gate(&swap, deadline)).await {
-                    Ok(passed) => {
-                        swap.health_response = Some(passed.body);
-                        // the new release runs, no traffic yet: the last word before the switch
-                        hooks::run(&steps.hooks(), Hook::BeforeSwitch, &mut swap)
-                            .await
-                            .map(|()| Event::GatePassed)
-                    }
-                    Err(e) => Err(e),
-                }
-            }
-            Phase::Switching { deadline } => {
-                let work = steps.switch(book, &mut swap);
-                let switched = within(deadline, work, || StepError::Deadline {
-                    what: "switching HAProxy",
-                })
-                .await;
-                match switched {
-                    Ok(()) => hooks::run(&steps.hooks(), Hook::AfterSwitch, &mut swap)
-                        .await
-                        .map(|()| Event::Switched),
-                    Err(e) => Err(e),
-                }
-            }
+            Phase::Accepted => self.steps.reachable().await.map(|()| Event::Begin),
+            Phase::Starting { deadline } => self.start(&mut swap, deadline).await,
+            Phase::HealthGate { deadline } => self.gate(&mut swap, deadline).await,
+            Phase::Switching { deadline } => self.switch(&mut swap, deadline).await,
             Phase::Ramping { step, deadline } => {
-                let work = steps.ramp(book, &mut swap, step);
+                let work = self.steps.ramp(&mut self.book, &mut swap, step);
                 within(deadline, work, || StepError::Deadline {
                     what: "the ramp step",
                 })
@@ -195,7 +159,7 @@ impl<S: Steps, P: Reporter> Walker<S, P> {
                 .map(|()| Event::StepPassed)
             }
             Phase::Watching { deadline } => {
-                let work = steps.watch(book, &mut swap);
+                let work = self.steps.watch(&mut self.book, &mut swap);
                 within(deadline, work, || StepError::Deadline {
                     what: "the watch window",
                 })
@@ -203,29 +167,76 @@ impl<S: Steps, P: Reporter> Walker<S, P> {
                 .map(|()| Event::Watched)
             }
             Phase::Draining { deadline } => {
-                let (board, shown) = (steps.activity(), swap.clone());
-                showing(book, &shown, &board, steps.drain(&mut swap, deadline)).await;
+                let (board, shown) = (self.steps.activity(), swap.clone());
+                let work = self.steps.drain(&mut swap, deadline);
+                showing(&mut self.book, &shown, &board, work).await;
                 Ok(Event::Drained)
             }
             Phase::Retiring { .. } => {
-                steps.retire(book, &mut swap).await;
+                self.steps.retire(&mut self.book, &mut swap).await;
                 Ok(Event::Retired)
             }
-            Phase::RollingBack { deadline } => {
-                let work = steps.roll_back(book, &mut swap);
-                if tokio::time::timeout_at(instant_of(deadline), work)
-                    .await
-                    .is_err()
-                {
-                    swap.warnings
-                        .push("rolling back did not finish in time".into());
-                }
-                Ok(Event::RolledBack)
-            }
+            Phase::RollingBack { deadline } => self.roll_back(&mut swap, deadline).await,
             Phase::Succeeded | Phase::Failed => return swap,
         };
         let event = event.unwrap_or_else(|e| Event::Fail(e.to_string()));
         self.book.advance(swap, event).await
+    }
+
+    /// The `before_start` hook, then the new release started, within the phase's deadline.
+    async fn start(&mut self, swap: &mut Swap, deadline: UnixMs) -> Result<Event, StepError> {
+        let (steps, book) = (&mut self.steps, &mut self.book);
+        let hooks = steps.hooks();
+        let work = async {
+            hooks::run(&hooks, Hook::BeforeStart, swap).await?;
+            steps.start(book, swap).await
+        };
+        within(deadline, work, || StepError::Deadline {
+            what: "starting the new release",
+        })
+        .await
+        .map(Event::Started)
+    }
+
+    /// The health gate, then the `before_switch` hook: the new release runs, no traffic yet.
+    async fn gate(&mut self, swap: &mut Swap, deadline: UnixMs) -> Result<Event, StepError> {
+        let board = self.steps.activity();
+        let passed = showing(
+            &mut self.book,
+            swap,
+            &board,
+            self.steps.gate(swap, deadline),
+        )
+        .await?;
+        swap.health_response = Some(passed.body);
+        hooks::run(&self.steps.hooks(), Hook::BeforeSwitch, swap)
+            .await
+            .map(|()| Event::GatePassed)
+    }
+
+    /// HAProxy switched within the phase's deadline, then the `after_switch` hook.
+    async fn switch(&mut self, swap: &mut Swap, deadline: UnixMs) -> Result<Event, StepError> {
+        let work = self.steps.switch(&mut self.book, swap);
+        within(deadline, work, || StepError::Deadline {
+            what: "switching HAProxy",
+        })
+        .await?;
+        hooks::run(&self.steps.hooks(), Hook::AfterSwitch, swap)
+            .await
+            .map(|()| Event::Switched)
+    }
+
+    /// Rolling back never fails the swap twice: past its deadline it is a warning.
+    async fn roll_back(&mut self, swap: &mut Swap, deadline: UnixMs) -> Result<Event, StepError> {
+        let work = self.steps.roll_back(&mut self.book, swap);
+        if tokio::time::timeout_at(instant_of(deadline), work)
+            .await
+            .is_err()
+        {
+            swap.warnings
+                .push("rolling back did not finish in time".into());
+        }
+        Ok(Event::RolledBack)
     }
 }
 

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use super::template::{Size, Template};
+use crate::cfn::template::{Size, Template};
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum Refusal {

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 use serde_json::Value;
 
-use super::template::{Size, Template};
+use crate::cfn::template::{Size, Template};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Warning {

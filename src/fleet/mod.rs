@@ -4,8 +4,6 @@
 pub mod asg_switch;
 pub mod aws;
 pub mod checks;
-pub mod intrinsics;
 pub mod lint;
 pub mod stack_update;
 pub mod tally;
-pub mod template;

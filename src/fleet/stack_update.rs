@@ -9,12 +9,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
-use crate::cli::Exit;
-
 use super::aws::{describe, Clients};
 use super::checks::{self, Plan, Refusal};
 use super::tally::{Outcome, Tally};
-use super::template::Template;
+use crate::cfn::template::Template;
 
 mod wait;
 pub use wait::wait_for_reports;
@@ -54,7 +52,7 @@ pub struct Summary {
 pub fn new_deploy_id() -> String {
     format!(
         "sd{}",
-        crate::intake::new_deploy_id().trim_start_matches('d')
+        crate::model::new_deploy_id().trim_start_matches('d')
     )
 }
 
@@ -150,7 +148,24 @@ fn run_hook(name: &str, cmd: &str, env: &[(&str, String)]) -> Result<(), String>
     }
 }
 
-pub async fn run(c: &Clients, mut o: Options, quiet: bool) -> (Exit, Summary) {
+/// How a stack update ended, for the caller to turn into its exit code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ending {
+    /// Every instance reported success (or the dry run's checks passed).
+    Done,
+    /// A call to AWS failed.
+    Aws,
+    /// A safety check refused the update before anything changed.
+    Refused,
+    /// The pre or post hook failed.
+    Hook,
+    /// An instance reported failure.
+    Failed,
+    /// Not every instance reported in time.
+    Timeout,
+}
+
+pub async fn run(c: &Clients, mut o: Options, quiet: bool) -> (Ending, Summary) {
     let started = Instant::now();
     let mut s = Summary {
         stack: o.stack.clone(),
@@ -167,7 +182,7 @@ pub async fn run(c: &Clients, mut o: Options, quiet: bool) -> (Exit, Summary) {
         elapsed_ms: 0,
         detect_ms: None,
     };
-    let finish = |mut s: Summary, code: Exit, outcome: &str, message: Option<String>| {
+    let finish = |mut s: Summary, code: Ending, outcome: &str, message: Option<String>| {
         s.outcome = outcome.to_string();
         s.message = message;
         s.elapsed_ms = started.elapsed().as_millis() as u64;
@@ -177,9 +192,10 @@ pub async fn run(c: &Clients, mut o: Options, quiet: bool) -> (Exit, Summary) {
     // checks, before anything changes
     let live = match describe_stack(c, &o.stack).await {
         Ok(l) => l,
-        Err(e) => return finish(s, Exit::Aws, "error", Some(e)),
+        Err(e) => return finish(s, Ending::Aws, "error", Some(e)),
     };
-    let refused = |s: Summary, r: Refusal| finish(s, Exit::Refused, "refused", Some(r.to_string()));
+    let refused =
+        |s: Summary, r: Refusal| finish(s, Ending::Refused, "refused", Some(r.to_string()));
     if let Err(r) = checks::check_status(&o.stack, &live.status) {
         return refused(s, r);
     }
@@ -196,11 +212,11 @@ pub async fn run(c: &Clients, mut o: Options, quiet: bool) -> (Exit, Summary) {
     };
     let physical = match group_name(c, &o.stack, &logical).await {
         Ok(p) => p,
-        Err(e) => return finish(s, Exit::Aws, "error", Some(e)),
+        Err(e) => return finish(s, Ending::Aws, "error", Some(e)),
     };
     let (live_desired, _) = match group_state(c, &physical).await {
         Ok(g) => g,
-        Err(e) => return finish(s, Exit::Aws, "error", Some(e)),
+        Err(e) => return finish(s, Ending::Aws, "error", Some(e)),
     };
     s.group = Some(physical.clone());
     s.live_desired = Some(live_desired);
@@ -223,7 +239,7 @@ pub async fn run(c: &Clients, mut o: Options, quiet: bool) -> (Exit, Summary) {
         s.instances_expected = live_desired as usize;
         return finish(
             s,
-            Exit::Ok,
+            Ending::Done,
             "dry-run",
             Some(format!(
                 "checks passed; UpdateStack would run with deploy id {}",
@@ -244,7 +260,7 @@ pub async fn run(c: &Clients, mut o: Options, quiet: bool) -> (Exit, Summary) {
             if let Some(post) = &o.post_hook {
                 let _ = run_hook("post_hotswap", post, &hook_env("aborted"));
             }
-            return finish(s, Exit::Hook, "hook-failed", Some(e));
+            return finish(s, Ending::Hook, "hook-failed", Some(e));
         }
     }
     let (code, outcome, message) =
@@ -254,7 +270,11 @@ pub async fn run(c: &Clients, mut o: Options, quiet: bool) -> (Exit, Summary) {
             let msg = format!("{}; {e}", message.unwrap_or_default());
             return finish(
                 s,
-                if code == Exit::Ok { Exit::Hook } else { code },
+                if code == Ending::Done {
+                    Ending::Hook
+                } else {
+                    code
+                },
                 &outcome,
                 Some(msg),
             );
@@ -271,7 +291,7 @@ async fn update_and_wait(
     queue_url: &str,
     s: &mut Summary,
     quiet: bool,
-) -> (Exit, String, Option<String>) {
+) -> (Ending, String, Option<String>) {
     let params: Vec<aws_sdk_cloudformation::types::Parameter> = plan
         .parameters
         .iter()
@@ -294,7 +314,7 @@ async fn update_and_wait(
         .await;
     if let Err(e) = update {
         return (
-            Exit::Aws,
+            Ending::Aws,
             "error".into(),
             Some(format!("UpdateStack {}: {}", o.stack, describe(e))),
         );
@@ -312,20 +332,20 @@ async fn update_and_wait(
                 s.group = Some(name);
                 i
             }
-            Err(e) => return (Exit::Aws, "error".into(), Some(e)),
+            Err(e) => return (Ending::Aws, "error".into(), Some(e)),
         },
-        Err(e) => return (Exit::Aws, "error".into(), Some(e)),
+        Err(e) => return (Ending::Aws, "error".into(), Some(e)),
     };
     s.instances_expected = instances.len();
     let mut tally = Tally::new(&o.deploy_id, instances.len());
     let result = wait_for_reports(c, queue_url, &mut tally, o.timeout, quiet).await;
     s.instances_succeeded = tally.succeeded.keys().cloned().collect();
     match result {
-        Err(e) => (Exit::Aws, "error".into(), Some(e)),
+        Err(e) => (Ending::Aws, "error".into(), Some(e)),
         Ok((Outcome::AllSucceeded, detect)) => {
             s.detect_ms = detect;
             (
-                Exit::Ok,
+                Ending::Done,
                 "success".into(),
                 Some(format!(
                     "{} of {} instances reported success",
@@ -345,7 +365,7 @@ async fn update_and_wait(
             s.detect_ms = detect;
             s.failed_instance = Some(instance.clone());
             (
-                Exit::DeployFailed,
+                Ending::Failed,
                 "failure".into(),
                 Some(format!(
                     "instance {instance} reported failure of service {service}: {reason}"
@@ -353,7 +373,7 @@ async fn update_and_wait(
             )
         }
         Ok((Outcome::Waiting, _)) => (
-            Exit::Timeout,
+            Ending::Timeout,
             "timeout".into(),
             Some(format!(
                 "{} of {} instances reported success within {} s",

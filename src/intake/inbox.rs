@@ -19,9 +19,9 @@ use notify::event::{AccessKind, AccessMode, EventKind, ModifyKind};
 use notify::{RecursiveMode, Watcher};
 use tokio::sync::mpsc;
 
-use crate::control::api::{DeployRequest, MAX_BODY};
 use crate::intake::{self, Refusal};
-use crate::registry::Registry;
+use crate::model::api::{DeployRequest, MAX_BODY};
+use crate::services::Services;
 
 use super::dirfd::Dir;
 
@@ -65,7 +65,7 @@ enum Format {
     Toml,
 }
 
-pub fn watch(shared: Arc<Registry>, dir: &Path) -> anyhow::Result<Inbox> {
+pub fn watch(shared: Arc<Services>, dir: &Path) -> anyhow::Result<Inbox> {
     std::fs::create_dir_all(dir)?;
     let dir = dir.canonicalize()?;
     let inbox = Dir::open(&dir)?;
@@ -193,7 +193,7 @@ fn examine(inbox: &Dir, name: &OsStr, how: Arrival) -> Examined {
 
 fn parse(text: &str, format: Format) -> Result<DeployRequest, String> {
     match format {
-        Format::Json => crate::control::api::parse_body(text.as_bytes())
+        Format::Json => crate::model::api::parse_body(text.as_bytes())
             .map_err(|e| format!("not a valid release (JSON): {e}")),
         Format::Toml => toml::from_str(text)
             .map_err(|e| format!("not a valid release (TOML): {}", e.to_string().trim_end())),
@@ -206,7 +206,7 @@ const BUSY_PATIENCE: std::time::Duration = std::time::Duration::from_secs(300);
 
 /// Processes `name`; while its service is busy the file stays in the inbox and is tried again
 /// (the inbox waits: releases arriving meanwhile queue behind it, in order).
-async fn process_when_room(shared: &Registry, inbox: &Dir, name: &OsStr, how: Arrival) {
+async fn process_when_room(shared: &Services, inbox: &Dir, name: &OsStr, how: Arrival) {
     let started = std::time::Instant::now();
     let mut wait = std::time::Duration::from_millis(10);
     loop {
@@ -229,7 +229,7 @@ enum Processed {
 
 /// Accepts or rejects `name`; `Busy` when its service cannot take it yet and `wait_if_busy`.
 fn process(
-    shared: &Registry,
+    shared: &Services,
     inbox: &Dir,
     name: &OsStr,
     how: Arrival,

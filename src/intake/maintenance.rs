@@ -1,21 +1,21 @@
 //! Maintenance mode on and off (`POST /v1/services/{name}/maintenance`): set in HAProxy through
 //! the runtime API (`balancer/maintenance.rs`, no reload), then journaled with the service's
 //! queue so a restart keeps it; HAProxy's variables are set again after it reloads
-//! (`Registry::reapply_maintenance`).
+//! (`Services::reapply_maintenance`).
 
 use super::{handle_of, Refusal};
 use crate::balancer::maintenance;
-use crate::control::api::{MaintenanceOutcome, MaintenanceRequest};
 use crate::engine::phase::Requester;
 use crate::engine::Maintenance;
-use crate::registry::Registry;
+use crate::model::api::{MaintenanceOutcome, MaintenanceRequest};
+use crate::services::Services;
 
 /// What clients are told when the operator gives no message.
 const DEFAULT_MESSAGE: &str = "This service is down for maintenance. Please retry later.";
 const DEFAULT_RETRY_AFTER_SECS: u64 = 300;
 
 pub async fn set(
-    shared: &Registry,
+    shared: &Services,
     service: &str,
     req: MaintenanceRequest,
     by: Requester,

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
-use crate::control::api::DeployRequest;
+use crate::model::api::DeployRequest;
 
 /// The release metadata a CloudFormation template carries (under a `hotswap` key, or bare).
 #[derive(Debug, Deserialize)]

@@ -8,36 +8,17 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
-
 use crate::clock::now_ms;
 use crate::config::MetadataWatchSettings;
-use crate::registry::Registry;
+use crate::services::Services;
 
 /// The longest wait between reads while CloudFormation keeps failing.
 const BACKOFF_MAX: Duration = Duration::from_secs(300);
 
-/// What `status` shows of the watcher.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct WatchView {
-    pub stack: String,
-    pub resource: String,
-    /// The last successful read.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub read_ms: Option<u64>,
-    /// When the releases last changed (and were submitted).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub changed_ms: Option<u64>,
-    /// The deploy ids submitted at the last change.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub submitted: Vec<String>,
-    /// Why the last read or submission failed, and when the next read is.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-}
+pub use crate::model::api::WatchView;
 
 /// Runs the watcher for ever (until the daemon stops).
-pub fn spawn(registry: Arc<Registry>, s: MetadataWatchSettings) -> tokio::task::JoinHandle<()> {
+pub fn spawn(registry: Arc<Services>, s: MetadataWatchSettings) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let conf = crate::sdk::config(s.region.as_deref(), crate::sdk::Deadlines::CALL).await;
         let cfn = aws_sdk_cloudformation::Client::new(&conf);
@@ -104,7 +85,7 @@ pub fn spawn(registry: Arc<Registry>, s: MetadataWatchSettings) -> tokio::task::
     })
 }
 
-fn publish(registry: &Registry, f: impl FnOnce(&mut WatchView)) {
+fn publish(registry: &Services, f: impl FnOnce(&mut WatchView)) {
     let mut view = registry.metadata_watch.lock().expect("watch view lock");
     f(view.get_or_insert_with(WatchView::default));
 }
@@ -144,7 +125,7 @@ pub async fn read(
         .stacks()
         .first()
         .ok_or_else(|| format!("stack {} not found", s.stack))?;
-    let mut names = crate::fleet::intrinsics::pseudo(
+    let mut names = crate::cfn::intrinsics::pseudo(
         stack.stack_id().unwrap_or_default(),
         stack.stack_name().unwrap_or(&s.stack),
     );
@@ -162,12 +143,12 @@ pub async fn read(
         .template_body()
         .unwrap_or_default()
         .to_string();
-    let template = crate::fleet::template::Template::parse(&body)?;
+    let template = crate::cfn::template::Template::parse(&body)?;
     let metadata = &template.body["Resources"][&s.resource]["Metadata"];
     if metadata.is_null() {
         return Ok("{}".into());
     }
-    let resolved = crate::fleet::intrinsics::resolve(metadata, &names)
+    let resolved = crate::cfn::intrinsics::resolve(metadata, &names)
         .map_err(|e| format!("resolving {}'s Metadata: {e}", s.resource))?;
     Ok(resolved.to_string())
 }
@@ -177,7 +158,7 @@ pub async fn read(
 /// The deploy ids submitted; or why not, and whether trying the same metadata again may work
 /// (a service too busy to take a release now).
 fn submit(
-    registry: &Registry,
+    registry: &Services,
     text: &str,
     key: &str,
     source: &str,

@@ -8,11 +8,11 @@ pub mod metadata;
 pub mod metadata_watch;
 pub mod validate;
 
-use crate::control::api::{DeployAccepted, DeployRequest, RollbackRequest};
 use crate::engine::phase::{ImageArchive, Requester};
 use crate::engine::ServiceHandle;
 use crate::engine::{Release, Submitted};
-use crate::registry::Registry;
+use crate::model::api::{DeployAccepted, DeployRequest, RollbackRequest};
+use crate::services::Services;
 use validate::{check_deploy_id, check_image, check_sha256, check_version, default_version};
 
 /// Why a release was refused. The control socket chooses the HTTP status for each kind.
@@ -50,7 +50,7 @@ impl Refusal {
     }
 }
 
-fn handle_of(registry: &Registry, service: &str) -> Result<std::sync::Arc<ServiceHandle>, Refusal> {
+fn handle_of(registry: &Services, service: &str) -> Result<std::sync::Arc<ServiceHandle>, Refusal> {
     registry
         .handle(service)
         .ok_or_else(|| Refusal::UnknownService {
@@ -59,13 +59,7 @@ fn handle_of(registry: &Registry, service: &str) -> Result<std::sync::Arc<Servic
         })
 }
 
-pub fn new_deploy_id() -> String {
-    use std::hash::{BuildHasher, Hasher};
-    let salt = std::collections::hash_map::RandomState::new()
-        .build_hasher()
-        .finish();
-    format!("d{:x}-{:06x}", crate::clock::now_ms(), salt & 0xff_ffff)
-}
+pub use crate::model::new_deploy_id;
 
 /// An archive on this host must be inside one of `dirs` (its links resolved): the daemon runs as
 /// root and would otherwise read any file a client names.
@@ -90,7 +84,7 @@ fn check_archive_dir(path: &std::path::Path, dirs: &[std::path::PathBuf]) -> Res
 
 /// Validates a deploy request and queues its release.
 pub fn accept(
-    shared: &Registry,
+    shared: &Services,
     req: DeployRequest,
     by: Requester,
 ) -> Result<DeployAccepted, Refusal> {
@@ -113,53 +107,11 @@ pub fn accept(
         )));
     }
     check_image(&req.image).map_err(Refusal::bad)?;
-    let archive = match (req.archive, req.archive_sha256) {
-        (None, None) => None,
-        (None, Some(_)) => return Err(Refusal::bad("archive_sha256 given without archive")),
-        (Some(path), sha256) if path.to_string_lossy().starts_with("s3://") => {
-            if crate::runtime::archive::parse_s3_url(&path.to_string_lossy()).is_none() {
-                return Err(Refusal::bad(format!(
-                    "archive {} is not s3://BUCKET/KEY",
-                    path.display()
-                )));
-            }
-            match &sha256 {
-                Some(s) => check_sha256(s).map_err(Refusal::bad)?,
-                None => return Err(Refusal::bad("an archive in S3 needs archive_sha256: it is checked before anything is loaded")),
-            }
-            Some(ImageArchive { path, sha256 })
-        }
-        (Some(path), sha256) => {
-            if !path.is_absolute() {
-                return Err(Refusal::bad(format!(
-                    "archive {} must be an absolute path",
-                    path.display()
-                )));
-            }
-            let dirs = shared
-                .settings
-                .lock()
-                .expect("settings lock")
-                .daemon
-                .archive_dirs
-                .clone();
-            check_archive_dir(&path, &dirs).map_err(Refusal::bad)?;
-            match std::fs::metadata(&path) {
-                Ok(m) if m.is_file() => {}
-                Ok(_) => {
-                    return Err(Refusal::bad(format!(
-                        "archive {} is not a regular file",
-                        path.display()
-                    )))
-                }
-                Err(e) => return Err(Refusal::bad(format!("archive {}: {e}", path.display()))),
-            }
-            if let Some(s) = &sha256 {
-                check_sha256(s).map_err(Refusal::bad)?;
-            }
-            Some(ImageArchive { path, sha256 })
-        }
+    let dirs = || {
+        let settings = shared.settings.lock().expect("settings lock");
+        settings.daemon.archive_dirs.clone()
     };
+    let archive = archive(req.archive, req.archive_sha256, dirs)?;
     if let Some(v) = &req.version {
         check_version(v).map_err(Refusal::bad)?;
     }
@@ -174,6 +126,55 @@ pub fn accept(
         requested_by: Some(by),
     };
     submit(&handle, release)
+}
+
+/// The image archive a release names: in S3 (with its digest, checked before anything is
+/// loaded), or a regular file on this host inside `daemon.archive_dirs`.
+fn archive(
+    path: Option<std::path::PathBuf>,
+    sha256: Option<String>,
+    archive_dirs: impl FnOnce() -> Vec<std::path::PathBuf>,
+) -> Result<Option<ImageArchive>, Refusal> {
+    match (path, sha256) {
+        (None, None) => Ok(None),
+        (None, Some(_)) => Err(Refusal::bad("archive_sha256 given without archive")),
+        (Some(path), sha256) if path.to_string_lossy().starts_with("s3://") => {
+            if crate::runtime::archive::parse_s3_url(&path.to_string_lossy()).is_none() {
+                return Err(Refusal::bad(format!(
+                    "archive {} is not s3://BUCKET/KEY",
+                    path.display()
+                )));
+            }
+            match &sha256 {
+                Some(s) => check_sha256(s).map_err(Refusal::bad)?,
+                None => return Err(Refusal::bad("an archive in S3 needs archive_sha256: it is checked before anything is loaded")),
+            }
+            Ok(Some(ImageArchive { path, sha256 }))
+        }
+        (Some(path), sha256) => {
+            if !path.is_absolute() {
+                return Err(Refusal::bad(format!(
+                    "archive {} must be an absolute path",
+                    path.display()
+                )));
+            }
+            check_archive_dir(&path, &archive_dirs()).map_err(Refusal::bad)?;
+            match std::fs::metadata(&path) {
+                Ok(m) if m.is_file() => {}
+                Ok(_) => {
+                    return Err(Refusal::bad(format!(
+                        "archive {} is not a regular file",
+                        path.display()
+                    )))
+                }
+                Err(e) => return Err(Refusal::bad(format!("archive {}: {e}", path.display()))),
+            }
+            if let Some(s) = &sha256 {
+                check_sha256(s).map_err(Refusal::bad)?;
+            }
+            Ok(Some(ImageArchive { path, sha256 }))
+        }
+    }
 }
 
 /// A release of code for a local pre-fork server: a bundle on this host and the version the new
@@ -238,7 +239,7 @@ fn code_release(req: DeployRequest, deploy_id: String) -> Result<Release, Refusa
 /// version (or image, or image tag) is `to` and whose image was kept (`keep_images`), so nothing
 /// is pulled.
 pub fn rollback(
-    shared: &Registry,
+    shared: &Services,
     service: &str,
     req: RollbackRequest,
     by: Requester,

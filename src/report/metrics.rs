@@ -14,7 +14,7 @@ use prometheus::{
 };
 
 use super::Report;
-use crate::engine::{ServiceView, State};
+use crate::model::State;
 
 /// Phase and swap durations run from milliseconds (a switch) to minutes (a drain).
 const DURATION_BUCKETS: &[f64] = &[
@@ -47,6 +47,15 @@ pub struct Metrics {
     maintenance: IntGaugeVec,
     outbox_reports: IntGauge,
     outbox_oldest_age: prometheus::Gauge,
+}
+
+/// What the gauges read of one service when scraped.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServiceGauges {
+    pub service: String,
+    pub state: State,
+    pub queued: usize,
+    pub maintenance: bool,
 }
 
 /// What the outbox holds when scraped: reports not yet accepted by SQS.
@@ -84,6 +93,78 @@ fn int_gauge(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeV
     g
 }
 
+/// `hotswap_build_info{version}`: always 1.
+fn build_info(r: &Registry) {
+    let build = int_gauge(
+        r,
+        "hotswap_build_info",
+        "hotswapd's version; always 1 (join on it for the version)",
+        &["version"],
+    );
+    build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+}
+
+/// What the outbox holds: how many reports, and how old the oldest.
+fn outbox_gauges(r: &Registry) -> (IntGauge, prometheus::Gauge) {
+    let reports = IntGauge::new(
+        "hotswap_outbox_reports",
+        "Reports written but not yet accepted by SQS",
+    )
+    .expect("valid metric");
+    r.register(Box::new(reports.clone()))
+        .expect("registered once");
+    let oldest = prometheus::Gauge::new(
+        "hotswap_outbox_oldest_age_seconds",
+        "Age of the oldest report waiting for SQS (0 when none waits)",
+    )
+    .expect("valid metric");
+    r.register(Box::new(oldest.clone()))
+        .expect("registered once");
+    (reports, oldest)
+}
+
+/// The last canary step's error ratio and response time, per release.
+fn canary_gauges(r: &Registry) -> (GaugeVec, GaugeVec) {
+    (
+        gauge(
+            r,
+            "hotswap_canary_last_step_error_ratio",
+            "Share of failed requests in the last canary step, for the new and the old release",
+            &["service", "release"],
+        ),
+        gauge(
+            r,
+            "hotswap_canary_last_step_response_time_seconds",
+            "HAProxy's average response time in the last canary step, for the new and the old release",
+            &["service", "release"],
+        ),
+    )
+}
+
+/// Read from each service when scraped: its state, its queue, its maintenance mode.
+fn service_gauges(r: &Registry) -> (IntGaugeVec, IntGaugeVec, IntGaugeVec) {
+    (
+        int_gauge(
+            r,
+            "hotswap_service_state",
+            "1 for the state the service is in, 0 for the others",
+            &["service", "state"],
+        ),
+        int_gauge(
+            r,
+            "hotswap_queued_releases",
+            "Releases waiting for the service's swap in flight",
+            &["service"],
+        ),
+        int_gauge(
+            r,
+            "hotswap_maintenance",
+            "1 while the service is in maintenance mode (HAProxy answers its clients 503)",
+            &["service"],
+        ),
+    )
+}
+
 impl Default for Metrics {
     fn default() -> Self {
         Metrics::new()
@@ -93,30 +174,10 @@ impl Default for Metrics {
 impl Metrics {
     pub fn new() -> Metrics {
         let r = Registry::new();
-        let build = IntGaugeVec::new(
-            Opts::new(
-                "hotswap_build_info",
-                "hotswapd's version; always 1 (join on it for the version)",
-            ),
-            &["version"],
-        )
-        .expect("valid metric");
-        build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
-        r.register(Box::new(build)).expect("registered once");
-        let outbox_reports = IntGauge::new(
-            "hotswap_outbox_reports",
-            "Reports written but not yet accepted by SQS",
-        )
-        .expect("valid metric");
-        r.register(Box::new(outbox_reports.clone()))
-            .expect("registered once");
-        let outbox_oldest_age = prometheus::Gauge::new(
-            "hotswap_outbox_oldest_age_seconds",
-            "Age of the oldest report waiting for SQS (0 when none waits)",
-        )
-        .expect("valid metric");
-        r.register(Box::new(outbox_oldest_age.clone()))
-            .expect("registered once");
+        build_info(&r);
+        let (outbox_reports, outbox_oldest_age) = outbox_gauges(&r);
+        let (canary_error_ratio, canary_response_seconds) = canary_gauges(&r);
+        let (state, queued, maintenance) = service_gauges(&r);
         Metrics {
             swaps: counter(
                 &r,
@@ -160,42 +221,17 @@ impl Metrics {
                 "Canary steps and watch windows judged, by verdict (passed, too_few_requests, aborted)",
                 &["service", "verdict"],
             ),
-            canary_error_ratio: gauge(
-                &r,
-                "hotswap_canary_last_step_error_ratio",
-                "Share of failed requests in the last canary step, for the new and the old release",
-                &["service", "release"],
-            ),
-            canary_response_seconds: gauge(
-                &r,
-                "hotswap_canary_last_step_response_time_seconds",
-                "HAProxy's average response time in the last canary step, for the new and the old release",
-                &["service", "release"],
-            ),
             last_success: gauge(
                 &r,
                 "hotswap_last_success_timestamp_seconds",
                 "When the service's last successful swap ended (unix time)",
                 &["service"],
             ),
-            state: int_gauge(
-                &r,
-                "hotswap_service_state",
-                "1 for the state the service is in, 0 for the others",
-                &["service", "state"],
-            ),
-            queued: int_gauge(
-                &r,
-                "hotswap_queued_releases",
-                "Releases waiting for the service's swap in flight",
-                &["service"],
-            ),
-            maintenance: int_gauge(
-                &r,
-                "hotswap_maintenance",
-                "1 while the service is in maintenance mode (HAProxy answers its clients 503)",
-                &["service"],
-            ),
+            canary_error_ratio,
+            canary_response_seconds,
+            state,
+            queued,
+            maintenance,
             outbox_reports,
             outbox_oldest_age,
             registry: r,
@@ -260,9 +296,9 @@ impl Metrics {
         }
     }
 
-    /// The text exposition (format 0.0.4), gauges read from `views` and `outbox` now.
-    pub fn render(&self, views: &[ServiceView], outbox: Option<OutboxDepth>) -> String {
-        for v in views {
+    /// The text exposition (format 0.0.4), gauges read from `services` and `outbox` now.
+    pub fn render(&self, services: &[ServiceGauges], outbox: Option<OutboxDepth>) -> String {
+        for v in services {
             for s in STATES {
                 self.state
                     .with_label_values(&[&v.service, s.name()])
@@ -270,10 +306,10 @@ impl Metrics {
             }
             self.queued
                 .with_label_values(&[&v.service])
-                .set(v.queued.len() as i64);
+                .set(v.queued as i64);
             self.maintenance
                 .with_label_values(&[&v.service])
-                .set(i64::from(v.maintenance.is_some()));
+                .set(i64::from(v.maintenance));
         }
         let outbox = outbox.unwrap_or_default();
         self.outbox_reports.set(outbox.reports as i64);
@@ -307,7 +343,7 @@ fn verdict(text: &str) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::phase::{Figures, StepRecord};
+    use crate::model::{Figures, StepRecord};
     use crate::report::CanaryReport;
 
     fn report(kind: &'static str, result: &'static str) -> Report {
@@ -337,7 +373,7 @@ mod tests {
             previous_image: None,
             failed_requests: Some(2),
             images_reclaimed_bytes: None,
-            streams: Some(crate::engine::StreamCounts {
+            streams: Some(crate::model::StreamCounts {
                 open: 5,
                 ended: 1,
                 closed: 4,
@@ -378,10 +414,11 @@ mod tests {
             }],
         });
         m.observe(&canary);
-        let view = ServiceView {
+        let view = ServiceGauges {
             service: "web".into(),
             state: State::Serving,
-            ..Default::default()
+            queued: 0,
+            maintenance: false,
         };
         let text = m.render(
             &[view],

@@ -6,7 +6,6 @@ use std::os::fd::OwnedFd;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use serde::{Deserialize, Serialize};
 use tokio::io::AsyncReadExt;
 
 /// Lines of a hook's output kept for the report.
@@ -14,21 +13,7 @@ const TAIL_LINES: usize = 20;
 /// Bytes of output held while it runs (a chatty hook cannot fill the daemon's memory).
 const TAIL_BYTES: usize = 16 * 1024;
 
-/// What a hook did, as the journal and the report keep it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct HookRun {
-    /// "before_start", "before_switch", "after_switch", "after_swap".
-    pub hook: String,
-    pub command: Vec<String>,
-    /// None when it did not exit by itself (killed at its timeout, or not started).
-    pub exit_code: Option<i32>,
-    pub took_ms: u64,
-    /// Why it failed ("exited with code 3", "killed after its timeout of 5 s", "cannot start it:
-    /// ..."); None when it exited 0.
-    pub failure: Option<String>,
-    /// Its last lines of output (stdout and stderr as they came).
-    pub output_tail: Vec<String>,
-}
+pub use crate::model::HookRun;
 
 /// Runs `argv` with `env` added to hotswapd's environment, for at most `timeout`.
 pub async fn run(

@@ -2,13 +2,8 @@
 
 pub mod archive;
 mod docker;
-mod docker_create;
-mod docker_endpoint;
-mod docker_errors;
-mod docker_events;
 pub mod hook;
 pub mod process;
-mod pull;
 pub mod registry_auth;
 pub mod secrets;
 

@@ -4,7 +4,6 @@
 use std::time::Duration;
 
 use hotswap::engine::phase::{Budgets, Event, Instance, Release, Replica, Swap};
-use hotswap::report::Report;
 
 /// A host's report, built the way hotswapd builds it.
 pub fn host_report(deploy_id: &str, instance: &str, ok: bool) -> String {
@@ -56,5 +55,10 @@ pub fn host_report(deploy_id: &str, instance: &str, ok: bool) -> String {
             .apply(Event::RolledBack, 4)
             .unwrap();
     }
-    serde_json::to_string(&Report::from_swap(instance, Some("shop"), &s)).unwrap()
+    serde_json::to_string(&hotswap::engine::book::swap_report(
+        instance,
+        Some("shop"),
+        &s,
+    ))
+    .unwrap()
 }

@@ -18,33 +18,7 @@ impl Ramp {
         };
         let hold = secs("hold_secs", self.hold_secs)?;
         let watch = secs("watch_secs", self.watch_secs.unwrap_or(0.0))?;
-        if self.steps.is_empty() {
-            return Err(ctx.invalid(
-                format!("{key}.steps"),
-                "give at least one share, e.g. [5, 25, 50, 100]",
-            ));
-        }
-        let mut steps = Vec::new();
-        let mut last = 0;
-        for (i, &p) in self.steps.iter().enumerate() {
-            if p == 0 || p > 100 || p <= last {
-                return Err(ctx.invalid(
-                    format!("{key}.steps[{i}]"),
-                    format!("{p}: shares are percentages from 1 to 100, each above the one before"),
-                ));
-            }
-            last = p;
-            steps.push(RampStep {
-                share_pct: p as u8,
-                hold_ms: hold.as_millis() as u64,
-            });
-        }
-        if last != 100 {
-            return Err(ctx.invalid(
-                format!("{key}.steps"),
-                format!("the last share is {last}: a ramp ends with 100 (all traffic to the new release)"),
-            ));
-        }
+        let steps = ramp_steps(ctx, key, &self.steps, hold)?;
         let d = CanaryLimits::default();
         let pct = |k: &str, v: Option<f64>, default: f64| -> Result<f64, ConfigError> {
             match v {
@@ -87,4 +61,43 @@ impl Ramp {
             },
         })
     }
+}
+
+/// `steps`: shares rising from 1 to 100, each held `hold`.
+fn ramp_steps(
+    ctx: &Ctx,
+    key: &str,
+    shares: &[u64],
+    hold: Duration,
+) -> Result<Vec<RampStep>, ConfigError> {
+    if shares.is_empty() {
+        return Err(ctx.invalid(
+            format!("{key}.steps"),
+            "give at least one share, e.g. [5, 25, 50, 100]",
+        ));
+    }
+    let mut steps = Vec::new();
+    let mut last = 0;
+    for (i, &p) in shares.iter().enumerate() {
+        if p == 0 || p > 100 || p <= last {
+            return Err(ctx.invalid(
+                format!("{key}.steps[{i}]"),
+                format!("{p}: shares are percentages from 1 to 100, each above the one before"),
+            ));
+        }
+        last = p;
+        steps.push(RampStep {
+            share_pct: p as u8,
+            hold_ms: hold.as_millis() as u64,
+        });
+    }
+    if last != 100 {
+        return Err(ctx.invalid(
+            format!("{key}.steps"),
+            format!(
+                "the last share is {last}: a ramp ends with 100 (all traffic to the new release)"
+            ),
+        ));
+    }
+    Ok(steps)
 }

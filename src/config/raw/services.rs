@@ -156,180 +156,30 @@ impl Service {
             return Err(ctx.invalid(format!("{key}.container_port"), "must be 1-65535"));
         }
         let container = self.container.validate(ctx, key)?;
-
         let health = health_settings(ctx, key, self.health)?;
-
-        let x = self.haproxy;
-        let xk = format!("{key}.haproxy");
-        absolute(ctx, format!("{xk}.runtime_socket"), &x.runtime_socket)?;
-        for (k, p) in [
-            ("config_file", &x.config_file),
-            ("master_socket", &x.master_socket),
-            ("pidfile", &x.pidfile),
-        ] {
-            if let Some(p) = p {
-                absolute(ctx, format!("{xk}.{k}"), p)?;
-            }
-        }
-        let backend = x.backend.unwrap_or_else(|| name.clone());
-        // it goes into runtime API commands (`set server BACKEND/...; ...`) and config lines
-        let plain = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':');
-        if backend.is_empty() || !backend.chars().all(plain) {
-            return Err(ctx.invalid(
-                format!("{xk}.backend"),
-                format!("{backend:?} is not a backend name (letters, digits, '-', '_', '.', ':')"),
-            ));
-        }
-        let reload = match x.reload.as_deref() {
-            None if x.master_socket.is_none() && x.pidfile.is_none() => None,
-            None | Some("master-socket") if x.master_socket.is_some() => {
-                Some(ReloadVia::MasterSocket(x.master_socket.clone().unwrap()))
-            }
-            None | Some("signal") if x.pidfile.is_some() => {
-                let sig = x.reload_signal.as_deref().unwrap_or("SIGUSR2");
-                Some(ReloadVia::Signal {
-                    pidfile: x.pidfile.clone().unwrap(),
-                    signal: parse_signal(ctx, &format!("{xk}.reload_signal"), sig)?,
-                })
-            }
-            Some("master-socket") => {
-                return Err(ctx.invalid(
-                    format!("{xk}.master_socket"),
-                    "reload = \"master-socket\" needs master_socket",
-                ))
-            }
-            Some("signal") => {
-                return Err(ctx.invalid(
-                    format!("{xk}.pidfile"),
-                    "reload = \"signal\" needs pidfile (HAProxy master's pid)",
-                ))
-            }
-            Some(other) => {
-                return Err(ctx.invalid(
-                    format!("{xk}.reload"),
-                    format!("{other:?}: expected \"master-socket\" or \"signal\""),
-                ))
-            }
-            None => unreachable!("handled by the first arm"),
-        };
-        let switch = match x.switch.as_deref().unwrap_or("runtime") {
-            "runtime" => SwitchMode::Runtime,
-            "reload" => SwitchMode::Reload,
-            other => {
-                return Err(ctx.invalid(
-                    format!("{xk}.switch"),
-                    format!("{other:?}: expected \"runtime\" or \"reload\""),
-                ))
-            }
-        };
-        if switch == SwitchMode::Reload && (x.config_file.is_none() || reload.is_none()) {
-            return Err(ctx.invalid(
-                format!("{xk}.switch"),
-                "switch = \"reload\" needs config_file and a way to reload (master_socket or pidfile)",
-            ));
-        }
-        let server_options = x
-            .server_options
-            .unwrap_or_else(|| "check inter 2s".to_string());
-        if server_options.contains(|c: char| c.is_control() || c == ';' || c == '#') {
-            return Err(ctx.invalid(
-                format!("{xk}.server_options"),
-                "must be one line without ';' or '#' (it goes into runtime API commands and config lines)",
-            ));
-        }
-        let haproxy = HaproxySettings {
-            runtime_socket: x.runtime_socket,
-            backend,
-            config_file: x.config_file,
-            reload,
-            server_options,
-            switch,
-            command_timeout: Duration::from_millis(positive(
-                ctx,
-                format!("{xk}.command_timeout_ms"),
-                x.command_timeout_ms.unwrap_or(2000),
-            )?),
-        };
-        let drain_budget = Duration::from_secs(self.drain_budget_secs.unwrap_or(60));
-        let host_budget = Duration::from_secs(positive(
-            ctx,
-            format!("{key}.host_budget_secs"),
-            self.host_budget_secs.unwrap_or(60 + 120),
-        )?);
-        if drain_budget >= host_budget {
-            return Err(ctx.invalid(
-                format!("{key}.drain_budget_secs"),
-                "must be shorter than host_budget_secs (the budget of the whole swap)",
-            ));
-        }
+        let haproxy = haproxy_settings(ctx, &format!("{key}.haproxy"), self.haproxy, &name)?;
+        let (drain_budget, host_budget) =
+            budgets(ctx, key, self.drain_budget_secs, self.host_budget_secs)?;
         let code = match self.code {
             None => None,
-            Some(c) => {
-                let ck = format!("{key}.code");
-                absolute(ctx, format!("{ck}.app_root"), &c.app_root)?;
-                let mounted = container
-                    .volumes
-                    .iter()
-                    .any(|v| Path::new(v.split(':').next().unwrap_or("")) == c.app_root);
-                if !mounted {
-                    return Err(ctx.invalid(
-                        format!("{ck}.app_root"),
-                        format!("{} is not mounted into the container: add \"{}:/code\" (or another path) to {key}.container.volumes", c.app_root.display(), c.app_root.display()),
-                    ));
-                }
-                let reload_signal = c.reload_signal.unwrap_or_else(|| "SIGHUP".into());
-                parse_signal(ctx, &format!("{ck}.reload_signal"), &reload_signal)?;
-                Some(MountedCode {
-                    app_root: c.app_root,
-                    reload_signal,
-                    keep_releases: c.keep_releases.unwrap_or(1),
-                })
-            }
+            Some(c) => Some(mounted_code(ctx, key, c, &container.volumes)?),
         };
         let ramp = match self.ramp {
-            Some(r) if code.is_none() => Some(r.validate(ctx, &format!("{key}.ramp"))?),
-            Some(_) => {
-                return Err(ctx.invalid(
-                    format!("{key}.ramp"),
-                    "a service with mounted code reloads its container in place: there is no second release to ramp traffic to",
-                ))
-            }
+            Some(r) => Some(r.validate(ctx, &format!("{key}.ramp"))?),
             None => None,
         };
-        let replicas = positive(
-            ctx,
-            format!("{key}.replicas"),
-            self.replicas.unwrap_or(1) as u64,
-        )? as usize;
-        let batch = positive(ctx, format!("{key}.batch"), self.batch.unwrap_or(1) as u64)? as usize;
-        if batch > replicas {
-            return Err(ctx.invalid(
-                format!("{key}.batch"),
-                format!("{batch} is more than replicas ({replicas})"),
-            ));
-        }
-        if replicas > 1 && code.is_some() {
-            return Err(ctx.invalid(
-                format!("{key}.replicas"),
-                "a service with mounted code runs one container",
-            ));
-        }
-        if replicas > 1 && switch == SwitchMode::Reload {
-            return Err(ctx.invalid(
-                format!("{key}.replicas"),
-                "replicas need switch = \"runtime\"",
-            ));
-        }
-        if ramp.is_some() && switch == SwitchMode::Reload {
-            return Err(ctx.invalid(
-                format!("{key}.ramp"),
-                "a ramp sets server weights through the runtime API: it needs switch = \"runtime\"",
-            ));
-        }
+        let (replicas, batch) = replicas(ctx, key, self.replicas, self.batch)?;
+        let kind = Kind {
+            replicas,
+            mounted_code: code.is_some(),
+            ramp: ramp.is_some(),
+            switch: haproxy.switch,
+        };
+        kind.check(ctx, key)?;
         let hooks = self.hooks.validate(ctx, &format!("{key}.hooks"))?;
         let streams = stream_settings(
             ctx,
-            &key,
+            key,
             (self.stream_budget_secs, self.close_spread_secs),
             self.drain_notice.as_deref(),
             host_budget,
@@ -355,6 +205,202 @@ impl Service {
                 self.repair_backoff_max_secs.unwrap_or(60),
             )?),
         })
+    }
+}
+
+/// `[services.NAME.haproxy]` (`xk`): the sockets and files (absolute), the backend's name (it goes
+/// into runtime API commands and config lines), how to reload, how to switch.
+fn haproxy_settings(
+    ctx: &Ctx,
+    xk: &str,
+    x: Haproxy,
+    service: &str,
+) -> Result<HaproxySettings, ConfigError> {
+    absolute(ctx, format!("{xk}.runtime_socket"), &x.runtime_socket)?;
+    for (k, p) in [
+        ("config_file", &x.config_file),
+        ("master_socket", &x.master_socket),
+        ("pidfile", &x.pidfile),
+    ] {
+        if let Some(p) = p {
+            absolute(ctx, format!("{xk}.{k}"), p)?;
+        }
+    }
+    let backend = x.backend.clone().unwrap_or_else(|| service.to_string());
+    let plain = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':');
+    if backend.is_empty() || !backend.chars().all(plain) {
+        return Err(ctx.invalid(
+            format!("{xk}.backend"),
+            format!("{backend:?} is not a backend name (letters, digits, '-', '_', '.', ':')"),
+        ));
+    }
+    let reload = reload_via(ctx, xk, &x)?;
+    let switch = match x.switch.as_deref().unwrap_or("runtime") {
+        "runtime" => SwitchMode::Runtime,
+        "reload" => SwitchMode::Reload,
+        other => {
+            return Err(ctx.invalid(
+                format!("{xk}.switch"),
+                format!("{other:?}: expected \"runtime\" or \"reload\""),
+            ))
+        }
+    };
+    if switch == SwitchMode::Reload && (x.config_file.is_none() || reload.is_none()) {
+        return Err(ctx.invalid(
+            format!("{xk}.switch"),
+            "switch = \"reload\" needs config_file and a way to reload (master_socket or pidfile)",
+        ));
+    }
+    let server_options = x
+        .server_options
+        .unwrap_or_else(|| "check inter 2s".to_string());
+    if server_options.contains(|c: char| c.is_control() || c == ';' || c == '#') {
+        return Err(ctx.invalid(
+            format!("{xk}.server_options"),
+            "must be one line without ';' or '#' (it goes into runtime API commands and config lines)",
+        ));
+    }
+    Ok(HaproxySettings {
+        runtime_socket: x.runtime_socket,
+        backend,
+        config_file: x.config_file,
+        reload,
+        server_options,
+        switch,
+        command_timeout: Duration::from_millis(positive(
+            ctx,
+            format!("{xk}.command_timeout_ms"),
+            x.command_timeout_ms.unwrap_or(2000),
+        )?),
+    })
+}
+
+/// How HAProxy is reloaded: through its master socket, by a signal to the pid in its pidfile, or
+/// not at all (neither given).
+fn reload_via(ctx: &Ctx, xk: &str, x: &Haproxy) -> Result<Option<ReloadVia>, ConfigError> {
+    match (x.reload.as_deref(), &x.master_socket, &x.pidfile) {
+        (None, None, None) => Ok(None),
+        (None | Some("master-socket"), Some(socket), _) => {
+            Ok(Some(ReloadVia::MasterSocket(socket.clone())))
+        }
+        (None | Some("signal"), _, Some(pidfile)) => {
+            let sig = x.reload_signal.as_deref().unwrap_or("SIGUSR2");
+            Ok(Some(ReloadVia::Signal {
+                pidfile: pidfile.clone(),
+                signal: parse_signal(ctx, &format!("{xk}.reload_signal"), sig)?,
+            }))
+        }
+        (Some("master-socket"), None, _) => Err(ctx.invalid(
+            format!("{xk}.master_socket"),
+            "reload = \"master-socket\" needs master_socket",
+        )),
+        (Some("signal"), _, None) => Err(ctx.invalid(
+            format!("{xk}.pidfile"),
+            "reload = \"signal\" needs pidfile (HAProxy master's pid)",
+        )),
+        (Some(other), _, _) => Err(ctx.invalid(
+            format!("{xk}.reload"),
+            format!("{other:?}: expected \"master-socket\" or \"signal\""),
+        )),
+    }
+}
+
+/// The drain budget (default 60 s) and the budget of the whole swap (ELB keep-alive 60 s + 120 s),
+/// the first shorter than the second.
+fn budgets(
+    ctx: &Ctx,
+    key: &str,
+    drain_secs: Option<u64>,
+    host_secs: Option<u64>,
+) -> Result<(Duration, Duration), ConfigError> {
+    let drain_budget = Duration::from_secs(drain_secs.unwrap_or(60));
+    let host_budget = Duration::from_secs(positive(
+        ctx,
+        format!("{key}.host_budget_secs"),
+        host_secs.unwrap_or(60 + 120),
+    )?);
+    if drain_budget >= host_budget {
+        return Err(ctx.invalid(
+            format!("{key}.drain_budget_secs"),
+            "must be shorter than host_budget_secs (the budget of the whole swap)",
+        ));
+    }
+    Ok((drain_budget, host_budget))
+}
+
+/// `[services.NAME.code]`: an absolute `app_root` that one of the container's volumes mounts.
+fn mounted_code(
+    ctx: &Ctx,
+    key: &str,
+    c: Code,
+    volumes: &[String],
+) -> Result<MountedCode, ConfigError> {
+    let ck = format!("{key}.code");
+    absolute(ctx, format!("{ck}.app_root"), &c.app_root)?;
+    let mounted = volumes
+        .iter()
+        .any(|v| Path::new(v.split(':').next().unwrap_or("")) == c.app_root);
+    if !mounted {
+        return Err(ctx.invalid(
+            format!("{ck}.app_root"),
+            format!("{} is not mounted into the container: add \"{}:/code\" (or another path) to {key}.container.volumes", c.app_root.display(), c.app_root.display()),
+        ));
+    }
+    let reload_signal = c.reload_signal.unwrap_or_else(|| "SIGHUP".into());
+    parse_signal(ctx, &format!("{ck}.reload_signal"), &reload_signal)?;
+    Ok(MountedCode {
+        app_root: c.app_root,
+        reload_signal,
+        keep_releases: c.keep_releases.unwrap_or(1),
+    })
+}
+
+/// `replicas` (default 1) and `batch` (default 1, at most `replicas`).
+fn replicas(
+    ctx: &Ctx,
+    key: &str,
+    replicas: Option<usize>,
+    batch: Option<usize>,
+) -> Result<(usize, usize), ConfigError> {
+    let replicas = positive(ctx, format!("{key}.replicas"), replicas.unwrap_or(1) as u64)? as usize;
+    let batch = positive(ctx, format!("{key}.batch"), batch.unwrap_or(1) as u64)? as usize;
+    if batch > replicas {
+        return Err(ctx.invalid(
+            format!("{key}.batch"),
+            format!("{batch} is more than replicas ({replicas})"),
+        ));
+    }
+    Ok((replicas, batch))
+}
+
+/// What kind of service the tables make together, and the combinations that cannot work.
+struct Kind {
+    replicas: usize,
+    mounted_code: bool,
+    ramp: bool,
+    switch: SwitchMode,
+}
+
+impl Kind {
+    fn check(&self, ctx: &Ctx, key: &str) -> Result<(), ConfigError> {
+        let refused = if self.ramp && self.mounted_code {
+            Some(("ramp", "a service with mounted code reloads its container in place: there is no second release to ramp traffic to"))
+        } else if self.replicas > 1 && self.mounted_code {
+            Some(("replicas", "a service with mounted code runs one container"))
+        } else if self.replicas > 1 && self.switch == SwitchMode::Reload {
+            Some(("replicas", "replicas need switch = \"runtime\""))
+        } else if self.ramp && self.switch == SwitchMode::Reload {
+            Some((
+                "ramp",
+                "a ramp sets server weights through the runtime API: it needs switch = \"runtime\"",
+            ))
+        } else {
+            None
+        };
+        match refused {
+            Some((k, why)) => Err(ctx.invalid(format!("{key}.{k}"), why)),
+            None => Ok(()),
+        }
     }
 }
 

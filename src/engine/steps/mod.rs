@@ -42,6 +42,19 @@ impl Part {
     }
 }
 
+/// A repair's report names what died by it.
+impl From<&Part> for crate::model::RepairedPart {
+    fn from(part: &Part) -> Self {
+        match part {
+            Part::Container(m) => crate::model::RepairedPart::Container {
+                container: m.container_id.clone(),
+                server: m.server.clone(),
+            },
+            Part::Master { pid } => crate::model::RepairedPart::Master { master_pid: *pid },
+        }
+    }
+}
+
 impl std::fmt::Display for Part {
     /// "container 1a2b3c4d5e6f", "master 4242".
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

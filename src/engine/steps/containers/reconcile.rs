@@ -7,7 +7,7 @@
 use super::{member_spec, specs_of, Containers};
 use crate::balancer::Balancer;
 use crate::engine::error::StepError;
-use crate::engine::phase::Instance;
+use crate::engine::phase::{Instance, Replica};
 use crate::engine::steps::{Dead, Ledger, Part};
 use crate::health::Prober;
 use crate::runtime::{Death, Found, Runtime};
@@ -21,18 +21,7 @@ impl<R: Runtime, B: Balancer, H: Prober> Containers<R, B, H> {
         let found = self.containers().await?;
         let current = ledger.record().current.clone();
         let members = current.as_ref().map(Instance::members).unwrap_or_default();
-        for f in &found {
-            if !members.iter().any(|m| m.container_id == f.id) {
-                tracing::warn!(service = self.name(), container = %f.name, "removing orphan container");
-                self.runtime
-                    .stop_and_remove(&f.id, self.settings.container.stop_grace)
-                    .await
-                    .map_err(StepError::docker(format!(
-                        "removing orphan container {}",
-                        f.name
-                    )))?;
-            }
-        }
+        self.remove_orphans(&found, &members).await?;
         // every container of ours that is not current is gone now, leftovers included
         if !ledger.record().leftovers.is_empty() {
             ledger.record().leftovers.clear();
@@ -46,46 +35,16 @@ impl<R: Runtime, B: Balancer, H: Prober> Containers<R, B, H> {
                 match found.iter().find(|f| f.id == m.container_id) {
                     Some(f) if f.running && !f.unhealthy && !died.contains(&f.id) => {
                         let mut m = m;
-                        let now = if self.settings.container.options.publish {
-                            f.host_port.map(|p| ("127.0.0.1".to_string(), p))
-                        } else {
-                            f.ip.clone().map(|ip| (ip, self.settings.container_port))
-                        };
-                        if let Some((addr, port)) =
-                            now.filter(|(a, p)| (a.as_str(), *p) != (m.addr.as_str(), m.host_port))
-                        {
+                        if let Some((addr, port)) = self.moved(f, &m) {
                             tracing::warn!(service = self.name(), server = %m.server, %addr, port, "current container answers somewhere new");
-                            m.addr = addr.clone();
-                            m.host_port = port;
-                            moved = true;
                             cur.set_endpoint(index, &addr, port);
+                            (m.addr, m.host_port, moved) = (addr, port, true);
                         }
                         self.balancer.put_in(&member_spec(&m, None)).await.map_err(
                             StepError::haproxy(format!("putting {} back in HAProxy", m.server)),
                         )?;
                     }
-                    f => {
-                        let death = match f {
-                            Some(_) => self
-                                .runtime
-                                .death(&m.container_id)
-                                .await
-                                .unwrap_or_default(),
-                            None => Death::default(),
-                        };
-                        // Docker said it died, though its list may still say running
-                        let f = f.map(|f| Found {
-                            running: f.running && !died.contains(&f.id),
-                            ..f.clone()
-                        });
-                        let why = why_dead(f.as_ref(), &death);
-                        dead.push(Dead {
-                            index,
-                            why,
-                            part: Part::Container(m),
-                            death,
-                        });
-                    }
+                    f => dead.push(self.dead(index, m, f, died).await),
                 }
             }
             if moved {
@@ -113,6 +72,57 @@ impl<R: Runtime, B: Balancer, H: Prober> Containers<R, B, H> {
             }
         }
         Ok(dead)
+    }
+
+    /// Containers of ours that are not the current release's.
+    async fn remove_orphans(&self, found: &[Found], members: &[Replica]) -> Result<(), StepError> {
+        for f in found {
+            if !members.iter().any(|m| m.container_id == f.id) {
+                tracing::warn!(service = self.name(), container = %f.name, "removing orphan container");
+                self.runtime
+                    .stop_and_remove(&f.id, self.settings.container.stop_grace)
+                    .await
+                    .map_err(StepError::docker(format!(
+                        "removing orphan container {}",
+                        f.name
+                    )))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Where a running current container answers now, when that is not where it did (Docker
+    /// restarted it on another port or address).
+    fn moved(&self, f: &Found, m: &Replica) -> Option<(String, u16)> {
+        let now = if self.settings.container.options.publish {
+            f.host_port.map(|p| ("127.0.0.1".to_string(), p))
+        } else {
+            f.ip.clone().map(|ip| (ip, self.settings.container_port))
+        };
+        now.filter(|(a, p)| (a.as_str(), *p) != (m.addr.as_str(), m.host_port))
+    }
+
+    /// A current container that does not serve, with how it ended, for `repair`.
+    async fn dead(&self, index: usize, m: Replica, f: Option<&Found>, died: &[String]) -> Dead {
+        let death = match f {
+            Some(_) => self
+                .runtime
+                .death(&m.container_id)
+                .await
+                .unwrap_or_default(),
+            None => Death::default(),
+        };
+        // Docker said it died, though its list may still say running
+        let f = f.map(|f| Found {
+            running: f.running && !died.contains(&f.id),
+            ..f.clone()
+        });
+        Dead {
+            index,
+            why: why_dead(f.as_ref(), &death),
+            part: Part::Container(m),
+            death,
+        }
     }
 }
 

@@ -14,9 +14,9 @@ use super::Containers;
 use crate::balancer::Balancer;
 use crate::clock::{ms, now_ms, UnixMs};
 use crate::config::DrainNotice;
-use crate::engine::instance::StreamCounts;
 use crate::engine::phase::{Replica, Swap};
 use crate::health::Prober;
+use crate::model::StreamCounts;
 use crate::runtime::Runtime;
 
 /// How often the sessions themselves are read (`show sess`, every session HAProxy holds, so a
@@ -29,6 +29,59 @@ const SESSIONS_POLL_MAX: Duration = Duration::from_secs(1);
 const STREAMS_POLL: Duration = Duration::from_millis(100);
 /// Closes due within this much of each other go in one runtime API call.
 const CLOSE_TICK: Duration = Duration::from_millis(20);
+
+/// What a drain knows of the old servers' sessions from its last reading of them.
+#[derive(Default)]
+struct Sessions {
+    /// Every stream seen open during the drain.
+    seen: BTreeSet<String>,
+    /// The streams open at the last reading.
+    open: Vec<String>,
+    /// Sessions still waiting on their answer (requests).
+    waiting: usize,
+    /// Whether the sessions were read at least once (or could not be, said once).
+    known: bool,
+    /// Why the last reading failed.
+    failed: Option<String>,
+}
+
+impl Sessions {
+    fn read<E: std::fmt::Display>(
+        &mut self,
+        reading: Result<Vec<crate::balancer::Session>, E>,
+        servers: &[String],
+        swap: &mut Swap,
+    ) {
+        self.known = true;
+        match reading {
+            Ok(all) => {
+                let ours: Vec<_> = all
+                    .into_iter()
+                    .filter(|s| servers.contains(&s.server))
+                    .collect();
+                self.open = ours
+                    .iter()
+                    .filter(|s| s.streaming)
+                    .map(|s| s.id.clone())
+                    .collect();
+                self.waiting = ours.len() - self.open.len();
+                self.seen.extend(self.open.iter().cloned());
+            }
+            Err(e) => {
+                // no stream can be told apart: whatever is in flight is a request, and the
+                // drain budget is what it gets (said once in the report)
+                if self.failed.is_none() {
+                    swap.warnings.push(format!(
+                        "reading HAProxy's sessions: {e}; what was in flight got the drain budget"
+                    ));
+                }
+                self.failed = Some(e.to_string());
+                self.open.clear();
+                self.waiting = 0;
+            }
+        }
+    }
+}
 
 impl<R: Runtime, B: Balancer, H: Prober> Containers<R, B, H> {
     /// Tells each old container that it is being drained, as `drain_notice` says; a notice that
@@ -83,81 +136,52 @@ impl<R: Runtime, B: Balancer, H: Prober> Containers<R, B, H> {
         let streams_until = deadline
             .saturating_sub(ms(plan.close_spread))
             .min(started + ms(plan.budget));
-        let mut seen = BTreeSet::new();
-        let mut open: Vec<String> = Vec::new();
-        let mut waiting = 0usize;
+        let mut s = Sessions::default();
         // read the sessions before the notice: streams the app ends on it count as open
         let mut read_at = now_ms();
-        let mut known = false;
         let mut notified = false;
         let mut every = SESSIONS_POLL;
-        let mut sessions_failed: Option<String> = None;
         loop {
             let (in_flight, failed) = self.in_flight_on(&servers).await;
             let now = now_ms();
             if in_flight == 0 && failed.is_none() {
-                open.clear();
+                s.open.clear();
                 break;
             }
             let fresh = now >= read_at;
             if fresh {
                 read_at = now + ms(every);
                 every = (every * 3 / 2).min(SESSIONS_POLL_MAX);
-                match self.balancer.sessions().await {
-                    Ok(all) => {
-                        let ours: Vec<_> = all
-                            .into_iter()
-                            .filter(|s| servers.contains(&s.server))
-                            .collect();
-                        open = ours
-                            .iter()
-                            .filter(|s| s.streaming)
-                            .map(|s| s.id.clone())
-                            .collect();
-                        waiting = ours.len() - open.len();
-                        seen.extend(open.iter().cloned());
-                        known = true;
-                    }
-                    Err(e) => {
-                        // no stream can be told apart: whatever is in flight is a request, and
-                        // the drain budget is what it gets (said once in the report)
-                        if sessions_failed.is_none() {
-                            swap.warnings.push(format!(
-                                "reading HAProxy's sessions: {e}; what was in flight got the drain budget"
-                            ));
-                        }
-                        sessions_failed = Some(e.to_string());
-                        open.clear();
-                        waiting = 0;
-                        known = true;
-                    }
-                }
+                s.read(self.balancer.sessions().await, &servers, swap);
             }
             if !notified {
                 notified = true;
                 self.notify_old(swap, old).await;
             }
             // what HAProxy counts in flight and is no stream it listed waits on its answer
-            waiting = waiting.max((in_flight as usize).saturating_sub(open.len()));
-            let requests_done = waiting == 0 || now >= requests_until;
-            let may_end = known && requests_done && (open.is_empty() || now >= streams_until);
+            s.waiting = s
+                .waiting
+                .max((in_flight as usize).saturating_sub(s.open.len()));
+            let requests_done = s.waiting == 0 || now >= requests_until;
+            let may_end = s.known && requests_done && (s.open.is_empty() || now >= streams_until);
             if may_end && !fresh {
                 // decide on a fresh reading of the sessions, not an old one
                 read_at = now;
                 continue;
             }
             if may_end {
-                if waiting > 0 {
+                if s.waiting > 0 {
                     swap.warnings.push(format!(
-                        "drain budget ended with {waiting} request(s) still waiting on the old release"
+                        "drain budget ended with {} request(s) still waiting on the old release",
+                        s.waiting
                     ));
                 }
                 break;
             }
             self.activity.set(format!(
                 "draining: {} request(s) and {} stream(s) open on the old release ({} s of the drain budget, {} s of the stream budget left)",
-                waiting,
-                open.len(),
+                s.waiting,
+                s.open.len(),
                 requests_until.saturating_sub(now).div_ceil(1000),
                 streams_until.saturating_sub(now).div_ceil(1000),
             ));
@@ -168,7 +192,7 @@ impl<R: Runtime, B: Balancer, H: Prober> Containers<R, B, H> {
                 break;
             }
             // requests end within milliseconds; streams only wait on their budget
-            tokio::time::sleep(if known && requests_done {
+            tokio::time::sleep(if s.known && requests_done {
                 STREAMS_POLL
             } else {
                 DRAIN_POLL
@@ -178,10 +202,11 @@ impl<R: Runtime, B: Balancer, H: Prober> Containers<R, B, H> {
         if !notified {
             self.notify_old(swap, old).await;
         }
-        let closed = self.close_spread(swap, open, deadline).await;
+        let seen = s.seen.len() as u64;
+        let closed = self.close_spread(swap, s.open, deadline).await;
         let counts = StreamCounts {
-            open: seen.len() as u64,
-            ended: (seen.len() as u64).saturating_sub(closed),
+            open: seen,
+            ended: seen.saturating_sub(closed),
             closed,
         };
         swap.streams = Some(counts).filter(|c| c.open > 0);

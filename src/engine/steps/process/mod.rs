@@ -5,11 +5,11 @@
 //! back, reload again or stop the new master, wait for the failed code's workers.
 
 mod drain;
+mod repair;
 mod rollback;
 mod start;
-mod supervise;
 
-pub use supervise::Nudge;
+pub use repair::Nudge;
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -37,7 +37,7 @@ pub struct Processes<H> {
     prober: H,
     /// Wakes the walker when the master exits (None in unit tests).
     nudge: Option<Nudge>,
-    watched: Option<supervise::Watched>,
+    watched: Option<repair::Watched>,
     /// What the gate waits on now, shown by the walker.
     activity: Activity,
 }

@@ -6,8 +6,8 @@ use std::collections::HashMap;
 use bollard::models::PortBinding;
 use bollard::query_parameters::InspectContainerOptions;
 
-use super::docker::Docker;
-use super::RuntimeError;
+use super::Docker;
+use crate::runtime::RuntimeError;
 
 impl Docker {
     /// Where a started container answers: (address, port) on its Docker network, or 127.0.0.1

@@ -9,10 +9,10 @@ use bollard::query_parameters::CreateImageOptions;
 use futures_util::StreamExt;
 use tokio::sync::OnceCell;
 
-use super::docker::Docker;
-use super::registry_auth::{registry_host, RegistryAuth, IDENTITY_TOKEN};
-use super::RuntimeError;
+use super::Docker;
 use crate::config::RegistrySettings;
+use crate::runtime::registry_auth::{registry_host, RegistryAuth, IDENTITY_TOKEN};
+use crate::runtime::RuntimeError;
 
 pub struct Pulls {
     auth: RegistryAuth,

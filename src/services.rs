@@ -1,4 +1,4 @@
-//! The registry of services: what the control API and the inbox see. Each service's handle and
+//! The table of services: what the control API and the inbox see. Each service's handle and
 //! its walker task; a config reload adds, changes or removes services; who may connect.
 
 use std::collections::BTreeMap;
@@ -11,13 +11,13 @@ use tokio::task::JoinHandle;
 
 use crate::balancer::Haproxy;
 use crate::config::{AccessSettings, ProcessSettings, ServiceSettings, Settings};
-use crate::control::api::ReloadOutcome;
 use crate::engine::book::Book;
 use crate::engine::journal::Journal;
 use crate::engine::steps::containers::{Containers, Parts};
 use crate::engine::steps::process::{Nudge, Processes};
 use crate::engine::{ServiceHandle, Walker};
 use crate::health::Http;
+use crate::model::api::ReloadOutcome;
 use crate::report::{Identity, Reporters};
 use crate::runtime::archive::ArchiveFetcher;
 use crate::runtime::secrets::Secrets;
@@ -35,12 +35,12 @@ pub(crate) struct Slot {
     task: JoinHandle<()>,
 }
 
-pub struct Registry {
+pub struct Services {
     pub instance_id: String,
     pub started: Instant,
     pub config_path: PathBuf,
     pub(crate) settings: Mutex<Settings>,
-    pub(crate) services: RwLock<BTreeMap<String, Slot>>,
+    pub(crate) slots: RwLock<BTreeMap<String, Slot>>,
     pub(crate) access: RwLock<AccessSettings>,
     pub(crate) docker: Arc<Docker>,
     pub(crate) reporter: Arc<Reporters>,
@@ -48,13 +48,13 @@ pub struct Registry {
     pub(crate) archives: Arc<ArchiveFetcher>,
     pub(crate) secrets: Arc<Secrets>,
     /// What the metadata watcher last saw (None: no `[cloudformation]`).
-    pub(crate) metadata_watch: Mutex<Option<crate::intake::metadata_watch::WatchView>>,
+    pub(crate) metadata_watch: Mutex<Option<crate::model::api::WatchView>>,
     pub(crate) journal: Journal,
 }
 
-impl Registry {
+impl Services {
     pub fn handle(&self, name: &str) -> Option<Arc<ServiceHandle>> {
-        self.services
+        self.slots
             .read()
             .expect("services lock")
             .get(name)
@@ -62,7 +62,7 @@ impl Registry {
     }
 
     pub fn handles(&self) -> Vec<Arc<ServiceHandle>> {
-        self.services
+        self.slots
             .read()
             .expect("services lock")
             .values()
@@ -73,7 +73,7 @@ impl Registry {
     /// A `[processes]` service: it reloads code instead of swapping containers.
     pub fn is_process(&self, name: &str) -> bool {
         matches!(
-            self.services
+            self.slots
                 .read()
                 .expect("services lock")
                 .get(name)
@@ -85,7 +85,7 @@ impl Registry {
     /// A container service with code mounted from the host: it takes code-only releases.
     pub fn takes_code(&self, name: &str) -> bool {
         match self
-            .services
+            .slots
             .read()
             .expect("services lock")
             .get(name)
@@ -154,7 +154,7 @@ impl Registry {
     }
 
     pub fn service_names(&self) -> Vec<String> {
-        self.services
+        self.slots
             .read()
             .expect("services lock")
             .keys()
@@ -226,12 +226,10 @@ impl Registry {
         })
     }
 
-    /// Re-reads the config file. A bad config changes nothing and says why. New services start,
-    /// changed ones apply from their next swap, removed ones stop (their container keeps serving).
-    pub fn reload(&self) -> Result<ReloadOutcome, String> {
-        let new = Settings::load(&self.config_path).map_err(|e| e.to_string())?;
-        let old_daemon = self.settings.lock().expect("settings lock").daemon.clone();
-        let (a, b) = (&old_daemon, &new.daemon);
+    /// What a reload cannot change: the daemon's paths and identity, and the report settings.
+    fn check_restartless(&self, new: &Settings) -> Result<(), String> {
+        let old = self.settings.lock().expect("settings lock").clone();
+        let (a, b) = (&old.daemon, &new.daemon);
         for (key, changed) in [
             ("daemon.socket", a.socket != b.socket),
             ("daemon.state_dir", a.state_dir != b.state_dir),
@@ -239,10 +237,7 @@ impl Registry {
             ("daemon.instance_id", a.instance_id != b.instance_id),
             ("daemon.docker_socket", a.docker_socket != b.docker_socket),
             ("daemon.inbox_dir", a.inbox_dir != b.inbox_dir),
-            (
-                "report",
-                self.settings.lock().expect("settings lock").report != new.report,
-            ),
+            ("report", old.report != new.report),
         ] {
             if changed {
                 return Err(format!(
@@ -251,31 +246,22 @@ impl Registry {
                 ));
             }
         }
-        let mut services = self.services.write().expect("services lock");
+        Ok(())
+    }
+
+    /// Re-reads the config file. A bad config changes nothing and says why. New services start,
+    /// changed ones apply from their next swap, removed ones stop (their container keeps serving).
+    pub fn reload(&self) -> Result<ReloadOutcome, String> {
+        let new = Settings::load(&self.config_path).map_err(|e| e.to_string())?;
+        self.check_restartless(&new)?;
+        let mut services = self.slots.write().expect("services lock");
         let wanted = new.names();
         let removed: Vec<String> = services
             .keys()
             .filter(|k| !wanted.contains(k))
             .cloned()
             .collect();
-        for name in &removed {
-            if services[name].handle.view().running().is_some() {
-                return Err(format!(
-                    "service {name:?} is swapping: it cannot be removed now (nothing was changed)"
-                ));
-            }
-        }
-        for (name, slot) in services.iter() {
-            let kind_changed = match &slot.settings {
-                Updates::Container(_) => new.processes.contains_key(name),
-                Updates::Process(_) => new.services.contains_key(name),
-            };
-            if kind_changed {
-                return Err(format!(
-                    "service {name:?} moved between [services] and [processes]: restart hotswapd to apply it (nothing was changed)"
-                ));
-            }
-        }
+        check_changes(&services, &removed, &new)?;
         *self.settings.lock().expect("settings lock") = new.clone();
         let mut outcome = ReloadOutcome {
             services: wanted,
@@ -325,4 +311,31 @@ impl Registry {
         tracing::info!(?outcome, "config reloaded");
         Ok(outcome)
     }
+}
+
+/// A service swapping now cannot be removed, nor move between `[services]` and `[processes]`.
+fn check_changes(
+    services: &BTreeMap<String, Slot>,
+    removed: &[String],
+    new: &Settings,
+) -> Result<(), String> {
+    for name in removed {
+        if services[name].handle.view().running().is_some() {
+            return Err(format!(
+                "service {name:?} is swapping: it cannot be removed now (nothing was changed)"
+            ));
+        }
+    }
+    for (name, slot) in services {
+        let kind_changed = match &slot.settings {
+            Updates::Container(_) => new.processes.contains_key(name),
+            Updates::Process(_) => new.services.contains_key(name),
+        };
+        if kind_changed {
+            return Err(format!(
+                "service {name:?} moved between [services] and [processes]: restart hotswapd to apply it (nothing was changed)"
+            ));
+        }
+    }
+    Ok(())
 }

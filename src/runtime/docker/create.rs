@@ -7,7 +7,7 @@ use bollard::models::{
     ContainerCreateBody, HostConfig, HostConfigLogConfig, PortBinding, ResourcesUlimits,
 };
 
-use super::ContainerSpec;
+use crate::runtime::ContainerSpec;
 
 pub(super) fn create_body(spec: &ContainerSpec) -> ContainerCreateBody {
     let port_key = format!("{}/tcp", spec.container_port);

@@ -4,8 +4,8 @@ use std::collections::HashMap;
 
 use futures_util::StreamExt;
 
-use super::docker::Docker;
-use super::docker_errors::chain;
+use super::errors::chain;
+use super::Docker;
 
 impl Docker {
     /// The life events (start, die, OOM, kill, health status) of the containers labelled
@@ -19,7 +19,7 @@ impl Docker {
             ("type".to_string(), vec!["container".to_string()]),
             (
                 "label".to_string(),
-                vec![format!("{}={instance}", super::LABEL_INSTANCE)],
+                vec![format!("{}={instance}", crate::runtime::LABEL_INSTANCE)],
             ),
             (
                 "event".to_string(),
@@ -38,7 +38,7 @@ impl Docker {
                 let actor = m.actor.unwrap_or_default();
                 let service = actor
                     .attributes
-                    .and_then(|mut a| a.remove(super::LABEL_SERVICE))
+                    .and_then(|mut a| a.remove(crate::runtime::LABEL_SERVICE))
                     .unwrap_or_default();
                 Ok((
                     service,

@@ -1,5 +1,11 @@
 //! Containers through the Docker Engine API (bollard).
 
+mod create;
+mod endpoint;
+mod errors;
+mod events;
+mod pull;
+
 use std::collections::HashMap;
 use std::path::Path;
 use std::time::Duration;
@@ -10,8 +16,8 @@ use bollard::query_parameters::{
 };
 use futures_util::StreamExt;
 
-use super::docker_errors::{chain, is_conflict, is_not_found};
 use super::{ContainerSpec, Death, Found, Runtime, RuntimeError, Started};
+use errors::{chain, is_conflict, is_not_found};
 
 /// Log lines a repair report carries of the container that died.
 const LOG_TAIL_LINES: usize = 20;
@@ -22,7 +28,7 @@ pub struct Docker {
     /// Where the engine is looked for, named in errors that never reached it.
     pub(super) endpoint: String,
     /// Credentials, deadline and disk room for pulls (`[registry]`).
-    pub(super) pulls: std::sync::Arc<super::pull::Pulls>,
+    pub(super) pulls: std::sync::Arc<pull::Pulls>,
     /// Container creates and starts in flight at once, across services
     /// (`[daemon] concurrent_starts`).
     pub(super) starts: std::sync::Arc<tokio::sync::Semaphore>,
@@ -154,7 +160,7 @@ impl Runtime for Docker {
 
     async fn start(&self, spec: &ContainerSpec) -> Result<Started, RuntimeError> {
         let _permit = self.starts.acquire().await.ok();
-        let body = super::docker_create::create_body(spec);
+        let body = create::create_body(spec);
         let options = CreateContainerOptions {
             name: Some(spec.name.clone()),
             ..Default::default()
@@ -365,7 +371,7 @@ impl Runtime for Docker {
                 ip: c
                     .network_settings
                     .and_then(|n| n.networks)
-                    .and_then(|n| super::docker_endpoint::first_ip(n.into_values())),
+                    .and_then(|n| endpoint::first_ip(n.into_values())),
             })
             .collect())
     }
