@@ -38,6 +38,56 @@ pub async fn within<T, E>(
     }
 }
 
+/// A wait that grows after each try, up to a limit: every retry of the daemon waits through
+/// one. `next` gives the wait due now and grows the next one; `reset` starts again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Backoff {
+    first: Duration,
+    max: Duration,
+    due: Duration,
+    /// The growth per try, as a fraction (2/1 doubles, 3/2 grows by half).
+    grow: (u32, u32),
+}
+
+impl Backoff {
+    /// From `first`, doubling up to `max`.
+    pub const fn doubling(first: Duration, max: Duration) -> Backoff {
+        Backoff {
+            first,
+            max,
+            due: first,
+            grow: (2, 1),
+        }
+    }
+
+    /// From `first`, growing by half up to `max` (polling that starts fast).
+    pub const fn by_half(first: Duration, max: Duration) -> Backoff {
+        Backoff {
+            first,
+            max,
+            due: first,
+            grow: (3, 2),
+        }
+    }
+
+    /// The wait due now; the next one grows.
+    pub fn next(&mut self) -> Duration {
+        let now = self.due.min(self.max);
+        self.due = (now * self.grow.0 / self.grow.1).min(self.max);
+        now
+    }
+
+    /// The wait `next` would give, without growing it.
+    pub fn peek(&self) -> Duration {
+        self.due
+    }
+
+    /// Back to the first wait (after a success).
+    pub fn reset(&mut self) {
+        self.due = self.first;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -59,5 +109,21 @@ mod tests {
         let before = Instant::now();
         assert!(instant_of(0) >= before);
         assert!(instant_of(0) <= Instant::now() + Duration::from_millis(1));
+    }
+
+    #[test]
+    fn a_backoff_grows_to_its_limit_and_starts_again_when_reset() {
+        let ms = Duration::from_millis;
+        let mut b = Backoff::doubling(ms(100), ms(500));
+        let waits: Vec<_> = (0..5).map(|_| b.next()).collect();
+        assert_eq!(waits, [ms(100), ms(200), ms(400), ms(500), ms(500)]);
+        assert_eq!(b.peek(), ms(500));
+        b.reset();
+        assert_eq!(b.next(), ms(100));
+        let mut half = Backoff::by_half(ms(100), ms(300));
+        let waits: Vec<_> = (0..4).map(|_| half.next()).collect();
+        assert_eq!(waits, [ms(100), ms(150), ms(225), ms(300)]);
+        // a first wait above the limit is the limit
+        assert_eq!(Backoff::doubling(ms(900), ms(500)).next(), ms(500));
     }
 }

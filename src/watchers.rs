@@ -11,6 +11,7 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use notify::{RecursiveMode, Watcher};
 
+use crate::clock::Backoff;
 use crate::config::ReloadVia;
 use crate::runtime::Docker;
 use crate::services::Services;
@@ -29,7 +30,7 @@ const EVENT_SETTLE: [Duration; 4] = [
 /// since events were missed meanwhile.
 pub fn docker_events(registry: Arc<Services>, docker: Arc<Docker>) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        let mut wait = Duration::from_secs(1);
+        let mut wait = Backoff::doubling(Duration::from_secs(1), Duration::from_secs(10));
         let mut first = true;
         loop {
             let mut events = std::pin::pin!(docker.container_events(&registry.instance_id));
@@ -68,8 +69,7 @@ pub fn docker_events(registry: Arc<Services>, docker: Arc<Docker>) -> tokio::tas
                     }
                 }
             }
-            tokio::time::sleep(wait).await;
-            wait = (wait * 2).min(Duration::from_secs(10));
+            tokio::time::sleep(wait.next()).await;
         }
     })
 }

@@ -48,7 +48,8 @@ impl RuntimeApi {
     /// timeout), a reload's moment without a listener ECONNREFUSED (asked again for 500 ms: a
     /// stopped HAProxy is told at once). Waits double from 5 ms to 100 ms.
     async fn connect(&self) -> std::io::Result<UnixStream> {
-        let mut wait = Duration::from_millis(5);
+        let mut wait =
+            crate::clock::Backoff::doubling(Duration::from_millis(5), Duration::from_millis(100));
         let refused_until = tokio::time::Instant::now() + Duration::from_millis(500);
         loop {
             match UnixStream::connect(&self.socket).await {
@@ -57,8 +58,7 @@ impl RuntimeApi {
                         || (e.kind() == std::io::ErrorKind::ConnectionRefused
                             && tokio::time::Instant::now() < refused_until) =>
                 {
-                    tokio::time::sleep(wait).await;
-                    wait = (wait * 2).min(Duration::from_millis(100));
+                    tokio::time::sleep(wait.next()).await;
                 }
                 other => return other,
             }

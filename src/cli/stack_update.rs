@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use crate::cfn::template::Template;
 use crate::fleet::aws::Clients;
-use crate::fleet::stack_update::{self, new_deploy_id, Options};
+use crate::fleet::stack_update::{self, new_deploy_id, Options, Summary};
 
 use super::{block_on, Exit};
 
@@ -105,38 +105,43 @@ async fn update(a: Args) -> Exit {
             serde_json::to_string_pretty(&summary).expect("serializes")
         );
     } else {
-        if summary.outcome == "dry-run" {
-            println!(
-                "plan for stack {} (deploy id {}):",
-                summary.stack, summary.deploy_id
-            );
-            println!(
-                "  group {} live DesiredCapacity {}",
-                summary.group.as_deref().unwrap_or("?"),
-                summary.live_desired.unwrap_or(0)
-            );
-            for n in &summary.notes {
-                println!("  keeps scaling: {n}");
-            }
-            for (k, v) in &summary.parameters {
-                println!("  parameter {k} = {v}");
-            }
-        }
-        let line = format!(
-            "stack-update {}: {}{}",
-            summary.stack,
-            summary.outcome,
-            summary
-                .message
-                .as_deref()
-                .map(|m| format!(": {m}"))
-                .unwrap_or_default()
-        );
-        if code == Exit::Ok {
-            println!("{line}");
-        } else {
-            eprintln!("hotswapctl: {line}");
-        }
+        print_summary(&summary, code);
     }
     code
+}
+
+/// The plan of a dry run, then one line: how the update ended, and why.
+fn print_summary(summary: &Summary, code: Exit) {
+    if summary.outcome == "dry-run" {
+        println!(
+            "plan for stack {} (deploy id {}):",
+            summary.stack, summary.deploy_id
+        );
+        println!(
+            "  group {} live DesiredCapacity {}",
+            summary.group.as_deref().unwrap_or("?"),
+            summary.live_desired.unwrap_or(0)
+        );
+        for n in &summary.notes {
+            println!("  keeps scaling: {n}");
+        }
+        for (k, v) in &summary.parameters {
+            println!("  parameter {k} = {v}");
+        }
+    }
+    let line = format!(
+        "stack-update {}: {}{}",
+        summary.stack,
+        summary.outcome,
+        summary
+            .message
+            .as_deref()
+            .map(|m| format!(": {m}"))
+            .unwrap_or_default()
+    );
+    if code == Exit::Ok {
+        println!("{line}");
+    } else {
+        eprintln!("hotswapctl: {line}");
+    }
 }

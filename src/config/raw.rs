@@ -270,6 +270,26 @@ fn parse_signal(ctx: &Ctx, key: &str, s: &str) -> Result<nix::sys::signal::Signa
     })
 }
 
+/// `v` (or `default`) milliseconds, more than 0.
+fn positive_ms(
+    ctx: &Ctx,
+    key: String,
+    v: Option<u64>,
+    default: u64,
+) -> Result<std::time::Duration, ConfigError> {
+    positive(ctx, key, v.unwrap_or(default)).map(std::time::Duration::from_millis)
+}
+
+/// `v` (or `default`) seconds, more than 0.
+fn positive_secs(
+    ctx: &Ctx,
+    key: String,
+    v: Option<u64>,
+    default: u64,
+) -> Result<std::time::Duration, ConfigError> {
+    positive(ctx, key, v.unwrap_or(default)).map(std::time::Duration::from_secs)
+}
+
 fn positive(ctx: &Ctx, key: String, v: u64) -> Result<u64, ConfigError> {
     if v == 0 {
         Err(ctx.invalid(key, "must be greater than 0"))

@@ -11,6 +11,7 @@ use serde::de::DeserializeOwned;
 use thiserror::Error;
 use tokio::net::UnixStream;
 
+use crate::clock::Backoff;
 use super::api::{DaemonStatus, DeployAccepted, DeployRequest, DeployStatus, ErrorBody};
 
 #[derive(Debug, Error)]
@@ -95,7 +96,7 @@ impl Client {
         let work = async {
             // a daemon shedding load (all its control connections busy, or its socket's backlog
             // full) has not read the request: ask again, waits doubling up to 1 s
-            let mut wait = Duration::from_millis(50);
+            let mut wait = Backoff::doubling(Duration::from_millis(50), Duration::from_secs(1));
             let give_up = tokio::time::Instant::now() + RETRY_FOR;
             loop {
                 let e = match self.once(method.clone(), path, body.clone(), decode).await {
@@ -104,11 +105,10 @@ impl Client {
                     Err(Once::Closed(e)) if idempotent => e,
                     Err(Once::Closed(e) | Once::Failed(e)) => return Err(e),
                 };
-                if tokio::time::Instant::now() + wait > give_up {
+                if tokio::time::Instant::now() + wait.peek() > give_up {
                     return Err(e);
                 }
-                tokio::time::sleep(wait).await;
-                wait = (wait * 2).min(Duration::from_secs(1));
+                tokio::time::sleep(wait.next()).await;
             }
         };
         tokio::time::timeout(timeout, work)

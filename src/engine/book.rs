@@ -10,7 +10,7 @@ use super::handle::{ServiceHandle, State};
 use super::journal::{Journal, JournalError, ServiceRecord};
 use super::phase::{Budgets, Event, Phase, Swap};
 use super::steps::Ledger;
-use crate::clock::now_ms;
+use crate::clock::{now_ms, Backoff};
 use crate::report::{Identity, Report, Reporter};
 
 /// Retrying a journal or report write: the first wait, doubling up to the last.
@@ -102,7 +102,7 @@ impl<P: Reporter> Book<P> {
     /// shows degraded, naming the journal and why; the phase before still holds (the old release
     /// serves until the switch is journaled).
     pub async fn store_until_written(&mut self) {
-        let mut wait = STORE_RETRY_FIRST;
+        let mut wait = Backoff::doubling(STORE_RETRY_FIRST, STORE_RETRY_MAX);
         let mut failed = false;
         loop {
             match self.store() {
@@ -124,8 +124,7 @@ impl<P: Reporter> Book<P> {
                         )),
                     );
                     failed = true;
-                    tokio::time::sleep(wait).await;
-                    wait = (wait * 2).min(STORE_RETRY_MAX);
+                    tokio::time::sleep(wait.next()).await;
                 }
             }
         }
@@ -190,7 +189,7 @@ impl<P: Reporter> Book<P> {
     /// Writes a report, retrying until it is written: a report is never dropped. Meanwhile the
     /// service shows why it waits.
     pub async fn deliver(&self, report: &Report) {
-        let mut wait = STORE_RETRY_FIRST;
+        let mut wait = Backoff::doubling(STORE_RETRY_FIRST, STORE_RETRY_MAX);
         for attempt in 1u32.. {
             match self.reporter.report(report).await {
                 Ok(()) => return,
@@ -202,8 +201,7 @@ impl<P: Reporter> Book<P> {
                             Some(format!("report not written: {e}; retrying")),
                         );
                     }
-                    tokio::time::sleep(wait).await;
-                    wait = (wait * 2).min(STORE_RETRY_MAX);
+                    tokio::time::sleep(wait.next()).await;
                 }
             }
         }

@@ -10,7 +10,9 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+mod gunicorn;
 mod haproxy;
+pub use gunicorn::FakeGunicorn;
 pub use haproxy::{FakeHaproxy, FakeServer};
 
 use crate::config::HealthSettings;

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::handle::{ServiceHandle, Superseded};
+use crate::clock::Backoff;
 use crate::report::{Identity, Report, Reporter};
 
 /// Reports written before the queue file is journaled again.
@@ -50,11 +51,10 @@ where
     Fut: std::future::Future<Output = Result<(), E>>,
     E: std::fmt::Display,
 {
-    let mut wait = RETRY_FIRST;
+    let mut wait = Backoff::doubling(RETRY_FIRST, RETRY_MAX);
     while let Err(e) = work().await {
-        tracing::error!(service, error = %e, retry_in_ms = wait.as_millis() as u64, "{what}");
-        tokio::time::sleep(wait).await;
-        wait = (wait * 2).min(RETRY_MAX);
+        tracing::error!(service, error = %e, retry_in_ms = wait.peek().as_millis() as u64, "{what}");
+        tokio::time::sleep(wait.next()).await;
     }
 }
 

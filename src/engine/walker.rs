@@ -14,7 +14,7 @@ use super::hooks;
 use super::phase::{Event, Phase, Swap, UnixMs};
 use super::repairs::Repairs;
 use super::steps::{Activity, Ledger, Steps};
-use crate::clock::{instant_of, within};
+use crate::clock::{instant_of, within, Backoff};
 use crate::config::Hook;
 use crate::report::Reporter;
 
@@ -53,7 +53,7 @@ impl<S: Steps, P: Reporter> Walker<S, P> {
     }
 
     async fn serve(mut self) {
-        let mut wait = Duration::from_millis(200);
+        let mut wait = Backoff::doubling(Duration::from_millis(200), Duration::from_secs(10));
         loop {
             match self.recover().await {
                 Ok(()) => break,
@@ -63,8 +63,7 @@ impl<S: Steps, P: Reporter> Walker<S, P> {
                         State::Recovering,
                         Some(format!("recovery failed: {e}; retrying")),
                     );
-                    tokio::time::sleep(wait).await;
-                    wait = (wait * 2).min(Duration::from_secs(10));
+                    tokio::time::sleep(wait.next()).await;
                 }
             }
         }

@@ -148,6 +148,76 @@ fn run_hook(name: &str, cmd: &str, env: &[(&str, String)]) -> Result<(), String>
     }
 }
 
+impl Summary {
+    fn new(o: &Options) -> Summary {
+        Summary {
+            stack: o.stack.clone(),
+            deploy_id: o.deploy_id.clone(),
+            outcome: "error".into(),
+            message: None,
+            group: None,
+            live_desired: None,
+            instances_expected: 0,
+            instances_succeeded: vec![],
+            failed_instance: None,
+            parameters: BTreeMap::new(),
+            notes: vec![],
+            elapsed_ms: 0,
+            detect_ms: None,
+        }
+    }
+}
+
+/// What the checks before anything changes settled.
+struct Checked {
+    plan: Plan,
+    /// The Auto Scaling group's logical id in the template.
+    logical: String,
+    queue_url: String,
+    live_desired: i64,
+}
+
+/// Porter's checks, before anything changes: the stack settled and young enough, the template
+/// with a DeployId parameter and a group, the plan that keeps live capacity, a report queue.
+/// A refusal or an AWS error comes back as how the update ends.
+async fn preflight(
+    c: &Clients,
+    o: &mut Options,
+    s: &mut Summary,
+) -> Result<Checked, (Ending, &'static str, String)> {
+    let aws = |e: String| (Ending::Aws, "error", e);
+    let refused = |r: Refusal| (Ending::Refused, "refused", r.to_string());
+    let live = describe_stack(c, &o.stack).await.map_err(aws)?;
+    checks::check_status(&o.stack, &live.status).map_err(refused)?;
+    checks::check_age(&o.stack, live.age, o.max_age).map_err(refused)?;
+    if !o.template.has_parameter("DeployId") {
+        return Err(refused(Refusal::Template("the template declares no DeployId parameter: hosts could not echo the deploy id in their reports".into())));
+    }
+    o.parameters.insert("DeployId".into(), o.deploy_id.clone());
+    let logical = o
+        .template
+        .group()
+        .map_err(|e| refused(Refusal::Template(e)))?;
+    let physical = group_name(c, &o.stack, &logical).await.map_err(aws)?;
+    let (live_desired, _) = group_state(c, &physical).await.map_err(aws)?;
+    s.group = Some(physical);
+    s.live_desired = Some(live_desired);
+    let plan = checks::plan(&mut o.template, &o.parameters, live_desired).map_err(refused)?;
+    s.parameters = plan.parameters.clone();
+    s.notes = plan.notes.clone();
+    let Some(queue_url) = o.queue_url.clone().or(live.queue_url) else {
+        return Err(refused(Refusal::Template(
+            "no report queue: pass --queue-url or give the stack a HotswapQueueUrl output".into(),
+        )));
+    };
+    Ok(Checked {
+        plan,
+        logical,
+        queue_url,
+        live_desired,
+    })
+}
+
 /// How a stack update ended, for the caller to turn into its exit code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Ending {
@@ -167,73 +237,21 @@ pub enum Ending {
 
 pub async fn run(c: &Clients, mut o: Options, quiet: bool) -> (Ending, Summary) {
     let started = Instant::now();
-    let mut s = Summary {
-        stack: o.stack.clone(),
-        deploy_id: o.deploy_id.clone(),
-        outcome: "error".into(),
-        message: None,
-        group: None,
-        live_desired: None,
-        instances_expected: 0,
-        instances_succeeded: vec![],
-        failed_instance: None,
-        parameters: BTreeMap::new(),
-        notes: vec![],
-        elapsed_ms: 0,
-        detect_ms: None,
-    };
+    let mut s = Summary::new(&o);
     let finish = |mut s: Summary, code: Ending, outcome: &str, message: Option<String>| {
         s.outcome = outcome.to_string();
         s.message = message;
         s.elapsed_ms = started.elapsed().as_millis() as u64;
         (code, s)
     };
-
-    // checks, before anything changes
-    let live = match describe_stack(c, &o.stack).await {
-        Ok(l) => l,
-        Err(e) => return finish(s, Ending::Aws, "error", Some(e)),
-    };
-    let refused =
-        |s: Summary, r: Refusal| finish(s, Ending::Refused, "refused", Some(r.to_string()));
-    if let Err(r) = checks::check_status(&o.stack, &live.status) {
-        return refused(s, r);
-    }
-    if let Err(r) = checks::check_age(&o.stack, live.age, o.max_age) {
-        return refused(s, r);
-    }
-    if !o.template.has_parameter("DeployId") {
-        return refused(s, Refusal::Template("the template declares no DeployId parameter: hosts could not echo the deploy id in their reports".into()));
-    }
-    o.parameters.insert("DeployId".into(), o.deploy_id.clone());
-    let logical = match o.template.group() {
-        Ok(g) => g,
-        Err(e) => return refused(s, Refusal::Template(e)),
-    };
-    let physical = match group_name(c, &o.stack, &logical).await {
-        Ok(p) => p,
-        Err(e) => return finish(s, Ending::Aws, "error", Some(e)),
-    };
-    let (live_desired, _) = match group_state(c, &physical).await {
-        Ok(g) => g,
-        Err(e) => return finish(s, Ending::Aws, "error", Some(e)),
-    };
-    s.group = Some(physical.clone());
-    s.live_desired = Some(live_desired);
-    let plan: Plan = match checks::plan(&mut o.template, &o.parameters, live_desired) {
-        Ok(p) => p,
-        Err(r) => return refused(s, r),
-    };
-    s.parameters = plan.parameters.clone();
-    s.notes = plan.notes.clone();
-    let Some(queue_url) = o.queue_url.clone().or(live.queue_url) else {
-        return refused(
-            s,
-            Refusal::Template(
-                "no report queue: pass --queue-url or give the stack a HotswapQueueUrl output"
-                    .into(),
-            ),
-        );
+    let Checked {
+        plan,
+        logical,
+        queue_url,
+        live_desired,
+    } = match preflight(c, &mut o, &mut s).await {
+        Ok(k) => k,
+        Err((code, outcome, message)) => return finish(s, code, outcome, Some(message)),
     };
     if o.dry_run {
         s.instances_expected = live_desired as usize;
@@ -292,32 +310,8 @@ async fn update_and_wait(
     s: &mut Summary,
     quiet: bool,
 ) -> (Ending, String, Option<String>) {
-    let params: Vec<aws_sdk_cloudformation::types::Parameter> = plan
-        .parameters
-        .iter()
-        .map(|(k, v)| {
-            aws_sdk_cloudformation::types::Parameter::builder()
-                .parameter_key(k)
-                .parameter_value(v)
-                .build()
-        })
-        .collect();
-    let update = c
-        .cfn
-        .update_stack()
-        .stack_name(&o.stack)
-        .template_body(o.template.to_json())
-        .set_parameters(Some(params))
-        .capabilities(aws_sdk_cloudformation::types::Capability::CapabilityIam)
-        .capabilities(aws_sdk_cloudformation::types::Capability::CapabilityNamedIam)
-        .send()
-        .await;
-    if let Err(e) = update {
-        return (
-            Ending::Aws,
-            "error".into(),
-            Some(format!("UpdateStack {}: {}", o.stack, describe(e))),
-        );
+    if let Err(e) = update_stack(c, o, plan).await {
+        return (Ending::Aws, "error".into(), Some(e));
     }
     if !quiet {
         eprintln!(
@@ -340,6 +334,41 @@ async fn update_and_wait(
     let mut tally = Tally::new(&o.deploy_id, instances.len());
     let result = wait_for_reports(c, queue_url, &mut tally, o.timeout, quiet).await;
     s.instances_succeeded = tally.succeeded.keys().cloned().collect();
+    ending_of(result, &tally, s, o.timeout)
+}
+
+/// UpdateStack with the plan's parameters (every one passed explicitly) and the template.
+async fn update_stack(c: &Clients, o: &Options, plan: &Plan) -> Result<(), String> {
+    let params: Vec<aws_sdk_cloudformation::types::Parameter> = plan
+        .parameters
+        .iter()
+        .map(|(k, v)| {
+            aws_sdk_cloudformation::types::Parameter::builder()
+                .parameter_key(k)
+                .parameter_value(v)
+                .build()
+        })
+        .collect();
+    c.cfn
+        .update_stack()
+        .stack_name(&o.stack)
+        .template_body(o.template.to_json())
+        .set_parameters(Some(params))
+        .capabilities(aws_sdk_cloudformation::types::Capability::CapabilityIam)
+        .capabilities(aws_sdk_cloudformation::types::Capability::CapabilityNamedIam)
+        .send()
+        .await
+        .map(|_| ())
+        .map_err(|e| format!("UpdateStack {}: {}", o.stack, describe(e)))
+}
+
+/// How the wait for the hosts' reports ended, as the update's ending, outcome and message.
+fn ending_of(
+    result: Result<(Outcome, Option<u64>), String>,
+    tally: &Tally,
+    s: &mut Summary,
+    timeout: Duration,
+) -> (Ending, String, Option<String>) {
     match result {
         Err(e) => (Ending::Aws, "error".into(), Some(e)),
         Ok((Outcome::AllSucceeded, detect)) => {
@@ -379,7 +408,7 @@ async fn update_and_wait(
                 "{} of {} instances reported success within {} s",
                 tally.succeeded.len(),
                 tally.expected,
-                o.timeout.as_secs()
+                timeout.as_secs()
             )),
         ),
     }

@@ -8,7 +8,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::clock::now_ms;
+use crate::clock::{now_ms, Backoff};
 use crate::config::MetadataWatchSettings;
 use crate::services::Services;
 
@@ -29,10 +29,12 @@ pub fn spawn(registry: Arc<Services>, s: MetadataWatchSettings) -> tokio::task::
         let mut last: Option<String> = None;
         let mut retry = false;
         let mut wait = s.poll;
+        let mut errors = Backoff::doubling(s.poll * 2, BACKOFF_MAX.max(s.poll));
         loop {
             match read(&cfn, &s).await {
                 Ok(text) => {
                     wait = s.poll;
+                    errors.reset();
                     let now = now_ms();
                     if last.as_deref() != Some(text.as_str()) {
                         match submit(
@@ -71,7 +73,7 @@ pub fn spawn(registry: Arc<Services>, s: MetadataWatchSettings) -> tokio::task::
                     });
                 }
                 Err(e) => {
-                    wait = (wait * 2).min(BACKOFF_MAX).max(s.poll);
+                    wait = errors.next();
                     tracing::warn!(stack = %s.stack, resource = %s.resource, error = %e, retry_secs = wait.as_secs(), "cannot read the stack's metadata");
                     let why = format!(
                         "reading the metadata: {e}; next try in {} s",

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::outbox::Outbox;
+use crate::clock::Backoff;
 
 pub struct SqsSender {
     pub client: aws_sdk_sqs::Client,
@@ -46,7 +47,7 @@ impl SqsSender {
 
     /// Sends whatever the outbox holds, for ever; sleeps (no timer) while it is empty.
     pub async fn run(self, outbox: Arc<Outbox>) {
-        let mut backoff = BACKOFF_MIN;
+        let mut backoff = Backoff::doubling(BACKOFF_MIN, BACKOFF_MAX);
         loop {
             let pending = outbox.pending();
             if pending.is_empty() {
@@ -61,18 +62,17 @@ impl SqsSender {
                             tracing::error!(key = %p.key, error = %e, "report sent but the outbox could not record it");
                         }
                         tracing::info!(key = %p.key, queue = %self.queue_url, "report delivered to SQS");
-                        backoff = BACKOFF_MIN;
+                        backoff.reset();
                     }
                     Err(e) => {
-                        tracing::warn!(key = %p.key, queue = %self.queue_url, error = %e, retry_in_ms = backoff.as_millis() as u64, "report not delivered; kept in the outbox");
+                        tracing::warn!(key = %p.key, queue = %self.queue_url, error = %e, retry_in_ms = backoff.peek().as_millis() as u64, "report not delivered; kept in the outbox");
                         failed = true;
                         break;
                     }
                 }
             }
             if failed {
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(BACKOFF_MAX);
+                tokio::time::sleep(backoff.next()).await;
             }
         }
     }

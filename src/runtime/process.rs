@@ -124,6 +124,87 @@ pub async fn wait_gone(pids: &[i32], until: u64) -> Vec<i32> {
     }
 }
 
+/// A pre-fork server's world as its steps see it: pidfiles, processes, signals, the start
+/// command. `Os` is the real one; the engine's unit tests run the steps on a fake gunicorn.
+pub trait Server: Send + Sync + 'static {
+    fn read_pid(&self, pidfile: &Path) -> Result<i32, ProcessError>;
+    fn alive(&self, pid: i32) -> bool;
+    fn signal(&self, pid: i32, signal: Signal) -> Result<(), ProcessError>;
+    /// The workers of a master.
+    fn children(&self, pid: i32) -> Vec<i32>;
+    /// A stale pidfile removed (gunicorn refuses to start over one).
+    fn remove_pidfile(&self, pidfile: &Path);
+    /// Runs `start_command` to its end (the server daemonizes); why it failed.
+    fn run(&self, argv: &[String]) -> impl std::future::Future<Output = Result<(), String>> + Send;
+    /// Resolves when `pid` exits (at once when it does not run).
+    fn exited(
+        &self,
+        pid: i32,
+    ) -> impl std::future::Future<Output = std::io::Result<()>> + Send + 'static;
+
+    /// Waits until none of `pids` runs, or `until` (unix ms) passes; returns those still running.
+    fn wait_gone(
+        &self,
+        pids: &[i32],
+        until: u64,
+    ) -> impl std::future::Future<Output = Vec<i32>> + Send {
+        let pids = pids.to_vec();
+        async move {
+            loop {
+                let left: Vec<i32> = pids.iter().copied().filter(|p| self.alive(*p)).collect();
+                if left.is_empty() || crate::clock::now_ms() >= until {
+                    return left;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+        }
+    }
+}
+
+/// This host's processes, through /proc, signals and pidfds.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Os;
+
+impl Server for Os {
+    fn read_pid(&self, pidfile: &Path) -> Result<i32, ProcessError> {
+        read_pid(pidfile)
+    }
+    fn alive(&self, pid: i32) -> bool {
+        alive(pid)
+    }
+    fn signal(&self, pid: i32, sig: Signal) -> Result<(), ProcessError> {
+        signal(pid, sig)
+    }
+    fn children(&self, pid: i32) -> Vec<i32> {
+        children(pid)
+    }
+    fn remove_pidfile(&self, pidfile: &Path) {
+        let _ = std::fs::remove_file(pidfile);
+    }
+    async fn run(&self, argv: &[String]) -> Result<(), String> {
+        let Some((program, args)) = argv.split_first() else {
+            return Err("no command".into());
+        };
+        let status = tokio::process::Command::new(program)
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .status()
+            .await
+            .map_err(|e| e.to_string())?;
+        if status.success() {
+            Ok(())
+        } else {
+            Err(format!("exited with {status}"))
+        }
+    }
+    fn exited(
+        &self,
+        pid: i32,
+    ) -> impl std::future::Future<Output = std::io::Result<()>> + Send + 'static {
+        exited(pid)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

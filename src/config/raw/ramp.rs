@@ -43,11 +43,7 @@ impl Ramp {
         Ok(RampSettings {
             steps,
             watch,
-            check_interval: Duration::from_millis(positive(
-                ctx,
-                format!("{key}.check_interval_ms"),
-                self.check_interval_ms.unwrap_or(250),
-            )?),
+            check_interval: positive_ms(ctx, format!("{key}.check_interval_ms"), self.check_interval_ms, 250)?,
             limits: CanaryLimits {
                 max_error_pct: pct("max_error_pct", self.max_error_pct, d.max_error_pct)?,
                 error_margin_pct: pct(

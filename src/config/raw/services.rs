@@ -69,17 +69,9 @@ fn health_settings(ctx: &Ctx, key: &str, h: Health) -> Result<HealthSettings, Co
         path,
         expect_status,
         release_match,
-        attempt_timeout: Duration::from_millis(positive(
-            ctx,
-            format!("{hk}.attempt_timeout_ms"),
-            h.attempt_timeout_ms.unwrap_or(1000),
-        )?),
+        attempt_timeout: positive_ms(ctx, format!("{hk}.attempt_timeout_ms"), h.attempt_timeout_ms, 1000)?,
         consecutive_passes,
-        deadline: Duration::from_secs(positive(
-            ctx,
-            format!("{hk}.deadline_secs"),
-            h.deadline_secs.unwrap_or(60),
-        )?),
+        deadline: positive_secs(ctx, format!("{hk}.deadline_secs"), h.deadline_secs, 60)?,
         min_interval: Duration::from_millis(min_interval_ms),
         max_interval: Duration::from_millis(max_interval_ms),
     })
@@ -115,11 +107,7 @@ impl Process {
             )
         };
         let drain_budget = Duration::from_secs(self.drain_budget_secs.unwrap_or(60));
-        let host_budget = Duration::from_secs(positive(
-            ctx,
-            format!("{key}.host_budget_secs"),
-            self.host_budget_secs.unwrap_or(180),
-        )?);
+        let host_budget = positive_secs(ctx, format!("{key}.host_budget_secs"), self.host_budget_secs, 180)?;
         if drain_budget >= host_budget {
             return Err(ctx.invalid(
                 format!("{key}.drain_budget_secs"),
@@ -199,11 +187,7 @@ impl Service {
             drain_budget,
             host_budget,
             keep_images: self.keep_images.unwrap_or(1),
-            repair_backoff_max: Duration::from_secs(positive(
-                ctx,
-                format!("{key}.repair_backoff_max_secs"),
-                self.repair_backoff_max_secs.unwrap_or(60),
-            )?),
+            repair_backoff_max: positive_secs(ctx, format!("{key}.repair_backoff_max_secs"), self.repair_backoff_max_secs, 60)?,
         })
     }
 }
@@ -267,11 +251,7 @@ fn haproxy_settings(
         reload,
         server_options,
         switch,
-        command_timeout: Duration::from_millis(positive(
-            ctx,
-            format!("{xk}.command_timeout_ms"),
-            x.command_timeout_ms.unwrap_or(2000),
-        )?),
+        command_timeout: positive_ms(ctx, format!("{xk}.command_timeout_ms"), x.command_timeout_ms, 2000)?,
     })
 }
 
@@ -314,11 +294,7 @@ fn budgets(
     host_secs: Option<u64>,
 ) -> Result<(Duration, Duration), ConfigError> {
     let drain_budget = Duration::from_secs(drain_secs.unwrap_or(60));
-    let host_budget = Duration::from_secs(positive(
-        ctx,
-        format!("{key}.host_budget_secs"),
-        host_secs.unwrap_or(60 + 120),
-    )?);
+    let host_budget = positive_secs(ctx, format!("{key}.host_budget_secs"), host_secs, 60 + 120)?;
     if drain_budget >= host_budget {
         return Err(ctx.invalid(
             format!("{key}.drain_budget_secs"),

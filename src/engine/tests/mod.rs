@@ -219,6 +219,7 @@ pub(super) fn results(r: &Rig) -> Vec<(String, &'static str)> {
 
 mod canary;
 mod failure;
+mod process;
 mod recovery;
 mod replicas;
 mod restart;

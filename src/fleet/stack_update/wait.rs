@@ -46,57 +46,11 @@ pub async fn wait_for_reports(
     if tally.outcome() != Outcome::Waiting {
         return Ok((tally.outcome(), Some(0)));
     }
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<(Vec<String>, Instant), String>>(64);
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Batch>(64);
     let mut readers = tokio::task::JoinSet::new();
     for _ in 0..READERS {
         let (sqs, url, tx) = (c.sqs.clone(), queue_url.to_string(), tx.clone());
-        readers.spawn(async move {
-            loop {
-                let left = timeout.saturating_sub(started.elapsed());
-                if left.is_zero() {
-                    return;
-                }
-                let got = sqs
-                    .receive_message()
-                    .queue_url(&url)
-                    .max_number_of_messages(10)
-                    .wait_time_seconds(left.as_secs().clamp(1, 20) as i32)
-                    .send()
-                    .await;
-                let got = match got {
-                    Ok(g) => g,
-                    Err(e) => {
-                        let _ = tx.send(Err(format!("reading reports from {url}: {}", describe(e)))).await;
-                        return;
-                    }
-                };
-                let arrived = Instant::now();
-                let bodies: Vec<String> = got.messages().iter().map(|m| m.body().unwrap_or("").to_string()).collect();
-                let entries: Vec<_> = got
-                    .messages()
-                    .iter()
-                    .enumerate()
-                    .filter_map(|(i, m)| {
-                        aws_sdk_sqs::types::DeleteMessageBatchRequestEntry::builder()
-                            .id(i.to_string())
-                            .receipt_handle(m.receipt_handle()?)
-                            .build()
-                            .ok()
-                    })
-                    .collect();
-                if !bodies.is_empty() && tx.send(Ok((bodies, arrived))).await.is_err() {
-                    return;
-                }
-                if !entries.is_empty() {
-                    let (sqs, url) = (sqs.clone(), url.clone());
-                    tokio::spawn(async move {
-                        if let Err(e) = sqs.delete_message_batch().queue_url(&url).set_entries(Some(entries)).send().await {
-                            tracing::warn!(error = %describe(e), "deleting read reports failed; they may be read again (they are deduplicated)");
-                        }
-                    });
-                }
-            }
-        });
+        readers.spawn(read_reports(sqs, url, tx, timeout, started));
     }
     drop(tx);
     let mut last_seen = tally.succeeded.len();
@@ -127,4 +81,75 @@ pub async fn wait_for_reports(
         eprintln!();
     }
     result
+}
+
+/// What readers send: the bodies of one receive and when they arrived, or why reading failed.
+type Batch = Result<(Vec<String>, Instant), String>;
+
+/// One reader: long polls until the time is up, sends each batch's bodies, deletes what it
+/// read off the critical path.
+async fn read_reports(
+    sqs: aws_sdk_sqs::Client,
+    url: String,
+    tx: tokio::sync::mpsc::Sender<Batch>,
+    timeout: Duration,
+    started: Instant,
+) {
+    loop {
+        let left = timeout.saturating_sub(started.elapsed());
+        if left.is_zero() {
+            return;
+        }
+        let got = sqs
+            .receive_message()
+            .queue_url(&url)
+            .max_number_of_messages(10)
+            .wait_time_seconds(left.as_secs().clamp(1, 20) as i32)
+            .send()
+            .await;
+        let got = match got {
+            Ok(g) => g,
+            Err(e) => {
+                let _ = tx
+                    .send(Err(format!("reading reports from {url}: {}", describe(e))))
+                    .await;
+                return;
+            }
+        };
+        let arrived = Instant::now();
+        let bodies: Vec<String> = got
+            .messages()
+            .iter()
+            .map(|m| m.body().unwrap_or("").to_string())
+            .collect();
+        let entries: Vec<_> = got
+            .messages()
+            .iter()
+            .enumerate()
+            .filter_map(|(i, m)| {
+                aws_sdk_sqs::types::DeleteMessageBatchRequestEntry::builder()
+                    .id(i.to_string())
+                    .receipt_handle(m.receipt_handle()?)
+                    .build()
+                    .ok()
+            })
+            .collect();
+        if !bodies.is_empty() && tx.send(Ok((bodies, arrived))).await.is_err() {
+            return;
+        }
+        if !entries.is_empty() {
+            let (sqs, url) = (sqs.clone(), url.clone());
+            tokio::spawn(async move {
+                let deleted = sqs
+                    .delete_message_batch()
+                    .queue_url(&url)
+                    .set_entries(Some(entries))
+                    .send()
+                    .await;
+                if let Err(e) = deleted {
+                    tracing::warn!(error = %describe(e), "deleting read reports failed; they may be read again (they are deduplicated)");
+                }
+            });
+        }
+    }
 }

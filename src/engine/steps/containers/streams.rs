@@ -12,7 +12,7 @@ use std::time::Duration;
 use super::drain::DRAIN_POLL;
 use super::Containers;
 use crate::balancer::Balancer;
-use crate::clock::{ms, now_ms, UnixMs};
+use crate::clock::{ms, now_ms, Backoff, UnixMs};
 use crate::config::DrainNotice;
 use crate::engine::phase::{Replica, Swap};
 use crate::health::Prober;
@@ -46,6 +46,27 @@ struct Sessions {
 }
 
 impl Sessions {
+    /// Requests still waiting when the drain budget ended, said in the report.
+    fn warn_waiting(&self, swap: &mut Swap) {
+        if self.waiting > 0 {
+            swap.warnings.push(format!(
+                "drain budget ended with {} request(s) still waiting on the old release",
+                self.waiting
+            ));
+        }
+    }
+
+    /// What `deploy --wait` shows while the drain waits, with the budgets' time left (ms).
+    fn shown(&self, requests_left: u64, streams_left: u64) -> String {
+        format!(
+            "draining: {} request(s) and {} stream(s) open on the old release ({} s of the drain budget, {} s of the stream budget left)",
+            self.waiting,
+            self.open.len(),
+            requests_left.div_ceil(1000),
+            streams_left.div_ceil(1000),
+        )
+    }
+
     fn read<E: std::fmt::Display>(
         &mut self,
         reading: Result<Vec<crate::balancer::Session>, E>,
@@ -140,7 +161,7 @@ impl<R: Runtime, B: Balancer, H: Prober> Containers<R, B, H> {
         // read the sessions before the notice: streams the app ends on it count as open
         let mut read_at = now_ms();
         let mut notified = false;
-        let mut every = SESSIONS_POLL;
+        let mut every = Backoff::by_half(SESSIONS_POLL, SESSIONS_POLL_MAX);
         loop {
             let (in_flight, failed) = self.in_flight_on(&servers).await;
             let now = now_ms();
@@ -150,8 +171,7 @@ impl<R: Runtime, B: Balancer, H: Prober> Containers<R, B, H> {
             }
             let fresh = now >= read_at;
             if fresh {
-                read_at = now + ms(every);
-                every = (every * 3 / 2).min(SESSIONS_POLL_MAX);
+                read_at = now + ms(every.next());
                 s.read(self.balancer.sessions().await, &servers, swap);
             }
             if !notified {
@@ -170,20 +190,12 @@ impl<R: Runtime, B: Balancer, H: Prober> Containers<R, B, H> {
                 continue;
             }
             if may_end {
-                if s.waiting > 0 {
-                    swap.warnings.push(format!(
-                        "drain budget ended with {} request(s) still waiting on the old release",
-                        s.waiting
-                    ));
-                }
+                s.warn_waiting(swap);
                 break;
             }
-            self.activity.set(format!(
-                "draining: {} request(s) and {} stream(s) open on the old release ({} s of the drain budget, {} s of the stream budget left)",
-                s.waiting,
-                s.open.len(),
-                requests_until.saturating_sub(now).div_ceil(1000),
-                streams_until.saturating_sub(now).div_ceil(1000),
+            self.activity.set(s.shown(
+                requests_until.saturating_sub(now),
+                streams_until.saturating_sub(now),
             ));
             if now >= deadline {
                 swap.warnings.push(failed.unwrap_or_else(|| {
@@ -204,12 +216,12 @@ impl<R: Runtime, B: Balancer, H: Prober> Containers<R, B, H> {
         }
         let seen = s.seen.len() as u64;
         let closed = self.close_spread(swap, s.open, deadline).await;
-        let counts = StreamCounts {
+        swap.streams = Some(StreamCounts {
             open: seen,
             ended: seen.saturating_sub(closed),
             closed,
-        };
-        swap.streams = Some(counts).filter(|c| c.open > 0);
+        })
+        .filter(|c| c.open > 0);
     }
 
     /// In-flight sessions summed over `servers`, and the last error reading them.

@@ -24,15 +24,17 @@ use crate::config::{ProcessSettings, ReloadStrategy};
 use crate::engine::error::StepError;
 use crate::engine::phase::{Budgets, Instance, Swap};
 use crate::health::{Passed, Prober};
-use crate::runtime::process;
+use crate::runtime::process::{Os, Server};
 
 use super::containers::ROLLBACK_BUDGET;
 
 /// How often process states are read while waiting on them.
 const POLL: Duration = Duration::from_millis(10);
 
-pub struct Processes<H> {
+pub struct Processes<H, S = Os> {
     settings: ProcessSettings,
+    /// The server's processes, pidfiles and signals.
+    server: S,
     updates: watch::Receiver<ProcessSettings>,
     prober: H,
     /// Wakes the walker when the master exits (None in unit tests).
@@ -60,9 +62,22 @@ fn handover_pidfile(pidfile: &Path) -> PathBuf {
 
 impl<H: Prober> Processes<H> {
     pub fn new(updates: watch::Receiver<ProcessSettings>, prober: H, nudge: Option<Nudge>) -> Self {
+        Processes::on(updates, prober, nudge, Os)
+    }
+}
+
+impl<H: Prober, S: Server> Processes<H, S> {
+    /// The steps of a server whose world is `server` (the unit tests' fake gunicorn).
+    pub fn on(
+        updates: watch::Receiver<ProcessSettings>,
+        prober: H,
+        nudge: Option<Nudge>,
+        server: S,
+    ) -> Self {
         let settings = updates.borrow().clone();
         Processes {
             settings,
+            server,
             updates,
             prober,
             nudge,
@@ -80,7 +95,7 @@ impl<H: Prober> Processes<H> {
     }
 }
 
-impl<H: Prober> Steps for Processes<H> {
+impl<H: Prober, S: Server> Steps for Processes<H, S> {
     fn service(&self) -> &str {
         &self.settings.name
     }
@@ -128,7 +143,7 @@ impl<H: Prober> Steps for Processes<H> {
         let died = async {
             loop {
                 tokio::time::sleep(Duration::from_millis(100)).await;
-                if !process::alive(master) {
+                if !self.server.alive(master) {
                     return;
                 }
             }
@@ -146,7 +161,7 @@ impl<H: Prober> Steps for Processes<H> {
                 let pid = old
                     .master()
                     .ok_or(StepError::Missing("no old master pid"))?;
-                process::signal(pid, self.settings.stop_old_signal)?;
+                self.server.signal(pid, self.settings.stop_old_signal)?;
             }
         }
         Ok(())

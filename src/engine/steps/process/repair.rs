@@ -13,7 +13,7 @@ use crate::engine::error::StepError;
 use crate::engine::phase::Runs;
 use crate::engine::steps::{Dead, Ledger, Part};
 use crate::health::Prober;
-use crate::runtime::process::{self, ProcessError};
+use crate::runtime::process::{ProcessError, Server};
 use crate::runtime::Death;
 
 /// How long `start_command` has to make a live master appear in the pidfile.
@@ -34,7 +34,7 @@ impl Drop for Watched {
     }
 }
 
-impl<H: Prober> Processes<H> {
+impl<H: Prober, S: Server> Processes<H, S> {
     /// The current release's master, or why it is dead.
     pub(super) async fn reconcile_master(
         &mut self,
@@ -47,10 +47,10 @@ impl<H: Prober> Processes<H> {
             return Ok(vec![]);
         };
         let pidfile = &self.settings.pidfile;
-        let named = process::read_pid(pidfile);
+        let named = self.server.read_pid(pidfile);
         let live = match &named {
-            Ok(pid) if process::alive(*pid) => *pid,
-            _ if process::alive(*master) => *master,
+            Ok(pid) if self.server.alive(*pid) => *pid,
+            _ if self.server.alive(*master) => *master,
             _ => {
                 let why = match named {
                     Ok(pid) if pid == *master => "is not running".to_string(),
@@ -99,9 +99,9 @@ impl<H: Prober> Processes<H> {
             &|_, _| {},
         );
         if let Err(e) = gate.await {
-            let _ = process::signal(pid, nix::sys::signal::Signal::SIGTERM);
-            process::wait_gone(&[pid], now_ms() + 10_000).await;
-            let _ = process::signal(pid, nix::sys::signal::Signal::SIGKILL);
+            let _ = self.server.signal(pid, nix::sys::signal::Signal::SIGTERM);
+            self.server.wait_gone(&[pid], now_ms() + 10_000).await;
+            let _ = self.server.signal(pid, nix::sys::signal::Signal::SIGKILL);
             return Err(e.into());
         }
         if let Runs::Process {
@@ -121,7 +121,7 @@ impl<H: Prober> Processes<H> {
     /// pidfile names a live master.
     pub(super) async fn start_master(&self) -> Result<i32, ProcessError> {
         let s = &self.settings;
-        let Some((program, args)) = s.start_command.split_first() else {
+        let Some(program) = s.start_command.first() else {
             return Err(ProcessError::NoStartCommand {
                 pidfile: s.pidfile.clone(),
             });
@@ -132,20 +132,12 @@ impl<H: Prober> Processes<H> {
         };
         // A pidfile naming a dead master (or a zombie nobody reaped) makes gunicorn refuse to
         // start ("Already running on PID"): it is stale, remove it.
-        let _ = std::fs::remove_file(&s.pidfile);
-        let status = tokio::process::Command::new(program)
-            .args(args)
-            .stdin(std::process::Stdio::null())
-            .status()
-            .await
-            .map_err(|e| failed(e.to_string()))?;
-        if !status.success() {
-            return Err(failed(format!("exited with {status}")));
-        }
+        self.server.remove_pidfile(&s.pidfile);
+        self.server.run(&s.start_command).await.map_err(failed)?;
         let waited = tokio::time::Instant::now();
         loop {
-            if let Ok(pid) = process::read_pid(&s.pidfile) {
-                if process::alive(pid) {
+            if let Ok(pid) = self.server.read_pid(&s.pidfile) {
+                if self.server.alive(pid) {
                     return Ok(pid);
                 }
             }
@@ -173,8 +165,9 @@ impl<H: Prober> Processes<H> {
             return;
         };
         let service = self.settings.name.clone();
+        let exited = self.server.exited(pid);
         let task = tokio::spawn(async move {
-            if let Err(e) = process::exited(pid).await {
+            if let Err(e) = exited.await {
                 tracing::warn!(service, pid, error = %e, "cannot watch the master; the sweep will notice if it dies");
                 return;
             }

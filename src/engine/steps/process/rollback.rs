@@ -7,9 +7,9 @@ use crate::config::ReloadStrategy;
 use crate::engine::phase::{Instance, Swap};
 use crate::engine::steps::code;
 use crate::health::Prober;
-use crate::runtime::process;
+use crate::runtime::process::Server;
 
-impl<H: Prober> Processes<H> {
+impl<H: Prober, S: Server> Processes<H, S> {
     pub(super) async fn roll_back_new(&self, swap: &mut Swap) {
         let layout = self.layout();
         if let Some(dir) = swap.old.as_ref().and_then(Instance::code_dir) {
@@ -20,21 +20,21 @@ impl<H: Prober> Processes<H> {
         let new_master = swap.new.as_ref().and_then(Instance::master);
         let old_master = swap.old.as_ref().and_then(Instance::master);
         match (self.settings.strategy, new_master) {
-            (ReloadStrategy::Hup, Some(m)) if process::alive(m) => {
+            (ReloadStrategy::Hup, Some(m)) if self.server.alive(m) => {
                 // the workers running the failed code leave only after the reload: wait for them
-                let doomed = process::children(m);
-                if let Err(e) = process::signal(m, self.settings.reload_signal) {
+                let doomed = self.server.children(m);
+                if let Err(e) = self.server.signal(m, self.settings.reload_signal) {
                     swap.warnings.push(e.to_string());
                 }
-                while doomed.iter().any(|p| process::alive(*p)) {
+                while doomed.iter().any(|p| self.server.alive(*p)) {
                     tokio::time::sleep(POLL).await;
                 }
             }
-            (ReloadStrategy::Usr2, Some(m)) if process::alive(m) && old_master != Some(m) => {
-                if let Err(e) = process::signal(m, self.settings.stop_old_signal) {
+            (ReloadStrategy::Usr2, Some(m)) if self.server.alive(m) && old_master != Some(m) => {
+                if let Err(e) = self.server.signal(m, self.settings.stop_old_signal) {
                     swap.warnings.push(e.to_string());
                 }
-                while process::alive(m) {
+                while self.server.alive(m) {
                     tokio::time::sleep(POLL).await;
                 }
             }
@@ -47,8 +47,8 @@ impl<H: Prober> Processes<H> {
     /// If no master runs any more, starts the server again with `start_command` on the code
     /// `current` names now.
     async fn restart_if_gone(&self, swap: &mut Swap) {
-        if process::read_pid(&self.settings.pidfile)
-            .map(process::alive)
+        if self.server.read_pid(&self.settings.pidfile)
+            .map(|pid| self.server.alive(pid))
             .unwrap_or(false)
         {
             return;

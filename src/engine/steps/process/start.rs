@@ -9,9 +9,9 @@ use crate::engine::error::StepError;
 use crate::engine::phase::{Instance, Release, Runs, Swap};
 use crate::engine::steps::code;
 use crate::health::Prober;
-use crate::runtime::process::{self, ProcessError};
+use crate::runtime::process::{ProcessError, Server};
 
-impl<H: Prober> Processes<H> {
+impl<H: Prober, S: Server> Processes<H, S> {
     pub(super) async fn start_new(&self, swap: &mut Swap) -> Result<Instance, StepError> {
         let s = &self.settings;
         let release = swap.release.clone();
@@ -19,8 +19,8 @@ impl<H: Prober> Processes<H> {
             .code
             .clone()
             .ok_or(StepError::Missing("the release carries no code bundle"))?;
-        let master = process::read_pid(&s.pidfile)?;
-        if !process::alive(master) {
+        let master = self.server.read_pid(&s.pidfile)?;
+        if !self.server.alive(master) {
             return Err(ProcessError::NotRunning {
                 pid: master,
                 pidfile: s.pidfile.clone(),
@@ -54,7 +54,7 @@ impl<H: Prober> Processes<H> {
             old.runs = Runs::Process {
                 master,
                 release_dir,
-                workers: process::children(master),
+                workers: self.server.children(master),
             };
         }
         let dir = code::unpack(&layout, &bundle, &release.deploy_id).await?;
@@ -62,13 +62,13 @@ impl<H: Prober> Processes<H> {
         let new_master = match s.strategy {
             ReloadStrategy::Hup => {
                 swap.signalled_ms = Some(now_ms());
-                process::signal(master, s.reload_signal)?;
+                self.server.signal(master, s.reload_signal)?;
                 master
             }
             ReloadStrategy::Usr2 => {
-                let _ = std::fs::remove_file(handover_pidfile(&s.pidfile));
+                self.server.remove_pidfile(&handover_pidfile(&s.pidfile));
                 swap.signalled_ms = Some(now_ms());
-                process::signal(master, s.upgrade_signal)?;
+                self.server.signal(master, s.upgrade_signal)?;
                 self.new_master(master).await?
             }
         };
@@ -87,10 +87,12 @@ impl<H: Prober> Processes<H> {
         let s = &self.settings;
         let waited = tokio::time::Instant::now();
         loop {
-            let candidate = process::read_pid(&handover_pidfile(&s.pidfile))
-                .or_else(|_| process::read_pid(&s.pidfile));
+            let candidate = self
+                .server
+                .read_pid(&handover_pidfile(&s.pidfile))
+                .or_else(|_| self.server.read_pid(&s.pidfile));
             if let Ok(pid) = candidate {
-                if pid != old && process::alive(pid) {
+                if pid != old && self.server.alive(pid) {
                     return Ok(pid);
                 }
             }
