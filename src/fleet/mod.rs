@@ -7,3 +7,4 @@ pub mod checks;
 pub mod lint;
 pub mod stack_update;
 pub mod tally;
+pub mod waves;
