@@ -135,9 +135,19 @@ pub fn is_damaged(e: &std::io::Error) -> bool {
 /// Moves a damaged state file aside (`<name>.damaged-<unix ms>`), keeping it for the operator;
 /// returns where it went.
 pub fn move_aside(path: &Path) -> std::io::Result<std::path::PathBuf> {
-    let mut name = path.as_os_str().to_owned();
-    name.push(format!(".damaged-{}", crate::clock::now_ms()));
-    let to = std::path::PathBuf::from(name);
+    let stamp = crate::clock::now_ms();
+    // two files damaged within one millisecond keep a name each: a rename would replace
+    let to = (0u32..)
+        .map(|n| {
+            let mut name = path.as_os_str().to_owned();
+            match n {
+                0 => name.push(format!(".damaged-{stamp}")),
+                n => name.push(format!(".damaged-{stamp}-{n}")),
+            }
+            std::path::PathBuf::from(name)
+        })
+        .find(|to| std::fs::symlink_metadata(to).is_err())
+        .expect("a free name");
     std::fs::rename(path, &to)?;
     if let Some(dir) = path.parent() {
         let _ = std::fs::File::open(dir).and_then(|d| d.sync_all());
@@ -214,6 +224,15 @@ mod tests {
         assert!(!is_damaged(&missing));
         let aside = move_aside(&fifo).unwrap();
         assert!(!fifo.exists() && aside.to_string_lossy().contains("queue.json.damaged-"));
+        // damaged again at once: both kept, whatever the clock says
+        let journal = dir.path().join("web.json");
+        let mut kept = std::collections::BTreeSet::new();
+        for _ in 0..5 {
+            std::fs::write(&journal, b"{").unwrap();
+            kept.insert(move_aside(&journal).unwrap());
+        }
+        assert_eq!(kept.len(), 5, "{kept:?}");
+        assert!(kept.iter().all(|p| p.exists()));
     }
 
     #[test]

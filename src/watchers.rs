@@ -41,7 +41,7 @@ pub fn docker_events(registry: Arc<Services>, docker: Arc<Docker>) -> tokio::tas
             while let Some(event) = events.next().await {
                 match event {
                     Ok((service, action, id)) => {
-                        wait = Duration::from_secs(1);
+                        wait.reset();
                         tracing::debug!(service, action, "docker event");
                         if let Some(h) = registry.handle(&service) {
                             // `kill` is any signal (a drain notice, a code reload): only `die`

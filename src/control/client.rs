@@ -11,8 +11,8 @@ use serde::de::DeserializeOwned;
 use thiserror::Error;
 use tokio::net::UnixStream;
 
-use crate::clock::Backoff;
 use super::api::{DaemonStatus, DeployAccepted, DeployRequest, DeployStatus, ErrorBody};
+use crate::clock::Backoff;
 
 #[derive(Debug, Error)]
 pub enum ClientError {

@@ -35,9 +35,9 @@ pub fn parse(text: &str) -> Result<Vec<Size>, String> {
                 Ok(k) if k >= 1 => Size::Hosts(k),
                 _ => {
                     return Err(format!(
-                        "wave {} ({part:?}): give a number of hosts (1 or more) or a share such as 25%",
-                        i + 1
-                    ))
+                    "wave {} ({part:?}): give a number of hosts (1 or more) or a share such as 25%",
+                    i + 1
+                ))
                 }
             },
         };
@@ -247,7 +247,10 @@ mod tests {
         );
         assert_eq!(plan(&eight(), &parse("100%").unwrap()).len(), 1);
         assert!(plan(&[], &parse("1,100%").unwrap()).is_empty());
-        assert_eq!(plan(&eight()[..1], &parse("1,50%,100%").unwrap()), [vec!["i-1"]]);
+        assert_eq!(
+            plan(&eight()[..1], &parse("1,50%,100%").unwrap()),
+            [vec!["i-1"]]
+        );
     }
 
     #[test]
@@ -279,9 +282,10 @@ mod tests {
         assert_eq!(all_open.len(), 4);
         assert_eq!(all_open[3], ["i-9"]);
         // the canary host left before any wave opened: the plan is made again, a new canary
+        // from the same zone first
         let no_canary: Vec<Host> = eight().into_iter().filter(|h| h.id != "i-1").collect();
         let after = rebalance(&waves, 0, &no_canary, &sizes);
-        assert_eq!(after[0], ["i-4"]);
+        assert_eq!(after[0], ["i-2"]);
         assert_eq!(after.iter().map(Vec::len).sum::<usize>(), 7);
         // an open wave that emptied stays (its index is how far the rollout got)
         let after = rebalance(&waves, 1, &no_canary, &sizes);

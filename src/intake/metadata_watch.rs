@@ -28,7 +28,7 @@ pub fn spawn(registry: Arc<Services>, s: MetadataWatchSettings) -> tokio::task::
         });
         let mut last: Option<String> = None;
         let mut retry = false;
-        let mut wait = s.poll;
+        let mut wait: Duration;
         let mut errors = Backoff::doubling(s.poll * 2, BACKOFF_MAX.max(s.poll));
         loop {
             match read(&cfn, &s).await {

@@ -43,7 +43,12 @@ impl Ramp {
         Ok(RampSettings {
             steps,
             watch,
-            check_interval: positive_ms(ctx, format!("{key}.check_interval_ms"), self.check_interval_ms, 250)?,
+            check_interval: positive_ms(
+                ctx,
+                format!("{key}.check_interval_ms"),
+                self.check_interval_ms,
+                250,
+            )?,
             limits: CanaryLimits {
                 max_error_pct: pct("max_error_pct", self.max_error_pct, d.max_error_pct)?,
                 error_margin_pct: pct(

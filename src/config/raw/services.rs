@@ -69,7 +69,12 @@ fn health_settings(ctx: &Ctx, key: &str, h: Health) -> Result<HealthSettings, Co
         path,
         expect_status,
         release_match,
-        attempt_timeout: positive_ms(ctx, format!("{hk}.attempt_timeout_ms"), h.attempt_timeout_ms, 1000)?,
+        attempt_timeout: positive_ms(
+            ctx,
+            format!("{hk}.attempt_timeout_ms"),
+            h.attempt_timeout_ms,
+            1000,
+        )?,
         consecutive_passes,
         deadline: positive_secs(ctx, format!("{hk}.deadline_secs"), h.deadline_secs, 60)?,
         min_interval: Duration::from_millis(min_interval_ms),
@@ -107,7 +112,12 @@ impl Process {
             )
         };
         let drain_budget = Duration::from_secs(self.drain_budget_secs.unwrap_or(60));
-        let host_budget = positive_secs(ctx, format!("{key}.host_budget_secs"), self.host_budget_secs, 180)?;
+        let host_budget = positive_secs(
+            ctx,
+            format!("{key}.host_budget_secs"),
+            self.host_budget_secs,
+            180,
+        )?;
         if drain_budget >= host_budget {
             return Err(ctx.invalid(
                 format!("{key}.drain_budget_secs"),
@@ -187,7 +197,12 @@ impl Service {
             drain_budget,
             host_budget,
             keep_images: self.keep_images.unwrap_or(1),
-            repair_backoff_max: positive_secs(ctx, format!("{key}.repair_backoff_max_secs"), self.repair_backoff_max_secs, 60)?,
+            repair_backoff_max: positive_secs(
+                ctx,
+                format!("{key}.repair_backoff_max_secs"),
+                self.repair_backoff_max_secs,
+                60,
+            )?,
         })
     }
 }
@@ -251,7 +266,12 @@ fn haproxy_settings(
         reload,
         server_options,
         switch,
-        command_timeout: positive_ms(ctx, format!("{xk}.command_timeout_ms"), x.command_timeout_ms, 2000)?,
+        command_timeout: positive_ms(
+            ctx,
+            format!("{xk}.command_timeout_ms"),
+            x.command_timeout_ms,
+            2000,
+        )?,
     })
 }
 

@@ -27,8 +27,6 @@ pub struct GunicornState {
     pub pidfiles: BTreeMap<PathBuf, i32>,
     /// A reload makes the master halt (code that fails to import, with `preload`).
     pub halts_on_reload: bool,
-    /// USR2 starts no new master.
-    pub ignores_upgrade: bool,
     /// `start_command` fails.
     pub start_fails: bool,
 }
@@ -100,7 +98,10 @@ impl FakeGunicorn {
     /// The master `pidfile` names, if it runs.
     pub fn master(&self, pidfile: &Path) -> Option<i32> {
         let s = self.state.lock().unwrap();
-        s.pidfiles.get(pidfile).copied().filter(|p| s.live.contains(p))
+        s.pidfiles
+            .get(pidfile)
+            .copied()
+            .filter(|p| s.live.contains(p))
     }
 
     /// The master and its workers killed (SIGKILL from outside); the pidfile stays.
@@ -152,7 +153,6 @@ impl Server for FakeGunicorn {
                 let workers = (0..WORKERS).map(|_| s.spawn()).collect();
                 s.workers.insert(pid, workers);
             }
-            Signal::SIGUSR2 if s.ignores_upgrade => {}
             Signal::SIGUSR2 => {
                 let pidfile = s.pidfile_of.get(&pid).cloned().unwrap_or_default();
                 let new = s.start_master(&handover(&pidfile));

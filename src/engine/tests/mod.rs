@@ -102,19 +102,7 @@ impl Rig {
                 prober: self.gate.clone(),
             },
         );
-        let journal = Journal::open(&self.dir.path().join("journal")).unwrap();
-        let identity = Arc::new(crate::report::Identity {
-            instance_id: "i-test".into(),
-            stack: None,
-        });
-        let book = Book::new(
-            "web",
-            journal,
-            self.handle.clone(),
-            Arc::new(self.reporter.clone()),
-            identity,
-        );
-        Walker::new(steps, book)
+        Walker::new(steps, book(self.dir.path(), &self.handle, &self.reporter))
     }
 
     /// A walker that has recovered (an empty journal: nothing to do).
@@ -207,6 +195,26 @@ impl Rig {
             .load("web")
             .unwrap()
     }
+}
+
+/// The book of a test service (its name the handle's), its journal under `dir`.
+pub(super) fn book(
+    dir: &Path,
+    handle: &Arc<ServiceHandle>,
+    reporter: &FakeReporter,
+) -> Book<FakeReporter> {
+    let journal = Journal::open(&dir.join("journal")).unwrap();
+    let identity = Arc::new(crate::report::Identity {
+        instance_id: "i-test".into(),
+        stack: None,
+    });
+    Book::new(
+        &handle.name,
+        journal,
+        handle.clone(),
+        Arc::new(reporter.clone()),
+        identity,
+    )
 }
 
 pub(super) fn results(r: &Rig) -> Vec<(String, &'static str)> {

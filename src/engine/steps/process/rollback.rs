@@ -47,7 +47,9 @@ impl<H: Prober, S: Server> Processes<H, S> {
     /// If no master runs any more, starts the server again with `start_command` on the code
     /// `current` names now.
     async fn restart_if_gone(&self, swap: &mut Swap) {
-        if self.server.read_pid(&self.settings.pidfile)
+        if self
+            .server
+            .read_pid(&self.settings.pidfile)
             .map(|pid| self.server.alive(pid))
             .unwrap_or(false)
         {
