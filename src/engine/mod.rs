@@ -12,6 +12,7 @@ pub mod hooks;
 pub mod instance;
 pub mod journal;
 pub mod phase;
+mod queue_file;
 pub mod recover;
 mod repairs;
 pub mod steps;

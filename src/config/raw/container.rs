@@ -1,6 +1,8 @@
 //! `[services.NAME.container]` as written: what every container of the service is created with,
 //! each option validated with its key named.
 
+mod kernel;
+
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -10,6 +12,7 @@ use serde::Deserialize;
 
 use super::{absolute, parse_signal, ConfigError, Ctx};
 use crate::config::{ContainerOptions, ContainerSettings, SecretSource, Ulimit};
+use kernel::{CAPABILITIES, ULIMITS};
 
 /// Bounded json-file logs unless the config says otherwise: a chatty app cannot fill the disk.
 const DEFAULT_LOG_MAX_SIZE: &str = "10m";
@@ -60,71 +63,6 @@ pub(super) struct Container {
     #[serde(default)]
     secrets: BTreeMap<String, String>,
 }
-
-/// Linux capabilities Docker knows, without their `CAP_` prefix.
-const CAPABILITIES: &[&str] = &[
-    "ALL",
-    "AUDIT_CONTROL",
-    "AUDIT_READ",
-    "AUDIT_WRITE",
-    "BLOCK_SUSPEND",
-    "BPF",
-    "CHECKPOINT_RESTORE",
-    "CHOWN",
-    "DAC_OVERRIDE",
-    "DAC_READ_SEARCH",
-    "FOWNER",
-    "FSETID",
-    "IPC_LOCK",
-    "IPC_OWNER",
-    "KILL",
-    "LEASE",
-    "LINUX_IMMUTABLE",
-    "MAC_ADMIN",
-    "MAC_OVERRIDE",
-    "MKNOD",
-    "NET_ADMIN",
-    "NET_BIND_SERVICE",
-    "NET_BROADCAST",
-    "NET_RAW",
-    "PERFMON",
-    "SETFCAP",
-    "SETGID",
-    "SETPCAP",
-    "SETUID",
-    "SYSLOG",
-    "SYS_ADMIN",
-    "SYS_BOOT",
-    "SYS_CHROOT",
-    "SYS_MODULE",
-    "SYS_NICE",
-    "SYS_PACCT",
-    "SYS_PTRACE",
-    "SYS_RAWIO",
-    "SYS_RESOURCE",
-    "SYS_TIME",
-    "SYS_TTY_CONFIG",
-    "WAKE_ALARM",
-];
-
-/// The resource limits `ulimit` names.
-const ULIMITS: &[&str] = &[
-    "core",
-    "cpu",
-    "data",
-    "fsize",
-    "locks",
-    "memlock",
-    "msgqueue",
-    "nice",
-    "nofile",
-    "nproc",
-    "rss",
-    "rtprio",
-    "rttime",
-    "sigpending",
-    "stack",
-];
 
 impl Container {
     /// `key` is `services.NAME`.

@@ -137,13 +137,7 @@ impl Rig {
     /// Deploys release `v` to its end; returns the finished swap.
     pub(super) async fn deploy(&self, w: &mut W, v: &str) -> Swap {
         let swap = self.take(w, v).await;
-        w.walk(swap).await;
-        w.book
-            .record
-            .history
-            .last()
-            .cloned()
-            .expect("a finished swap")
+        walk_to_end(w, swap).await
     }
 
     /// Walks release `v` until the journal shows `phase`, then stops there: the daemon is
@@ -195,6 +189,20 @@ impl Rig {
             .load("web")
             .unwrap()
     }
+}
+
+/// Walks an accepted swap to its end; returns it as the journal's history keeps it.
+pub(super) async fn walk_to_end<S: Steps, P: crate::report::Reporter>(
+    w: &mut Walker<S, P>,
+    swap: Swap,
+) -> Swap {
+    w.walk(swap).await;
+    w.book
+        .record
+        .history
+        .last()
+        .cloned()
+        .expect("a finished swap")
 }
 
 /// The book of a test service (its name the handle's), its journal under `dir`.

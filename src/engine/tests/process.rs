@@ -15,7 +15,7 @@ use super::super::phase::{Release, Swap};
 use super::super::steps::process::Processes;
 use super::super::steps::Steps;
 use super::super::walker::Walker;
-use super::book;
+use super::{book, walk_to_end};
 use crate::code::layout::Layout;
 use crate::config::{ProcessSettings, Settings};
 use crate::runtime::process::Server;
@@ -141,13 +141,7 @@ deadline_secs = 2
 
     async fn deploy(&self, w: &mut PW, v: &str) -> Swap {
         let swap = self.take(w, v).await;
-        w.walk(swap).await;
-        w.book
-            .record
-            .history
-            .last()
-            .cloned()
-            .expect("a finished swap")
+        walk_to_end(w, swap).await
     }
 
     /// The version `current` names.
