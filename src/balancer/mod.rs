@@ -19,7 +19,7 @@ pub use sessions::Session;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServerSpec {
     pub name: String,
-    pub addr: String,
+    pub addr: std::net::IpAddr,
     pub port: u16,
     /// The weight it is added with (HAProxy's default, 1, when None).
     pub weight: Option<u16>,
@@ -54,7 +54,7 @@ pub enum AdminState {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServerStatus {
     pub name: String,
-    pub addr: String,
+    pub addr: std::net::IpAddr,
     pub port: u16,
     pub admin: AdminState,
     /// HAProxy's operational view (its own checks): running or not.

@@ -182,7 +182,9 @@ pub(super) fn parse_servers_state(reply: &str, backend: &str) -> Result<Vec<Serv
         };
         out.push(ServerStatus {
             name: get("srv_name")?.to_string(),
-            addr: get("srv_addr")?.to_string(),
+            addr: get("srv_addr")?
+                .parse()
+                .map_err(|_| format!("bad srv_addr in {line:?}"))?,
             port: get("srv_port")?
                 .parse()
                 .map_err(|_| format!("bad srv_port in {line:?}"))?,

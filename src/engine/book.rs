@@ -221,7 +221,7 @@ impl<P: Reporter> Book<P> {
             service = self.service(),
             release = %swap.release.image,
             deploy_id = %swap.release.deploy_id,
-            result = report.result,
+            result = %report.result,
             reason = swap.reason.as_deref().unwrap_or(""),
             "swap finished"
         );
@@ -273,7 +273,7 @@ pub fn swap_report(instance_id: &str, stack: Option<&str>, swap: &Swap) -> Repor
         .collect();
     Report {
         schema: crate::report::SCHEMA_VERSION,
-        kind: "swap",
+        kind: crate::model::ReportKind::Swap,
         report_id: swap.release.deploy_id.clone(),
         instance_id: instance_id.to_string(),
         stack: stack.map(String::from),
@@ -281,9 +281,10 @@ pub fn swap_report(instance_id: &str, stack: Option<&str>, swap: &Swap) -> Repor
         image: swap.release.image.clone(),
         version: swap.release.version.clone(),
         deploy_id: swap.release.deploy_id.clone(),
-        result: if succeeded { "success" } else { "failure" },
+        result: crate::model::Outcome::of(succeeded),
         phase_reached,
         reason: swap.reason.clone(),
+        cause: swap.cause,
         warnings: swap.warnings.clone(),
         accepted_ms: swap.accepted_ms,
         time_to_traffic_ms: swap

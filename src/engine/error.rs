@@ -9,6 +9,7 @@ use thiserror::Error;
 use crate::balancer::BalancerError;
 use crate::code::bundle::BundleError;
 use crate::health::GateFailed;
+use crate::model::Cause;
 use crate::runtime::process::ProcessError;
 use crate::runtime::RuntimeError;
 
@@ -85,6 +86,28 @@ pub enum StepError {
 }
 
 impl StepError {
+    /// What kind of failure it is, for the report's `cause`.
+    pub fn cause(&self) -> Cause {
+        use StepError as E;
+        match self {
+            E::Gate(_) | E::ContainerDied { .. } | E::MasterDied { .. } => Cause::HealthGate,
+            E::Canary { .. } | E::Figures { .. } | E::NoRamp => Cause::Canary,
+            E::Deadline { .. } => Cause::Deadline,
+            E::Docker { .. } => Cause::Docker,
+            E::Haproxy { .. } => Cause::Haproxy,
+            E::Archive { .. }
+            | E::ArchiveDigest { .. }
+            | E::Bundle(_)
+            | E::Current { .. }
+            | E::Secret(_) => Cause::Artifact,
+            E::Process(_) | E::NoNewMaster { .. } => Cause::Process,
+            E::Hook { .. } => Cause::Hook,
+            E::NoCodeMount { .. } | E::NothingToReload | E::Missing(_) | E::Journal(_) => {
+                Cause::Refused
+            }
+        }
+    }
+
     pub fn docker(doing: impl Into<String>) -> impl FnOnce(RuntimeError) -> StepError {
         let doing = doing.into();
         move |source| StepError::Docker { doing, source }

@@ -52,7 +52,7 @@ pub struct FakeContainer {
     /// The port its container port is published on (whether or not it is asked for).
     pub host_port: u16,
     /// Its address on its Docker network.
-    pub ip: String,
+    pub ip: std::net::IpAddr,
 }
 
 #[derive(Default)]
@@ -130,7 +130,7 @@ impl Runtime for FakeDocker {
         s.next += 1;
         let id = format!("c{:02}{}", s.next, "0".repeat(10));
         let port = 20_000 + u16::try_from(s.next).unwrap();
-        let ip = format!("10.0.0.{}", s.next);
+        let ip = std::net::IpAddr::V4(std::net::Ipv4Addr::from(0x0a00_0000 + s.next as u32));
         let running = !s.dies.contains(&spec.image);
         s.containers.insert(
             id.clone(),
@@ -140,11 +140,11 @@ impl Runtime for FakeDocker {
                 labels: spec.labels.clone(),
                 running,
                 host_port: port,
-                ip: ip.clone(),
+                ip,
             },
         );
         let (addr, port) = if spec.options.publish {
-            ("127.0.0.1".to_string(), port)
+            (std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), port)
         } else {
             (ip, spec.container_port)
         };
@@ -197,7 +197,7 @@ impl Runtime for FakeDocker {
                 running: c.running,
                 unhealthy: false,
                 host_port: Some(c.host_port),
-                ip: Some(c.ip.clone()),
+                ip: Some(c.ip),
             })
             .collect())
     }

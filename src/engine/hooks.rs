@@ -70,7 +70,7 @@ fn environment(hook: Hook, swap: &Swap) -> Vec<(String, String)> {
         .new
         .iter()
         .flat_map(|n| n.members())
-        .map(|m| format!("{}:{}", m.addr, m.host_port))
+        .map(|m| m.socket().to_string())
         .collect();
     if !addresses.is_empty() {
         env.push(("HOTSWAP_NEW_ADDRESSES", addresses.join(",")));

@@ -2,6 +2,7 @@
 //! local pre-fork server. Journaled with each swap; schema 1 journals (flat instances) are read
 //! through `InstanceV1`.
 
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -50,13 +51,20 @@ pub struct Replica {
     /// network, or 127.0.0.1 for a port published on the host (`reach = "published"`, and every
     /// journal written before `addr` existed).
     #[serde(default = "loopback")]
-    pub addr: String,
+    pub addr: IpAddr,
     /// The port at `addr`: the container port, or the published host port.
     pub host_port: u16,
 }
 
-fn loopback() -> String {
-    "127.0.0.1".to_string()
+impl Replica {
+    /// Where HAProxy and the health gate reach it.
+    pub fn socket(&self) -> std::net::SocketAddr {
+        (self.addr, self.host_port).into()
+    }
+}
+
+fn loopback() -> IpAddr {
+    IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)
 }
 
 impl Instance {
@@ -111,10 +119,10 @@ impl Instance {
     }
 
     /// Sets where member `index` (in `members()` order) is reached.
-    pub fn set_endpoint(&mut self, index: usize, addr: &str, port: u16) {
+    pub fn set_endpoint(&mut self, index: usize, addr: IpAddr, port: u16) {
         if let Runs::Containers { members, .. } = &mut self.runs {
             if let Some(m) = members.get_mut(index) {
-                m.addr = addr.to_string();
+                m.addr = addr;
                 m.host_port = port;
             }
         }

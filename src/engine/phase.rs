@@ -7,6 +7,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+use crate::model::Cause;
+
 pub use super::instance::{Instance, Replica, Runs};
 pub use crate::clock::UnixMs;
 pub use crate::model::{Figures, ImageArchive, RampStep, Release, Requester, StepRecord};
@@ -125,8 +127,30 @@ pub enum Event {
     Watched,
     Drained,
     Retired,
-    Fail(String),
+    Fail(Failure),
     RolledBack,
+}
+
+/// Why a swap fails: what kind of failure, and the words for the report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    pub cause: Cause,
+    pub message: String,
+}
+
+impl Failure {
+    pub fn new(cause: Cause, message: impl Into<String>) -> Failure {
+        Failure {
+            cause,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<&crate::engine::error::StepError> for Failure {
+    fn from(e: &crate::engine::error::StepError) -> Failure {
+        Failure::new(e.cause(), e.to_string())
+    }
 }
 
 impl Event {
@@ -172,6 +196,9 @@ pub struct Swap {
     pub marks: Vec<PhaseMark>,
     /// Why it failed (set with the first failure).
     pub reason: Option<String>,
+    /// What kind of failure it was (set with `reason`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cause: Option<Cause>,
     /// Problems after the switch that did not fail the swap (e.g. the old image could not be removed).
     #[serde(default)]
     pub warnings: Vec<String>,
@@ -240,6 +267,7 @@ impl Swap {
                 at_ms: now,
             }],
             reason: None,
+            cause: None,
             warnings: Vec::new(),
             health_response: None,
             activity: None,
@@ -331,9 +359,12 @@ impl Swap {
                 | Phase::Switching { .. }
                 | Phase::Ramping { .. }
                 | Phase::Watching { .. },
-                Event::Fail(reason),
+                Event::Fail(failure),
             ) => {
-                self.reason.get_or_insert_with(|| reason.clone());
+                if self.reason.is_none() {
+                    self.reason = Some(failure.message.clone());
+                    self.cause = Some(failure.cause);
+                }
                 // Rolling back gets its own time even when the host budget is spent: the new
                 // container must not be left behind.
                 Phase::RollingBack {

@@ -20,7 +20,7 @@ fn instance(v: &str) -> Instance {
         vec![Replica {
             container_id: format!("c{v}"),
             server: format!("web-d{v}"),
-            addr: "127.0.0.1".into(),
+            addr: std::net::Ipv4Addr::LOCALHOST.into(),
             host_port: 30000,
         }],
     )
@@ -72,7 +72,7 @@ fn failure_before_switch_rolls_back_and_keeps_first_reason() {
         .unwrap()
         .apply(Event::Started(instance("2")), 10)
         .unwrap()
-        .apply(Event::Fail("health gate deadline passed".into()), 60_010)
+        .apply(Event::Fail(Failure::new(Cause::HealthGate, "health gate deadline passed")), 60_010)
         .unwrap();
     assert_eq!(s.phase, Phase::RollingBack { deadline: 90_010 });
     let s = s.apply(Event::RolledBack, 60_100).unwrap();
@@ -104,7 +104,7 @@ fn illegal_moves_are_typed_errors() {
         .apply(Event::Switched, 0)
         .unwrap();
     assert!(s.phase.is_past_switch());
-    assert!(s.clone().apply(Event::Fail("x".into()), 0).is_err());
+    assert!(s.clone().apply(Event::Fail(Failure::new(Cause::HealthGate, "x")), 0).is_err());
     assert!(s.apply(Event::Retired, 0).is_err());
 }
 
@@ -147,13 +147,13 @@ fn a_ramp_walks_its_steps_then_the_watch_window_and_may_fail_until_the_drain() {
     // trouble in the watch window: roll back
     let failed = watching
         .clone()
-        .apply(Event::Fail("5xx".into()), 4_000)
+        .apply(Event::Fail(Failure::new(Cause::HealthGate, "5xx")), 4_000)
         .unwrap();
     assert!(matches!(failed.phase, Phase::RollingBack { .. }));
     let s = watching.apply(Event::Watched, 8_100).unwrap();
     assert!(matches!(s.phase, Phase::Draining { .. }));
     assert!(s.clone().apply(Event::StepPassed, 0).is_err());
-    assert!(s.apply(Event::Fail("late".into()), 0).is_err());
+    assert!(s.apply(Event::Fail(Failure::new(Cause::HealthGate, "late")), 0).is_err());
 }
 
 #[test]

@@ -5,7 +5,8 @@
 use super::error::StepError;
 use super::handle::State;
 use super::journal::{JournalError, ServiceRecord};
-use super::phase::{Event, Phase, Swap};
+use super::phase::{Event, Failure, Phase, Swap};
+use crate::model::Cause;
 use super::steps::Steps;
 use super::walker::Walker;
 use crate::report::Reporter;
@@ -134,7 +135,8 @@ impl<S: Steps, P: Reporter> Walker<S, P> {
                     .to_string()
             }
         };
-        self.book.advance(swap, Event::Fail(why)).await
+        self.book.advance(swap, Event::Fail(Failure::new(Cause::Restarted, why)))
+            .await
     }
 }
 

@@ -63,9 +63,9 @@ impl Report {
     pub fn from_superseded(identity: &Identity, s: &Superseded) -> Report {
         let r = &s.release;
         Report {
-            kind: "swap",
+            kind: crate::model::ReportKind::Swap,
             report_id: format!("{}.superseded", r.deploy_id),
-            result: "superseded",
+            result: crate::model::Outcome::Superseded,
             phase_reached: "accepted".into(),
             reason: Some(format!("superseded by deploy {} before it started", s.by)),
             superseded_by: Some(s.by.clone()),

@@ -11,7 +11,7 @@ use super::book::Book;
 use super::error::StepError;
 use super::handle::State;
 use super::hooks;
-use super::phase::{Event, Phase, Swap, UnixMs};
+use super::phase::{Event, Failure, Phase, Swap, UnixMs};
 use super::repairs::Repairs;
 use super::steps::{Activity, Ledger, Steps};
 use crate::clock::{instant_of, within, Backoff};
@@ -178,7 +178,7 @@ impl<S: Steps, P: Reporter> Walker<S, P> {
             Phase::RollingBack { deadline } => self.roll_back(&mut swap, deadline).await,
             Phase::Succeeded | Phase::Failed => return swap,
         };
-        let event = event.unwrap_or_else(|e| Event::Fail(e.to_string()));
+        let event = event.unwrap_or_else(|e| Event::Fail(Failure::from(&e)));
         self.book.advance(swap, event).await
     }
 

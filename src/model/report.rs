@@ -19,9 +19,7 @@ pub struct Identity {
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Report {
     pub schema: u32,
-    /// "swap" (a release swapped in, or not) or "repair" (a container of the current release
-    /// replaced between swaps).
-    pub kind: &'static str,
+    pub kind: ReportKind,
     /// Unique per report: the deploy id for a swap, `<deploy id>.repair.<ms>` for a repair.
     pub report_id: String,
     pub instance_id: String,
@@ -30,11 +28,13 @@ pub struct Report {
     pub image: String,
     pub version: String,
     pub deploy_id: String,
-    /// "success" or "failure".
-    pub result: &'static str,
+    pub result: Outcome,
     /// The last phase reached before the end (for a failure: where it failed).
     pub phase_reached: String,
     pub reason: Option<String>,
+    /// A failed swap: why, as data.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cause: Option<Cause>,
     pub warnings: Vec<String>,
     pub accepted_ms: u64,
     pub finished_ms: u64,
@@ -77,6 +77,86 @@ pub struct Report {
     /// replaced it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub superseded_by: Option<String>,
+}
+
+/// What a report is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReportKind {
+    /// A release swapped in (or not, or superseded before it started).
+    Swap,
+    /// A container (or local server) of the current release replaced between swaps.
+    Repair,
+}
+
+/// Why a swap failed, as data a fleet rollout can act on (`reason` says it in words).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Cause {
+    /// The new release did not pass its health gate (or died before it did).
+    HealthGate,
+    /// A canary step or the watch window tripped a limit: traffic turned back.
+    Canary,
+    /// A phase did not finish before its deadline.
+    Deadline,
+    /// A Docker call failed (pull, create, start, remove).
+    Docker,
+    /// An HAProxy runtime API call, config write or reload failed.
+    Haproxy,
+    /// The release's image archive, code bundle, env file or secret could not be used.
+    Artifact,
+    /// A local server (gunicorn-style) did not take the new code.
+    Process,
+    /// A `before_start` or `before_switch` hook failed.
+    Hook,
+    /// hotswapd restarted mid-swap and rolled it back.
+    Restarted,
+    /// The release cannot be swapped on this service as configured, or the journal could not
+    /// be written.
+    Refused,
+}
+
+/// How it ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Outcome {
+    Success,
+    Failure,
+    /// Replaced in the queue before it started (`superseded_by`).
+    Superseded,
+}
+
+impl ReportKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReportKind::Swap => "swap",
+            ReportKind::Repair => "repair",
+        }
+    }
+}
+
+impl Outcome {
+    pub fn of(succeeded: bool) -> Outcome {
+        if succeeded {
+            Outcome::Success
+        } else {
+            Outcome::Failure
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Success => "success",
+            Outcome::Failure => "failure",
+            Outcome::Superseded => "superseded",
+        }
+    }
+}
+
+impl std::fmt::Display for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -129,7 +209,7 @@ impl Report {
     pub fn empty(identity: &Identity, release: &Release) -> Report {
         Report {
             schema: SCHEMA_VERSION,
-            kind: "swap",
+            kind: ReportKind::Swap,
             report_id: release.deploy_id.clone(),
             instance_id: identity.instance_id.clone(),
             stack: identity.stack.clone(),
@@ -137,9 +217,10 @@ impl Report {
             image: release.image.clone(),
             version: release.version.clone(),
             deploy_id: release.deploy_id.clone(),
-            result: "failure",
+            result: Outcome::Failure,
             phase_reached: "accepted".into(),
             reason: None,
+            cause: None,
             warnings: Vec::new(),
             accepted_ms: 0,
             time_to_traffic_ms: None,
@@ -169,13 +250,9 @@ impl Report {
         repair: RepairReport,
     ) -> Report {
         Report {
-            kind: "repair",
+            kind: ReportKind::Repair,
             report_id: format!("{}.repair.{started_ms}", release.deploy_id),
-            result: if reason.is_none() {
-                "success"
-            } else {
-                "failure"
-            },
+            result: Outcome::of(reason.is_none()),
             phase_reached: "repairing".into(),
             reason,
             accepted_ms: started_ms,

@@ -242,17 +242,17 @@ impl Metrics {
     pub fn observe(&self, report: &Report) {
         let service = report.service.as_str();
         let secs = |ms: u64| ms as f64 / 1000.0;
-        if report.kind == "repair" {
+        if report.kind == crate::model::ReportKind::Repair {
             self.repairs
-                .with_label_values(&[service, report.result])
+                .with_label_values(&[service, report.result.as_str()])
                 .inc();
             return;
         }
         self.swaps
-            .with_label_values(&[service, report.result])
+            .with_label_values(&[service, report.result.as_str()])
             .inc();
         self.swap_seconds
-            .with_label_values(&[service, report.result])
+            .with_label_values(&[service, report.result.as_str()])
             .observe(secs(report.finished_ms.saturating_sub(report.accepted_ms)));
         for p in &report.phases {
             self.phase_seconds
@@ -271,7 +271,7 @@ impl Metrics {
                     .inc_by(n);
             }
         }
-        if report.result == "success" {
+        if report.result == crate::model::Outcome::Success {
             self.last_success
                 .with_label_values(&[service])
                 .set(secs(report.finished_ms));

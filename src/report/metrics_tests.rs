@@ -4,7 +4,9 @@ use super::*;
 use crate::model::{Figures, StepRecord};
 use crate::report::CanaryReport;
 
-fn report(kind: &'static str, result: &'static str) -> Report {
+fn report(kind: &str, result: &str) -> Report {
+    let kind = serde_json::from_value(kind.into()).unwrap();
+    let result = serde_json::from_value(result.into()).unwrap();
     Report {
         schema: 1,
         kind,
@@ -18,6 +20,7 @@ fn report(kind: &'static str, result: &'static str) -> Report {
         result,
         phase_reached: "retiring".into(),
         reason: None,
+        cause: None,
         warnings: vec![],
         accepted_ms: 1_000,
         time_to_traffic_ms: None,

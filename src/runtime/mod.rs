@@ -41,7 +41,7 @@ pub struct Started {
     pub id: String,
     /// Where the container answers: its address on its Docker network and the container port,
     /// or 127.0.0.1 and the host port Docker published it on (`options.publish`).
-    pub addr: String,
+    pub addr: std::net::IpAddr,
     pub port: u16,
 }
 
@@ -57,7 +57,7 @@ pub struct Found {
     /// The host port its container port is published on, if it is.
     pub host_port: Option<u16>,
     /// Its address on its (first) Docker network, if it has one.
-    pub ip: Option<String>,
+    pub ip: Option<std::net::IpAddr>,
 }
 
 /// How a container ended, for a repair report.

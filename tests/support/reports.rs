@@ -32,7 +32,7 @@ pub fn host_report(deploy_id: &str, instance: &str, ok: bool) -> String {
             vec![Replica {
                 container_id: "c".into(),
                 server: "hs-x".into(),
-                addr: "127.0.0.1".into(),
+                addr: std::net::Ipv4Addr::LOCALHOST.into(),
                 host_port: 1,
             }],
         );
@@ -48,7 +48,10 @@ pub fn host_report(deploy_id: &str, instance: &str, ok: bool) -> String {
     } else {
         s = s
             .apply(
-                Event::Fail("health gate on http://127.0.0.1:1/health did not pass".into()),
+                Event::Fail(hotswap::engine::phase::Failure::new(
+                    hotswap::model::Cause::HealthGate,
+                    "health gate on http://127.0.0.1:1/health did not pass",
+                )),
                 3,
             )
             .unwrap()

@@ -11,7 +11,7 @@ use crate::balancer::{
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FakeServer {
-    pub addr: String,
+    pub addr: std::net::IpAddr,
     pub port: u16,
     pub admin: AdminState,
     pub weight: u16,

@@ -73,6 +73,8 @@ async fn a_canary_with_errors_turns_traffic_back_in_one_call_and_goes() {
     assert_eq!(r.haproxy.serving(), vec!["hs-d1"]);
     assert_eq!(r.running_images(), vec!["web:1"]);
     assert_eq!(results(&r).last().unwrap(), &("d2".into(), "failure"));
+    let report = r.reporter.all().pop().unwrap();
+    assert_eq!(report.cause, Some(crate::model::Cause::Canary));
 }
 
 #[tokio::test]

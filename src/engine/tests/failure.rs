@@ -4,6 +4,7 @@ use super::{results, Rig};
 use crate::engine::phase::{Phase, Release};
 use crate::engine::steps::Steps;
 use crate::engine::State;
+use crate::model::Cause;
 
 #[tokio::test]
 async fn a_failed_gate_never_puts_the_new_server_in_and_removes_its_container() {
@@ -22,6 +23,7 @@ async fn a_failed_gate_never_puts_the_new_server_in_and_removes_its_container() 
     assert_eq!(r.haproxy.serving(), vec!["hs-d1"]);
     assert!(r.calls.any("docker remove_image web:2"));
     assert_eq!(results(&r).last().unwrap(), &("d2".into(), "failure"));
+    assert_eq!(r.reporter.all().pop().unwrap().cause, Some(Cause::HealthGate));
     assert_eq!(r.journal().current.unwrap().release.version, "1");
 }
 
@@ -44,6 +46,7 @@ async fn a_pull_that_fails_starts_nothing_and_names_the_service() {
         "{reason}"
     );
     assert_eq!(r.calls.count("docker start"), 1);
+    assert_eq!(s.cause, Some(Cause::Docker));
     assert_eq!(r.haproxy.serving(), vec!["hs-d1"]);
 }
 

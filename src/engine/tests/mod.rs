@@ -229,7 +229,7 @@ pub(super) fn results(r: &Rig) -> Vec<(String, &'static str)> {
     r.reporter
         .all()
         .into_iter()
-        .map(|r| (r.deploy_id, r.result))
+        .map(|r| (r.deploy_id, r.result.as_str()))
         .collect()
 }
 

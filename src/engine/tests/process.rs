@@ -154,7 +154,7 @@ deadline_secs = 2
         self.reporter
             .all()
             .into_iter()
-            .map(|r| (r.deploy_id, r.result))
+            .map(|r| (r.deploy_id, r.result.as_str()))
             .collect()
     }
 }
@@ -324,8 +324,8 @@ async fn a_master_that_dies_between_reloads_is_started_again_and_reported() {
         .reporter
         .all()
         .into_iter()
-        .filter(|x| x.kind == "repair")
-        .map(|x| x.result)
+        .filter(|x| x.kind == crate::model::ReportKind::Repair)
+        .map(|x| x.result.as_str())
         .collect();
     assert_eq!(repairs, ["success"]);
     assert_eq!(w.health.0, State::Serving);

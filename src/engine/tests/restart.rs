@@ -32,11 +32,12 @@ async fn killed_while_starting_the_swap_rolls_back() {
     assert_eq!(r.running_images(), vec!["web:1"]);
     assert_eq!(r.haproxy.serving(), vec!["hs-d1"]);
     let last = r.reporter.all().pop().unwrap();
-    assert_eq!(last.result, "failure");
+    assert_eq!(last.result, crate::model::Outcome::Failure);
     assert!(last
         .reason
         .unwrap()
         .contains("restarted during phase starting"));
+    assert_eq!(last.cause, Some(crate::model::Cause::Restarted));
     assert_eq!(w.book.record.current.as_ref().unwrap().release.version, "1");
 }
 

@@ -17,7 +17,7 @@ impl Docker {
         id: &str,
         container_port: u16,
         published: bool,
-    ) -> Result<Option<(String, u16)>, RuntimeError> {
+    ) -> Result<Option<(std::net::IpAddr, u16)>, RuntimeError> {
         let info = self
             .client
             .inspect_container(id, None::<InspectContainerOptions>)
@@ -26,7 +26,7 @@ impl Docker {
         let net = info.network_settings;
         Ok(if published {
             published_port(net.and_then(|n| n.ports), container_port)
-                .map(|p| ("127.0.0.1".to_string(), p))
+                .map(|p| (std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), p))
         } else {
             first_ip(
                 net.and_then(|n| n.networks)
@@ -41,11 +41,11 @@ impl Docker {
 /// The first non-empty IPv4 address among a container's networks.
 pub(super) fn first_ip(
     networks: impl IntoIterator<Item = bollard::models::EndpointSettings>,
-) -> Option<String> {
+) -> Option<std::net::IpAddr> {
     networks
         .into_iter()
         .filter_map(|e| e.ip_address)
-        .find(|ip| !ip.is_empty())
+        .find_map(|ip| ip.parse().ok())
 }
 
 fn published_port(

@@ -1,7 +1,6 @@
 //! health_gate: every new container answers on its health route, end to end, before any of them
 //! takes traffic; one that exits meanwhile fails the gate at once.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use super::Containers;
@@ -38,11 +37,7 @@ impl<R: Runtime, B: Balancer, H: Prober> Containers<R, B, H> {
         release: &Release,
         deadline: UnixMs,
     ) -> Result<Passed, StepError> {
-        let ip = m
-            .addr
-            .parse::<IpAddr>()
-            .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST));
-        let addr = SocketAddr::from((ip, m.host_port));
+        let addr = m.socket();
         let on_miss = |n, last: &str| self.activity.gate_missed(n, last);
         let gate = self.prober.gate(
             addr,

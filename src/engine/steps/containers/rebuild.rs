@@ -3,6 +3,7 @@
 //! Where they agree (a running container whose address a ready `hs-*` server points at), that
 //! release is current; failing that, the release whose containers run, when only one does.
 
+use std::net::{IpAddr, Ipv4Addr};
 use std::collections::BTreeMap;
 
 use super::{server_name, Containers};
@@ -11,6 +12,9 @@ use crate::engine::error::StepError;
 use crate::engine::phase::{Instance, Release, Replica};
 use crate::health::Prober;
 use crate::runtime::{Found, Runtime, LABEL_DEPLOY_ID, LABEL_RELEASE, LABEL_VERSION};
+
+const LOOPBACK: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+const UNSPECIFIED: IpAddr = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
 
 /// How well what Docker runs and what HAProxy routes to agree on one release.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -78,12 +82,10 @@ impl<R: Runtime, B: Balancer, H: Prober> Containers<R, B, H> {
             .map(|f| {
                 let index = index_in(&f.name, &base);
                 let (addr, port) = if self.settings.container.options.publish {
-                    ("127.0.0.1".to_string(), f.host_port.unwrap_or(0))
+                    (LOOPBACK, f.host_port.unwrap_or(0))
                 } else {
-                    (
-                        f.ip.clone().unwrap_or_default(),
-                        self.settings.container_port,
-                    )
+                    // no address on a network: 0.0.0.0, which no server of ours has
+                    (f.ip.unwrap_or(UNSPECIFIED), self.settings.container_port)
                 };
                 let server = servers
                     .iter()

@@ -4,6 +4,8 @@
 //! stray `hs-*` servers are deleted. Current containers that do not serve are returned, with
 //! how they ended, for `repair` (repair.rs).
 
+use std::net::{IpAddr, Ipv4Addr};
+
 use super::{member_spec, specs_of, Containers};
 use crate::balancer::Balancer;
 use crate::engine::error::StepError;
@@ -37,7 +39,7 @@ impl<R: Runtime, B: Balancer, H: Prober> Containers<R, B, H> {
                         let mut m = m;
                         if let Some((addr, port)) = self.moved(f, &m) {
                             tracing::warn!(service = self.name(), server = %m.server, %addr, port, "current container answers somewhere new");
-                            cur.set_endpoint(index, &addr, port);
+                            cur.set_endpoint(index, addr, port);
                             (m.addr, m.host_port, moved) = (addr, port, true);
                         }
                         self.balancer.put_in(&member_spec(&m, None)).await.map_err(
@@ -93,13 +95,13 @@ impl<R: Runtime, B: Balancer, H: Prober> Containers<R, B, H> {
 
     /// Where a running current container answers now, when that is not where it did (Docker
     /// restarted it on another port or address).
-    fn moved(&self, f: &Found, m: &Replica) -> Option<(String, u16)> {
+    fn moved(&self, f: &Found, m: &Replica) -> Option<(IpAddr, u16)> {
         let now = if self.settings.container.options.publish {
-            f.host_port.map(|p| ("127.0.0.1".to_string(), p))
+            f.host_port.map(|p| (IpAddr::V4(Ipv4Addr::LOCALHOST), p))
         } else {
-            f.ip.clone().map(|ip| (ip, self.settings.container_port))
+            f.ip.map(|ip| (ip, self.settings.container_port))
         };
-        now.filter(|(a, p)| (a.as_str(), *p) != (m.addr.as_str(), m.host_port))
+        now.filter(|&(a, p)| (a, p) != (m.addr, m.host_port))
     }
 
     /// A current container that does not serve, with how it ended, for `repair`.

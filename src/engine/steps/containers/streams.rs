@@ -6,7 +6,6 @@
 //! at once. What became of them is counted for the report.
 
 use std::collections::BTreeSet;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use super::drain::DRAIN_POLL;
@@ -119,10 +118,9 @@ impl<R: Runtime, B: Balancer, H: Prober> Containers<R, B, H> {
                     .await
                     .map_err(|e| e.to_string()),
                 DrainNotice::Http { method, path } => {
-                    let ip = m.addr.parse().unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST));
                     match self
                         .prober
-                        .notify(SocketAddr::from((ip, m.host_port)), method, path)
+                        .notify(m.socket(), method, path)
                         .await
                     {
                         Ok(status) if (200..300).contains(&status) => Ok(()),
