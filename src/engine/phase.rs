@@ -109,7 +109,11 @@ pub struct PhaseMark {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Budgets {
     pub health_deadline: Duration,
+    /// The draining phase's whole budget (requests' or streams' with their close window,
+    /// whichever ends later).
     pub drain_budget: Duration,
+    /// Within it: how long requests and streams each get (None: a kind with no streams).
+    pub drain_split: Option<DrainSplit>,
     pub host_budget: Duration,
     /// Time allowed to roll back (stop and remove the new container) after a failure.
     pub rollback: Duration,
@@ -241,6 +245,21 @@ pub struct Swap {
     /// The old release's long-lived streams during the drain (None: it had none to count).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub streams: Option<crate::model::StreamCounts>,
+    /// How the drain budget divides (None in a journal written before it was kept here: the
+    /// service's settings then).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drain_split: Option<DrainSplit>,
+}
+
+/// How the draining phase's budget divides, journaled with the swap so a restart after a config
+/// change drains by the budgets the swap began with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DrainSplit {
+    /// Requests waiting on their answer get this from the drain's start.
+    pub requests_ms: u64,
+    /// Streams get this from the drain's start; then they are closed over `close_spread_ms`.
+    pub streams_ms: u64,
+    pub close_spread_ms: u64,
 }
 
 /// A ramp step or watch window may overrun its hold by this much (reading figures, setting
@@ -282,6 +301,7 @@ impl Swap {
             steps: Vec::new(),
             hooks: Vec::new(),
             streams: None,
+            drain_split: budgets.drain_split,
         }
     }
 

@@ -30,6 +30,7 @@ fn budgets() -> Budgets {
     Budgets {
         health_deadline: Duration::from_secs(60),
         drain_budget: Duration::from_secs(60),
+        drain_split: None,
         host_budget: Duration::from_secs(180),
         rollback: Duration::from_secs(30),
     }

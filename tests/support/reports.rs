@@ -20,6 +20,7 @@ pub fn host_report(deploy_id: &str, instance: &str, ok: bool) -> String {
     let budgets = Budgets {
         health_deadline: Duration::from_secs(60),
         drain_budget: Duration::from_secs(60),
+        drain_split: None,
         host_budget: Duration::from_secs(180),
         rollback: Duration::from_secs(60),
     };

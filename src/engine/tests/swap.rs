@@ -176,6 +176,30 @@ async fn streams_are_told_given_their_budget_then_closed_and_counted() {
 }
 
 #[tokio::test]
+async fn a_swap_restarted_mid_drain_keeps_the_budgets_it_began_with() {
+    let r = Rig::with("stream_budget_secs = 1\nclose_spread_secs = 1\n");
+    let mut w = r.started().await;
+    r.deploy(&mut w, "1").await;
+    stream(&r, "0x1", "hs-d1", None);
+    r.until(&mut w, "2", "draining").await;
+    // hotswapd stopped mid-drain and started on a config that gives streams 2 minutes; the
+    // swap journaled 1 s (and the drain phase 60 s)
+    r.settings
+        .send(super::settings("stream_budget_secs = 120\nclose_spread_secs = 1\n"))
+        .unwrap();
+    let began = std::time::Instant::now();
+    let (w, _) = r.restart(w).await;
+    assert_eq!(results(&r).last().unwrap(), &("d2".into(), "success"));
+    assert_eq!(r.reporter.all().pop().unwrap().streams.map(|c| c.closed), Some(1));
+    assert!(
+        began.elapsed() < std::time::Duration::from_secs(30),
+        "drained by the new config's budget: {:?}",
+        began.elapsed()
+    );
+    drop(w);
+}
+
+#[tokio::test]
 async fn a_drain_with_no_stream_reports_none_and_sends_an_http_notice() {
     let r = Rig::with("drain_notice = \"POST /drain\"\n");
     let mut w = r.started().await;

@@ -26,7 +26,7 @@ use crate::balancer::{Balancer, ServerSpec, ServerStatus};
 use crate::clock::UnixMs;
 use crate::config::{HaproxySettings, ServiceSettings};
 use crate::engine::error::StepError;
-use crate::engine::phase::{Budgets, Instance, Replica, Swap};
+use crate::engine::phase::{Budgets, DrainSplit, Instance, Replica, Swap};
 use crate::health::{Passed, Prober};
 use crate::runtime::archive::ArchiveFetcher;
 use crate::runtime::secrets::Secrets;
@@ -126,6 +126,11 @@ pub fn budgets_of(settings: &ServiceSettings) -> Budgets {
     Budgets {
         health_deadline: settings.health.deadline,
         drain_budget: settings.streams.phase_budget(settings.drain_budget),
+        drain_split: Some(DrainSplit {
+            requests_ms: crate::clock::ms(settings.drain_budget),
+            streams_ms: crate::clock::ms(settings.streams.budget),
+            close_spread_ms: crate::clock::ms(settings.streams.close_spread),
+        }),
         host_budget: settings.host_budget,
         rollback: ROLLBACK_BUDGET,
     }

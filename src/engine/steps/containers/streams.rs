@@ -13,7 +13,7 @@ use super::Containers;
 use crate::balancer::Balancer;
 use crate::clock::{ms, now_ms, Backoff, UnixMs};
 use crate::config::DrainNotice;
-use crate::engine::phase::{Replica, Swap};
+use crate::engine::phase::{DrainSplit, Replica, Swap};
 use crate::health::Prober;
 use crate::model::StreamCounts;
 use crate::runtime::Runtime;
@@ -138,6 +138,16 @@ impl<R: Runtime, B: Balancer, H: Prober> Containers<R, B, H> {
         }
     }
 
+    /// The drain's budgets as the swap journaled them (the settings for a swap journaled before
+    /// they were kept there).
+    fn split(&self, swap: &Swap) -> DrainSplit {
+        swap.drain_split.unwrap_or(DrainSplit {
+            requests_ms: ms(self.settings.drain_budget),
+            streams_ms: ms(self.settings.streams.budget),
+            close_spread_ms: ms(self.settings.streams.close_spread),
+        })
+    }
+
     /// Tells the old app (after counting the streams it holds), then waits until `servers` hold
     /// no session, or: no request waits on its answer (or the drain budget ended) and no stream
     /// is open (or the stream budget ended); then closes the streams left over the close window.
@@ -150,11 +160,11 @@ impl<R: Runtime, B: Balancer, H: Prober> Containers<R, B, H> {
         deadline: UnixMs,
     ) {
         let servers: Vec<String> = old.iter().map(|m| m.server.clone()).collect();
-        let plan = &self.settings.streams;
-        let requests_until = deadline.min(started + ms(self.settings.drain_budget));
+        let split = self.split(swap);
+        let requests_until = deadline.min(started + split.requests_ms);
         let streams_until = deadline
-            .saturating_sub(ms(plan.close_spread))
-            .min(started + ms(plan.budget));
+            .saturating_sub(split.close_spread_ms)
+            .min(started + split.streams_ms);
         let mut s = Sessions::default();
         // read the sessions before the notice: streams the app ends on it count as open
         let mut read_at = now_ms();
@@ -242,7 +252,10 @@ impl<R: Runtime, B: Balancer, H: Prober> Containers<R, B, H> {
             return 0;
         }
         let start = now_ms();
-        let window = ms(self.settings.streams.close_spread).min(deadline.saturating_sub(start));
+        let window = self
+            .split(swap)
+            .close_spread_ms
+            .min(deadline.saturating_sub(start));
         let due = spread(ids, window, start);
         let mut closed = 0u64;
         let mut failed: Option<(usize, String)> = None;

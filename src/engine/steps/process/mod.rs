@@ -48,6 +48,7 @@ fn budgets_of(s: &ProcessSettings) -> Budgets {
     Budgets {
         health_deadline: s.health.deadline,
         drain_budget: s.drain_budget,
+        drain_split: None,
         host_budget: s.host_budget,
         rollback: ROLLBACK_BUDGET,
     }
