@@ -97,55 +97,34 @@ impl Services {
         }
     }
 
-    /// A container service's HAProxy runtime API, backend and config file (None for a process
-    /// service or an unknown name).
+    /// A container service's HAProxy (as its settings name it now) and its settings (None for a
+    /// process service or an unknown name).
     pub(crate) fn haproxy_of(
         &self,
         name: &str,
-    ) -> Option<(
-        crate::balancer::RuntimeApi,
-        String,
-        Option<std::path::PathBuf>,
-    )> {
+    ) -> Option<(crate::balancer::Haproxy, crate::config::HaproxySettings)> {
         let settings = self.settings.lock().expect("settings lock");
         let h = &settings.service(name)?.haproxy;
-        Some((
-            crate::balancer::RuntimeApi::new(&h.runtime_socket, h.command_timeout),
-            h.backend.clone(),
-            h.config_file.clone(),
-        ))
+        Some((crate::balancer::Haproxy::new(h), h.clone()))
     }
 
-    /// Sets HAProxy's maintenance variables again for every service the journal holds in
-    /// maintenance and HAProxy does not (it lost them in a reload or restart). Logged, never
-    /// fatal: the sweep comes back.
+    /// Sets HAProxy's maintenance again for every service the journal holds in maintenance and
+    /// HAProxy does not (it lost it in a reload or restart). Logged, never fatal: the sweep
+    /// comes back.
     pub async fn reapply_maintenance(&self) {
+        use crate::engine::maintenance::{reapply, Reapplied};
         for handle in self.handles() {
-            let Some(m) = handle.view().maintenance else {
+            let Some((haproxy, settings)) = self.haproxy_of(&handle.name) else {
                 continue;
             };
-            let Some((api, backend, _)) = self.haproxy_of(&handle.name) else {
-                continue;
-            };
-            use crate::balancer::maintenance;
-            let result = async {
-                if maintenance::is_on(&api, &backend).await? {
-                    return Ok(false);
-                }
-                if !maintenance::rule_loaded(&api, &backend).await? {
-                    return Err(crate::balancer::BalancerError::Reload(format!(
-                        "the running HAProxy has no maintenance rule for backend {backend}: clients are not told"
-                    )));
-                }
-                maintenance::apply(&api, &backend, Some((&m.message, m.retry_after_secs))).await?;
-                Ok(true)
-            }
-            .await;
-            match result {
-                Ok(true) => {
+            match reapply(&haproxy, &handle).await {
+                Ok(Reapplied::SetAgain) => {
                     tracing::info!(service = %handle.name, "maintenance set again in HAProxy (it had reloaded or restarted)")
                 }
-                Ok(false) => {}
+                Ok(Reapplied::Off | Reapplied::AlreadyOn) => {}
+                Ok(Reapplied::RuleMissing) => {
+                    tracing::warn!(service = %handle.name, backend = %settings.backend, "service in maintenance, but the running HAProxy has no maintenance rule for its backend: clients are not told")
+                }
                 Err(e) => {
                     tracing::warn!(service = %handle.name, error = %e, "service in maintenance, but HAProxy does not have it")
                 }

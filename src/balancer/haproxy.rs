@@ -100,6 +100,18 @@ fn runtime_server_options(options: &str) -> String {
 }
 
 impl Balancer for Haproxy {
+    async fn maintenance_rule_loaded(&self) -> Result<bool, BalancerError> {
+        super::maintenance::rule_loaded(&self.api, self.backend()).await
+    }
+
+    async fn maintenance_on(&self) -> Result<bool, BalancerError> {
+        super::maintenance::is_on(&self.api, self.backend()).await
+    }
+
+    async fn set_maintenance(&self, on: Option<(&str, u64)>) -> Result<(), BalancerError> {
+        super::maintenance::apply(&self.api, self.backend(), on).await
+    }
+
     async fn servers(&self) -> Result<Vec<ServerStatus>, BalancerError> {
         self.api.servers_state(self.backend()).await
     }

@@ -120,4 +120,13 @@ pub trait Balancer: Send + Sync + 'static {
     ) -> impl Future<Output = Result<(), BalancerError>> + Send;
     /// Reloads HAProxy hitlessly and waits until the new process answers with `expect` present.
     fn reload(&self, expect: &str) -> impl Future<Output = Result<(), BalancerError>> + Send;
+    /// Whether the running HAProxy has loaded our backend's maintenance rule (maintenance.rs).
+    fn maintenance_rule_loaded(&self) -> impl Future<Output = Result<bool, BalancerError>> + Send;
+    /// Whether our backend answers 503 for maintenance now.
+    fn maintenance_on(&self) -> impl Future<Output = Result<bool, BalancerError>> + Send;
+    /// Turns our backend's maintenance on (message, Retry-After seconds) or off.
+    fn set_maintenance(
+        &self,
+        on: Option<(&str, u64)>,
+    ) -> impl Future<Output = Result<(), BalancerError>> + Send;
 }

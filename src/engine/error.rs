@@ -85,6 +85,12 @@ pub enum StepError {
     Journal(#[from] crate::engine::journal::JournalError),
 }
 
+impl From<&StepError> for crate::engine::phase::Failure {
+    fn from(e: &StepError) -> Self {
+        Self::new(e.cause(), e.to_string())
+    }
+}
+
 impl StepError {
     /// What kind of failure it is, for the report's `cause`.
     pub fn cause(&self) -> Cause {

@@ -11,6 +11,7 @@ pub mod handle;
 pub mod hooks;
 pub mod instance;
 pub mod journal;
+pub mod maintenance;
 pub mod phase;
 mod queue_file;
 pub mod recover;

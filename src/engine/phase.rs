@@ -151,12 +151,6 @@ impl Failure {
     }
 }
 
-impl From<&crate::engine::error::StepError> for Failure {
-    fn from(e: &crate::engine::error::StepError) -> Failure {
-        Failure::new(e.cause(), e.to_string())
-    }
-}
-
 impl Event {
     fn name(&self) -> &'static str {
         match self {

@@ -73,7 +73,13 @@ fn failure_before_switch_rolls_back_and_keeps_first_reason() {
         .unwrap()
         .apply(Event::Started(instance("2")), 10)
         .unwrap()
-        .apply(Event::Fail(Failure::new(Cause::HealthGate, "health gate deadline passed")), 60_010)
+        .apply(
+            Event::Fail(Failure::new(
+                Cause::HealthGate,
+                "health gate deadline passed",
+            )),
+            60_010,
+        )
         .unwrap();
     assert_eq!(s.phase, Phase::RollingBack { deadline: 90_010 });
     let s = s.apply(Event::RolledBack, 60_100).unwrap();
@@ -105,7 +111,10 @@ fn illegal_moves_are_typed_errors() {
         .apply(Event::Switched, 0)
         .unwrap();
     assert!(s.phase.is_past_switch());
-    assert!(s.clone().apply(Event::Fail(Failure::new(Cause::HealthGate, "x")), 0).is_err());
+    assert!(s
+        .clone()
+        .apply(Event::Fail(Failure::new(Cause::HealthGate, "x")), 0)
+        .is_err());
     assert!(s.apply(Event::Retired, 0).is_err());
 }
 
@@ -154,7 +163,9 @@ fn a_ramp_walks_its_steps_then_the_watch_window_and_may_fail_until_the_drain() {
     let s = watching.apply(Event::Watched, 8_100).unwrap();
     assert!(matches!(s.phase, Phase::Draining { .. }));
     assert!(s.clone().apply(Event::StepPassed, 0).is_err());
-    assert!(s.apply(Event::Fail(Failure::new(Cause::HealthGate, "late")), 0).is_err());
+    assert!(s
+        .apply(Event::Fail(Failure::new(Cause::HealthGate, "late")), 0)
+        .is_err());
 }
 
 #[test]

@@ -6,9 +6,9 @@ use super::error::StepError;
 use super::handle::State;
 use super::journal::{JournalError, ServiceRecord};
 use super::phase::{Event, Failure, Phase, Swap};
-use crate::model::Cause;
 use super::steps::Steps;
 use super::walker::Walker;
+use crate::model::Cause;
 use crate::report::Reporter;
 
 /// What a restart does with a swap it finds in a phase.
@@ -135,7 +135,8 @@ impl<S: Steps, P: Reporter> Walker<S, P> {
                     .to_string()
             }
         };
-        self.book.advance(swap, Event::Fail(Failure::new(Cause::Restarted, why)))
+        self.book
+            .advance(swap, Event::Fail(Failure::new(Cause::Restarted, why)))
             .await
     }
 }

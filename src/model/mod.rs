@@ -14,8 +14,8 @@ pub mod status;
 pub use canary::{Figures, RampStep, StepRecord};
 pub use release::{new_deploy_id, ImageArchive, Release};
 pub use report::{
-    CanaryReport, Cause, HookRun, Identity, Outcome, PhaseTiming, RepairReport, RepairedPart, Report,
-    ReportKind, StreamCounts,
+    CanaryReport, Cause, HookRun, Identity, Outcome, PhaseTiming, RepairReport, RepairedPart,
+    Report, ReportKind, StreamCounts,
 };
 pub use requester::Requester;
 pub use status::{Maintenance, State};

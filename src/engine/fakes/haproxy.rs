@@ -34,6 +34,10 @@ pub struct HaproxyState {
     /// Open sessions (requests and streams), and how many readings of the sessions each still
     /// lasts by itself (None: until closed).
     pub sessions: Vec<(Session, Option<u32>)>,
+    /// The running HAProxy lacks the maintenance rule (its config was never reloaded with it).
+    pub no_maintenance_rule: bool,
+    /// Maintenance as set in HAProxy (message, Retry-After); a reload loses it.
+    pub maintenance: Option<(String, u64)>,
 }
 
 #[derive(Clone, Default)]
@@ -67,6 +71,26 @@ impl FakeHaproxy {
 }
 
 impl Balancer for FakeHaproxy {
+    async fn maintenance_rule_loaded(&self) -> Result<bool, BalancerError> {
+        self.fail("maintenance")?;
+        Ok(!self.state.lock().unwrap().no_maintenance_rule)
+    }
+
+    async fn maintenance_on(&self) -> Result<bool, BalancerError> {
+        self.fail("maintenance")?;
+        Ok(self.state.lock().unwrap().maintenance.is_some())
+    }
+
+    async fn set_maintenance(&self, on: Option<(&str, u64)>) -> Result<(), BalancerError> {
+        self.calls.push(match on {
+            Some((m, s)) => format!("haproxy maintenance on {s} {m}"),
+            None => "haproxy maintenance off".to_string(),
+        });
+        self.fail("maintenance")?;
+        self.state.lock().unwrap().maintenance = on.map(|(m, s)| (m.to_string(), s));
+        Ok(())
+    }
+
     async fn servers(&self) -> Result<Vec<ServerStatus>, BalancerError> {
         self.fail("servers")?;
         let s = self.state.lock().unwrap();
@@ -195,6 +219,8 @@ impl Balancer for FakeHaproxy {
         let mut s = self.state.lock().unwrap();
         let keep = s.persisted.clone();
         s.servers.retain(|name, _| keep.contains(name));
+        // and loses the runtime API's variables (maintenance)
+        s.maintenance = None;
         Ok(())
     }
 }

@@ -23,7 +23,10 @@ async fn a_failed_gate_never_puts_the_new_server_in_and_removes_its_container() 
     assert_eq!(r.haproxy.serving(), vec!["hs-d1"]);
     assert!(r.calls.any("docker remove_image web:2"));
     assert_eq!(results(&r).last().unwrap(), &("d2".into(), "failure"));
-    assert_eq!(r.reporter.all().pop().unwrap().cause, Some(Cause::HealthGate));
+    assert_eq!(
+        r.reporter.all().pop().unwrap().cause,
+        Some(Cause::HealthGate)
+    );
     assert_eq!(r.journal().current.unwrap().release.version, "1");
 }
 

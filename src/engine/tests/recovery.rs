@@ -74,9 +74,15 @@ async fn recovery_follows_a_current_container_to_its_new_address() {
         .ip = "10.9.9.9".parse().unwrap();
     r.restart(w).await;
     let server = r.haproxy.server("hs-d1").unwrap();
-    assert_eq!((server.addr.to_string().as_str(), server.port), ("10.9.9.9", 8080));
+    assert_eq!(
+        (server.addr.to_string().as_str(), server.port),
+        ("10.9.9.9", 8080)
+    );
     let member = r.journal().current.unwrap().members()[0].clone();
-    assert_eq!((member.addr.to_string().as_str(), member.host_port), ("10.9.9.9", 8080));
+    assert_eq!(
+        (member.addr.to_string().as_str(), member.host_port),
+        ("10.9.9.9", 8080)
+    );
 }
 
 #[tokio::test]
@@ -95,7 +101,10 @@ async fn recovery_follows_a_published_container_to_its_new_host_port() {
         .host_port = 31_000;
     r.restart(w).await;
     let server = r.haproxy.server("hs-d1").unwrap();
-    assert_eq!((server.addr.to_string().as_str(), server.port), ("127.0.0.1", 31_000));
+    assert_eq!(
+        (server.addr.to_string().as_str(), server.port),
+        ("127.0.0.1", 31_000)
+    );
     assert_eq!(r.journal().current.unwrap().members()[0].host_port, 31_000);
 }
 
@@ -141,7 +150,11 @@ async fn a_dead_current_container_is_replaced_at_start_up_and_the_repair_reporte
     assert!(after(gated, "haproxy put_in hs-d1") > gated, "{calls:?}");
     let report = r.reporter.all().pop().unwrap();
     assert_eq!(
-        (report.kind.as_str(), report.result.as_str(), report.deploy_id.as_str()),
+        (
+            report.kind.as_str(),
+            report.result.as_str(),
+            report.deploy_id.as_str()
+        ),
         ("repair", "success", "d1")
     );
     let repair = report.repair.unwrap();
@@ -310,7 +323,10 @@ async fn a_journal_written_by_hotswap_0_1_is_recovered() {
     assert_eq!(r.running_images(), vec!["web:1", "web:1"]);
     assert_eq!(r.haproxy.serving(), vec!["hs-d1", "hs-d1-2"]);
     let last = r.reporter.all().pop().unwrap();
-    assert_eq!((last.deploy_id.as_str(), last.result.as_str()), ("d2", "failure"));
+    assert_eq!(
+        (last.deploy_id.as_str(), last.result.as_str()),
+        ("d2", "failure")
+    );
     let journal = r.journal();
     assert_eq!(journal.schema, crate::engine::journal::JOURNAL_SCHEMA);
     assert_eq!(journal.current.unwrap().members().len(), 2);
@@ -331,7 +347,10 @@ async fn a_container_docker_said_died_is_repaired_while_its_list_still_shows_it_
     assert_eq!(w.health.0, State::Serving);
     assert_ne!(r.current_container(), dead, "replaced on the event alone");
     let report = r.reporter.all().pop().unwrap();
-    assert_eq!((report.kind.as_str(), report.result.as_str()), ("repair", "success"));
+    assert_eq!(
+        (report.kind.as_str(), report.result.as_str()),
+        ("repair", "success")
+    );
     // the event is taken once: the replacement is left alone
     let now = r.current_container();
     w.supervise().await;

@@ -185,12 +185,17 @@ async fn a_swap_restarted_mid_drain_keeps_the_budgets_it_began_with() {
     // hotswapd stopped mid-drain and started on a config that gives streams 2 minutes; the
     // swap journaled 1 s (and the drain phase 60 s)
     r.settings
-        .send(super::settings("stream_budget_secs = 120\nclose_spread_secs = 1\n"))
+        .send(super::settings(
+            "stream_budget_secs = 120\nclose_spread_secs = 1\n",
+        ))
         .unwrap();
     let began = std::time::Instant::now();
     let (w, _) = r.restart(w).await;
     assert_eq!(results(&r).last().unwrap(), &("d2".into(), "success"));
-    assert_eq!(r.reporter.all().pop().unwrap().streams.map(|c| c.closed), Some(1));
+    assert_eq!(
+        r.reporter.all().pop().unwrap().streams.map(|c| c.closed),
+        Some(1)
+    );
     assert!(
         began.elapsed() < std::time::Duration::from_secs(30),
         "drained by the new config's budget: {:?}",

@@ -3,8 +3,8 @@
 //! Where they agree (a running container whose address a ready `hs-*` server points at), that
 //! release is current; failing that, the release whose containers run, when only one does.
 
-use std::net::{IpAddr, Ipv4Addr};
 use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr};
 
 use super::{server_name, Containers};
 use crate::balancer::{AdminState, Balancer, ServerStatus};

@@ -118,11 +118,7 @@ impl<R: Runtime, B: Balancer, H: Prober> Containers<R, B, H> {
                     .await
                     .map_err(|e| e.to_string()),
                 DrainNotice::Http { method, path } => {
-                    match self
-                        .prober
-                        .notify(m.socket(), method, path)
-                        .await
-                    {
+                    match self.prober.notify(m.socket(), method, path).await {
                         Ok(status) if (200..300).contains(&status) => Ok(()),
                         Ok(status) => Err(format!("answered {status}")),
                         Err(e) => Err(e),
