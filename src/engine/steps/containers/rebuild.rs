@@ -13,9 +13,6 @@ use crate::engine::phase::{Instance, Release, Replica};
 use crate::health::Prober;
 use crate::runtime::{Found, Runtime, LABEL_DEPLOY_ID, LABEL_RELEASE, LABEL_VERSION};
 
-const LOOPBACK: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
-const UNSPECIFIED: IpAddr = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
-
 /// How well what Docker runs and what HAProxy routes to agree on one release.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Agreement {
@@ -81,12 +78,10 @@ impl<R: Runtime, B: Balancer, H: Prober> Containers<R, B, H> {
             .iter()
             .map(|f| {
                 let index = index_in(&f.name, &base);
-                let (addr, port) = if self.settings.container.options.publish {
-                    (LOOPBACK, f.host_port.unwrap_or(0))
-                } else {
-                    // no address on a network: 0.0.0.0, which no server of ours has
-                    (f.ip.unwrap_or(UNSPECIFIED), self.settings.container_port)
-                };
+                // nowhere to reach it: 0.0.0.0:0, which no server of ours has
+                let (addr, port) = self
+                    .reached_at(f)
+                    .unwrap_or((IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0));
                 let server = servers
                     .iter()
                     .find(|s| s.name.starts_with("hs-") && s.addr == addr && s.port == port);

@@ -96,12 +96,18 @@ impl<R: Runtime, B: Balancer, H: Prober> Containers<R, B, H> {
     /// Where a running current container answers now, when that is not where it did (Docker
     /// restarted it on another port or address).
     fn moved(&self, f: &Found, m: &Replica) -> Option<(IpAddr, u16)> {
-        let now = if self.settings.container.options.publish {
+        self.reached_at(f)
+            .filter(|&(a, p)| (a, p) != (m.addr, m.host_port))
+    }
+
+    /// Where a container found in Docker answers: 127.0.0.1 and its published port, or its
+    /// address on its network and the container port (None: Docker shows neither).
+    pub(super) fn reached_at(&self, f: &Found) -> Option<(IpAddr, u16)> {
+        if self.settings.container.options.publish {
             f.host_port.map(|p| (IpAddr::V4(Ipv4Addr::LOCALHOST), p))
         } else {
             f.ip.map(|ip| (ip, self.settings.container_port))
-        };
-        now.filter(|&(a, p)| (a, p) != (m.addr, m.host_port))
+        }
     }
 
     /// A current container that does not serve, with how it ended, for `repair`.
